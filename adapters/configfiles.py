@@ -1,0 +1,51 @@
+"""Read the network, SKU overrides and policy files (TOML, CSV) into validated records."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from state.config import ConfigError, Network, Policy, network_from_dict, policy_from_dict
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def read_sku_overrides(path: Path) -> dict[str, dict[str, Any]]:
+    """A CSV with a `sku` column and any of unit_cost, unit_margin, pack_size, min_transfer_qty."""
+    try:
+        frame = pl.read_csv(path, infer_schema_length=10_000)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except pl.exceptions.PolarsError as exc:
+        raise ConfigError(f"{path}: not a readable CSV: {exc}") from None
+    if "sku" not in frame.columns:
+        raise ConfigError(f"{path}: needs a `sku` column")
+    overrides: dict[str, dict[str, Any]] = {}
+    for row in frame.iter_rows(named=True):
+        sku = str(row.pop("sku"))
+        overrides[sku] = {k: v for k, v in row.items() if v is not None}
+    return overrides
+
+
+def load_network(path: str | Path) -> Network:
+    path = Path(path)
+    raw = _read_toml(path)
+    overrides = None
+    if "sku_overrides_file" in raw:
+        overrides = read_sku_overrides(path.parent / str(raw.pop("sku_overrides_file")))
+    return network_from_dict(raw, overrides)
+
+
+def load_policy(path: str | Path) -> Policy:
+    return policy_from_dict(_read_toml(Path(path)))

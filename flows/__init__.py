@@ -1,0 +1,1 @@
+"""stockshift flows layer."""

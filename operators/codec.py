@@ -1,0 +1,78 @@
+"""Serialise output records to the JSON documented in configs/schemas/.
+
+Timestamps leave as RFC 3339 UTC strings; the message key of every output is the SKU, so
+a consumer sees one SKU's records in order.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from state.records import DeadLetter, DecisionRecord, Proposal
+
+
+def rfc3339(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _payload_text(payload: bytes | None) -> tuple[str | None, str]:
+    """The original payload as text when it is UTF-8, else base64, and which one it is."""
+    if payload is None:
+        return None, "none"
+    try:
+        return payload.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(payload).decode("ascii"), "base64"
+
+
+def proposal_dict(proposal: Proposal) -> dict[str, Any]:
+    body = dataclasses.asdict(proposal)
+    body["created_at"] = rfc3339(body.pop("created_at_ms"))
+    body["expires_at"] = rfc3339(body.pop("expires_at_ms"))
+    body["status"] = proposal.status.value
+    return body
+
+
+def decision_dict(decision: DecisionRecord) -> dict[str, Any]:
+    body = dataclasses.asdict(decision)
+    body["ts"] = rfc3339(body.pop("ts_ms"))
+    body["outcome"] = decision.outcome.value
+    return body
+
+
+def dead_letter_dict(letter: DeadLetter) -> dict[str, Any]:
+    payload, encoding = _payload_text(letter.payload)
+    key, key_encoding = _payload_text(letter.key)
+    return {
+        "source_topic": letter.source_topic,
+        "partition": letter.partition,
+        "offset": letter.offset,
+        "key": key,
+        "key_encoding": key_encoding,
+        "payload": payload,
+        "payload_encoding": encoding,
+        "error": letter.error,
+        "reason": letter.reason,
+        "received_at": rfc3339(letter.received_at_ms),
+    }
+
+
+def dumps(body: dict[str, Any]) -> bytes:
+    return orjson.dumps(body)
+
+
+def encode_proposal(proposal: Proposal) -> tuple[bytes, bytes]:
+    return proposal.sku.encode(), orjson.dumps(proposal_dict(proposal))
+
+
+def encode_decision(decision: DecisionRecord) -> tuple[bytes, bytes]:
+    return decision.sku.encode(), orjson.dumps(decision_dict(decision))
+
+
+def encode_dead_letter(letter: DeadLetter) -> tuple[bytes | None, bytes]:
+    return letter.key, orjson.dumps(dead_letter_dict(letter))

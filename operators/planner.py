@@ -1,0 +1,323 @@
+"""Site agents and the per-SKU planner.
+
+Each site agent states its need against the policy: a receiver is short when its projected
+position over the lane lead time plus the review period falls below its reorder point
+(expected demand + z * sigma * sqrt(time)); a sender has surplus above its own reorder point
+plus a protection buffer. The planner matches a short receiver with the sender that gives
+the best net benefit: expected lost sales avoided (at the receiver, minus those caused at
+the sender) times the unit margin, minus the transfer's fixed and per-unit cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+from operators.demand import mean_per_hour, observed_hours, sd_per_hour
+from state.config import Lane, Network, Policy, SkuParams
+from state.records import Candidate, SiteView, SuppressReason
+from state.sku import SiteState, SkuState
+
+_SQRT2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+HOUR_MS = 3_600_000
+
+
+def expected_shortfall(mean: float, sd: float, stock: float) -> float:
+    """E[(D - stock)+] for D ~ Normal(mean, sd): the normal loss function."""
+    if sd <= 1e-9:
+        return max(mean - stock, 0.0)
+    z = (stock - mean) / sd
+    pdf = _INV_SQRT_2PI * math.exp(-0.5 * z * z)
+    tail = 0.5 * math.erfc(z / _SQRT2)
+    return sd * (pdf - z * tail)
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """A site's demand and position as its agent sees them at one moment."""
+
+    site_id: str
+    state: SiteState
+    mean: float
+    sd: float
+    learned: bool
+
+    def position_by(self, horizon_ms: int, now_ms: int) -> int:
+        """Position counting only inbound stock due within the horizon."""
+        due = now_ms + horizon_ms
+        inbound = sum(item.qty for item in self.state.inbound.values() if item.eta_ms <= due)
+        return self.state.on_hand + inbound + self.state.reserved_in - self.state.reserved_out
+
+    def reorder_point(self, hours: float, z: float) -> float:
+        return self.mean * hours + z * self.sd * math.sqrt(hours)
+
+
+def agent_for(site_id: str, site: SiteState, policy: Policy) -> Agent:
+    minutes = policy.demand_window_minutes
+    return Agent(
+        site_id=site_id,
+        state=site,
+        mean=mean_per_hour(site.demand, minutes),
+        sd=sd_per_hour(site.demand, minutes),
+        learned=observed_hours(site.demand, minutes) >= policy.warmup_hours,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """A receiver's deficit for a given lane lead time."""
+
+    qty: int
+    position: int
+    reorder_point: float
+    target: float
+    horizon_hours: float
+
+
+def receiver_need(agent: Agent, lead_hours: float, policy: Policy, now_ms: int) -> Need:
+    horizon = lead_hours + policy.review_hours
+    position = agent.position_by(int(horizon * HOUR_MS), now_ms)
+    rop = agent.reorder_point(horizon, policy.service_level_z)
+    target = rop + agent.mean * policy.cover_hours
+    qty = math.ceil(target - position) if position < rop else 0
+    return Need(max(qty, 0), position, rop, target, horizon)
+
+
+@dataclass(frozen=True, slots=True)
+class Surplus:
+    qty: int
+    keep: float
+    reorder_point: float
+    horizon_hours: float
+
+
+def sender_surplus(agent: Agent, replenishment_hours: float, policy: Policy) -> Surplus:
+    """Units a sender can give without falling below its reorder point plus a buffer."""
+    horizon = replenishment_hours + policy.review_hours
+    rop = agent.reorder_point(horizon, policy.service_level_z)
+    keep = rop + agent.mean * policy.sender_buffer_hours
+    state = agent.state
+    physical = state.on_hand - state.reserved_out
+    qty = min(math.floor(state.position - keep), physical)
+    return Surplus(max(qty, 0), keep, rop, horizon)
+
+
+def site_view(agent: Agent, position: int, reorder_point: float, target: float) -> SiteView:
+    state = agent.state
+    return SiteView(
+        site=agent.site_id,
+        on_hand=state.on_hand,
+        inbound=state.inbound_qty,
+        reserved_in=state.reserved_in,
+        reserved_out=state.reserved_out,
+        position=position,
+        demand_per_hour=round(agent.mean, 4),
+        demand_sd_per_hour=round(agent.sd, 4),
+        reorder_point=round(reorder_point, 2),
+        target=round(target, 2),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Economics:
+    qty: int
+    saved: float
+    lost_at_sender: float
+    cost: float
+    net_benefit: float
+
+
+def economics(
+    qty: int,
+    receiver: Agent,
+    need: Need,
+    lane: Lane,
+    sender: Agent,
+    surplus: Surplus,
+    params: SkuParams,
+    policy: Policy,
+    sender_position: int,
+) -> Economics:
+    """Net benefit of moving `qty` now.
+
+    Units saved are lost sales avoided at the receiver over lead time + cover, less those
+    that would be lost before the transfer can arrive (the transfer cannot save those).
+    """
+    horizon = lane.lead_hours + policy.cover_hours
+    mean_h, sd_h = receiver.mean * horizon, receiver.sd * math.sqrt(horizon)
+    mean_l, sd_l = receiver.mean * lane.lead_hours, receiver.sd * math.sqrt(lane.lead_hours)
+    p = need.position
+    saved = (expected_shortfall(mean_h, sd_h, p) - expected_shortfall(mean_h, sd_h, p + qty)) - (
+        expected_shortfall(mean_l, sd_l, p) - expected_shortfall(mean_l, sd_l, p + qty)
+    )
+    s_mean = sender.mean * surplus.horizon_hours
+    s_sd = sender.sd * math.sqrt(surplus.horizon_hours)
+    lost = expected_shortfall(s_mean, s_sd, sender_position - qty) - expected_shortfall(
+        s_mean, s_sd, sender_position
+    )
+    cost = lane.fixed_cost + lane.cost_per_unit * qty
+    net = params.unit_margin * (saved - lost) - cost
+    return Economics(qty, saved, lost, cost, net)
+
+
+def best_quantity(low: int, high: int, pack: int, evaluate: EconomicsFn) -> Economics:
+    """Maximise net benefit over pack multiples in [low, high]; net benefit is concave in qty."""
+    lo, hi = low // pack, high // pack
+    while hi - lo > 2:
+        m1 = lo + (hi - lo) // 3
+        m2 = hi - (hi - lo) // 3
+        if evaluate(m1 * pack).net_benefit < evaluate(m2 * pack).net_benefit:
+            lo = m1 + 1
+        else:
+            hi = m2 - 1
+    return max((evaluate(k * pack) for k in range(lo, hi + 1)), key=lambda e: e.net_benefit)
+
+
+class EconomicsFn:
+    """A memoised economics evaluation for one receiver-sender pair."""
+
+    __slots__ = ("_cache", "_args")
+
+    def __init__(self, *args: object) -> None:
+        self._args = args
+        self._cache: dict[int, Economics] = {}
+
+    def __call__(self, qty: int) -> Economics:
+        found = self._cache.get(qty)
+        if found is None:
+            found = self._cache[qty] = economics(qty, *self._args)  # type: ignore[arg-type]
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The planner's answer for one receiver: a chosen transfer or the reason there is none."""
+
+    receiver: SiteView
+    need: Need
+    chosen: Candidate | None
+    lane: Lane | None
+    sender: SiteView | None
+    alternatives: tuple[Candidate, ...]
+    suppress_reason: SuppressReason | None
+
+
+def plan_for_receiver(
+    sku_state: SkuState,
+    receiver_id: str,
+    network: Network,
+    policy: Policy,
+    now_ms: int,
+) -> Plan | None:
+    """Find the best sender for a receiver, or why none qualifies; None when no need."""
+    receiver = agent_for(receiver_id, sku_state.site(receiver_id), policy)
+    lanes = network.lanes_into(receiver_id)
+    shortest = min((lane.lead_hours for lane in lanes), default=0.0)
+    need = receiver_need(receiver, shortest, policy, now_ms)
+    if need.qty <= 0:
+        return None
+    view = site_view(receiver, need.position, need.reorder_point, need.target)
+
+    def suppressed(reason: SuppressReason, alts: tuple[Candidate, ...] = ()) -> Plan:
+        return Plan(view, need, None, None, None, alts, reason)
+
+    if not receiver.learned:
+        return suppressed(SuppressReason.WARMING_UP)
+    if not lanes:
+        return suppressed(SuppressReason.NO_ALLOWED_LANE)
+    if any(
+        r.to_site == receiver_id and not r.dispatched for r in sku_state.reservations.values()
+    ):
+        return suppressed(SuppressReason.RESERVATION_OUTSTANDING)
+    params = network.sku_params(sku_state.sku)
+    candidates: list[tuple[Candidate, Lane, SiteView]] = []
+    for lane in sorted(lanes, key=lambda item: (item.lead_hours, item.from_site)):
+        sender_state = sku_state.sites.get(lane.from_site)
+        if sender_state is None:
+            continue
+        candidate = _candidate(
+            sku_state, receiver, lane, sender_state, params, network, policy, now_ms
+        )
+        if candidate is not None:
+            candidates.append(candidate)
+    if not candidates:
+        return suppressed(SuppressReason.NO_SENDER_WITH_SURPLUS)
+    viable = [c for c in candidates if c[0].rejected_because is None]
+    if not viable:
+        reasons = {c[0].rejected_because for c in candidates}
+        for reason in (
+            SuppressReason.NO_NET_BENEFIT,
+            SuppressReason.BELOW_MIN_QTY,
+            SuppressReason.COOLDOWN,
+        ):
+            if reason.value in reasons:
+                return suppressed(reason, tuple(c[0] for c in candidates))
+        return suppressed(SuppressReason.NO_SENDER_WITH_SURPLUS, tuple(c[0] for c in candidates))
+    viable.sort(key=lambda c: (-c[0].net_benefit, c[0].lead_hours, c[0].from_site))
+    chosen, lane, sender_view = viable[0]
+    alternatives = tuple(c[0] for c in candidates if c[0] is not chosen)
+    return Plan(view, need, chosen, lane, sender_view, alternatives, None)
+
+
+def _candidate(
+    sku_state: SkuState,
+    receiver: Agent,
+    lane: Lane,
+    sender_state: SiteState,
+    params: SkuParams,
+    network: Network,
+    policy: Policy,
+    now_ms: int,
+) -> tuple[Candidate, Lane, SiteView] | None:
+    sender = agent_for(lane.from_site, sender_state, policy)
+    if not sender.learned:
+        return None
+    replenishment = network.sites[lane.from_site].replenishment_lead_hours
+    surplus = sender_surplus(sender, replenishment, policy)
+    if surplus.qty <= 0:
+        return None
+    sender_view = site_view(sender, sender_state.position, surplus.reorder_point, surplus.keep)
+    need = receiver_need(receiver, lane.lead_hours, policy, now_ms)
+
+    def rejected(reason: SuppressReason, qty: int = 0) -> tuple[Candidate, Lane, SiteView]:
+        cand = Candidate(lane.from_site, qty, lane.lead_hours, 0.0, 0.0, 0.0, 0.0, reason.value)
+        return cand, lane, sender_view
+
+    cooling = policy.cooldown_hours * HOUR_MS
+    if sender_state.last_transfer_in_ms >= 0 and now_ms - sender_state.last_transfer_in_ms < cooling:
+        return rejected(SuppressReason.COOLDOWN)
+    if any(
+        r.from_site == receiver.site_id and r.to_site == lane.from_site
+        for r in sku_state.reservations.values()
+    ):
+        return rejected(SuppressReason.COOLDOWN)
+    pack = params.pack_size
+    high = min(need.qty, surplus.qty) // pack * pack
+    low = math.ceil(params.min_transfer_qty / pack) * pack
+    if need.qty <= 0 or high < max(low, pack):
+        return rejected(SuppressReason.BELOW_MIN_QTY, max(high, 0))
+    evaluate = EconomicsFn(receiver, need, lane, sender, surplus, params, policy, sender_state.position)
+    best = best_quantity(max(low, pack), high, pack, evaluate)
+    cand = Candidate(
+        from_site=lane.from_site,
+        qty=best.qty,
+        lead_hours=lane.lead_hours,
+        transfer_cost=round(best.cost, 4),
+        expected_units_saved=round(best.saved, 4),
+        expected_units_lost_at_sender=round(best.lost_at_sender, 4),
+        net_benefit=round(best.net_benefit, 4),
+        rejected_because=(
+            None
+            if best.net_benefit >= policy.min_net_benefit
+            else SuppressReason.NO_NET_BENEFIT.value
+        ),
+    )
+    return cand, lane, sender_view
+
+
+def proposal_id(sku: str, from_site: str, to_site: str, qty: int, trigger: str, version: str) -> str:
+    """Deterministic from the decision's inputs, so a replay yields the same id."""
+    material = "\x1f".join((sku, from_site, to_site, str(qty), trigger, version)).encode()
+    return hashlib.blake2b(material, digest_size=16).hexdigest()

@@ -1,0 +1,128 @@
+"""Apply an event to a SKU's stock: on-hand, inbound, reservations.
+
+Transfer events name the receiving site in `site` and the sender in `from_site`. A
+proposal's reservation is released exactly once: on dispatch, rejection, failure or expiry.
+"""
+
+from __future__ import annotations
+
+from state.records import EventType, Event, ReleaseReason
+from state.sku import Inbound, Reservation, SiteState, SkuState
+
+TRANSFER_INBOUND_PREFIX = "transfer:"
+
+
+def _take(site: SiteState, qty: int) -> None:
+    site.on_hand = max(0, site.on_hand - qty)
+    if site.on_hand == 0:
+        site.stocked_out_in_window = True
+
+
+def release(state: SkuState, proposal_id: str) -> Reservation | None:
+    """Drop a proposal's reservation at both ends; None if it held nothing (already gone)."""
+    reservation = state.reservations.pop(proposal_id, None)
+    if reservation is None or reservation.dispatched:
+        return reservation
+    state.site(reservation.from_site).reserved_out -= reservation.qty
+    state.site(reservation.to_site).reserved_in -= reservation.qty
+    return reservation
+
+
+def expire_reservations(state: SkuState, now_ms: int) -> list[tuple[str, Reservation]]:
+    """Release reservations whose proposal was never dispatched before it expired."""
+    expired = [
+        (pid, r)
+        for pid, r in state.reservations.items()
+        if not r.dispatched and r.expires_at_ms <= now_ms
+    ]
+    for pid, _ in expired:
+        release(state, pid)
+    return expired
+
+
+def reserve(state: SkuState, proposal_id: str, reservation: Reservation) -> None:
+    state.reservations[proposal_id] = reservation
+    state.site(reservation.from_site).reserved_out += reservation.qty
+    state.site(reservation.to_site).reserved_in += reservation.qty
+
+
+def apply_event(
+    state: SkuState, event: Event
+) -> tuple[str, Reservation, ReleaseReason] | None:
+    """Update stock for one event; returns the reservation it released, if any."""
+    site = state.site(event.site)
+    kind = event.type
+    if kind is EventType.SALE:
+        _take(site, event.qty)
+        site.demand.window_qty += event.qty
+    elif kind is EventType.RETURN:
+        site.on_hand += event.qty
+    elif kind is EventType.SNAPSHOT:
+        site.on_hand = event.qty
+        if event.qty == 0:
+            site.stocked_out_in_window = True
+    elif kind is EventType.ADJUSTMENT:
+        if event.qty < 0:
+            _take(site, -event.qty)
+        else:
+            site.on_hand += event.qty
+    elif kind is EventType.INBOUND_EXPECTED:
+        assert event.shipment_id is not None and event.eta_ms is not None
+        site.inbound[event.shipment_id] = Inbound(event.qty, event.eta_ms)
+    elif kind is EventType.INBOUND_RECEIVED:
+        site.on_hand += event.qty
+        if event.shipment_id is not None:
+            site.inbound.pop(event.shipment_id, None)
+    else:
+        return _apply_transfer(state, event, site)
+    return None
+
+
+def _apply_transfer(
+    state: SkuState, event: Event, receiver: SiteState
+) -> tuple[str, Reservation, ReleaseReason] | None:
+    assert event.from_site is not None
+    sender = state.site(event.from_site)
+    key = TRANSFER_INBOUND_PREFIX + (event.proposal_id or event.event_id)
+    pid = event.proposal_id
+    reservation = state.reservations.get(pid) if pid is not None else None
+    kind = event.type
+    released: tuple[str, Reservation, ReleaseReason] | None = None
+    if kind is EventType.TRANSFER_DISPATCHED:
+        lead_hours = 0.0
+        if reservation is not None and pid is not None and not reservation.dispatched:
+            release(state, pid)
+            lead_hours = reservation.lead_hours
+            reservation.dispatched = True
+            state.reservations[pid] = reservation
+            released = (pid, reservation, ReleaseReason.DISPATCHED)
+        _take(sender, event.qty)
+        receiver.inbound[key] = Inbound(event.qty, event.ts_ms + int(lead_hours * 3_600_000))
+    elif kind is EventType.TRANSFER_RECEIVED:
+        if key not in receiver.inbound and reservation is not None and not reservation.dispatched:
+            # The dispatch event never reached us: the receipt proves it happened.
+            assert pid is not None
+            release(state, pid)
+            _take(sender, event.qty)
+            released = (pid, reservation, ReleaseReason.DISPATCHED)
+        receiver.inbound.pop(key, None)
+        receiver.on_hand += event.qty
+        receiver.last_transfer_in_ms = event.ts_ms
+        if pid is not None:
+            state.reservations.pop(pid, None)
+    else:
+        reason = (
+            ReleaseReason.REJECTED
+            if kind is EventType.TRANSFER_REJECTED
+            else ReleaseReason.FAILED
+        )
+        if reservation is not None and pid is not None:
+            if reservation.dispatched:
+                # Failed in transit: the goods go back to the sender.
+                if receiver.inbound.pop(key, None) is not None:
+                    sender.on_hand += event.qty
+                state.reservations.pop(pid, None)
+            else:
+                release(state, pid)
+                released = (pid, reservation, reason)
+    return released

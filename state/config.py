@@ -1,0 +1,197 @@
+"""The network and policy a flow decides with, validated once at start.
+
+Built from plain dicts (adapters read the TOML files) so a bad config fails before the
+flow consumes a single event, with a message that names the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A network or policy file is invalid; the message names the offending field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    site_id: str
+    kind: str = "store"
+    replenishment_lead_hours: float = 72.0
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """A permitted transfer route; one-way unless the file says `bidirectional`."""
+
+    from_site: str
+    to_site: str
+    lead_hours: float
+    cost_per_unit: float
+    fixed_cost: float
+
+
+@dataclass(frozen=True, slots=True)
+class SkuParams:
+    unit_cost: float = 10.0
+    unit_margin: float = 5.0
+    pack_size: int = 1
+    min_transfer_qty: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    sites: Mapping[str, Site]
+    lanes: Mapping[tuple[str, str], Lane]
+    sku_defaults: SkuParams = SkuParams()
+    sku_overrides: Mapping[str, SkuParams] = field(default_factory=dict)
+
+    def sku_params(self, sku: str) -> SkuParams:
+        return self.sku_overrides.get(sku, self.sku_defaults)
+
+    def lanes_into(self, to_site: str) -> list[Lane]:
+        return [lane for (_, dst), lane in self.lanes.items() if dst == to_site]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A versioned decision policy; every proposal and decision record carries `version`."""
+
+    version: str
+    description: str = ""
+    service_level_z: float = 1.65
+    review_hours: float = 24.0
+    cover_hours: float = 72.0
+    sender_buffer_hours: float = 24.0
+    min_net_benefit: float = 1.0
+    cooldown_hours: float = 48.0
+    proposal_ttl_hours: float = 6.0
+    approval_value_threshold: float = 5000.0
+    demand_window_minutes: int = 60
+    demand_halflife_hours: float = 96.0
+    warmup_hours: float = 24.0
+    dedupe_capacity: int = 64
+
+
+def _require(table: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in table:
+        raise ConfigError(f"{where}: missing required field `{key}`")
+    return table[key]
+
+
+def _number(value: Any, where: str, *, minimum: float = 0.0, strict: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    if value < minimum or (strict and value == minimum):
+        sign = ">" if strict else ">="
+        raise ConfigError(f"{where}: must be {sign} {minimum}, got {value!r}")
+    return float(value)
+
+
+def _integer(value: Any, where: str, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def sku_params_from_dict(raw: Mapping[str, Any], where: str, base: SkuParams) -> SkuParams:
+    known = {"unit_cost", "unit_margin", "pack_size", "min_transfer_qty"}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
+    return SkuParams(
+        unit_cost=_number(raw.get("unit_cost", base.unit_cost), f"{where}.unit_cost"),
+        unit_margin=_number(raw.get("unit_margin", base.unit_margin), f"{where}.unit_margin"),
+        pack_size=_integer(raw.get("pack_size", base.pack_size), f"{where}.pack_size"),
+        min_transfer_qty=_integer(
+            raw.get("min_transfer_qty", base.min_transfer_qty), f"{where}.min_transfer_qty"
+        ),
+    )
+
+
+def network_from_dict(
+    raw: Mapping[str, Any], sku_overrides: Mapping[str, Mapping[str, Any]] | None = None
+) -> Network:
+    """Validate a parsed network file. Lanes must join known sites; ids must be unique."""
+    sites: dict[str, Site] = {}
+    for i, entry in enumerate(_require(raw, "sites", "network")):
+        where = f"network.sites[{i}]"
+        site_id = _require(entry, "id", where)
+        if not isinstance(site_id, str) or not site_id or len(site_id) > 64:
+            raise ConfigError(f"{where}.id: expected a 1-64 character string, got {site_id!r}")
+        if site_id in sites:
+            raise ConfigError(f"{where}.id: duplicate site id {site_id!r}")
+        sites[site_id] = Site(
+            site_id=site_id,
+            kind=str(entry.get("kind", "store")),
+            replenishment_lead_hours=_number(
+                entry.get("replenishment_lead_hours", 72.0),
+                f"{where}.replenishment_lead_hours",
+            ),
+        )
+    if len(sites) < 2:
+        raise ConfigError("network.sites: a network needs at least two sites")
+    lanes: dict[tuple[str, str], Lane] = {}
+    for i, entry in enumerate(raw.get("lanes", [])):
+        where = f"network.lanes[{i}]"
+        src = _require(entry, "from", where)
+        dst = _require(entry, "to", where)
+        for end, name in ((src, "from"), (dst, "to")):
+            if end not in sites:
+                raise ConfigError(f"{where}.{name}: unknown site {end!r}")
+        if src == dst:
+            raise ConfigError(f"{where}: a lane cannot start and end at {src!r}")
+        lead = _number(_require(entry, "lead_hours", where), f"{where}.lead_hours")
+        per_unit = _number(entry.get("cost_per_unit", 0.0), f"{where}.cost_per_unit")
+        fixed = _number(entry.get("fixed_cost", 0.0), f"{where}.fixed_cost")
+        pairs = [(src, dst), (dst, src)] if entry.get("bidirectional", False) else [(src, dst)]
+        for a, b in pairs:
+            if (a, b) in lanes:
+                raise ConfigError(f"{where}: duplicate lane {a!r} -> {b!r}")
+            lanes[(a, b)] = Lane(a, b, lead, per_unit, fixed)
+    defaults = sku_params_from_dict(raw.get("sku_defaults", {}), "network.sku_defaults", SkuParams())
+    overrides = {
+        sku: sku_params_from_dict(values, f"sku_overrides[{sku!r}]", defaults)
+        for sku, values in (sku_overrides or {}).items()
+    }
+    return Network(sites=sites, lanes=lanes, sku_defaults=defaults, sku_overrides=overrides)
+
+
+_POLICY_FLOATS = {
+    "service_level_z": 0.0,
+    "review_hours": 0.0,
+    "cover_hours": 0.0,
+    "sender_buffer_hours": 0.0,
+    "min_net_benefit": 0.0,
+    "cooldown_hours": 0.0,
+    "proposal_ttl_hours": 0.0,
+    "approval_value_threshold": 0.0,
+    "demand_halflife_hours": 0.0,
+    "warmup_hours": 0.0,
+}
+_POLICY_INTS = {"demand_window_minutes": 1, "dedupe_capacity": 1}
+
+
+def policy_from_dict(raw: Mapping[str, Any]) -> Policy:
+    """Validate a parsed policy file; unknown keys are errors so typos cannot go unnoticed."""
+    version = _require(raw, "version", "policy")
+    if not isinstance(version, str) or not version:
+        raise ConfigError(f"policy.version: expected a non-empty string, got {version!r}")
+    unknown = set(raw) - set(_POLICY_FLOATS) - set(_POLICY_INTS) - {"version", "description"}
+    if unknown:
+        raise ConfigError(f"policy: unknown field(s) {sorted(unknown)}")
+    values: dict[str, Any] = {"version": version, "description": str(raw.get("description", ""))}
+    for key, minimum in _POLICY_FLOATS.items():
+        if key in raw:
+            values[key] = _number(raw[key], f"policy.{key}", minimum=minimum)
+    for key, int_minimum in _POLICY_INTS.items():
+        if key in raw:
+            values[key] = _integer(raw[key], f"policy.{key}", minimum=int_minimum)
+    if values.get("demand_halflife_hours", 1.0) <= 0:
+        raise ConfigError("policy.demand_halflife_hours: must be > 0")
+    if values.get("proposal_ttl_hours", 1.0) <= 0:
+        raise ConfigError("policy.proposal_ttl_hours: must be > 0")
+    return Policy(**values)

@@ -1,0 +1,214 @@
+"""Typed records that travel between steps of the flow.
+
+Events, proposals and decision records are frozen so that a step can never change what an
+earlier step saw; they use slots because millions of them pass through the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class EventType(StrEnum):
+    """The `type` field of an input event; one enum for all three input topics."""
+
+    SALE = "sale"
+    RETURN = "return"
+    SNAPSHOT = "snapshot"
+    ADJUSTMENT = "adjustment"
+    INBOUND_EXPECTED = "inbound_expected"
+    INBOUND_RECEIVED = "inbound_received"
+    TRANSFER_DISPATCHED = "transfer_dispatched"
+    TRANSFER_RECEIVED = "transfer_received"
+    TRANSFER_REJECTED = "transfer_rejected"
+    TRANSFER_FAILED = "transfer_failed"
+
+
+TRANSFER_STATUS_TYPES = frozenset(
+    {
+        EventType.TRANSFER_DISPATCHED,
+        EventType.TRANSFER_RECEIVED,
+        EventType.TRANSFER_REJECTED,
+        EventType.TRANSFER_FAILED,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """Where a record came from, so an auditor can fetch the original message."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated input event.
+
+    `qty` carries the event's one quantity: units sold, returned or shipped; the counted
+    on-hand of a `snapshot`; the signed delta of an `adjustment`.
+    """
+
+    event_id: str
+    type: EventType
+    ts_ms: int
+    sku: str
+    site: str
+    qty: int
+    eta_ms: int | None = None
+    shipment_id: str | None = None
+    from_site: str | None = None
+    proposal_id: str | None = None
+    source: SourceRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """An input message as consumed, before parsing; adapters build it from the client's."""
+
+    topic: str
+    partition: int | None
+    offset: int | None
+    key: bytes | None
+    value: bytes | None
+    received_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An input that failed to parse or validate, kept whole so nothing is lost."""
+
+    source_topic: str
+    partition: int | None
+    offset: int | None
+    key: bytes | None
+    payload: bytes | None
+    error: str
+    reason: str
+    received_at_ms: int
+
+
+class ProposalStatus(StrEnum):
+    PROPOSED = "proposed"
+    NEEDS_APPROVAL = "needs_approval"
+
+
+@dataclass(frozen=True, slots=True)
+class SiteView:
+    """A site's numbers at decision time: the inputs a planner would check."""
+
+    site: str
+    on_hand: int
+    inbound: int
+    reserved_in: int
+    reserved_out: int
+    position: int
+    demand_per_hour: float
+    demand_sd_per_hour: float
+    reorder_point: float
+    target: float
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One sender considered for a receiver, with the numbers that ranked it."""
+
+    from_site: str
+    qty: int
+    lead_hours: float
+    transfer_cost: float
+    expected_units_saved: float
+    expected_units_lost_at_sender: float
+    net_benefit: float
+    rejected_because: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    receiver: SiteView
+    sender: SiteView
+    lead_hours: float
+    cost_per_unit: float
+    fixed_cost: float
+    transfer_cost: float
+    unit_margin: float
+    expected_units_saved: float
+    expected_units_lost_at_sender: float
+    net_benefit: float
+    alternatives: tuple[Candidate, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    proposal_id: str
+    sku: str
+    from_site: str
+    to_site: str
+    qty: int
+    created_at_ms: int
+    expires_at_ms: int
+    policy_version: str
+    status: ProposalStatus
+    reason: str
+    evidence: Evidence
+    trigger_event_ids: tuple[str, ...]
+
+
+class Outcome(StrEnum):
+    """What a decision record says happened."""
+
+    PROPOSED = "proposed"
+    NEEDS_APPROVAL = "needs_approval"
+    SUPPRESSED = "suppressed"
+    RESERVATION_RELEASED = "reservation_released"
+
+
+class SuppressReason(StrEnum):
+    """Why a receiver's need did not become a proposal (decision log and metrics label)."""
+
+    NO_SENDER_WITH_SURPLUS = "no_sender_with_surplus"
+    NO_ALLOWED_LANE = "no_allowed_lane"
+    BELOW_MIN_QTY = "below_min_qty"
+    NO_NET_BENEFIT = "no_net_benefit"
+    COOLDOWN = "cooldown"
+    RESERVATION_OUTSTANDING = "reservation_outstanding"
+    WARMING_UP = "warming_up"
+
+
+class ReleaseReason(StrEnum):
+    DISPATCHED = "dispatched"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """One audit line per decision, including the ones that did not become proposals."""
+
+    sku: str
+    site: str
+    ts_ms: int
+    outcome: Outcome
+    reason: str
+    detail: str
+    policy_version: str
+    trigger_event_id: str
+    trigger_source: SourceRef | None = None
+    proposal_id: str | None = None
+    receiver: SiteView | None = None
+    alternatives: tuple[Candidate, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutput:
+    """Everything one input event caused; exactly one per event that reached the state."""
+
+    event_id: str
+    duplicate: bool = False
+    late: bool = False
+    proposals: tuple[Proposal, ...] = ()
+    decisions: tuple[DecisionRecord, ...] = field(default=())

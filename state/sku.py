@@ -1,0 +1,83 @@
+"""Per-SKU state: every site's stock and demand, reservations and recent event ids.
+
+The flow keys state by SKU so that one planner sees all sites of a SKU at once. Records
+are slotted and hold only numbers and short strings: Bytewax copies each touched key's
+state every epoch, and we aim for millions of SKU-site entries per process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Demand:
+    """An event-time demand estimate: a tumbling window plus exponentially smoothed moments.
+
+    `rate` and `var` are per window (units per window); `weight` is the bias correction of
+    the smoothing, so early estimates are not pulled towards zero.
+    """
+
+    window_start_ms: int = -1
+    window_qty: int = 0
+    rate: float = 0.0
+    var: float = 0.0
+    weight: float = 0.0
+    windows_seen: int = 0
+
+
+@dataclass(slots=True)
+class Inbound:
+    """Stock expected at a site: a supplier shipment or a dispatched transfer in transit."""
+
+    qty: int
+    eta_ms: int
+
+
+@dataclass(slots=True)
+class SiteState:
+    on_hand: int = 0
+    reserved_in: int = 0
+    reserved_out: int = 0
+    inbound: dict[str, Inbound] = field(default_factory=dict)
+    demand: Demand = field(default_factory=Demand)
+    stocked_out_in_window: bool = False
+    last_transfer_in_ms: int = -1
+    last_event_ms: int = -1
+    last_logged: str = ""
+
+    @property
+    def inbound_qty(self) -> int:
+        return sum(item.qty for item in self.inbound.values())
+
+    @property
+    def position(self) -> int:
+        """Inventory position: on-hand + inbound + reserved in - reserved out."""
+        return self.on_hand + self.inbound_qty + self.reserved_in - self.reserved_out
+
+
+@dataclass(slots=True)
+class Reservation:
+    """A proposal's quantity held at both ends until dispatched, rejected, failed or expired."""
+
+    from_site: str
+    to_site: str
+    qty: int
+    expires_at_ms: int
+    lead_hours: float
+    dispatched: bool = False
+
+
+@dataclass(slots=True)
+class SkuState:
+    sku: str
+    sites: dict[str, SiteState] = field(default_factory=dict)
+    reservations: dict[str, Reservation] = field(default_factory=dict)
+    recent_event_ids: dict[str, None] = field(default_factory=dict)
+    clock_ms: int = -1
+
+    def site(self, site_id: str) -> SiteState:
+        found = self.sites.get(site_id)
+        if found is None:
+            found = self.sites[site_id] = SiteState()
+        return found
