@@ -64,7 +64,7 @@ class Policy:
     description: str = ""
     service_level_z: float = 1.65
     review_hours: float = 24.0
-    cover_hours: float = 72.0
+    cover_hours: float = 24.0
     sender_buffer_hours: float = 24.0
     min_net_benefit: float = 1.0
     cooldown_hours: float = 48.0

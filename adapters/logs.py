@@ -1,0 +1,39 @@
+"""Structured JSON logs: one object per line, with the record's `extra` fields."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import orjson
+
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_SECRET_HINTS = ("password", "secret", "sasl", "token", "key")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        body = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for name, value in vars(record).items():
+            if name in _STANDARD:
+                continue
+            if any(hint in name.lower() for hint in _SECRET_HINTS) and name != "key":
+                value = "***"
+            body[name] = value
+        if record.exc_info:
+            body["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(body, default=str).decode()
+
+
+def configure(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger("stockshift")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False

@@ -1,0 +1,60 @@
+"""Files the demo and simulator leave behind: proposals (JSONL), KPIs (JSON), a PNG chart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from operators.codec import proposal_dict
+from state.records import Proposal
+
+
+def write_proposals(path: Path, proposals: Iterable[Proposal]) -> int:
+    count = 0
+    with path.open("wb") as handle:
+        for proposal in proposals:
+            handle.write(orjson.dumps(proposal_dict(proposal)) + b"\n")
+            count += 1
+    return count
+
+
+def write_json(path: Path, body: Mapping[str, Any]) -> None:
+    path.write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2))
+
+
+def comparison_table(columns: Mapping[str, Mapping[str, float]], rows: Sequence[str]) -> str:
+    """A plain-text table: one row per KPI, one column per run."""
+    names = list(columns)
+    width = max(len(r) for r in rows) + 2
+    col = max(14, *(len(n) + 2 for n in names))
+    lines = ["KPI".ljust(width) + "".join(n.rjust(col) for n in names)]
+    lines.append("-" * (width + col * len(names)))
+    for row in rows:
+        cells = []
+        for name in names:
+            value = columns[name].get(row, "")
+            cells.append((f"{value:.4f}" if isinstance(value, float) else str(value)).rjust(col))
+        lines.append(row.ljust(width) + "".join(cells))
+    return "\n".join(lines)
+
+
+def fill_chart(path: Path, series: Mapping[str, Sequence[float]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for name, values in series.items():
+        ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+    ax.set_xlabel("simulated day")
+    ax.set_ylabel("network unit fill rate")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
