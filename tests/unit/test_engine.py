@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators.engine import DecisionContext, step
+from operators.planner import expected_shortfall
+from state.records import EventType, Outcome, Proposal
+from state.sku import SkuState
+from tests.helpers import HOUR, event, policy, two_store_network, warm_history
+
+CTX = DecisionContext.build(two_store_network(), policy())
+
+
+def run(events, ctx=CTX, state=None):
+    proposals, decisions = [], []
+    for e in events:
+        state, out = step(state, e, ctx)
+        proposals.extend(out.proposals)
+        decisions.extend(out.decisions)
+    return state, proposals, decisions
+
+
+def trigger():
+    """A count at B reveals far less stock than the books said (shrink)."""
+    return event("count-B", EventType.SNAPSHOT, 30.2, "B", 20)
+
+
+def test_short_receiver_gets_a_proposal_from_the_site_with_surplus() -> None:
+    state, proposals, decisions = run([*warm_history(), trigger()])
+    assert len(proposals) == 1
+    p = proposals[0]
+    assert (p.from_site, p.to_site) == ("A", "B")
+    assert p.trigger_event_ids == ("count-B",)
+    assert p.evidence.net_benefit >= CTX.policy.min_net_benefit
+    assert p.evidence.expected_units_saved > 0
+    assert p.expires_at_ms - p.created_at_ms == int(CTX.policy.proposal_ttl_hours * HOUR)
+    # The reservation holds the quantity at both ends.
+    assert state.sites["A"].reserved_out == p.qty == state.sites["B"].reserved_in
+    assert any(d.outcome is Outcome.PROPOSED and d.proposal_id == p.proposal_id for d in decisions)
+    # The slower, dearer lane into C lost or was never a candidate; A->B is the only lane into B.
+    assert p.evidence.lead_hours == 6
+
+
+def test_replay_gives_identical_proposals_and_ids() -> None:
+    _, first, _ = run([*warm_history(), trigger()])
+    _, second, _ = run([*warm_history(), trigger()])
+    assert first == second and first
+
+
+def test_reservation_stops_a_second_proposal_until_released() -> None:
+    state, proposals, _ = run([*warm_history(), trigger()])
+    state, more, decisions = run([event("s2", EventType.SALE, 30.4, "B", 3)], state=state)
+    assert more == []
+    assert any(d.reason == "reservation_outstanding" for d in decisions)
+    # After expiry the reservation is released and logged.
+    later = 30.2 + CTX.policy.proposal_ttl_hours + 0.1
+    state, _, decisions = run([event("s3", EventType.SALE, later, "A", 1)], state=state)
+    released = [d for d in decisions if d.outcome is Outcome.RESERVATION_RELEASED]
+    assert [d.reason for d in released] == ["expired"]
+    assert state.sites["A"].reserved_out == 0 and state.sites["B"].reserved_in == 0
+
+
+def test_dispatch_moves_stock_in_transit_and_receipt_lands_it() -> None:
+    state, (p,), _ = run([*warm_history(), trigger()])
+    a_before = state.sites["A"].on_hand
+    dispatched = event("d1", EventType.TRANSFER_DISPATCHED, 31, "B", p.qty, from_site="A", proposal_id=p.proposal_id)
+    state, _, decisions = run([dispatched], state=state)
+    assert state.sites["A"].on_hand == a_before - p.qty
+    assert state.sites["A"].reserved_out == 0 and state.sites["B"].reserved_in == 0
+    assert state.sites["B"].inbound_qty == p.qty
+    assert [d.reason for d in decisions if d.outcome is Outcome.RESERVATION_RELEASED] == ["dispatched"]
+    b_before = state.sites["B"].on_hand
+    received = event("r1", EventType.TRANSFER_RECEIVED, 37, "B", p.qty, from_site="A", proposal_id=p.proposal_id)
+    state, _, _ = run([received], state=state)
+    assert state.sites["B"].on_hand == b_before + p.qty and state.sites["B"].inbound_qty == 0
+    assert p.proposal_id not in state.reservations
+
+
+def test_no_ping_pong_a_site_that_just_received_does_not_send_back() -> None:
+    state, (p,), _ = run([*warm_history(), trigger()])
+    state, _, _ = run(
+        [
+            event("d1", EventType.TRANSFER_DISPATCHED, 31, "B", p.qty, from_site="A", proposal_id=p.proposal_id),
+            event("r1", EventType.TRANSFER_RECEIVED, 37, "B", p.qty, from_site="A", proposal_id=p.proposal_id),
+            # A collapses: now A is short and B holds plenty, but B just received from A.
+            event("shrink-A", EventType.SNAPSHOT, 38, "A", 0),
+        ],
+        state=state,
+    )
+    state, proposals, decisions = run([event("sa", EventType.SALE, 38.5, "A", 1)], state=state)
+    assert proposals == []
+    assert any(d.site == "A" and d.reason == "cooldown" for d in decisions) or all(
+        d.site != "A" for d in decisions
+    )
+
+
+def test_duplicate_event_ids_are_ignored() -> None:
+    state, _, _ = run(warm_history())
+    on_hand = state.sites["B"].on_hand
+    state, out = step(state, event("sale-B-3-SKU-1", EventType.SALE, 30, "B", 5), CTX)
+    assert out.duplicate and state.sites["B"].on_hand == on_hand
+
+
+def test_warm_up_suppresses_and_is_logged_once() -> None:
+    events = [event("snapB", EventType.SNAPSHOT, 0, "B", 0), event("snapA", EventType.SNAPSHOT, 0, "A", 90)]
+    events += [event(f"x{i}", EventType.SALE, 0.1 * i, "B", 1) for i in range(1, 5)]
+    _, proposals, decisions = run(events)
+    assert proposals == []
+
+
+def test_expected_shortfall_matches_numeric_integration() -> None:
+    mean, sd, stock = 20.0, 5.0, 18.0
+    steps = 20_000
+    lo, hi = mean - 10 * sd, mean + 10 * sd
+    dx = (hi - lo) / steps
+    total = 0.0
+    for i in range(steps):
+        x = lo + (i + 0.5) * dx
+        pdf = math.exp(-0.5 * ((x - mean) / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
+        total += max(x - stock, 0.0) * pdf * dx
+    assert abs(expected_shortfall(mean, sd, stock) - total) < 1e-4
+    assert expected_shortfall(10, 0, 4) == 6
+
+
+# ---- invariants over random event sequences -------------------------------------------
+
+site = st.sampled_from(["A", "B", "C"])
+kinds = st.sampled_from(
+    [EventType.SALE, EventType.SALE, EventType.SALE, EventType.SNAPSHOT, EventType.RETURN, EventType.ADJUSTMENT]
+)
+
+
+@st.composite
+def sequences(draw):
+    events = warm_history(26)
+    hour = 26.0
+    for i in range(draw(st.integers(1, 60))):
+        hour += draw(st.floats(0.0, 3.0))
+        kind = draw(kinds)
+        s = draw(site)
+        if kind is EventType.SNAPSHOT:
+            qty = draw(st.integers(0, 400))
+        elif kind is EventType.ADJUSTMENT:
+            qty = draw(st.integers(-50, 50).filter(lambda v: v != 0))
+        else:
+            qty = draw(st.integers(1, 40))
+        events.append(event(f"r{i}", kind, hour, s, qty))
+    return events
+
+
+@settings(max_examples=60, deadline=None)
+@given(sequences(), st.data())
+def test_invariants_hold_for_any_sequence(events, data) -> None:
+    state: SkuState | None = None
+    proposals: list[Proposal] = []
+    for e in events:
+        state, out = step(state, e, CTX)
+        for p in out.proposals:
+            proposals.append(p)
+            # Never promise more than the sender physically holds.
+            sender = state.sites[p.from_site]
+            assert sender.reserved_out <= sender.on_hand
+            assert p.evidence.net_benefit >= CTX.policy.min_net_benefit
+            assert p.qty >= CTX.network.sku_defaults.min_transfer_qty
+            # The sender keeps at least its reorder point.
+            assert p.evidence.sender.position - p.qty >= p.evidence.sender.reorder_point - 1e-9
+        assert state is not None
+        for s in state.sites.values():
+            assert s.reserved_in >= 0 and s.reserved_out >= 0 and s.on_hand >= 0
+        pending = [r for r in state.reservations.values() if not r.dispatched]
+        assert sum(s.reserved_out for s in state.sites.values()) == sum(r.qty for r in pending)
+        assert sum(s.reserved_in for s in state.sites.values()) == sum(r.qty for r in pending)
+    assert len({p.proposal_id for p in proposals}) == len(proposals)
