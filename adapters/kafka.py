@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from adapters import metrics
 from state.records import DeadLetter, RawMessage
@@ -86,18 +86,21 @@ class _ProducingPartition(StatelessSinkPartition[T], Generic[T]):
         self._serialize = serialize
         self._stats = stats
 
-    def _on_delivery(self, err: Any, msg: Any) -> None:
-        if err is None:
-            self._stats.delivered += 1
-            return
+    def _failed(self, err: object, key: bytes | None) -> None:
         self._stats.failed += 1
         if len(self._stats.errors) < 100:
             self._stats.errors.append(str(err))
         metrics.KAFKA_DELIVERY_FAILURES.labels(topic=self._topic).inc()
         log.error(
             "kafka delivery failed",
-            extra={"topic": self._topic, "key": msg.key(), "error": str(err)},
+            extra={"topic": self._topic, "record_key": key, "error": str(err)},
         )
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is None:
+            self._stats.delivered += 1
+        else:
+            self._failed(err, msg.key())
 
     def write_batch(self, items: list[T]) -> None:
         for item in items:
@@ -109,6 +112,10 @@ class _ProducingPartition(StatelessSinkPartition[T], Generic[T]):
                 except BufferError:
                     # Queue full: serve delivery reports until there is room (backpressure).
                     self._producer.poll(0.05)
+                except KafkaException as exc:
+                    # Refused before sending (e.g. too large): counted and logged, never fatal.
+                    self._failed(exc, key)
+                    break
         self._producer.poll(0)
 
     def close(self) -> None:
@@ -147,7 +154,10 @@ def ensure_topics(
     timeout_s: float = 30.0,
 ) -> None:
     """Create missing topics; waits and retries while the broker is not reachable yet."""
-    config = {"bootstrap.servers": ",".join(brokers), **(add_config or {})}
+    config: dict[str, str | int | float | bool] = {
+        "bootstrap.servers": ",".join(brokers),
+        **(add_config or {}),
+    }
     admin = AdminClient(config)
     deadline = time.monotonic() + timeout_s
     delay = 0.2
@@ -157,7 +167,8 @@ def ensure_topics(
             break
         except KafkaException as exc:
             if time.monotonic() > deadline:
-                raise ConnectionError(f"Kafka at {config['bootstrap.servers']} unreachable: {exc}")
+                where = config["bootstrap.servers"]
+                raise ConnectionError(f"Kafka at {where} unreachable: {exc}") from exc
             log.warning("kafka not reachable yet; retrying", extra={"error": str(exc)})
             time.sleep(delay)
             delay = min(delay * 2, 5.0)

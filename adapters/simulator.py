@@ -74,7 +74,12 @@ def network_dict(scenario: Scenario) -> dict[str, Any]:
             {"id": s, "replenishment_lead_hours": scenario.supplier_lead_days * 24} for s in ids
         ],
         "lanes": lanes,
-        "sku_defaults": {"unit_cost": 12.0, "unit_margin": 6.0, "pack_size": 1, "min_transfer_qty": 2},
+        "sku_defaults": {
+            "unit_cost": 12.0,
+            "unit_margin": 6.0,
+            "pack_size": 1,
+            "min_transfer_qty": 2,
+        },
     }
 
 
@@ -138,7 +143,9 @@ class Simulation:
         self.daily_rate = np.outer(popularity, scale)
         hourly = self.daily_rate[None, :, :] * np.tile(HOURLY_PROFILE, scenario.days)[:, None, None]
         self.demand = rng.poisson(hourly)
-        forecast = self.daily_rate * rng.lognormal(0.0, scenario.forecast_error_sigma, (n_skus, n_sites))
+        forecast = self.daily_rate * rng.lognormal(
+            0.0, scenario.forecast_error_sigma, (n_skus, n_sites)
+        )
         cover_days = scenario.supplier_lead_days + 1
         self.base_stock = np.ceil(
             forecast * cover_days + scenario.base_stock_z * np.sqrt(forecast * cover_days)
@@ -229,10 +236,18 @@ class Simulation:
             qty = min(proposal.qty, int(self.on_hand[k, src]))
             if draw < self.scenario.reject_share:
                 self.kpis.proposals_rejected += 1
-                body.update(event_id=f"xfer-rej-{proposal.proposal_id}", type="transfer_rejected", qty=proposal.qty)
+                body.update(
+                    event_id=f"xfer-rej-{proposal.proposal_id}",
+                    type="transfer_rejected",
+                    qty=proposal.qty,
+                )
             elif qty <= 0:
                 self.kpis.proposals_failed += 1
-                body.update(event_id=f"xfer-fail-{proposal.proposal_id}", type="transfer_failed", qty=proposal.qty)
+                body.update(
+                    event_id=f"xfer-fail-{proposal.proposal_id}",
+                    type="transfer_failed",
+                    qty=proposal.qty,
+                )
             else:
                 share = self.from_transfer[k, src] / self.on_hand[k, src]
                 self.from_transfer[k, src] -= share * qty
@@ -245,7 +260,11 @@ class Simulation:
                 self.kpis.units_moved += qty
                 self.kpis.transfers += 1
                 self.kpis.transfer_cost += lane.fixed_cost + lane.cost_per_unit * qty
-                body.update(event_id=f"xfer-disp-{proposal.proposal_id}", type="transfer_dispatched", qty=qty)
+                body.update(
+                    event_id=f"xfer-disp-{proposal.proposal_id}",
+                    type="transfer_dispatched",
+                    qty=qty,
+                )
             events.append(("shipments", body))
         self.pending = []
 
@@ -277,7 +296,9 @@ class Simulation:
             )
 
     def _end_of_day(self, h: int, events: list[tuple[str, dict[str, Any]]]) -> None:
-        self.kpis.daily_fill.append(self._day_served / self._day_demand if self._day_demand else 1.0)
+        self.kpis.daily_fill.append(
+            self._day_served / self._day_demand if self._day_demand else 1.0
+        )
         self._day_demand = self._day_served = 0
         in_transit = np.zeros_like(self.on_hand)
         for items in self.arrivals.values():

@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
         extra={"brokers": settings.brokers, "policy_version": policy.version},
     )
     flow = build(settings, network=network, policy=policy)
-    cli_main(flow, workers_per_process=settings.workers)
+    cli_main(flow, workers_per_process=settings.workers)  # type: ignore[no-untyped-call]
     return 0
 
 

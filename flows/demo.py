@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +66,18 @@ def run_flow_on_simulation(
         dead_letters=ListSink(feed.on_dead_letters),
         step_outputs=ListSink(feed.on_step_outputs),
     )
-    flow = build(settings, source=PullSource(feed.pull), sinks=sinks, network=network, policy=policy)
-    run_main(flow)
+    flow = build(
+        settings, source=PullSource(feed.pull), sinks=sinks, network=network, policy=policy
+    )
+    run_main(flow)  # type: ignore[no-untyped-call]
     # Proposals of the final hour are made but never executed in the simulated horizon.
     sim.kpis.proposals = len(proposals.items)
     return sim.kpis, proposals.items, decisions.items
 
 
-def run_demo(out_dir: Path, scenario: Scenario | None = None, quiet: bool = False) -> dict[str, Any]:
+def run_demo(
+    out_dir: Path, scenario: Scenario | None = None, quiet: bool = False
+) -> dict[str, Any]:
     scenario = scenario or Scenario()
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -87,13 +91,11 @@ def run_demo(out_dir: Path, scenario: Scenario | None = None, quiet: bool = Fals
     with_flow, proposals, decisions = run_flow_on_simulation(scenario, demo_policy(), quiet)
     elapsed = time.perf_counter() - started
     columns = {"without": baseline.summary(), "with stockshift": with_flow.summary()}
+    daily = {"without": baseline.daily_fill, "with stockshift": with_flow.daily_fill}
     summary = {
-        "scenario": {k: v for k, v in vars(replace(scenario)).items()},
+        "scenario": asdict(scenario),
         "kpis": columns,
-        "daily_network_fill": {
-            "without": baseline.daily_fill,
-            "with stockshift": with_flow.daily_fill,
-        },
+        "daily_network_fill": daily,
         "decision_records": len(decisions),
         "seconds": round(elapsed, 2),
     }
@@ -101,7 +103,7 @@ def run_demo(out_dir: Path, scenario: Scenario | None = None, quiet: bool = Fals
     reports.write_json(out_dir / "kpis.json", summary)
     reports.fill_chart(
         out_dir / "fill_rate.png",
-        summary["daily_network_fill"],
+        daily,
         f"stockshift demo: {scenario.n_sites} sites, {scenario.n_skus} SKUs",
     )
     print(reports.comparison_table(columns, KPI_ROWS))

@@ -51,7 +51,9 @@ def kafka_sinks(settings: Settings) -> Sinks:
     )
 
 
-def _kafka_input(flow: Dataflow, settings: Settings) -> tuple[Stream[RawMessage], Stream[DeadLetter]]:
+def _kafka_input(
+    flow: Dataflow, settings: Settings
+) -> tuple[Stream[RawMessage], Stream[DeadLetter]]:
     consumed = kop.input(
         "kafka_input",
         flow,

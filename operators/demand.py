@@ -16,7 +16,7 @@ _MAX_GAP_WINDOWS = 2000
 
 def smoothing_alpha(halflife_hours: float, window_minutes: int) -> float:
     halflife_windows = max(halflife_hours * 60.0 / window_minutes, 1e-9)
-    return 1.0 - 0.5 ** (1.0 / halflife_windows)
+    return float(1.0 - 0.5 ** (1.0 / halflife_windows))
 
 
 def _learn(demand: Demand, qty: float, alpha: float) -> None:

@@ -150,7 +150,9 @@ def _propose(state: SkuState, event: Event, plan: Plan, ctx: DecisionContext, no
         state.sku, chosen.from_site, receiver_id, chosen.qty, event.event_id, policy.version
     )
     expires = now + int(policy.proposal_ttl_hours * HOUR_MS)
-    reserve(state, pid, Reservation(chosen.from_site, receiver_id, chosen.qty, expires, lane.lead_hours))
+    reserve(
+        state, pid, Reservation(chosen.from_site, receiver_id, chosen.qty, expires, lane.lead_hours)
+    )
     value = chosen.qty * params.unit_cost
     status = (
         ProposalStatus.NEEDS_APPROVAL

@@ -171,7 +171,9 @@ def parse_message(
         if raw.value is None:
             raise Invalid("empty_payload", "message has no value (tombstone?)")
         if len(raw.value) > MAX_PAYLOAD_BYTES:
-            raise Invalid("too_large", f"payload is {len(raw.value)} bytes; max {MAX_PAYLOAD_BYTES}")
+            raise Invalid(
+                "too_large", f"payload is {len(raw.value)} bytes; max {MAX_PAYLOAD_BYTES}"
+            )
         try:
             obj = orjson.loads(raw.value)
         except orjson.JSONDecodeError as exc:

@@ -178,7 +178,7 @@ def best_quantity(low: int, high: int, pack: int, evaluate: EconomicsFn) -> Econ
 class EconomicsFn:
     """A memoised economics evaluation for one receiver-sender pair."""
 
-    __slots__ = ("_cache", "_args")
+    __slots__ = ("_args", "_cache")
 
     def __init__(self, *args: object) -> None:
         self._args = args
@@ -227,9 +227,7 @@ def plan_for_receiver(
         return suppressed(SuppressReason.WARMING_UP)
     if not lanes:
         return suppressed(SuppressReason.NO_ALLOWED_LANE)
-    if any(
-        r.to_site == receiver_id and not r.dispatched for r in sku_state.reservations.values()
-    ):
+    if any(r.to_site == receiver_id and not r.dispatched for r in sku_state.reservations.values()):
         return suppressed(SuppressReason.RESERVATION_OUTSTANDING)
     params = network.sku_params(sku_state.sku)
     candidates: list[tuple[Candidate, Lane, SiteView]] = []
@@ -286,7 +284,10 @@ def _candidate(
         return cand, lane, sender_view
 
     cooling = policy.cooldown_hours * HOUR_MS
-    if sender_state.last_transfer_in_ms >= 0 and now_ms - sender_state.last_transfer_in_ms < cooling:
+    if (
+        sender_state.last_transfer_in_ms >= 0
+        and now_ms - sender_state.last_transfer_in_ms < cooling
+    ):
         return rejected(SuppressReason.COOLDOWN)
     if any(
         r.from_site == receiver.site_id and r.to_site == lane.from_site
@@ -298,7 +299,9 @@ def _candidate(
     low = math.ceil(params.min_transfer_qty / pack) * pack
     if need.qty <= 0 or high < max(low, pack):
         return rejected(SuppressReason.BELOW_MIN_QTY, max(high, 0))
-    evaluate = EconomicsFn(receiver, need, lane, sender, surplus, params, policy, sender_state.position)
+    evaluate = EconomicsFn(
+        receiver, need, lane, sender, surplus, params, policy, sender_state.position
+    )
     best = best_quantity(max(low, pack), high, pack, evaluate)
     cand = Candidate(
         from_site=lane.from_site,
@@ -317,7 +320,9 @@ def _candidate(
     return cand, lane, sender_view
 
 
-def proposal_id(sku: str, from_site: str, to_site: str, qty: int, trigger: str, version: str) -> str:
+def proposal_id(
+    sku: str, from_site: str, to_site: str, qty: int, trigger: str, version: str
+) -> str:
     """Deterministic from the decision's inputs, so a replay yields the same id."""
     material = "\x1f".join((sku, from_site, to_site, str(qty), trigger, version)).encode()
     return hashlib.blake2b(material, digest_size=16).hexdigest()

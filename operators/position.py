@@ -6,7 +6,7 @@ proposal's reservation is released exactly once: on dispatch, rejection, failure
 
 from __future__ import annotations
 
-from state.records import EventType, Event, ReleaseReason
+from state.records import Event, EventType, ReleaseReason
 from state.sku import Inbound, Reservation, SiteState, SkuState
 
 TRANSFER_INBOUND_PREFIX = "transfer:"
@@ -46,9 +46,7 @@ def reserve(state: SkuState, proposal_id: str, reservation: Reservation) -> None
     state.site(reservation.to_site).reserved_in += reservation.qty
 
 
-def apply_event(
-    state: SkuState, event: Event
-) -> tuple[str, Reservation, ReleaseReason] | None:
+def apply_event(state: SkuState, event: Event) -> tuple[str, Reservation, ReleaseReason] | None:
     """Update stock for one event; returns the reservation it released, if any."""
     site = state.site(event.site)
     kind = event.type
@@ -112,9 +110,7 @@ def _apply_transfer(
             state.reservations.pop(pid, None)
     else:
         reason = (
-            ReleaseReason.REJECTED
-            if kind is EventType.TRANSFER_REJECTED
-            else ReleaseReason.FAILED
+            ReleaseReason.REJECTED if kind is EventType.TRANSFER_REJECTED else ReleaseReason.FAILED
         )
         if reservation is not None and pid is not None:
             if reservation.dispatched:

@@ -152,7 +152,9 @@ def network_from_dict(
             if (a, b) in lanes:
                 raise ConfigError(f"{where}: duplicate lane {a!r} -> {b!r}")
             lanes[(a, b)] = Lane(a, b, lead, per_unit, fixed)
-    defaults = sku_params_from_dict(raw.get("sku_defaults", {}), "network.sku_defaults", SkuParams())
+    defaults = sku_params_from_dict(
+        raw.get("sku_defaults", {}), "network.sku_defaults", SkuParams()
+    )
     overrides = {
         sku: sku_params_from_dict(values, f"sku_overrides[{sku!r}]", defaults)
         for sku, values in (sku_overrides or {}).items()

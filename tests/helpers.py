@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -84,7 +85,13 @@ def raw_of(e: Event, offset: int, prefix: str = "stockshift.") -> RawMessage:
     return RawMessage(prefix + kind, 0, offset, e.sku.encode(), orjson.dumps(body), 0)
 
 
-def read_topic(brokers: str, topic: str, want: int, timeout: float = 15.0) -> list[Any]:
+def read_topic(
+    brokers: str,
+    topic: str,
+    want: int,
+    timeout: float = 15.0,
+    keep: Callable[[Any], bool] | None = None,
+) -> list[Any]:
     """Read messages from every partition of a topic (assign, no group: Tansu joins slowly)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -106,7 +113,8 @@ def read_topic(brokers: str, topic: str, want: int, timeout: float = 15.0) -> li
             msg = consumer.poll(0.1)
             if msg is None or msg.error():
                 continue
-            found.append(msg)
+            if keep is None or keep(msg):
+                found.append(msg)
         return found
     finally:
         consumer.close()

@@ -31,8 +31,15 @@ def test_flow_turns_events_into_a_proposal_and_bad_input_into_dead_letters() -> 
     # Bad input in the middle of the stream must not stop what follows.
     stream = raws[:10] + bad + raws[10:]
     sinks = memory_sinks()
-    run_main(build(Settings(), source=TestingSource(stream), sinks=sinks,
-                   network=two_store_network(), policy=policy()))
+    run_main(
+        build(
+            Settings(),
+            source=TestingSource(stream),
+            sinks=sinks,
+            network=two_store_network(),
+            policy=policy(),
+        )
+    )
     assert [(p.from_site, p.to_site) for p in sinks.proposals.items] == [("A", "B")]
     assert sinks.proposals.items[0].trigger_event_ids == ("count-B",)
     assert sorted(d.offset for d in sinks.dead_letters.items) == [900, 901, 902]
@@ -55,8 +62,14 @@ def test_flow_and_direct_engine_make_identical_proposals_for_the_same_events() -
             sent.extend(batch)
         return batch
 
-    sinks = Sinks(ListSink(), ListSink(), ListSink(feed.on_dead_letters), ListSink(feed.on_step_outputs))
-    run_main(build(Settings(), source=PullSource(recording_pull), sinks=sinks, network=network, policy=pol))
+    sinks = Sinks(
+        ListSink(), ListSink(), ListSink(feed.on_dead_letters), ListSink(feed.on_step_outputs)
+    )
+    run_main(
+        build(
+            Settings(), source=PullSource(recording_pull), sinks=sinks, network=network, policy=pol
+        )
+    )
     assert sinks.proposals.items, "the scenario should need transfers"
     ctx = DecisionContext.build(network, pol)
     states: dict[str, object] = {}
@@ -79,7 +92,19 @@ def test_demo_writes_outputs_and_improves_fill_rate(tmp_path: Path) -> None:
     lines = (tmp_path / "proposals.jsonl").read_bytes().splitlines()
     assert len(lines) == with_["proposals"] > 0
     first = orjson.loads(lines[0])
-    assert {"proposal_id", "sku", "from_site", "to_site", "qty", "created_at", "expires_at",
-            "policy_version", "status", "reason", "evidence", "trigger_event_ids"} <= set(first)
+    assert {
+        "proposal_id",
+        "sku",
+        "from_site",
+        "to_site",
+        "qty",
+        "created_at",
+        "expires_at",
+        "policy_version",
+        "status",
+        "reason",
+        "evidence",
+        "trigger_event_ids",
+    } <= set(first)
     assert orjson.loads((tmp_path / "kpis.json").read_bytes())["kpis"] == summary["kpis"]
     assert (tmp_path / "fill_rate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -51,10 +51,11 @@ def test_replay_gives_identical_proposals_and_ids() -> None:
 
 
 def test_reservation_stops_a_second_proposal_until_released() -> None:
-    state, proposals, _ = run([*warm_history(), trigger()])
+    state, (first,), _ = run([*warm_history(), trigger()])
     state, more, decisions = run([event("s2", EventType.SALE, 30.4, "B", 3)], state=state)
     assert more == []
     assert any(d.reason == "reservation_outstanding" for d in decisions)
+    assert state.sites["B"].reserved_in == first.qty
     # After expiry the reservation is released and logged.
     later = 30.2 + CTX.policy.proposal_ttl_hours + 0.1
     state, _, decisions = run([event("s3", EventType.SALE, later, "A", 1)], state=state)
@@ -66,14 +67,26 @@ def test_reservation_stops_a_second_proposal_until_released() -> None:
 def test_dispatch_moves_stock_in_transit_and_receipt_lands_it() -> None:
     state, (p,), _ = run([*warm_history(), trigger()])
     a_before = state.sites["A"].on_hand
-    dispatched = event("d1", EventType.TRANSFER_DISPATCHED, 31, "B", p.qty, from_site="A", proposal_id=p.proposal_id)
+    dispatched = event(
+        "d1",
+        EventType.TRANSFER_DISPATCHED,
+        31,
+        "B",
+        p.qty,
+        from_site="A",
+        proposal_id=p.proposal_id,
+    )
     state, _, decisions = run([dispatched], state=state)
     assert state.sites["A"].on_hand == a_before - p.qty
     assert state.sites["A"].reserved_out == 0 and state.sites["B"].reserved_in == 0
     assert state.sites["B"].inbound_qty == p.qty
-    assert [d.reason for d in decisions if d.outcome is Outcome.RESERVATION_RELEASED] == ["dispatched"]
+    assert [d.reason for d in decisions if d.outcome is Outcome.RESERVATION_RELEASED] == [
+        "dispatched"
+    ]
     b_before = state.sites["B"].on_hand
-    received = event("r1", EventType.TRANSFER_RECEIVED, 37, "B", p.qty, from_site="A", proposal_id=p.proposal_id)
+    received = event(
+        "r1", EventType.TRANSFER_RECEIVED, 37, "B", p.qty, from_site="A", proposal_id=p.proposal_id
+    )
     state, _, _ = run([received], state=state)
     assert state.sites["B"].on_hand == b_before + p.qty and state.sites["B"].inbound_qty == 0
     assert p.proposal_id not in state.reservations
@@ -83,8 +96,24 @@ def test_no_ping_pong_a_site_that_just_received_does_not_send_back() -> None:
     state, (p,), _ = run([*warm_history(), trigger()])
     state, _, _ = run(
         [
-            event("d1", EventType.TRANSFER_DISPATCHED, 31, "B", p.qty, from_site="A", proposal_id=p.proposal_id),
-            event("r1", EventType.TRANSFER_RECEIVED, 37, "B", p.qty, from_site="A", proposal_id=p.proposal_id),
+            event(
+                "d1",
+                EventType.TRANSFER_DISPATCHED,
+                31,
+                "B",
+                p.qty,
+                from_site="A",
+                proposal_id=p.proposal_id,
+            ),
+            event(
+                "r1",
+                EventType.TRANSFER_RECEIVED,
+                37,
+                "B",
+                p.qty,
+                from_site="A",
+                proposal_id=p.proposal_id,
+            ),
             # A collapses: now A is short and B holds plenty, but B just received from A.
             event("shrink-A", EventType.SNAPSHOT, 38, "A", 0),
         ],
@@ -105,10 +134,15 @@ def test_duplicate_event_ids_are_ignored() -> None:
 
 
 def test_warm_up_suppresses_and_is_logged_once() -> None:
-    events = [event("snapB", EventType.SNAPSHOT, 0, "B", 0), event("snapA", EventType.SNAPSHOT, 0, "A", 90)]
-    events += [event(f"x{i}", EventType.SALE, 0.1 * i, "B", 1) for i in range(1, 5)]
+    # Ten hours of history is less than the 24 h warm-up: B is short but may not act yet.
+    events = [
+        *warm_history(10),
+        event("count-B", EventType.SNAPSHOT, 10.2, "B", 2),
+        event("late-sale", EventType.SALE, 10.4, "B", 1),
+    ]
     _, proposals, decisions = run(events)
     assert proposals == []
+    assert [(d.site, d.reason) for d in decisions] == [("B", "warming_up")]
 
 
 def test_expected_shortfall_matches_numeric_integration() -> None:
@@ -129,7 +163,14 @@ def test_expected_shortfall_matches_numeric_integration() -> None:
 
 site = st.sampled_from(["A", "B", "C"])
 kinds = st.sampled_from(
-    [EventType.SALE, EventType.SALE, EventType.SALE, EventType.SNAPSHOT, EventType.RETURN, EventType.ADJUSTMENT]
+    [
+        EventType.SALE,
+        EventType.SALE,
+        EventType.SALE,
+        EventType.SNAPSHOT,
+        EventType.RETURN,
+        EventType.ADJUSTMENT,
+    ]
 )
 
 

@@ -74,9 +74,21 @@ def test_each_event_type_parses(kind: str, body: dict, type_: EventType, qty: in
         ("pos", {**BASE, "qty": 1, "type": "snapshot"}, "unknown_type"),
         ("inventory", {**BASE, "type": "adjustment", "delta": 0}, "out_of_range"),
         ("inventory", {**BASE, "type": "snapshot", "on_hand": -1}, "out_of_range"),
-        ("shipments", {**BASE, "type": "transfer_failed", "qty": 1, "from_site": "B"}, "missing_field"),
-        ("shipments", {**BASE, "type": "transfer_received", "qty": 1, "from_site": "A"}, "out_of_range"),
-        ("shipments", {**BASE, "type": "inbound_expected", "qty": 1, "shipment_id": "s"}, "missing_field"),
+        (
+            "shipments",
+            {**BASE, "type": "transfer_failed", "qty": 1, "from_site": "B"},
+            "missing_field",
+        ),
+        (
+            "shipments",
+            {**BASE, "type": "transfer_received", "qty": 1, "from_site": "A"},
+            "out_of_range",
+        ),
+        (
+            "shipments",
+            {**BASE, "type": "inbound_expected", "qty": 1, "shipment_id": "s"},
+            "missing_field",
+        ),
     ],
 )
 def test_contract_violations_become_dead_letters_with_reason(
@@ -107,7 +119,9 @@ def test_arbitrary_bytes_never_raise(payload: bytes) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=10,
 )
 
@@ -117,8 +131,21 @@ json_values = st.recursive(
     st.sampled_from(["pos", "inventory", "shipments"]),
     st.dictionaries(
         st.sampled_from(
-            ["event_id", "ts", "sku", "site", "type", "qty", "on_hand", "delta", "eta",
-             "shipment_id", "from_site", "proposal_id", "extra"]
+            [
+                "event_id",
+                "ts",
+                "sku",
+                "site",
+                "type",
+                "qty",
+                "on_hand",
+                "delta",
+                "eta",
+                "shipment_id",
+                "from_site",
+                "proposal_id",
+                "extra",
+            ]
         ),
         json_values,
     ),

@@ -1,0 +1,47 @@
+# Two commands for a newcomer:  `make demo` (the main job) and `make test` (everything).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SERVICES_DIR := .services
+
+.PHONY: demo test lint format services stop-services clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+## demo: install the package in .venv and run the embedded demo (writes out/demo/)
+demo: $(VENV)/.installed
+	$(BIN)/stockshift demo --out out/demo
+
+## test: install test dependencies, start the services the suite needs, run every test
+## (the suite's harness starts Tansu and, when none answers, Redis by itself)
+test: $(VENV)/.dev
+	$(BIN)/pytest
+
+## lint: ruff (lint + format check) and mypy (strict on operators/ and state/)
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(VENV)/.dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## services: a local broker (Tansu, port 9092) and Redis (6379, if none runs) for trying `stockshift run`
+services: $(VENV)/.dev
+	mkdir -p $(SERVICES_DIR)
+	$(BIN)/python -m adapters.devservices start --dir $(SERVICES_DIR)
+
+stop-services:
+	$(BIN)/python -m adapters.devservices stop --dir $(SERVICES_DIR)
+
+clean:
+	rm -rf $(VENV) out $(SERVICES_DIR) *.egg-info

