@@ -1,0 +1,56 @@
+"""The CLI as a user runs it: a subprocess, real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+def stockshift(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_demo_command_prints_the_table_and_writes_files(tmp_path: Path) -> None:
+    result = stockshift("demo", "--out", str(tmp_path), "--skus", "12", "--days", "7")
+    assert result.returncode == 0, result.stderr
+    assert "network_fill_rate" in result.stdout and "with stockshift" in result.stdout
+    assert "day   7/7" in result.stderr  # progress
+    kpis = json.loads((tmp_path / "kpis.json").read_text())["kpis"]
+    assert kpis["with stockshift"]["network_fill_rate"] >= kpis["without"]["network_fill_rate"]
+    assert (tmp_path / "proposals.jsonl").stat().st_size > 0
+    assert (tmp_path / "fill_rate.png").stat().st_size > 0
+
+
+def test_bad_config_exits_2_with_the_field_named(tmp_path: Path) -> None:
+    bad = tmp_path / "policy.toml"
+    bad.write_text('version = "x"\ncover_hours = -4\n')
+    result = stockshift(
+        "check-config", "--network", str(ROOT / "configs/network.toml"), "--policy", str(bad)
+    )
+    assert result.returncode == 2
+    assert "policy.cover_hours" in result.stderr
+
+
+def test_check_config_accepts_the_shipped_files() -> None:
+    result = stockshift(
+        "check-config",
+        "--network",
+        str(ROOT / "configs/network.toml"),
+        "--policy",
+        str(ROOT / "configs/policy.toml"),
+    )
+    assert result.returncode == 0 and "ok" in result.stdout

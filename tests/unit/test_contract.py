@@ -1,0 +1,71 @@
+"""The JSON Schema files in configs/schemas/ and the parser describe the same contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+from jsonschema import Draft202012Validator
+
+from operators.codec import dead_letter_dict, proposal_dict
+from operators.engine import DecisionContext, step
+from operators.parse import parse_message, topic_kinds_for
+from state.records import DeadLetter, Event, EventType, RawMessage
+from tests.helpers import event, policy, two_store_network, warm_history
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "configs" / "schemas"
+
+
+def validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads((SCHEMAS / f"{name}.schema.json").read_text()))
+
+
+BASE = {"event_id": "e1", "ts": "2026-01-01T10:00:00Z", "sku": "S", "site": "A"}
+CASES = [
+    ("pos", {**BASE, "qty": 2}),
+    ("pos", {**BASE, "type": "return", "qty": 1}),
+    ("pos", {**BASE, "qty": 0}),
+    ("pos", {**BASE}),
+    ("inventory", {**BASE, "type": "snapshot", "on_hand": 0}),
+    ("inventory", {**BASE, "type": "snapshot"}),
+    ("inventory", {**BASE, "type": "adjustment", "delta": -3}),
+    ("inventory", {**BASE, "type": "adjustment", "delta": 0}),
+    (
+        "shipments",
+        {**BASE, "type": "inbound_expected", "qty": 3, "eta": 1767225600000, "shipment_id": "p"},
+    ),
+    ("shipments", {**BASE, "type": "inbound_expected", "qty": 3, "shipment_id": "p"}),
+    (
+        "shipments",
+        {**BASE, "type": "transfer_failed", "qty": 3, "from_site": "B", "proposal_id": "x"},
+    ),
+    ("shipments", {**BASE, "type": "transfer_failed", "qty": 3, "from_site": "B"}),
+    ("shipments", {**BASE, "type": "transfer_received", "qty": 3}),
+]
+
+
+@pytest.mark.parametrize(("kind", "body"), CASES)
+def test_schema_and_parser_agree(kind: str, body: dict) -> None:
+    schema_ok = validator(kind).is_valid(body)
+    parsed = parse_message(
+        RawMessage(f"stockshift.{kind}", 0, 0, None, orjson.dumps(body), 0),
+        topic_kinds_for("stockshift."),
+        frozenset({"A", "B"}),
+    )
+    assert schema_ok == isinstance(parsed, Event), parsed
+
+
+def test_outputs_match_their_schemas() -> None:
+    ctx = DecisionContext.build(two_store_network(), policy())
+    state = None
+    proposals = []
+    for e in [*warm_history(), event("count-B", EventType.SNAPSHOT, 30.2, "B", 20)]:
+        state, out = step(state, e, ctx)
+        proposals.extend(out.proposals)
+    assert proposals
+    body = orjson.loads(orjson.dumps(proposal_dict(proposals[0])))
+    validator("proposal").validate(body)
+    letter = DeadLetter("stockshift.pos", 0, 5, b"k", b"\xff", "bad", "not_json", 0)
+    validator("dead_letter").validate(orjson.loads(orjson.dumps(dead_letter_dict(letter))))
