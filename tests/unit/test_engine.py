@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from operators.engine import DecisionContext, step
 from operators.planner import expected_shortfall
-from state.records import EventType, Outcome, Proposal
+from state.records import Event, EventType, Outcome, Proposal
 from state.sku import SkuState
 from tests.helpers import HOUR, event, policy, two_store_network, warm_history
 
@@ -64,29 +64,40 @@ def test_reservation_stops_a_second_proposal_until_released() -> None:
     assert state.sites["A"].reserved_out == 0 and state.sites["B"].reserved_in == 0
 
 
+def executed(p: Proposal, dispatched_h: float, received_h: float) -> tuple[Event, Event]:
+    """What an execution service reports for a proposal it carried out."""
+    common = {"from_site": p.from_site, "proposal_id": p.proposal_id}
+    return (
+        event(
+            "d-" + p.proposal_id,
+            EventType.TRANSFER_DISPATCHED,
+            dispatched_h,
+            p.to_site,
+            p.qty,
+            **common,
+        ),
+        event(
+            "r-" + p.proposal_id,
+            EventType.TRANSFER_RECEIVED,
+            received_h,
+            p.to_site,
+            p.qty,
+            **common,
+        ),
+    )
+
+
 def test_dispatch_moves_stock_in_transit_and_receipt_lands_it() -> None:
     state, (p,), _ = run([*warm_history(), trigger()])
     a_before = state.sites["A"].on_hand
-    dispatched = event(
-        "d1",
-        EventType.TRANSFER_DISPATCHED,
-        31,
-        "B",
-        p.qty,
-        from_site="A",
-        proposal_id=p.proposal_id,
-    )
+    dispatched, received = executed(p, 31, 37)
     state, _, decisions = run([dispatched], state=state)
     assert state.sites["A"].on_hand == a_before - p.qty
     assert state.sites["A"].reserved_out == 0 and state.sites["B"].reserved_in == 0
     assert state.sites["B"].inbound_qty == p.qty
-    assert [d.reason for d in decisions if d.outcome is Outcome.RESERVATION_RELEASED] == [
-        "dispatched"
-    ]
+    released = [d.reason for d in decisions if d.outcome is Outcome.RESERVATION_RELEASED]
+    assert released == ["dispatched"]
     b_before = state.sites["B"].on_hand
-    received = event(
-        "r1", EventType.TRANSFER_RECEIVED, 37, "B", p.qty, from_site="A", proposal_id=p.proposal_id
-    )
     state, _, _ = run([received], state=state)
     assert state.sites["B"].on_hand == b_before + p.qty and state.sites["B"].inbound_qty == 0
     assert p.proposal_id not in state.reservations
@@ -94,36 +105,23 @@ def test_dispatch_moves_stock_in_transit_and_receipt_lands_it() -> None:
 
 def test_no_ping_pong_a_site_that_just_received_does_not_send_back() -> None:
     state, (p,), _ = run([*warm_history(), trigger()])
-    state, _, _ = run(
-        [
-            event(
-                "d1",
-                EventType.TRANSFER_DISPATCHED,
-                31,
-                "B",
-                p.qty,
-                from_site="A",
-                proposal_id=p.proposal_id,
-            ),
-            event(
-                "r1",
-                EventType.TRANSFER_RECEIVED,
-                37,
-                "B",
-                p.qty,
-                from_site="A",
-                proposal_id=p.proposal_id,
-            ),
-            # A collapses: now A is short and B holds plenty, but B just received from A.
-            event("shrink-A", EventType.SNAPSHOT, 38, "A", 0),
-        ],
-        state=state,
-    )
-    state, proposals, decisions = run([event("sa", EventType.SALE, 38.5, "A", 1)], state=state)
+    # After the transfer lands, counts show B full and A empty: A is short, B (its only
+    # lane) has surplus, but B just received from A and is cooling down.
+    later = [
+        *executed(p, 31, 37),
+        event("found-B", EventType.SNAPSHOT, 37.5, "B", 300),
+        event("shrink-A", EventType.SNAPSHOT, 38, "A", 0),
+    ]
+    later.append(event("sale-A", EventType.SALE, 38.5, "A", 1))
+    state, proposals, decisions = run(later, state=state)
     assert proposals == []
-    assert any(d.site == "A" and d.reason == "cooldown" for d in decisions) or all(
-        d.site != "A" for d in decisions
-    )
+    assert [(d.site, d.reason) for d in decisions if d.outcome is Outcome.SUPPRESSED] == [
+        ("A", "cooldown")
+    ]
+    # Once the cooldown has passed, B may send.
+    after = 37 + CTX.policy.cooldown_hours + 1
+    _, proposals, _ = run([event("sale-A2", EventType.SALE, after, "A", 1)], state=state)
+    assert [(x.from_site, x.to_site) for x in proposals] == [("B", "A")]
 
 
 def test_duplicate_event_ids_are_ignored() -> None:
