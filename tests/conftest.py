@@ -14,6 +14,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,22 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float =
     raise RuntimeError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
 
 
+@contextmanager
+def running(argv: list[str], port: int, name: str) -> Iterator[None]:
+    """Run a service until the block ends; its output goes to a temp log kept for debugging."""
+    log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_port(port, process)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 @pytest.fixture(scope="session")
 def kafka_brokers() -> Iterator[str]:
     given = os.environ.get("STOCKSHIFT_TEST_BROKERS")
@@ -49,21 +66,8 @@ def kafka_brokers() -> Iterator[str]:
         yield given
         return
     port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix="tansu-", suffix=".log", delete=False)
-    process = subprocess.Popen(
-        broker_command(port),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_for_port(port, process)
+    with running(broker_command(port), port, "tansu"):
         yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def _redis_answers(url: str) -> bool:
@@ -86,18 +90,8 @@ def redis_url() -> Iterator[str]:
         yield default
         return
     port = free_port()
-    workdir = tempfile.mkdtemp(prefix="stockshift-redis-")
-    process = subprocess.Popen(
-        redis_command(port, workdir),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_for_port(port, process)
+    with running(redis_command(port, tempfile.mkdtemp(prefix="stockshift-redis-")), port, "redis"):
         yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture
