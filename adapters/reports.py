@@ -36,7 +36,10 @@ def comparison_table(columns: Mapping[str, Mapping[str, float]], rows: Sequence[
         cells = []
         for name in names:
             value = columns[name].get(row, "")
-            cells.append((f"{value:.4f}" if isinstance(value, float) else str(value)).rjust(col))
+            text = (
+                "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+            )
+            cells.append(text.rjust(col))
         lines.append(row.ljust(width) + "".join(cells))
     return "\n".join(lines)
 
@@ -55,6 +58,57 @@ def fill_chart(path: Path, series: Mapping[str, Sequence[float]], title: str) ->
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_markdown_table(
+    path: Path, columns: Mapping[str, Mapping[str, Any]], rows: Sequence[str], title: str
+) -> None:
+    names = list(columns)
+    lines = [f"## {title}", "", "| KPI | " + " | ".join(names) + " |"]
+    lines.append("| --- |" + " ---: |" * len(names))
+    for row in rows:
+        cells = ["-" if columns[n].get(row) is None else str(columns[n].get(row)) for n in names]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def series_chart(
+    path: Path, series: Mapping[str, Sequence[float]], ylabel: str, title: str
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for name, values in series.items():
+        ax.plot(range(1, len(values) + 1), values, marker=".", label=name)
+    ax.set_xlabel("simulated day")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def distribution_chart(path: Path, series: Mapping[str, Sequence[float]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    names = list(series)
+    ax.boxplot([list(series[n]) for n in names], showfliers=False)
+    ax.set_xticks(range(1, len(names) + 1), names)
+    ax.set_ylabel("days of supply")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

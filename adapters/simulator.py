@@ -1,29 +1,45 @@
 """A seeded, closed-loop simulation of a multi-site network (the world, not the decisions).
 
-It draws demand, serves it from true on-hand (lost sales when empty), replenishes each
-site from a supplier with a base-stock policy whose forecast is wrong per site (the usual
-source of imbalance), and executes the transfer proposals it is given. It emits exactly
-the events a real network would publish to Kafka, so stockshift decides from the same
-signals in simulation as in production; decisions are never made here.
+It draws demand (Poisson or negative binomial, per-site scale, weekly seasonality, shocks,
+or a replayed trace), serves it from true on-hand (lost sales when empty), replenishes each
+site from a supplier, and executes the transfers it is given, taking each lane's lead time
+and rejecting a configurable share. It emits exactly the events a real network would publish
+to Kafka, so stockshift decides from the same signals in simulation as in production;
+decisions are never made here.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
-from state.config import Network, Policy, network_from_dict
+from state.config import ConfigError, Network, Policy, network_from_dict
 from state.records import DeadLetter, Proposal, RawMessage, StepOutput
 
 HOUR_MS = 3_600_000
 # Share of a day's demand in each hour: stores open 08-21, busiest late afternoon.
 _OPEN = np.array([0, 0, 0, 0, 0, 0, 0, 0, 2, 4, 5, 6, 7, 6, 6, 7, 8, 9, 9, 8, 5, 3, 0, 0], float)
 HOURLY_PROFILE = _OPEN / _OPEN.sum()
+REPLENISHMENT_RULES = ("one_for_one", "base_stock", "s_S")
+
+
+@dataclass(frozen=True)
+class Shock:
+    """Demand multiplied by `factor` for `days` from `day` at `sites` (all when empty)."""
+
+    day: int
+    days: int
+    factor: float
+    sites: tuple[str, ...] = ()
+    sku_share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -33,11 +49,24 @@ class Scenario:
     n_skus: int = 50
     days: int = 14
     seed: int = 7
+    # demand
+    distribution: str = "poisson"  # or "negbin"
+    dispersion: float = 2.0  # negbin: variance = dispersion * mean
     mean_daily_demand: float = 3.0
+    sku_popularity_sigma: float = 0.8
     site_scale_sigma: float = 0.6
-    forecast_error_sigma: float = 0.45
+    weekly: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    shocks: tuple[Shock, ...] = ()
+    trace: str | None = None
+    # replenishment
+    replenishment: str = "base_stock"
     supplier_lead_days: int = 5
+    review_days: int = 1
+    forecast_error_sigma: float = 0.45
     base_stock_z: float = 1.0
+    reorder_share: float = 0.6  # (s,S): s = reorder_share * S
+    # network and execution
+    nearest_lanes: int = 0  # 0: lanes between all pairs; k: each site to its k nearest
     reject_share: float = 0.05
     start_ms: int = 1_767_571_200_000  # 2026-01-05T00:00:00Z, a Monday
 
@@ -46,29 +75,60 @@ class Scenario:
         return self.days * 24
 
 
+def load_scenario(path: str | Path, **overrides: Any) -> Scenario:
+    """Read a scenario TOML (flat keys as in `Scenario`, plus [[shocks]] tables)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    known = {f.name for f in fields(Scenario)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"{path}: unknown scenario field(s) {sorted(unknown)}")
+    raw["shocks"] = tuple(
+        Shock(**{**s, "sites": tuple(s.get("sites", ()))}) for s in raw.get("shocks", [])
+    )
+    if "weekly" in raw:
+        raw["weekly"] = tuple(float(v) for v in raw["weekly"])
+        if len(raw["weekly"]) != 7:
+            raise ConfigError(f"{path}: weekly needs 7 multipliers (Monday first)")
+    if "trace" in raw:
+        raw["trace"] = str(path.parent / raw["trace"])
+    scenario = replace(Scenario(), **raw, **overrides)
+    if scenario.replenishment not in REPLENISHMENT_RULES:
+        raise ConfigError(f"{path}: replenishment must be one of {REPLENISHMENT_RULES}")
+    if scenario.distribution not in ("poisson", "negbin"):
+        raise ConfigError(f"{path}: distribution must be poisson or negbin")
+    return scenario
+
+
 def site_ids(scenario: Scenario) -> list[str]:
     return [f"S{i + 1:02d}" for i in range(scenario.n_sites)]
 
 
 def network_dict(scenario: Scenario) -> dict[str, Any]:
-    """Sites on a line of regions; lanes between all pairs, slower and dearer with distance."""
+    """Sites scattered on a map; lanes slower and dearer with distance."""
     rng = np.random.default_rng(scenario.seed + 1)
     ids = site_ids(scenario)
     coords = rng.uniform(0, 100, size=(len(ids), 2))
-    lanes = []
+    distance = np.hypot(*(coords[:, None, :] - coords[None, :, :]).transpose(2, 0, 1))
+    pairs: set[tuple[int, int]] = set()
     for i in range(len(ids)):
-        for j in range(i + 1, len(ids)):
-            distance = float(np.hypot(*(coords[i] - coords[j])))
-            lanes.append(
-                {
-                    "from": ids[i],
-                    "to": ids[j],
-                    "lead_hours": round(4 + distance / 5, 1),
-                    "cost_per_unit": round(0.1 + distance / 200, 2),
-                    "fixed_cost": round(4 + distance / 10, 2),
-                    "bidirectional": True,
-                }
-            )
+        order = [j for j in np.argsort(distance[i]) if j != i]
+        chosen = order[: scenario.nearest_lanes] if scenario.nearest_lanes else order
+        pairs.update((min(i, int(j)), max(i, int(j))) for j in chosen)
+    lanes = [
+        {
+            "from": ids[i],
+            "to": ids[j],
+            "lead_hours": round(4 + float(distance[i, j]) / 5, 1),
+            "cost_per_unit": round(0.1 + float(distance[i, j]) / 200, 2),
+            "fixed_cost": round(4 + float(distance[i, j]) / 10, 2),
+            "bidirectional": True,
+        }
+        for i, j in sorted(pairs)
+    ]
     return {
         "sites": [
             {"id": s, "replenishment_lead_hours": scenario.supplier_lead_days * 24} for s in ids
@@ -91,6 +151,93 @@ def demo_policy() -> Policy:
     return Policy(version="demo-1", description="embedded demo policy")
 
 
+def draw_demand(
+    scenario: Scenario, skus: list[str], sites: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hourly demand [hour, sku, site] and the true daily rate [sku, site] behind it."""
+    rng = np.random.default_rng(scenario.seed)
+    n_skus, n_sites = len(skus), len(sites)
+    popularity = rng.lognormal(0.0, scenario.sku_popularity_sigma, size=n_skus)
+    popularity *= scenario.mean_daily_demand / popularity.mean()
+    scale = rng.lognormal(0.0, scenario.site_scale_sigma, size=n_sites)
+    scale /= scale.mean()
+    daily_rate = np.outer(popularity, scale)
+    if scenario.trace is not None:
+        return _trace_demand(scenario, skus, sites), daily_rate
+    day_factor = np.array([scenario.weekly[(d % 7)] for d in range(scenario.days)], dtype=float)[
+        :, None, None
+    ] * np.ones((scenario.days, n_skus, n_sites))
+    for shock in scenario.shocks:
+        sku_mask = rng.random(n_skus) < shock.sku_share
+        site_mask = np.array([not shock.sites or s in shock.sites for s in sites])
+        days = slice(shock.day, min(shock.day + shock.days, scenario.days))
+        day_factor[days] *= np.where(sku_mask[:, None] & site_mask[None, :], shock.factor, 1.0)
+    hourly_mean = (
+        np.repeat(day_factor, 24, axis=0)
+        * daily_rate[None, :, :]
+        * np.tile(HOURLY_PROFILE, scenario.days)[:, None, None]
+    )
+    if scenario.distribution == "negbin" and scenario.dispersion > 1.0:
+        # Gamma-Poisson mixture: variance = dispersion * mean.
+        shape = hourly_mean / (scenario.dispersion - 1.0)
+        lam = rng.gamma(np.maximum(shape, 1e-12), scenario.dispersion - 1.0)
+        return rng.poisson(np.where(hourly_mean > 0, lam, 0.0)), daily_rate
+    return rng.poisson(hourly_mean), daily_rate
+
+
+def _trace_demand(scenario: Scenario, skus: list[str], sites: list[str]) -> np.ndarray:
+    """Replay a CSV or Parquet of (date or ts, sku, site, qty) into the hourly grid."""
+    import polars as pl
+
+    assert scenario.trace is not None
+    path = Path(scenario.trace)
+    frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+    if "ts" in frame.columns:
+        when = frame["ts"]
+        if when.dtype == pl.String:
+            when = when.str.to_datetime(time_zone="UTC")
+        else:
+            when = when.cast(pl.Int64).cast(pl.Datetime("ms", "UTC"))
+        hour_col = (when.dt.epoch("ms") - scenario.start_ms) // HOUR_MS
+        spread = False
+    elif "date" in frame.columns:
+        day = frame["date"].cast(pl.String).str.to_date().cast(pl.Datetime("ms", "UTC"))
+        hour_col = (day.dt.epoch("ms") - scenario.start_ms) // HOUR_MS
+        spread = True
+    else:
+        raise ConfigError(f"{path}: a trace needs a `ts` or a `date` column")
+    grid = np.zeros((scenario.hours, len(skus), len(sites)), dtype=np.int64)
+    sku_index = {s: i for i, s in enumerate(skus)}
+    site_index = {s: i for i, s in enumerate(sites)}
+    rng = np.random.default_rng(scenario.seed + 2)
+    for hour, sku, site, qty in zip(
+        hour_col.to_list(),
+        frame["sku"].to_list(),
+        frame["site"].to_list(),
+        frame["qty"].to_list(),
+        strict=True,
+    ):
+        k, s = sku_index.get(str(sku)), site_index.get(str(site))
+        if k is None or s is None or hour is None or not 0 <= hour < scenario.hours:
+            continue
+        if spread:  # a daily total: spread over the day's trading hours
+            for h, n in enumerate(rng.multinomial(int(qty), HOURLY_PROFILE)):
+                if n and hour + h < scenario.hours:
+                    grid[hour + h, k, s] += n
+        else:
+            grid[hour, k, s] += int(qty)
+    return grid
+
+
+def trace_keys(path: str | Path) -> tuple[list[str], list[str]]:
+    """SKUs and sites named in a trace, sorted, so the world can be sized to it."""
+    import polars as pl
+
+    path = Path(path)
+    frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+    return sorted(map(str, frame["sku"].unique())), sorted(map(str, frame["site"].unique()))
+
+
 @dataclass
 class Kpis:
     demand: int = 0
@@ -102,11 +249,18 @@ class Kpis:
     proposals: int = 0
     proposals_rejected: int = 0
     proposals_failed: int = 0
+    stockout_hours: int = 0
+    inventory_hours: float = 0.0
+    hours: int = 0
+    unit_cost: float = 12.0
     daily_fill: list[float] = field(default_factory=list)
+    daily_units_moved: list[int] = field(default_factory=list)
 
     def summary(self) -> dict[str, float]:
         network_fill = self.served / self.demand if self.demand else 1.0
         by_transfer = self.served_by_transfer / self.demand if self.demand else 0.0
+        average_inventory = self.inventory_hours / self.hours if self.hours else 0.0
+        days = self.hours / 24 if self.hours else 1.0
         return {
             "demand_units": self.demand,
             "network_fill_rate": round(network_fill, 4),
@@ -117,8 +271,16 @@ class Kpis:
             "units_moved": self.units_moved,
             "transfers": self.transfers,
             "transfer_cost": round(self.transfer_cost, 2),
+            "transfer_cost_per_unit": round(
+                self.transfer_cost / self.units_moved if self.units_moved else 0.0, 3
+            ),
             "transfer_efficiency": round(
                 self.served_by_transfer / self.units_moved if self.units_moved else 0.0, 4
+            ),
+            "stockout_hours": self.stockout_hours,
+            "average_inventory_units": round(average_inventory, 1),
+            "turns_annualised": round(
+                self.served / average_inventory * 365 / days if average_inventory else 0.0, 2
             ),
             "proposals": self.proposals,
             "proposals_rejected": self.proposals_rejected,
@@ -126,39 +288,67 @@ class Kpis:
         }
 
 
-class Simulation:
-    """The world for one scenario; call `advance_hour` until `done`, feeding proposals back."""
+@dataclass(frozen=True, slots=True)
+class TransferOrder:
+    """A transfer the world is asked to carry out: a proposal, or a baseline's move."""
 
-    def __init__(self, scenario: Scenario, network: Network) -> None:
+    sku: str
+    from_site: str
+    to_site: str
+    qty: int
+    ref: str
+
+
+Event = tuple[str, dict[str, Any]]
+
+
+class Simulation:
+    """The world for one scenario; call `advance_hour` until `done`, feeding transfers back.
+
+    `emit=False` skips building events (baselines that do not read them run faster);
+    `pooling=True` serves a stockout instantly from the site holding most stock.
+    """
+
+    def __init__(
+        self, scenario: Scenario, network: Network, *, emit: bool = True, pooling: bool = False
+    ) -> None:
         self.scenario = scenario
         self.network = network
-        self.sites = site_ids(scenario)
-        self.skus = [f"SKU-{k + 1:04d}" for k in range(scenario.n_skus)]
-        rng = np.random.default_rng(scenario.seed)
-        n_skus, n_sites = scenario.n_skus, scenario.n_sites
-        popularity = rng.lognormal(0.0, 0.8, size=n_skus)
-        popularity *= scenario.mean_daily_demand / popularity.mean()
-        scale = rng.lognormal(0.0, scenario.site_scale_sigma, size=n_sites)
-        scale /= scale.mean()
-        self.daily_rate = np.outer(popularity, scale)
-        hourly = self.daily_rate[None, :, :] * np.tile(HOURLY_PROFILE, scenario.days)[:, None, None]
-        self.demand = rng.poisson(hourly)
+        self.emit = emit
+        self.pooling = pooling
+        self.sites = sorted(network.sites)
+        if scenario.trace is not None:
+            trace_skus, _ = trace_keys(scenario.trace)
+            self.skus = trace_skus
+        else:
+            self.skus = [f"SKU-{k + 1:04d}" for k in range(scenario.n_skus)]
+        self.demand, self.daily_rate = draw_demand(scenario, self.skus, self.sites)
+        n_skus, n_sites = len(self.skus), len(self.sites)
+        rng = np.random.default_rng(scenario.seed + 3)
+        if scenario.trace is not None:
+            observed = self.demand.sum(axis=0) / max(scenario.days, 1)
+            self.daily_rate = np.maximum(observed, 0.05)
         forecast = self.daily_rate * rng.lognormal(
             0.0, scenario.forecast_error_sigma, (n_skus, n_sites)
         )
-        cover_days = scenario.supplier_lead_days + 1
+        cover_days = scenario.supplier_lead_days + scenario.review_days
         self.base_stock = np.ceil(
             forecast * cover_days + scenario.base_stock_z * np.sqrt(forecast * cover_days)
         ).astype(int)
+        self.reorder_level = np.floor(self.base_stock * scenario.reorder_share).astype(int)
         self.on_hand = self.base_stock.copy()
         self.from_transfer = np.zeros((n_skus, n_sites))
         self.supplier_pipeline = np.zeros((n_skus, n_sites), dtype=int)
+        self.in_transit = np.zeros((n_skus, n_sites), dtype=int)
+        self.sold_today = np.zeros((n_skus, n_sites), dtype=int)
+        self.sales_history: list[np.ndarray] = []
         self.arrivals: dict[int, list[tuple[str, int, int, int, str, str | None]]] = {}
-        self.pending: list[Proposal] = []
+        self.pending: list[TransferOrder] = []
         self.hour = 0
-        self.kpis = Kpis()
+        self.kpis = Kpis(unit_cost=network.sku_defaults.unit_cost)
         self._day_demand = 0
         self._day_served = 0
+        self._day_moved = 0
         self._site_index = {s: i for i, s in enumerate(self.sites)}
         self._sku_index = {s: i for i, s in enumerate(self.skus)}
 
@@ -170,10 +360,16 @@ class Simulation:
         return self.scenario.start_ms + hour * HOUR_MS + minute * 60_000
 
     def accept(self, proposals: list[Proposal]) -> None:
-        self.pending.extend(proposals)
+        """Proposals from the flow, carried out at the start of the next hour."""
+        self.order(
+            [TransferOrder(p.sku, p.from_site, p.to_site, p.qty, p.proposal_id) for p in proposals]
+        )
         self.kpis.proposals += len(proposals)
 
-    def initial_events(self) -> list[tuple[str, dict[str, Any]]]:
+    def order(self, orders: list[TransferOrder]) -> None:
+        self.pending.extend(orders)
+
+    def initial_events(self) -> list[Event]:
         """Opening counts for every SKU-site, as a store system would publish them."""
         return [
             (
@@ -191,10 +387,10 @@ class Simulation:
             for s, site in enumerate(self.sites)
         ]
 
-    def advance_hour(self) -> list[tuple[str, dict[str, Any]]]:
+    def advance_hour(self) -> list[Event]:
         """Simulate one hour; returns the events it published, in time order."""
         h = self.hour
-        events: list[tuple[str, dict[str, Any]]] = []
+        events: list[Event] = []
         self._arrive(h, events)
         self._execute(h, events)
         self._sell(h, events)
@@ -203,16 +399,25 @@ class Simulation:
         self.hour += 1
         return events
 
-    def _arrive(self, h: int, events: list[tuple[str, dict[str, Any]]]) -> None:
+    def _arrive(self, h: int, events: list[Event]) -> None:
         for kind, k, s, qty, ref, from_site in self.arrivals.pop(h, []):
-            sku, site = self.skus[k], self.sites[s]
             self.on_hand[k, s] += qty
-            body: dict[str, Any] = {"ts": self.ts(h), "sku": sku, "site": site, "qty": qty}
             if kind == "supplier":
                 self.supplier_pipeline[k, s] -= qty
+            else:
+                self.in_transit[k, s] -= qty
+                self.from_transfer[k, s] += qty
+            if not self.emit:
+                continue
+            body: dict[str, Any] = {
+                "ts": self.ts(h),
+                "sku": self.skus[k],
+                "site": self.sites[s],
+                "qty": qty,
+            }
+            if kind == "supplier":
                 body.update(event_id=f"recv-{ref}", type="inbound_received", shipment_id=ref)
             else:
-                self.from_transfer[k, s] += qty
                 body.update(
                     event_id=f"xfer-recv-{ref}",
                     type="transfer_received",
@@ -221,54 +426,57 @@ class Simulation:
                 )
             events.append(("shipments", body))
 
-    def _execute(self, h: int, events: list[tuple[str, dict[str, Any]]]) -> None:
-        for proposal in self.pending:
-            k = self._sku_index[proposal.sku]
-            src, dst = self._site_index[proposal.from_site], self._site_index[proposal.to_site]
+    def _ship(
+        self, k: int, src: int, dst: int, qty: int, lead_hours: float, h: int, ref: str
+    ) -> None:
+        share = self.from_transfer[k, src] / self.on_hand[k, src] if self.on_hand[k, src] else 0.0
+        self.from_transfer[k, src] -= share * qty
+        self.on_hand[k, src] -= qty
+        if lead_hours <= 0:
+            self.on_hand[k, dst] += qty
+            self.from_transfer[k, dst] += qty
+        else:
+            self.in_transit[k, dst] += qty
+            self.arrivals.setdefault(h + max(1, math.ceil(lead_hours)), []).append(
+                ("transfer", k, dst, qty, ref, self.sites[src])
+            )
+        self.kpis.units_moved += qty
+        self._day_moved += qty
+
+    def _execute(self, h: int, events: list[Event]) -> None:
+        for order in self.pending:
+            k = self._sku_index[order.sku]
+            src, dst = self._site_index[order.from_site], self._site_index[order.to_site]
             body: dict[str, Any] = {
                 "ts": self.ts(h, 1),
-                "sku": proposal.sku,
-                "site": proposal.to_site,
-                "from_site": proposal.from_site,
-                "proposal_id": proposal.proposal_id,
+                "sku": order.sku,
+                "site": order.to_site,
+                "from_site": order.from_site,
+                "proposal_id": order.ref,
             }
-            draw = int(proposal.proposal_id[:8], 16) / 0xFFFFFFFF
-            qty = min(proposal.qty, int(self.on_hand[k, src]))
+            draw = int(order.ref[:8], 16) / 0xFFFFFFFF if _is_hex(order.ref[:8]) else 1.0
+            qty = min(order.qty, int(self.on_hand[k, src]))
             if draw < self.scenario.reject_share:
                 self.kpis.proposals_rejected += 1
                 body.update(
-                    event_id=f"xfer-rej-{proposal.proposal_id}",
-                    type="transfer_rejected",
-                    qty=proposal.qty,
+                    event_id=f"xfer-rej-{order.ref}", type="transfer_rejected", qty=order.qty
                 )
             elif qty <= 0:
                 self.kpis.proposals_failed += 1
                 body.update(
-                    event_id=f"xfer-fail-{proposal.proposal_id}",
-                    type="transfer_failed",
-                    qty=proposal.qty,
+                    event_id=f"xfer-fail-{order.ref}", type="transfer_failed", qty=order.qty
                 )
             else:
-                share = self.from_transfer[k, src] / self.on_hand[k, src]
-                self.from_transfer[k, src] -= share * qty
-                self.on_hand[k, src] -= qty
-                lane = self.network.lanes[(proposal.from_site, proposal.to_site)]
-                arrive = h + max(1, math.ceil(lane.lead_hours))
-                self.arrivals.setdefault(arrive, []).append(
-                    ("transfer", k, dst, qty, proposal.proposal_id, proposal.from_site)
-                )
-                self.kpis.units_moved += qty
+                lane = self.network.lanes[(order.from_site, order.to_site)]
+                self._ship(k, src, dst, qty, lane.lead_hours, h, order.ref)
                 self.kpis.transfers += 1
                 self.kpis.transfer_cost += lane.fixed_cost + lane.cost_per_unit * qty
-                body.update(
-                    event_id=f"xfer-disp-{proposal.proposal_id}",
-                    type="transfer_dispatched",
-                    qty=qty,
-                )
-            events.append(("shipments", body))
+                body.update(event_id=f"xfer-disp-{order.ref}", type="transfer_dispatched", qty=qty)
+            if self.emit:
+                events.append(("shipments", body))
         self.pending = []
 
-    def _sell(self, h: int, events: list[tuple[str, dict[str, Any]]]) -> None:
+    def _sell(self, h: int, events: list[Event]) -> None:
         demand = self.demand[h]
         served = np.minimum(demand, self.on_hand)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -276,11 +484,19 @@ class Simulation:
         by_transfer = served * transfer_share
         self.from_transfer -= by_transfer
         self.on_hand -= served
+        pooled = self._pool(h, demand - served) if self.pooling else 0
+        total_served = int(served.sum()) + pooled
+        self.sold_today += served
         self.kpis.demand += int(demand.sum())
-        self.kpis.served += int(served.sum())
-        self.kpis.served_by_transfer += float(by_transfer.sum())
+        self.kpis.served += total_served
+        self.kpis.served_by_transfer += float(by_transfer.sum()) + pooled
+        self.kpis.stockout_hours += int((self.on_hand <= 0).sum())
+        self.kpis.inventory_hours += float(self.on_hand.sum() + self.in_transit.sum())
+        self.kpis.hours += 1
         self._day_demand += int(demand.sum())
-        self._day_served += int(served.sum())
+        self._day_served += total_served
+        if not self.emit:
+            return
         for k, s in zip(*np.nonzero(served), strict=True):
             events.append(
                 (
@@ -295,39 +511,42 @@ class Simulation:
                 )
             )
 
-    def _end_of_day(self, h: int, events: list[tuple[str, dict[str, Any]]]) -> None:
+    def _pool(self, h: int, unmet: np.ndarray) -> int:
+        """Complete pooling: unmet demand served at once from the sites holding most stock."""
+        pooled = 0
+        for k, s in zip(*np.nonzero(unmet), strict=True):
+            need = int(unmet[k, s])
+            while need > 0:
+                donor = int(np.argmax(self.on_hand[k]))
+                available = int(self.on_hand[k, donor])
+                if available <= 0:
+                    break
+                qty = min(need, available)
+                self.on_hand[k, donor] -= qty
+                self.sold_today[k, donor] += qty
+                lane = self.network.lanes.get((self.sites[donor], self.sites[s]))
+                if lane is not None:
+                    self.kpis.transfer_cost += lane.fixed_cost + lane.cost_per_unit * qty
+                self.kpis.units_moved += qty
+                self.kpis.transfers += 1
+                self._day_moved += qty
+                pooled += qty
+                need -= qty
+        return pooled
+
+    def _end_of_day(self, h: int, events: list[Event]) -> None:
         self.kpis.daily_fill.append(
             self._day_served / self._day_demand if self._day_demand else 1.0
         )
-        self._day_demand = self._day_served = 0
-        in_transit = np.zeros_like(self.on_hand)
-        for items in self.arrivals.values():
-            for kind, k, s, qty, _, _ in items:
-                if kind == "transfer":
-                    in_transit[k, s] += qty
-        position = self.on_hand + self.supplier_pipeline + in_transit
-        order = np.maximum(self.base_stock - position, 0)
-        lead = self.scenario.supplier_lead_days * 24
-        for k, s in zip(*np.nonzero(order), strict=True):
-            qty = int(order[k, s])
-            ref = f"po-{h}-{k}-{s}"
-            self.supplier_pipeline[k, s] += qty
-            self.arrivals.setdefault(h + lead, []).append(("supplier", k, s, qty, ref, None))
-            events.append(
-                (
-                    "shipments",
-                    {
-                        "event_id": f"po-exp-{ref}",
-                        "ts": self.ts(h, 59),
-                        "sku": self.skus[k],
-                        "site": self.sites[s],
-                        "type": "inbound_expected",
-                        "qty": qty,
-                        "eta": self.ts(h + lead),
-                        "shipment_id": ref,
-                    },
-                )
-            )
+        self.kpis.daily_units_moved.append(self._day_moved)
+        self._day_demand = self._day_served = self._day_moved = 0
+        self.sales_history.append(self.sold_today.copy())
+        day = h // 24
+        if day % self.scenario.review_days == self.scenario.review_days - 1:
+            self._replenish(h, events)
+        self.sold_today[:] = 0
+        if not self.emit:
+            return
         for k, sku in enumerate(self.skus):
             for s, site in enumerate(self.sites):
                 events.append(
@@ -344,11 +563,56 @@ class Simulation:
                     )
                 )
 
+    def supplier_order(self) -> np.ndarray:
+        """Units each SKU-site orders at this review, by the scenario's replenishment rule."""
+        rule = self.scenario.replenishment
+        if rule == "one_for_one":
+            # Replenish what sold since the last review, whatever transfers did.
+            since = self.scenario.review_days
+            return np.asarray(sum(self.sales_history[-since:]), dtype=int)
+        position = self.on_hand + self.supplier_pipeline + self.in_transit
+        order = np.maximum(self.base_stock - position, 0)
+        if rule == "s_S":
+            order = np.where(position <= self.reorder_level, order, 0)
+        return np.asarray(order, dtype=int)
+
+    def _replenish(self, h: int, events: list[Event]) -> None:
+        order = self.supplier_order()
+        lead = self.scenario.supplier_lead_days * 24
+        for k, s in zip(*np.nonzero(order), strict=True):
+            qty = int(order[k, s])
+            ref = f"po-{h}-{k}-{s}"
+            self.supplier_pipeline[k, s] += qty
+            self.arrivals.setdefault(h + lead, []).append(("supplier", k, s, qty, ref, None))
+            if self.emit:
+                events.append(
+                    (
+                        "shipments",
+                        {
+                            "event_id": f"po-exp-{ref}",
+                            "ts": self.ts(h, 59),
+                            "sku": self.skus[k],
+                            "site": self.sites[s],
+                            "type": "inbound_expected",
+                            "qty": qty,
+                            "eta": self.ts(h + lead),
+                            "shipment_id": ref,
+                        },
+                    )
+                )
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        int(text, 16)
+        return True
+    except ValueError:
+        return False
+
 
 def run_without_transfers(scenario: Scenario, network: Network) -> Kpis:
-    """The `none` baseline: the same world and demand, no proposals executed."""
-    sim = Simulation(scenario, network)
-    sim.initial_events()
+    """The `none` baseline: the same world and demand, no transfers."""
+    sim = Simulation(scenario, network, emit=False)
     while not sim.done:
         sim.advance_hour()
     return sim.kpis
@@ -387,7 +651,7 @@ class SimulatorFeed:
     def on_dead_letters(self, items: list[DeadLetter]) -> None:
         self.accounted += len(items)
 
-    def _raw(self, events: list[tuple[str, dict[str, Any]]]) -> list[RawMessage]:
+    def _raw(self, events: list[Event]) -> list[RawMessage]:
         batch = []
         for kind, body in events:
             batch.append(
@@ -397,7 +661,7 @@ class SimulatorFeed:
                     offset=self._offset,
                     key=body["sku"].encode(),
                     value=orjson.dumps(body),
-                    received_at_ms=int(body["ts"]) if isinstance(body["ts"], int) else 0,
+                    received_at_ms=int(body["ts"]),
                 )
             )
             self._offset += 1
@@ -418,3 +682,56 @@ class SimulatorFeed:
         if self._on_day is not None and self.sim.hour % 24 == 0:
             self._on_day(self.sim.hour // 24, self.sim.kpis)
         return self._raw(events)
+
+
+# ---- the continuous-review check against the Erlang loss closed form -------------------
+
+
+def continuous_review_fill(
+    n_sites: int,
+    rate: float,
+    lead: float,
+    base_stock: int,
+    *,
+    pooling: bool,
+    demands: int,
+    seed: int = 0,
+) -> float:
+    """Unit fill of N identical sites, Poisson demand, one-for-one replenishment, lost sales.
+
+    Each unit sold is reordered at once and arrives `lead` later; with `pooling`, a demand
+    that finds its site empty takes a unit from any site that has one, instantly.
+    """
+    rng = np.random.default_rng(seed)
+    gaps = rng.exponential(1.0 / (n_sites * rate), size=demands)
+    where = rng.integers(0, n_sites, size=demands)
+    on_hand = [base_stock] * n_sites
+    total = sum(on_hand)
+    due: list[tuple[float, int]] = []
+    now = 0.0
+    served = counted = 0
+    warmup = demands // 50
+    for i in range(demands):
+        now += gaps[i]
+        while due and due[0][0] <= now:
+            _, site = heapq.heappop(due)
+            on_hand[site] += 1
+            total += 1
+        site = int(where[i])
+        if on_hand[site] == 0 and pooling and total > 0:
+            site = max(range(n_sites), key=on_hand.__getitem__)
+        if i >= warmup:
+            counted += 1
+        if on_hand[site] > 0:
+            on_hand[site] -= 1
+            total -= 1
+            heapq.heappush(due, (now + lead, site))
+            if i >= warmup:
+                served += 1
+    return served / counted
+
+
+def scenario_summary(scenario: Scenario) -> Mapping[str, Any]:
+    body = {f.name: getattr(scenario, f.name) for f in fields(scenario)}
+    body["shocks"] = [vars(s) if not hasattr(s, "__slots__") else s for s in scenario.shocks]
+    return body

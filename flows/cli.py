@@ -10,6 +10,10 @@ from pathlib import Path
 
 from state.config import ConfigError
 
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_SCENARIOS = CONFIGS / "scenarios"
+DEFAULT_POLICY = CONFIGS / "policy.toml"
+
 
 def _run(args: argparse.Namespace) -> int:
     from bytewax.run import cli_main
@@ -56,6 +60,27 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from adapters.configfiles import load_policy
+    from adapters.simulator import load_scenario
+    from flows.simulate import POLICIES, simulate
+
+    policy = load_policy(args.policy)
+    policies = tuple(args.policies.split(",")) if args.policies else POLICIES
+    unknown = set(policies) - set(POLICIES)
+    if unknown:
+        print(
+            f"stockshift: unknown policies {sorted(unknown)}; choose from {POLICIES}",
+            file=sys.stderr,
+        )
+        return 2
+    overrides = {"trace": str(Path(args.trace).resolve())} if args.trace else {}
+    for path in args.scenarios:
+        scenario = load_scenario(path, **overrides)
+        simulate(scenario, policy, Path(args.out) / scenario.name, policies, quiet=args.quiet)
+    return 0
+
+
 def _check_config(args: argparse.Namespace) -> int:
     from adapters.configfiles import load_network, load_policy
 
@@ -90,6 +115,30 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--quiet", action="store_true", help="no progress lines")
     demo.set_defaults(handler=_demo)
+
+    sim = sub.add_parser("simulate", help="compare policies on simulated scenarios")
+    sim.add_argument(
+        "scenarios",
+        nargs="*",
+        default=[
+            str(DEFAULT_SCENARIOS / "small-symmetric.toml"),
+            str(DEFAULT_SCENARIOS / "shock-promo.toml"),
+            str(DEFAULT_SCENARIOS / "regional.toml"),
+        ],
+        help="scenario TOML files (default: the ready ones in configs/scenarios/)",
+    )
+    sim.add_argument("--policy", default=str(DEFAULT_POLICY), help="stockshift policy TOML")
+    sim.add_argument(
+        "--policies", help="comma-separated subset of none,tie,pooling,stockshift,hindsight"
+    )
+    sim.add_argument(
+        "--trace", help="replay demand from a CSV/Parquet trace (date or ts, sku, site, qty)"
+    )
+    sim.add_argument(
+        "--out", default="out/simulate", help="report folder (one subfolder per scenario)"
+    )
+    sim.add_argument("--quiet", action="store_true")
+    sim.set_defaults(handler=_simulate)
 
     check = sub.add_parser("check-config", help="validate network and policy files")
     check.add_argument("--network", default="configs/network.toml")

@@ -197,6 +197,11 @@ def parse_message(
         )
 
 
+def parse_object(topic_kind: str, obj: Mapping[str, Any], sites: frozenset[str]) -> Event:
+    """Validate an already-decoded event (the simulator's path); raises `Invalid`."""
+    return _event(topic_kind, obj, sites, None)
+
+
 def topic_kinds_for(prefix: str) -> dict[str, str]:
     """Input topic names under a prefix, mapped to the contract they follow."""
     return {f"{prefix}{kind}": kind for kind in TYPES_BY_TOPIC}

@@ -158,7 +158,7 @@ def economics(
         s_mean, s_sd, sender_position
     )
     cost = lane.fixed_cost + lane.cost_per_unit * qty
-    net = params.unit_margin * (saved - lost) - cost
+    net = (params.unit_margin + policy.lost_sale_penalty) * (saved - lost) - cost
     return Economics(qty, saved, lost, cost, net)
 
 

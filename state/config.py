@@ -74,6 +74,8 @@ class Policy:
     demand_halflife_hours: float = 96.0
     warmup_hours: float = 24.0
     dedupe_capacity: int = 64
+    # Cost of a lost sale beyond the margin (goodwill, a customer who does not come back).
+    lost_sale_penalty: float = 0.0
 
 
 def _require(table: Mapping[str, Any], key: str, where: str) -> Any:
@@ -173,6 +175,7 @@ _POLICY_FLOATS = {
     "approval_value_threshold": 0.0,
     "demand_halflife_hours": 0.0,
     "warmup_hours": 0.0,
+    "lost_sale_penalty": 0.0,
 }
 _POLICY_INTS = {"demand_window_minutes": 1, "dedupe_capacity": 1}
 

@@ -54,3 +54,21 @@ def test_check_config_accepts_the_shipped_files() -> None:
         str(ROOT / "configs/policy.toml"),
     )
     assert result.returncode == 0 and "ok" in result.stdout
+
+
+def test_simulate_command_compares_policies_and_writes_a_report(tmp_path: Path) -> None:
+    scenario = tmp_path / "tiny.toml"
+    scenario.write_text(
+        'name = "tiny"\nn_sites = 3\nn_skus = 6\ndays = 5\nseed = 3\nreplenishment = "one_for_one"\n'
+    )
+    result = stockshift("simulate", str(scenario), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    for name in ("none", "tie", "pooling", "stockshift", "hindsight", "gap_capture"):
+        assert name in result.stdout
+    report = tmp_path / "out" / "tiny"
+    kpis = json.loads((report / "kpis.json").read_text())["kpis"]
+    assert kpis["hindsight"]["gap_capture"] == 1.0
+    assert kpis["none"]["network_fill_rate"] <= kpis["hindsight"]["network_fill_rate"]
+    assert "| network_fill_rate |" in (report / "kpis.md").read_text()
+    for chart in ("fill_rate.png", "units_moved.png", "stock_distribution.png"):
+        assert (report / chart).read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,289 @@
+"""`stockshift simulate`: every policy on the same simulated demand, side by side.
+
+Wiring only: the world is adapters.simulator, the decisions are operators (engine.step for
+stockshift, baselines for tie, hindsight for the bound).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adapters import reports
+from adapters.simulator import Scenario, Simulation, TransferOrder, make_network
+from operators.baselines import tie_moves
+from operators.engine import DecisionContext, step
+from operators.hindsight import LaneSpec, hindsight_bound
+from operators.parse import parse_object
+from state.config import Network, Policy
+from state.records import Proposal
+from state.sku import SkuState
+
+POLICIES = ("none", "tie", "pooling", "stockshift", "hindsight")
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class PolicyRun:
+    name: str
+    kpis: dict[str, Any]
+    daily_fill: list[float]
+    daily_units_moved: list[int]
+    days_of_supply: list[float]
+    seconds: float
+
+
+def _days_of_supply(sim: Simulation) -> list[float]:
+    rate = np.maximum(sim.daily_rate, 1e-6)
+    return [float(v) for v in (sim.on_hand / rate).reshape(-1)]
+
+
+def _finish(name: str, sim: Simulation, started: float) -> PolicyRun:
+    kpis = sim.kpis
+    return PolicyRun(
+        name,
+        kpis.summary(),
+        kpis.daily_fill,
+        kpis.daily_units_moved,
+        _days_of_supply(sim),
+        time.perf_counter() - started,
+    )
+
+
+def _loop(
+    sim: Simulation, name: str, progress: Progress | None, each_hour: Callable[[], object]
+) -> None:
+    while not sim.done:
+        each_hour()
+        if progress is not None and sim.hour % 24 == 0:
+            progress(name, sim.hour // 24, sim.scenario.days)
+
+
+def run_none(scenario: Scenario, network: Network, progress: Progress | None = None) -> PolicyRun:
+    started = time.perf_counter()
+    sim = Simulation(scenario, network, emit=False)
+    _loop(sim, "none", progress, sim.advance_hour)
+    return _finish("none", sim, started)
+
+
+def run_pooling(
+    scenario: Scenario, network: Network, progress: Progress | None = None
+) -> PolicyRun:
+    started = time.perf_counter()
+    sim = Simulation(scenario, network, emit=False, pooling=True)
+    _loop(sim, "pooling", progress, sim.advance_hour)
+    return _finish("pooling", sim, started)
+
+
+def run_tie(scenario: Scenario, network: Network, progress: Progress | None = None) -> PolicyRun:
+    """TIE at every daily review, from observed sales of the last seven days."""
+    started = time.perf_counter()
+    sim = Simulation(scenario, network, emit=False)
+    index = {s: i for i, s in enumerate(sim.sites)}
+    lane_cost = {(index[a], index[b]): lane.cost_per_unit for (a, b), lane in network.lanes.items()}
+    min_qty = network.sku_defaults.min_transfer_qty
+
+    def hour() -> None:
+        sim.advance_hour()
+        if sim.hour % 24 or not sim.sales_history:
+            return
+        recent = np.mean(sim.sales_history[-7:], axis=0)
+        position = sim.on_hand + sim.supplier_pipeline + sim.in_transit
+        orders = []
+        for k, sku in enumerate(sim.skus):
+            for move in tie_moves(position[k], sim.on_hand[k], recent[k], lane_cost, min_qty):
+                ref = f"tie{sim.hour:05d}{k:05d}{move.from_index:03d}{move.to_index:03d}"
+                orders.append(
+                    TransferOrder(
+                        sku, sim.sites[move.from_index], sim.sites[move.to_index], move.qty, ref
+                    )
+                )
+        sim.order(orders)
+        sim.kpis.proposals += len(orders)
+
+    _loop(sim, "tie", progress, hour)
+    return _finish("tie", sim, started)
+
+
+def run_stockshift(
+    scenario: Scenario, network: Network, policy: Policy, progress: Progress | None = None
+) -> PolicyRun:
+    """The same engine.step the Kafka flow runs, called directly on the world's events."""
+    started = time.perf_counter()
+    sim = Simulation(scenario, network)
+    ctx = DecisionContext.build(network, policy)
+    sites = frozenset(network.sites)
+    states: dict[str, SkuState] = {}
+
+    def decide(events: list[tuple[str, dict[str, Any]]]) -> None:
+        proposals: list[Proposal] = []
+        for kind, body in events:
+            event = parse_object(kind, body, sites)
+            states[event.sku], output = step(states.get(event.sku), event, ctx)
+            proposals.extend(output.proposals)
+        sim.accept(proposals)
+
+    decide(sim.initial_events())
+    _loop(sim, "stockshift", progress, lambda: decide(sim.advance_hour()))
+    return _finish("stockshift", sim, started)
+
+
+def run_hindsight(
+    scenario: Scenario, network: Network, progress: Progress | None = None
+) -> PolicyRun:
+    """The LP bound; exact for one-for-one replenishment, so only reported for it."""
+    started = time.perf_counter()
+    if scenario.replenishment != "one_for_one":
+        raise ValueError("the hindsight bound models one_for_one replenishment only")
+    sim = Simulation(scenario, network, emit=False)
+    index = {s: i for i, s in enumerate(sim.sites)}
+    lanes = [
+        LaneSpec(index[a], index[b], math.ceil(lane.lead_hours), lane.cost_per_unit)
+        for (a, b), lane in network.lanes.items()
+    ]
+    served = moved = cost = 0.0
+    demand = 0
+    for k in range(len(sim.skus)):
+        result = hindsight_bound(
+            sim.demand[:, k, :],
+            sim.on_hand[k],
+            lanes,
+            scenario.review_days * 24,
+            scenario.supplier_lead_days * 24,
+        )
+        served += result.served
+        demand += result.demand
+        moved += result.units_moved
+        cost += result.variable_cost
+        if progress is not None and (k + 1) % max(1, len(sim.skus) // 10) == 0:
+            progress("hindsight", k + 1, len(sim.skus))
+    # The LP gives fill, units moved and variable cost; trips, stock levels and where sales
+    # were served from are not part of its answer.
+    summary: dict[str, Any] = {row: None for row in KPI_ROWS}
+    summary.update(
+        demand_units=demand,
+        network_fill_rate=round(served / demand, 4) if demand else 1.0,
+        units_moved=round(moved),
+        transfer_cost=round(cost, 2),
+        transfer_cost_per_unit=round(cost / moved, 3) if moved else 0.0,
+    )
+    return PolicyRun("hindsight", summary, [], [], [], time.perf_counter() - started)
+
+
+def gap_capture(policy_fill: float, none_fill: float, bound_fill: float) -> float | None:
+    """(policy − none) ÷ (bound − none): the share of the achievable gain a policy captured."""
+    if bound_fill - none_fill <= 1e-9:
+        return None
+    return (policy_fill - none_fill) / (bound_fill - none_fill)
+
+
+def run_all(
+    scenario: Scenario,
+    policy: Policy,
+    policies: tuple[str, ...] = POLICIES,
+    progress: Progress | None = None,
+) -> dict[str, PolicyRun]:
+    network = make_network(scenario)
+    runs: dict[str, PolicyRun] = {}
+    for name in policies:
+        if name == "none":
+            runs[name] = run_none(scenario, network, progress)
+        elif name == "tie":
+            runs[name] = run_tie(scenario, network, progress)
+        elif name == "pooling":
+            runs[name] = run_pooling(scenario, network, progress)
+        elif name == "stockshift":
+            runs[name] = run_stockshift(scenario, network, policy, progress)
+        elif name == "hindsight":
+            if scenario.replenishment == "one_for_one":
+                runs[name] = run_hindsight(scenario, network, progress)
+        else:
+            raise ValueError(f"unknown policy {name!r}; choose from {POLICIES}")
+    if "none" in runs and "hindsight" in runs:
+        none_fill = runs["none"].kpis["network_fill_rate"]
+        bound = runs["hindsight"].kpis["network_fill_rate"]
+        for run in runs.values():
+            capture = gap_capture(run.kpis["network_fill_rate"], none_fill, bound)
+            run.kpis["gap_capture"] = None if capture is None else round(capture, 3)
+    return runs
+
+
+KPI_ROWS = (
+    "network_fill_rate",
+    "gap_capture",
+    "local_fill_rate",
+    "share_served_by_transfer",
+    "units_moved",
+    "transfers",
+    "transfer_cost",
+    "transfer_cost_per_unit",
+    "transfer_efficiency",
+    "stockout_hours",
+    "average_inventory_units",
+    "turns_annualised",
+    "proposals",
+    "proposals_rejected",
+)
+
+
+def print_progress(name: str, done: int, total: int) -> None:
+    """A progress line per policy: redrawn in a terminal, printed once when piped (CI)."""
+    if sys.stderr.isatty():
+        print(
+            f"\r  {name:<11} {done:>5}/{total}", end="" if done < total else "\n", file=sys.stderr
+        )
+    elif done == total:
+        print(f"  {name:<11} done", file=sys.stderr)
+
+
+def simulate(
+    scenario: Scenario,
+    policy: Policy,
+    out_dir: Path,
+    policies: tuple[str, ...] = POLICIES,
+    quiet: bool = False,
+) -> dict[str, PolicyRun]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = run_all(scenario, policy, policies, None if quiet else print_progress)
+    columns = {name: run.kpis for name, run in runs.items()}
+    table = reports.comparison_table(columns, KPI_ROWS)
+    print(
+        f"scenario {scenario.name}: {scenario.n_sites} sites x {scenario.n_skus} SKUs, "
+        f"{scenario.days} days, replenishment {scenario.replenishment}, seed {scenario.seed}"
+    )
+    print(table)
+    reports.write_json(
+        out_dir / "kpis.json",
+        {
+            "scenario": scenario.name,
+            "policy_version": policy.version,
+            "kpis": columns,
+            "seconds": {name: round(run.seconds, 2) for name, run in runs.items()},
+        },
+    )
+    reports.write_markdown_table(
+        out_dir / "kpis.md", columns, KPI_ROWS, f"Scenario `{scenario.name}`"
+    )
+    daily = {name: run.daily_fill for name, run in runs.items() if run.daily_fill}
+    reports.fill_chart(
+        out_dir / "fill_rate.png", daily, f"{scenario.name}: daily network fill rate"
+    )
+    reports.series_chart(
+        out_dir / "units_moved.png",
+        {name: run.daily_units_moved for name, run in runs.items() if run.daily_units_moved},
+        "units moved per day",
+        f"{scenario.name}: transfers",
+    )
+    reports.distribution_chart(
+        out_dir / "stock_distribution.png",
+        {name: run.days_of_supply for name, run in runs.items() if run.days_of_supply},
+        f"{scenario.name}: days of supply per SKU-site at the end",
+    )
+    return runs
