@@ -1,18 +1,22 @@
 """The decision core: one event in, the SKU's new state and everything it caused out.
 
 The Bytewax flow (via `stateful_map`), the simulator and the tests all call `step`; there is
-no second decision path. It is deterministic: the same events in the same order give the
-same proposals, ids included, because time comes only from event timestamps.
+no second decision path. It is deterministic: the same events in the same order, under the
+same governance timeline, give the same proposals, ids included, because time comes only
+from event timestamps.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
-from operators.demand import advance, smoothing_alpha
+from operators.demand import advance, mean_per_hour, observed_hours, smoothing_alpha
 from operators.planner import HOUR_MS, Plan, plan_for_receiver, proposal_id
 from operators.position import apply_event, expire_reservations, reserve
-from state.config import Network, Policy
+from state.config import ConfigError, Network, Policy
+from state.governance import DEFAULT_GOVERNANCE, Governance
 from state.records import (
     DecisionRecord,
     Event,
@@ -22,7 +26,9 @@ from state.records import (
     Proposal,
     ProposalStatus,
     ReleaseReason,
+    SitePosition,
     StepOutput,
+    SuppressReason,
 )
 from state.sku import Reservation, SkuState
 
@@ -40,23 +46,73 @@ _ADDS_STOCK = frozenset(
 )
 
 
+def _static_governance(_ts_ms: int) -> Governance:
+    return DEFAULT_GOVERNANCE
+
+
 @dataclass(frozen=True, slots=True)
 class DecisionContext:
-    """What every decision needs besides state and event; built once per flow."""
+    """What every decision needs besides state and event; built once per flow.
+
+    `governance_at` answers the operators' settings at an event time (pause, freezes,
+    threshold, active policy version). `policies` are the versions that may be activated;
+    `shadow` runs a second policy on a share of SKUs, logged and never proposed.
+    """
 
     network: Network
     policy: Policy
     window_ms: int
     alpha: float
+    policies: Mapping[str, Policy] = field(default_factory=dict)
+    governance_at: Callable[[int], Governance] = _static_governance
+    shadow: DecisionContext | None = None
+    shadow_share: float = 0.0
 
     @classmethod
-    def build(cls, network: Network, policy: Policy) -> DecisionContext:
+    def build(
+        cls,
+        network: Network,
+        policy: Policy,
+        *,
+        policies: Mapping[str, Policy] | None = None,
+        governance_at: Callable[[int], Governance] = _static_governance,
+        shadow_policy: Policy | None = None,
+        shadow_share: float = 0.0,
+    ) -> DecisionContext:
+        versions = {policy.version: policy, **(policies or {})}
+        for other in versions.values():
+            if (other.demand_window_minutes, other.demand_halflife_hours) != (
+                policy.demand_window_minutes,
+                policy.demand_halflife_hours,
+            ):
+                raise ConfigError(
+                    f"policy {other.version}: demand_window_minutes and demand_halflife_hours "
+                    "must match the default policy (they shape state all versions share)"
+                )
+        shadow = None
+        if shadow_policy is not None:
+            shadow = cls.build(network, shadow_policy, governance_at=governance_at)
         return cls(
             network=network,
             policy=policy,
             window_ms=policy.demand_window_minutes * 60_000,
             alpha=smoothing_alpha(policy.demand_halflife_hours, policy.demand_window_minutes),
+            policies=versions,
+            governance_at=governance_at,
+            shadow=shadow,
+            shadow_share=shadow_share,
         )
+
+    def policy_for(self, governance: Governance) -> Policy:
+        if governance.policy_version is None:
+            return self.policy
+        return self.policies.get(governance.policy_version, self.policy)
+
+
+def in_shadow_share(sku: str, share: float) -> bool:
+    """Stable across processes and restarts (not Python's salted hash)."""
+    digest = hashlib.blake2b(sku.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < share
 
 
 def _seen_before(state: SkuState, event_id: str, capacity: int) -> bool:
@@ -73,16 +129,19 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
     """Apply one event to its SKU's state and decide; the shape `stateful_map` expects."""
     if state is None:
         state = SkuState(event.sku)
-    policy = ctx.policy
-    if _seen_before(state, event.event_id, policy.dedupe_capacity):
+    if _seen_before(state, event.event_id, ctx.policy.dedupe_capacity):
         return state, StepOutput(event.event_id, duplicate=True)
+    governance = ctx.governance_at(event.ts_ms)
+    policy = ctx.policy_for(governance)
     site = state.site(event.site)
     late = 0 <= event.ts_ms < site.demand.window_start_ms
     now = max(state.clock_ms, event.ts_ms)
     state.clock_ms = now
     decisions: list[DecisionRecord] = []
+    touched = {event.site}
     for pid, reservation in expire_reservations(state, now):
         decisions.append(_released(state, event, pid, reservation, ReleaseReason.EXPIRED))
+        touched.update((reservation.from_site, reservation.to_site))
     if advance(
         site.demand,
         event.ts_ms,
@@ -93,9 +152,16 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
     ):
         site.stocked_out_in_window = site.on_hand <= 0
     site.last_event_ms = max(site.last_event_ms, event.ts_ms)
+    if event.type is EventType.TRANSFER_APPROVED:
+        decisions.extend(_approve(state, event, policy, now))
     released = apply_event(state, event)
     if released is not None:
         decisions.append(_released(state, event, *released))
+        touched.update((released[1].from_site, released[1].to_site))
+    if event.type is EventType.TRANSFER_RECEIVED:
+        decisions.append(_received(state, event))
+    if event.from_site is not None:
+        touched.add(event.from_site)
     receivers = [event.site]
     if event.type in _ADDS_STOCK or released is not None:
         receivers.extend(
@@ -105,69 +171,112 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
         )
     proposals: list[Proposal] = []
     for receiver_id in receivers:
-        plan = plan_for_receiver(state, receiver_id, ctx.network, policy, now)
-        receiver = state.site(receiver_id)
-        if plan is None:
-            receiver.last_logged = ""
-            continue
-        if plan.chosen is None:
-            reason = plan.suppress_reason.value if plan.suppress_reason else "unknown"
-            if receiver.last_logged != reason:
-                receiver.last_logged = reason
-                decisions.append(_suppressed(state, event, receiver_id, plan, reason, policy, now))
-            continue
-        proposal = _propose(state, event, plan, ctx, now)
-        receiver.last_logged = ""
-        proposals.append(proposal)
-        decisions.append(
-            DecisionRecord(
-                sku=state.sku,
-                site=receiver_id,
-                ts_ms=now,
-                outcome=Outcome(proposal.status.value),
-                reason=proposal.status.value,
-                detail=proposal.reason,
-                policy_version=policy.version,
-                trigger_event_id=event.event_id,
-                trigger_source=event.source,
-                proposal_id=proposal.proposal_id,
-                receiver=plan.receiver,
-                alternatives=plan.alternatives,
-            )
+        proposal = _decide_receiver(
+            state, event, receiver_id, ctx, policy, governance, now, decisions
         )
+        if proposal is not None:
+            proposals.append(proposal)
+            touched.add(proposal.from_site)
+    if ctx.shadow is not None and in_shadow_share(event.sku, ctx.shadow_share):
+        state.shadow, shadow_output = step(state.shadow, event, ctx.shadow)
+        decisions.extend(_as_shadow(d) for d in shadow_output.decisions)
     return state, StepOutput(
-        event.event_id, late=late, proposals=tuple(proposals), decisions=tuple(decisions)
+        event.event_id,
+        late=late,
+        proposals=tuple(proposals),
+        decisions=tuple(decisions),
+        positions=tuple(_position(state, s, policy) for s in sorted(touched) if s in state.sites),
     )
 
 
-def _propose(state: SkuState, event: Event, plan: Plan, ctx: DecisionContext, now: int) -> Proposal:
+def _decide_receiver(
+    state: SkuState,
+    event: Event,
+    receiver_id: str,
+    ctx: DecisionContext,
+    policy: Policy,
+    governance: Governance,
+    now: int,
+    decisions: list[DecisionRecord],
+) -> Proposal | None:
+    plan = plan_for_receiver(state, receiver_id, ctx.network, policy, now)
+    receiver = state.site(receiver_id)
+    if plan is None:
+        receiver.last_logged = ""
+        return None
+    reason = plan.suppress_reason.value if plan.suppress_reason else ""
+    if plan.chosen is not None and governance.paused:
+        reason = SuppressReason.PAUSED.value
+    if reason:
+        # Logged when the reason changes, not on every event that finds the same answer.
+        if receiver.last_logged != reason:
+            receiver.last_logged = reason
+            decisions.append(_suppressed(state, event, receiver_id, plan, reason, policy, now))
+        return None
+    proposal = _propose(state, event, plan, ctx, policy, governance, now)
+    receiver.last_logged = ""
+    decisions.append(
+        DecisionRecord(
+            sku=state.sku,
+            site=receiver_id,
+            ts_ms=now,
+            outcome=Outcome(proposal.status.value),
+            reason=proposal.status.value,
+            detail=proposal.reason,
+            policy_version=policy.version,
+            trigger_event_id=event.event_id,
+            trigger_source=event.source,
+            proposal_id=proposal.proposal_id,
+            receiver=plan.receiver,
+            alternatives=plan.alternatives,
+            evidence=proposal.evidence,
+            approval_reasons=_approval_reasons(state, proposal, ctx, policy, governance),
+        )
+    )
+    return proposal
+
+
+def _approval_reasons(
+    state: SkuState,
+    proposal: Proposal,
+    ctx: DecisionContext,
+    policy: Policy,
+    governance: Governance,
+) -> tuple[str, ...]:
+    """Why a human must look first: value, a frozen SKU or site, or thin demand evidence."""
+    reasons = []
+    threshold = (
+        governance.approval_threshold
+        if governance.approval_threshold is not None
+        else policy.approval_value_threshold
+    )
+    value = proposal.qty * ctx.network.sku_params(state.sku).unit_cost
+    if value > threshold:
+        reasons.append(f"value {value:.2f} is above the approval threshold {threshold:.2f}")
+    if governance.frozen(state.sku, proposal.from_site, proposal.to_site):
+        reasons.append("the SKU or a site is frozen")
+    receiver = state.site(proposal.to_site).demand
+    if observed_hours(receiver, policy.demand_window_minutes) < policy.confidence_hours:
+        reasons.append("low confidence: the receiver's demand has been observed only briefly")
+    return tuple(reasons)
+
+
+def _propose(
+    state: SkuState,
+    event: Event,
+    plan: Plan,
+    ctx: DecisionContext,
+    policy: Policy,
+    governance: Governance,
+    now: int,
+) -> Proposal:
     chosen, lane, sender = plan.chosen, plan.lane, plan.sender
     assert chosen is not None and lane is not None and sender is not None
-    policy = ctx.policy
     params = ctx.network.sku_params(state.sku)
     receiver_id = plan.receiver.site
     pid = proposal_id(
         state.sku, chosen.from_site, receiver_id, chosen.qty, event.event_id, policy.version
     )
-    expires = now + int(policy.proposal_ttl_hours * HOUR_MS)
-    reserve(
-        state, pid, Reservation(chosen.from_site, receiver_id, chosen.qty, expires, lane.lead_hours)
-    )
-    value = chosen.qty * params.unit_cost
-    status = (
-        ProposalStatus.NEEDS_APPROVAL
-        if value > policy.approval_value_threshold
-        else ProposalStatus.PROPOSED
-    )
-    reason = (
-        f"{receiver_id} holds {plan.receiver.position} units against a reorder point of "
-        f"{plan.receiver.reorder_point:.0f} over the next {plan.need.horizon_hours:.0f} h, "
-        f"while {chosen.from_site} holds more than it needs; moving {chosen.qty} units is "
-        f"expected to save {chosen.expected_units_saved:.1f} lost sales for a transfer cost "
-        f"of {chosen.transfer_cost:.2f} (net benefit {chosen.net_benefit:.2f})."
-    )
-    if status is ProposalStatus.NEEDS_APPROVAL:
-        reason += f" Its value {value:.2f} is above the approval threshold."
     evidence = Evidence(
         receiver=plan.receiver,
         sender=sender,
@@ -180,6 +289,26 @@ def _propose(state: SkuState, event: Event, plan: Plan, ctx: DecisionContext, no
         expected_units_lost_at_sender=chosen.expected_units_lost_at_sender,
         net_benefit=chosen.net_benefit,
         alternatives=plan.alternatives,
+    )
+    reason = (
+        f"{receiver_id} holds {plan.receiver.position} units against a reorder point of "
+        f"{plan.receiver.reorder_point:.0f} over the next {plan.need.horizon_hours:.0f} h, "
+        f"while {chosen.from_site} holds more than it needs; moving {chosen.qty} units is "
+        f"expected to save {chosen.expected_units_saved:.1f} lost sales for a transfer cost "
+        f"of {chosen.transfer_cost:.2f} (net benefit {chosen.net_benefit:.2f})."
+    )
+    draft = Proposal(
+        pid, state.sku, chosen.from_site, receiver_id, chosen.qty, now, now,
+        policy.version, ProposalStatus.PROPOSED, reason, evidence, (event.event_id,),
+    )  # fmt: skip
+    approvals = _approval_reasons(state, draft, ctx, policy, governance)
+    status = ProposalStatus.NEEDS_APPROVAL if approvals else ProposalStatus.PROPOSED
+    ttl = policy.approval_ttl_hours if approvals else policy.proposal_ttl_hours
+    expires = now + int(ttl * HOUR_MS)
+    if approvals:
+        reason += " Needs approval: " + "; ".join(approvals) + "."
+    reserve(
+        state, pid, Reservation(chosen.from_site, receiver_id, chosen.qty, expires, lane.lead_hours)
     )
     return Proposal(
         proposal_id=pid,
@@ -195,6 +324,71 @@ def _propose(state: SkuState, event: Event, plan: Plan, ctx: DecisionContext, no
         evidence=evidence,
         trigger_event_ids=(event.event_id,),
     )
+
+
+def _approve(state: SkuState, event: Event, policy: Policy, now: int) -> list[DecisionRecord]:
+    """An approval restarts the reservation's clock: execution now has a normal TTL to ship."""
+    pid = event.proposal_id
+    reservation = state.reservations.get(pid) if pid is not None else None
+    if reservation is None or reservation.dispatched:
+        return []
+    reservation.approved = True
+    reservation.expires_at_ms = max(
+        reservation.expires_at_ms, now + int(policy.proposal_ttl_hours * HOUR_MS)
+    )
+    return [
+        DecisionRecord(
+            sku=state.sku,
+            site=reservation.to_site,
+            ts_ms=now,
+            outcome=Outcome.APPROVED,
+            reason="approved",
+            detail=f"approved by execution; reservation held until {reservation.expires_at_ms}.",
+            policy_version=policy.version,
+            trigger_event_id=event.event_id,
+            trigger_source=event.source,
+            proposal_id=pid,
+        )
+    ]
+
+
+def _received(state: SkuState, event: Event) -> DecisionRecord:
+    return DecisionRecord(
+        sku=state.sku,
+        site=event.site,
+        ts_ms=state.clock_ms,
+        outcome=Outcome.TRANSFER_RECEIVED,
+        reason="received",
+        detail=f"{event.qty} units from {event.from_site} received at {event.site}.",
+        policy_version="",
+        trigger_event_id=event.event_id,
+        trigger_source=event.source,
+        proposal_id=event.proposal_id,
+    )
+
+
+def _position(state: SkuState, site_id: str, policy: Policy) -> SitePosition:
+    site = state.sites[site_id]
+    return SitePosition(
+        sku=state.sku,
+        site=site_id,
+        on_hand=site.on_hand,
+        inbound=site.inbound_qty,
+        reserved_in=site.reserved_in,
+        reserved_out=site.reserved_out,
+        position=site.position,
+        demand_per_hour=round(mean_per_hour(site.demand, policy.demand_window_minutes), 4),
+        last_event_ms=site.last_event_ms,
+    )
+
+
+def _as_shadow(record: DecisionRecord) -> DecisionRecord:
+    return DecisionRecord(
+        record.sku, record.site, record.ts_ms, record.outcome, record.reason, record.detail,
+        record.policy_version, record.trigger_event_id, record.trigger_source,
+        record.proposal_id, record.receiver, record.alternatives, record.evidence,
+        record.approval_reasons, shadow=True,
+    )  # fmt: skip
 
 
 def _suppressed(

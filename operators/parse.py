@@ -31,6 +31,7 @@ TYPES_BY_TOPIC: Final[Mapping[str, frozenset[EventType]]] = {
         {
             EventType.INBOUND_EXPECTED,
             EventType.INBOUND_RECEIVED,
+            EventType.TRANSFER_APPROVED,
             EventType.TRANSFER_DISPATCHED,
             EventType.TRANSFER_RECEIVED,
             EventType.TRANSFER_REJECTED,
@@ -143,7 +144,11 @@ def _event(
             raise Invalid("unknown_site", f"from_site {from_site!r} is not in the network config")
         if from_site == site:
             raise Invalid("out_of_range", "from_site and site must differ")
-        needs_id = event_type in (EventType.TRANSFER_REJECTED, EventType.TRANSFER_FAILED)
+        needs_id = event_type in (
+            EventType.TRANSFER_APPROVED,
+            EventType.TRANSFER_REJECTED,
+            EventType.TRANSFER_FAILED,
+        )
         proposal_id = _string(obj, "proposal_id", MAX_ID_LEN, required=needs_id)
     return Event(
         event_id=event_id,

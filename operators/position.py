@@ -86,6 +86,8 @@ def _apply_transfer(
     reservation = state.reservations.get(pid) if pid is not None else None
     kind = event.type
     released: tuple[str, Reservation, ReleaseReason] | None = None
+    if kind is EventType.TRANSFER_APPROVED:
+        return None  # an answer, not a movement: the engine extends the reservation
     if kind is EventType.TRANSFER_DISPATCHED:
         lead_hours = 0.0
         if reservation is not None and pid is not None and not reservation.dispatched:

@@ -74,6 +74,11 @@ class Policy:
     demand_halflife_hours: float = 96.0
     warmup_hours: float = 24.0
     dedupe_capacity: int = 64
+    # Proposals that wait for a human keep their reservation this long.
+    approval_ttl_hours: float = 24.0
+    # A receiver whose demand was observed for less than this is "low confidence": its
+    # proposals need approval.
+    confidence_hours: float = 48.0
     # Cost of a lost sale beyond the margin (goodwill, a customer who does not come back).
     lost_sale_penalty: float = 0.0
 
@@ -176,6 +181,8 @@ _POLICY_FLOATS = {
     "demand_halflife_hours": 0.0,
     "warmup_hours": 0.0,
     "lost_sale_penalty": 0.0,
+    "approval_ttl_hours": 0.0,
+    "confidence_hours": 0.0,
 }
 _POLICY_INTS = {"demand_window_minutes": 1, "dedupe_capacity": 1}
 

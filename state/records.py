@@ -19,6 +19,7 @@ class EventType(StrEnum):
     ADJUSTMENT = "adjustment"
     INBOUND_EXPECTED = "inbound_expected"
     INBOUND_RECEIVED = "inbound_received"
+    TRANSFER_APPROVED = "transfer_approved"
     TRANSFER_DISPATCHED = "transfer_dispatched"
     TRANSFER_RECEIVED = "transfer_received"
     TRANSFER_REJECTED = "transfer_rejected"
@@ -27,6 +28,7 @@ class EventType(StrEnum):
 
 TRANSFER_STATUS_TYPES = frozenset(
     {
+        EventType.TRANSFER_APPROVED,
         EventType.TRANSFER_DISPATCHED,
         EventType.TRANSFER_RECEIVED,
         EventType.TRANSFER_REJECTED,
@@ -164,6 +166,10 @@ class Outcome(StrEnum):
     NEEDS_APPROVAL = "needs_approval"
     SUPPRESSED = "suppressed"
     RESERVATION_RELEASED = "reservation_released"
+    APPROVED = "approved"
+    TRANSFER_RECEIVED = "transfer_received"
+    CONTROL_APPLIED = "control_applied"
+    CONTROL_REJECTED = "control_rejected"
 
 
 class SuppressReason(StrEnum):
@@ -176,6 +182,7 @@ class SuppressReason(StrEnum):
     COOLDOWN = "cooldown"
     RESERVATION_OUTSTANDING = "reservation_outstanding"
     WARMING_UP = "warming_up"
+    PAUSED = "paused"
 
 
 class ReleaseReason(StrEnum):
@@ -201,6 +208,24 @@ class DecisionRecord:
     proposal_id: str | None = None
     receiver: SiteView | None = None
     alternatives: tuple[Candidate, ...] = ()
+    evidence: Evidence | None = None
+    approval_reasons: tuple[str, ...] = ()
+    shadow: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SitePosition:
+    """A site's live numbers after an event, for the live-state store."""
+
+    sku: str
+    site: str
+    on_hand: int
+    inbound: int
+    reserved_in: int
+    reserved_out: int
+    position: int
+    demand_per_hour: float
+    last_event_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,3 +237,4 @@ class StepOutput:
     late: bool = False
     proposals: tuple[Proposal, ...] = ()
     decisions: tuple[DecisionRecord, ...] = field(default=())
+    positions: tuple[SitePosition, ...] = ()

@@ -66,6 +66,7 @@ class Reservation:
     expires_at_ms: int
     lead_hours: float
     dispatched: bool = False
+    approved: bool = False
 
 
 @dataclass(slots=True)
@@ -75,6 +76,8 @@ class SkuState:
     reservations: dict[str, Reservation] = field(default_factory=dict)
     recent_event_ids: dict[str, None] = field(default_factory=dict)
     clock_ms: int = -1
+    # The same SKU as a shadow policy sees it (decisions logged, never proposed).
+    shadow: SkuState | None = None
 
     def site(self, site_id: str) -> SiteState:
         found = self.sites.get(site_id)

@@ -41,7 +41,8 @@ def two_store_network(**lane: Any) -> Network:
 
 
 def policy(**overrides: Any) -> Policy:
-    return Policy(version="test-1", **overrides)
+    """The test policy; low-confidence approval is off unless a test turns it on."""
+    return Policy(**{"version": "test-1", "confidence_hours": 0.0, **overrides})
 
 
 def event(
@@ -50,11 +51,11 @@ def event(
     return Event(event_id, type_, T0 + int(hour * HOUR), sku, site, qty, **kw)
 
 
-def warm_history(hours: int = 30, sku: str = "SKU-1") -> list[Event]:
-    """A: 300 on hand, B: 75; both sell one unit an hour for `hours` hours."""
+def warm_history(hours: int = 30, sku: str = "SKU-1", b_stock: int = 75) -> list[Event]:
+    """A: 300 on hand, B: `b_stock`; both sell one unit an hour for `hours` hours."""
     events = [
         event(f"snap-A-{sku}", EventType.SNAPSHOT, 0, "A", 300, sku),
-        event(f"snap-B-{sku}", EventType.SNAPSHOT, 0, "B", 75, sku),
+        event(f"snap-B-{sku}", EventType.SNAPSHOT, 0, "B", b_stock, sku),
     ]
     for h in range(hours):
         for site in ("A", "B"):

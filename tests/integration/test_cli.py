@@ -59,7 +59,8 @@ def test_check_config_accepts_the_shipped_files() -> None:
 def test_simulate_command_compares_policies_and_writes_a_report(tmp_path: Path) -> None:
     scenario = tmp_path / "tiny.toml"
     scenario.write_text(
-        'name = "tiny"\nn_sites = 3\nn_skus = 6\ndays = 5\nseed = 3\nreplenishment = "one_for_one"\n'
+        'name = "tiny"\nn_sites = 3\nn_skus = 6\ndays = 5\nseed = 3\n'
+        'replenishment = "one_for_one"\n'
     )
     result = stockshift("simulate", str(scenario), "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr

@@ -104,7 +104,8 @@ bidirectional = true
         producer.produce(topic_prefix + kind, value, key)
 
     try:
-        for e in warm_history():
+        # 50 hours of history: past the warm-up and the low-confidence window.
+        for e in warm_history(50, b_stock=95):
             publish(*body_of(e))
         # Malformed input in the middle of the stream.
         publish("pos", b"{this is not json")
@@ -121,7 +122,7 @@ bidirectional = true
         assert reasons == ["not_json", "not_json", "unknown_site"]
         assert all(orjson.loads(m.value())["payload"] is not None for m in dead)
 
-        trigger_kind, trigger = body_of(event("count-B", EventType.SNAPSHOT, 30.2, "B", 20))
+        trigger_kind, trigger = body_of(event("count-B", EventType.SNAPSHOT, 50.2, "B", 20))
         sent_at = time.monotonic()
         publish(trigger_kind, trigger)
         producer.flush(10)
