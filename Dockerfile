@@ -19,7 +19,7 @@ COPY configs /app/configs
 WORKDIR /app
 ENV PATH=/opt/venv/bin:$PATH \
     STOCKSHIFT_NETWORK=/app/configs/network.toml \
-    STOCKSHIFT_POLICY=/app/configs/policy.toml \
+    STOCKSHIFT_POLICY=/app/configs/policies/default.toml \
     PYTHONUNBUFFERED=1
 USER stockshift
 EXPOSE 9108

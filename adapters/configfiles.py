@@ -49,3 +49,14 @@ def load_network(path: str | Path) -> Network:
 
 def load_policy(path: str | Path) -> Policy:
     return policy_from_dict(_read_toml(Path(path)))
+
+
+def load_policies(folder: str | Path) -> dict[str, Policy]:
+    """Every versioned policy file in a folder, by version; versions must be unique."""
+    found: dict[str, Policy] = {}
+    for path in sorted(Path(folder).glob("*.toml")):
+        policy = load_policy(path)
+        if policy.version in found:
+            raise ConfigError(f"{path}: policy version {policy.version!r} is defined twice")
+        found[policy.version] = policy
+    return found

@@ -16,13 +16,15 @@ from typing import Any, Generic, TypeVar
 
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from adapters import metrics
-from state.records import DeadLetter, RawMessage
+from adapters.redis_store import ProposalLedger, RedisSettings, connect
+from state.records import DeadLetter, Proposal, RawMessage
 
 log = logging.getLogger("stockshift.kafka")
+__all__ = ["OFFSET_BEGINNING", "LedgeredProposalSink", "ProducingSink", "ensure_topics"]
 T = TypeVar("T")
 
 # Low-latency defaults; anything given by the user's librdkafka config wins.
@@ -46,6 +48,7 @@ def to_raw(message: KafkaSourceMessage[bytes | None, bytes | None]) -> RawMessag
         key=message.key,
         value=message.value,
         received_at_ms=now_ms(),
+        timestamp_ms=message.timestamp[1] if message.timestamp and message.timestamp[0] else None,
     )
 
 
@@ -70,6 +73,7 @@ class DeliveryStats:
 
     delivered: int = 0
     failed: int = 0
+    deduplicated: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -102,20 +106,25 @@ class _ProducingPartition(StatelessSinkPartition[T], Generic[T]):
         else:
             self._failed(err, msg.key())
 
+    def _produce(
+        self, key: bytes | None, value: bytes, on_delivery: Callable[[Any, Any], None]
+    ) -> None:
+        while True:
+            try:
+                self._producer.produce(self._topic, value, key, on_delivery=on_delivery)
+                return
+            except BufferError:
+                # Queue full: serve delivery reports until there is room (backpressure).
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                # Refused before sending (e.g. too large): counted and logged, never fatal.
+                self._failed(exc, key)
+                return
+
     def write_batch(self, items: list[T]) -> None:
         for item in items:
             key, value = self._serialize(item)
-            while True:
-                try:
-                    self._producer.produce(self._topic, value, key, on_delivery=self._on_delivery)
-                    break
-                except BufferError:
-                    # Queue full: serve delivery reports until there is room (backpressure).
-                    self._producer.poll(0.05)
-                except KafkaException as exc:
-                    # Refused before sending (e.g. too large): counted and logged, never fatal.
-                    self._failed(exc, key)
-                    break
+            self._produce(key, value, self._on_delivery)
         self._producer.poll(0)
 
     def close(self) -> None:
@@ -182,3 +191,94 @@ def ensure_topics(
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
+
+
+class _LedgerPartition(_ProducingPartition[Proposal]):
+    """Produces each proposal at most once per ledger: skip delivered, mark pending, then
+    delivered on the broker's acknowledgement.
+
+    The one window left: a crash after the broker acknowledged a proposal and before the
+    ledger recorded it; the replay then produces it again. Consumers dedupe by proposal_id.
+    """
+
+    def __init__(
+        self,
+        producer: Producer,
+        topic: str,
+        serialize: Callable[[Proposal], tuple[bytes | None, bytes]],
+        stats: DeliveryStats,
+        ledger: ProposalLedger,
+        flush_timeout_s: float,
+    ) -> None:
+        super().__init__(producer, topic, serialize, stats)
+        self._ledger = ledger
+        self._flush_timeout_s = flush_timeout_s
+        self._acked: list[Proposal] = []
+
+    def _delivery_of(self, proposal: Proposal) -> Callable[[Any, Any], None]:
+        def on_delivery(err: Any, msg: Any) -> None:
+            self._on_delivery(err, msg)
+            if err is None:
+                self._acked.append(proposal)
+
+        return on_delivery
+
+    def write_batch(self, items: list[Proposal]) -> None:
+        delivered = self._ledger.delivered_among([p.proposal_id for p in items])
+        if delivered is None:
+            metrics.LEDGER_UNAVAILABLE.inc(len(items))
+            delivered = set()
+        fresh = [p for p in items if p.proposal_id not in delivered]
+        if len(fresh) < len(items):
+            metrics.PROPOSALS_DEDUPLICATED.inc(len(items) - len(fresh))
+            self._stats.deduplicated += len(items) - len(fresh)
+        self._ledger.mark(fresh, "pending")
+        for proposal in fresh:
+            key, value = self._serialize(proposal)
+            self._produce(key, value, self._delivery_of(proposal))
+        # Wait for the acknowledgements so the ledger knows at once (proposals are few).
+        self._producer.flush(self._flush_timeout_s)
+        self._record_acks()
+
+    def _record_acks(self) -> None:
+        if self._acked and self._ledger.mark(self._acked, "delivered"):
+            self._acked = []
+
+    def close(self) -> None:
+        super().close()
+        self._record_acks()
+
+
+class LedgeredProposalSink(DynamicSink[Proposal]):
+    """The proposals sink with the Redis idempotency ledger (effectively once)."""
+
+    def __init__(
+        self,
+        brokers: Iterable[str],
+        topic: str,
+        serialize: Callable[[Proposal], tuple[bytes | None, bytes]],
+        redis_settings: RedisSettings,
+        add_config: Mapping[str, str] | None = None,
+        flush_timeout_s: float = 5.0,
+    ) -> None:
+        self._config = {
+            "bootstrap.servers": ",".join(brokers),
+            **SINK_DEFAULTS,
+            **(add_config or {}),
+        }
+        self._topic = topic
+        self._serialize = serialize
+        self._redis_settings = redis_settings
+        self._flush_timeout_s = flush_timeout_s
+        self.stats = DeliveryStats()
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _LedgerPartition:
+        ledger = ProposalLedger(connect(self._redis_settings), self._redis_settings)
+        return _LedgerPartition(
+            Producer(self._config),
+            self._topic,
+            self._serialize,
+            self.stats,
+            ledger,
+            self._flush_timeout_s,
+        )

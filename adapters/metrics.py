@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, start_http_server
 
+from state.governance import ControlCommand, ControlRejection
 from state.records import DeadLetter, Event, StepOutput
 
 EVENTS_CONSUMED = Counter(
@@ -27,6 +28,21 @@ DECISIONS = Counter(
 KAFKA_DELIVERY_FAILURES = Counter(
     "stockshift_kafka_delivery_failures_total", "Records the broker did not acknowledge", ["topic"]
 )
+REDIS_WRITE_FAILURES = Counter(
+    "stockshift_redis_write_failures_total", "Redis operations that failed", ["operation"]
+)
+LEDGER_UNAVAILABLE = Counter(
+    "stockshift_ledger_unavailable_total", "Proposals produced without the ledger (Redis down)"
+)
+PROPOSALS_DEDUPLICATED = Counter(
+    "stockshift_proposals_deduplicated_total", "Replayed proposals the ledger kept off the topic"
+)
+CONTROL_COMMANDS = Counter(
+    "stockshift_control_commands_total",
+    "Control commands, by result and reason",
+    ["result", "reason"],
+)
+PAUSED = Gauge("stockshift_paused", "1 while proposals are paused (latest command)")
 UP = Gauge("stockshift_up", "1 while the flow runs")
 
 
@@ -50,6 +66,13 @@ def count_output(_step_id: str, keyed: tuple[str, StepOutput]) -> None:
         UNITS_PROPOSED.inc(proposal.qty)
     for decision in output.decisions:
         DECISIONS.labels(outcome=decision.outcome.value, reason=decision.reason).inc()
+
+
+def count_control(_step_id: str, verdict: ControlCommand | ControlRejection) -> None:
+    if isinstance(verdict, ControlCommand):
+        CONTROL_COMMANDS.labels(result="accepted", reason=verdict.action.value).inc()
+    else:
+        CONTROL_COMMANDS.labels(result="rejected", reason=verdict.reason).inc()
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> None:

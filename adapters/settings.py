@@ -10,6 +10,7 @@ from pathlib import Path
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 INPUT_KINDS = ("pos", "inventory", "shipments")
 OUTPUT_KINDS = ("proposals", "decisions", "dlq")
+CONTROL_KIND = "control"
 KAFKA_ENV_PREFIX = "STOCKSHIFT_KAFKA_"
 
 
@@ -18,11 +19,19 @@ class Settings:
     brokers: tuple[str, ...] = ("127.0.0.1:9092",)
     topic_prefix: str = "stockshift."
     network_path: Path = DEFAULT_CONFIG_DIR / "network.toml"
-    policy_path: Path = DEFAULT_CONFIG_DIR / "policy.toml"
+    policy_path: Path = DEFAULT_CONFIG_DIR / "policies" / "default.toml"
+    # Every policy version that `activate_policy` may switch to.
+    policies_dir: Path = DEFAULT_CONFIG_DIR / "policies"
+    shadow_policy_path: Path | None = None
+    shadow_share: float = 0.0
     workers: int = 1
     partitions: int = 3
     create_topics: bool = True
     metrics_port: int | None = None
+    redis_url: str | None = field(default=None, repr=False)
+    redis_prefix: str = "stockshift:"
+    control_keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    control_max_skew_s: float = 300.0
     # librdkafka settings (SASL/SSL, ...) passed through; never logged.
     kafka_config: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -65,6 +74,26 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         values["partitions"] = int(env["STOCKSHIFT_PARTITIONS"])
     if "STOCKSHIFT_METRICS_PORT" in env:
         values["metrics_port"] = int(env["STOCKSHIFT_METRICS_PORT"])
+    if "STOCKSHIFT_POLICIES_DIR" in env:
+        values["policies_dir"] = Path(env["STOCKSHIFT_POLICIES_DIR"])
+    if "STOCKSHIFT_SHADOW_POLICY" in env:
+        values["shadow_policy_path"] = Path(env["STOCKSHIFT_SHADOW_POLICY"])
+    if "STOCKSHIFT_SHADOW_SHARE" in env:
+        values["shadow_share"] = float(env["STOCKSHIFT_SHADOW_SHARE"])
+    if "STOCKSHIFT_REDIS_URL" in env:
+        values["redis_url"] = env["STOCKSHIFT_REDIS_URL"] or None
+    if "STOCKSHIFT_REDIS_PREFIX" in env:
+        values["redis_prefix"] = env["STOCKSHIFT_REDIS_PREFIX"]
+    if "STOCKSHIFT_CONTROL_KEYS" in env:
+        from adapters.control import parse_keys
+
+        values["control_keys"] = parse_keys(env["STOCKSHIFT_CONTROL_KEYS"])
+    if "STOCKSHIFT_CONTROL_MAX_SKEW_S" in env:
+        values["control_max_skew_s"] = float(env["STOCKSHIFT_CONTROL_MAX_SKEW_S"])
     values["kafka_config"] = kafka_config_from_env(env)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def control_topic(settings: Settings) -> str:
+    return settings.topic(CONTROL_KIND)

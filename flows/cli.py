@@ -3,52 +3,90 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
 
+from adapters.settings import Settings
 from state.config import ConfigError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_SCENARIOS = CONFIGS / "scenarios"
-DEFAULT_POLICY = CONFIGS / "policy.toml"
+DEFAULT_POLICY = CONFIGS / "policies" / "default.toml"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from adapters.settings import from_env
+
+    return from_env(
+        brokers=tuple(args.brokers.split(",")) if getattr(args, "brokers", None) else None,
+        topic_prefix=getattr(args, "topic_prefix", None),
+        network_path=Path(args.network) if getattr(args, "network", None) else None,
+        policy_path=Path(args.policy) if getattr(args, "policy", None) else None,
+        workers=getattr(args, "workers", None),
+        metrics_port=getattr(args, "metrics_port", None),
+        redis_url=getattr(args, "redis_url", None),
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
     from bytewax.run import cli_main
 
-    from adapters import kafka, metrics
-    from adapters.configfiles import load_network, load_policy
-    from adapters.settings import from_env
-    from flows.pipeline import build
+    from flows.entry import prepare
 
-    settings = from_env(
-        brokers=tuple(args.brokers.split(",")) if args.brokers else None,
-        topic_prefix=args.topic_prefix,
-        network_path=Path(args.network) if args.network else None,
-        policy_path=Path(args.policy) if args.policy else None,
-        workers=args.workers,
-        metrics_port=args.metrics_port,
-    )
-    network = load_network(settings.network_path)
-    policy = load_policy(settings.policy_path)
-    if settings.create_topics:
-        kafka.ensure_topics(
-            settings.brokers,
-            settings.input_topics + settings.output_topics,
-            settings.partitions,
-            settings.kafka_config,
-        )
-    if settings.metrics_port is not None:
-        metrics.serve(settings.metrics_port)
-    logging.getLogger("stockshift").info(
-        "starting flow",
-        extra={"brokers": settings.brokers, "policy_version": policy.version},
-    )
-    flow = build(settings, network=network, policy=policy)
+    settings = _settings(args)
+    flow = prepare(settings)
     cli_main(flow, workers_per_process=settings.workers)  # type: ignore[no-untyped-call]
     return 0
+
+
+def _control(args: argparse.Namespace) -> int:
+    from adapters.control import send_command
+    from adapters.settings import control_topic
+
+    settings = _settings(args)
+    key_id = args.key_id or os.environ.get("STOCKSHIFT_CONTROL_KEY_ID", "")
+    secret = settings.control_keys.get(key_id)
+    if secret is None:
+        print(
+            f"stockshift: no secret for control key id {key_id!r} in STOCKSHIFT_CONTROL_KEYS",
+            file=sys.stderr,
+        )
+        return 2
+    fields: dict[str, object] = {
+        "target": args.target,
+        "value": args.value,
+        "reason": args.reason,
+        "actor": args.actor or os.environ.get("USER"),
+    }
+    if args.effective_at is not None:
+        text = args.effective_at
+        fields["effective_at"] = int(text) if text.isdigit() else text
+    body = send_command(
+        settings.brokers, control_topic(settings), key_id, secret, args.command,
+        settings.kafka_config, **fields,
+    )  # fmt: skip
+    print(f"sent {args.command} (nonce {body['nonce']}) to {control_topic(settings)}")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from adapters.decision_log import trail_from_kafka, trail_from_redis
+    from adapters.redis_store import RedisSettings
+    from operators.explain import explain
+
+    settings = _settings(args)
+    trail: list[dict[str, object]] = []
+    if settings.redis_url and args.source in ("auto", "redis"):
+        trail = trail_from_redis(
+            RedisSettings(url=settings.redis_url, prefix=settings.redis_prefix), args.proposal_id
+        )
+    if not trail and args.source in ("auto", "kafka"):
+        trail = trail_from_kafka(
+            settings.brokers, settings.topic("decisions"), args.proposal_id, settings.kafka_config
+        )
+    print(explain(args.proposal_id, trail))
+    return 0 if trail else 1
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -99,6 +137,7 @@ def parser() -> argparse.ArgumentParser:
     sub = root.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the flow on Kafka (STOCKSHIFT_* env vars also work)")
+    run.add_argument("--redis-url", help="live state and proposal ledger [STOCKSHIFT_REDIS_URL]")
     run.add_argument("--brokers", help="comma-separated host:port list [STOCKSHIFT_BROKERS]")
     run.add_argument("--topic-prefix", help="default 'stockshift.' [STOCKSHIFT_TOPIC_PREFIX]")
     run.add_argument("--network", help="network TOML [STOCKSHIFT_NETWORK]")
@@ -140,9 +179,35 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true")
     sim.set_defaults(handler=_simulate)
 
+    ctl = sub.add_parser("control", help="sign and send a control command")
+    ctl.add_argument(
+        "command",
+        choices=[
+            "pause", "resume", "activate_policy", "freeze_site", "unfreeze_site",
+            "freeze_sku", "unfreeze_sku", "set_approval_threshold",
+        ],
+    )  # fmt: skip
+    ctl.add_argument("target", nargs="?", help="policy version, site or SKU")
+    ctl.add_argument("--value", type=float, help="approval threshold")
+    ctl.add_argument("--reason", help="why (kept in the decision log)")
+    ctl.add_argument("--actor", help="who (default $USER)")
+    ctl.add_argument("--effective-at", help="event time it applies from (default: now)")
+    ctl.add_argument("--key-id", help="signing key id [STOCKSHIFT_CONTROL_KEY_ID]")
+    ctl.add_argument("--brokers", help="[STOCKSHIFT_BROKERS]")
+    ctl.add_argument("--topic-prefix", help="[STOCKSHIFT_TOPIC_PREFIX]")
+    ctl.set_defaults(handler=_control)
+
+    why = sub.add_parser("explain", help="why a proposal was made, and what happened to it")
+    why.add_argument("proposal_id")
+    why.add_argument("--source", choices=["auto", "redis", "kafka"], default="auto")
+    why.add_argument("--brokers", help="[STOCKSHIFT_BROKERS]")
+    why.add_argument("--topic-prefix", help="[STOCKSHIFT_TOPIC_PREFIX]")
+    why.add_argument("--redis-url", help="[STOCKSHIFT_REDIS_URL]")
+    why.set_defaults(handler=_explain)
+
     check = sub.add_parser("check-config", help="validate network and policy files")
     check.add_argument("--network", default="configs/network.toml")
-    check.add_argument("--policy", default="configs/policy.toml")
+    check.add_argument("--policy", default="configs/policies/default.toml")
     check.set_defaults(handler=_check_config)
     return root
 

@@ -1,19 +1,67 @@
-"""Factory for `python -m bytewax.run "flows.entry:from_environment()"` (the container's command).
+"""Start-up wiring shared by `stockshift run` and the container's
+`python -m bytewax.run "flows.entry:from_environment()"`.
 
 A function, not a module-level flow, so nothing connects or listens at import.
 """
 
 from __future__ import annotations
 
+import logging
+
 from bytewax.dataflow import Dataflow
 
-from adapters import metrics
-from adapters.settings import from_env
-from flows.pipeline import build
+from adapters import kafka, metrics
+from adapters.configfiles import load_network, load_policies, load_policy
+from adapters.control import preload
+from adapters.settings import Settings, control_topic, from_env
+from flows.pipeline import Control, build
+
+log = logging.getLogger("stockshift")
+
+
+def prepare(settings: Settings) -> Dataflow:
+    """Validate config, create missing topics, apply the control log so far, build the flow."""
+    network = load_network(settings.network_path)
+    policy = load_policy(settings.policy_path)
+    policies = load_policies(settings.policies_dir) if settings.policies_dir.is_dir() else {}
+    policies.setdefault(policy.version, policy)
+    if settings.create_topics:
+        kafka.ensure_topics(
+            settings.brokers,
+            settings.input_topics + settings.output_topics,
+            settings.partitions,
+            settings.kafka_config,
+        )
+        # One partition: commands are totally ordered.
+        kafka.ensure_topics(settings.brokers, [control_topic(settings)], 1, settings.kafka_config)
+    if not settings.control_keys:
+        log.warning("no STOCKSHIFT_CONTROL_KEYS: every control command will be rejected")
+    control = Control(
+        keys=dict(settings.control_keys), max_skew_ms=int(settings.control_max_skew_s * 1000)
+    )
+    control.start_offset, control.nonces, verdicts = preload(
+        control.board,
+        settings.brokers,
+        control_topic(settings),
+        control.keys,
+        control.max_skew_ms,
+        policies,
+        settings.kafka_config,
+    )
+    if settings.metrics_port is not None:
+        metrics.serve(settings.metrics_port)
+    log.info(
+        "starting flow",
+        extra={
+            "brokers": settings.brokers,
+            "policy_version": policy.version,
+            "policy_versions": sorted(policies),
+            "control_commands_replayed": len(verdicts),
+            "redis": settings.redis_url is not None,
+        },
+    )
+    return build(settings, network=network, policy=policy, policies=policies, control=control)
 
 
 def from_environment() -> Dataflow:
-    settings = from_env()
-    if settings.metrics_port is not None:
-        metrics.serve(settings.metrics_port)
-    return build(settings)
+    return prepare(from_env())

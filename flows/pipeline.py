@@ -1,15 +1,16 @@
 """The stockshift dataflow: wiring only. Every step's logic lives in operators/.
 
     raw messages ──parse──► events ──key by SKU──► sku_state (operators.engine.step)
-         │                                              │
-         └─► dead letters ─► DLQ              proposals, decisions ─► sinks
+         │                                              │        ▲ governance_at(ts)
+         └─► dead letters ─► DLQ          proposals, decisions, live positions ─► sinks
+    control ──control_auth──► commands ─► governance board ┘ (and the decision log)
 
 Step ids are stable names: they key recovery snapshots and metrics.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -20,12 +21,16 @@ from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink
 
 from adapters import kafka, metrics
-from adapters.configfiles import load_network, load_policy
-from adapters.settings import Settings
+from adapters.configfiles import load_network, load_policies, load_policy
+from adapters.control import GovernanceBoard, GovernanceSink
+from adapters.redis_store import LiveStateSink, RedisSettings
+from adapters.settings import Settings, control_topic
 from operators import codec
+from operators.control import NonceMemory, as_command, authenticate, control_decision
 from operators.engine import DecisionContext, step
 from operators.parse import parse_message, topic_kinds_for
 from state.config import Network, Policy
+from state.governance import ControlCommand, ControlRejection
 from state.records import DeadLetter, DecisionRecord, Event, Proposal, RawMessage, StepOutput
 
 
@@ -36,6 +41,30 @@ class Sinks:
     dead_letters: DynamicSink[DeadLetter]
     # Optional: one StepOutput per event that reached the state (the demo's lockstep).
     step_outputs: DynamicSink[tuple[str, StepOutput]] | None = None
+    # Optional: live positions and decision trails (Redis).
+    live_state: DynamicSink[tuple[str, StepOutput]] | None = None
+
+
+@dataclass
+class Control:
+    """How operators steer the flow: the board decisions read, and where commands come from.
+
+    `source` feeds control messages in memory (tests); in Kafka mode the control topic is read
+    from `start_offset` (what `adapters.control.preload` left off at).
+    """
+
+    board: GovernanceBoard = field(default_factory=GovernanceBoard)
+    keys: dict[str, bytes] = field(default_factory=dict)
+    max_skew_ms: int = 300_000
+    start_offset: int = 0
+    nonces: NonceMemory = field(default_factory=NonceMemory)
+    source: Source[RawMessage] | None = None
+
+
+def redis_settings(settings: Settings) -> RedisSettings | None:
+    if settings.redis_url is None:
+        return None
+    return RedisSettings(url=settings.redis_url, prefix=settings.redis_prefix)
 
 
 def kafka_sinks(settings: Settings) -> Sinks:
@@ -44,27 +73,39 @@ def kafka_sinks(settings: Settings) -> Sinks:
             settings.brokers, settings.topic(kind), serialize, settings.kafka_config
         )
 
+    redis = redis_settings(settings)
+    proposals: DynamicSink[Proposal] = sink("proposals", codec.encode_proposal)
+    if redis is not None:
+        proposals = kafka.LedgeredProposalSink(
+            settings.brokers,
+            settings.topic("proposals"),
+            codec.encode_proposal,
+            redis,
+            settings.kafka_config,
+        )
     return Sinks(
-        proposals=sink("proposals", codec.encode_proposal),
+        proposals=proposals,
         decisions=sink("decisions", codec.encode_decision),
         dead_letters=sink("dlq", codec.encode_dead_letter),
+        live_state=LiveStateSink(redis) if redis is not None else None,
     )
 
 
 def _kafka_input(
-    flow: Dataflow, settings: Settings
+    step_id: str, flow: Dataflow, settings: Settings, topics: list[str], start: int | None = None
 ) -> tuple[Stream[RawMessage], Stream[DeadLetter]]:
     consumed = kop.input(
-        "kafka_input",
+        step_id,
         flow,
         brokers=list(settings.brokers),
-        topics=settings.input_topics,
+        topics=topics,
         add_config={**kafka.SOURCE_DEFAULTS, **settings.kafka_config},
         batch_size=500,
+        starting_offset=kafka.OFFSET_BEGINNING if start is None else start,
     )
-    raw = op.map("to_raw", consumed.oks, kafka.to_raw)
-    consumer_errors = op.map("consumer_errors", consumed.errs, kafka.error_to_dead_letter)
-    return raw, consumer_errors
+    raw = op.map(f"{step_id}_to_raw", consumed.oks, kafka.to_raw)
+    errors = op.map(f"{step_id}_errors", consumed.errs, kafka.error_to_dead_letter)
+    return raw, errors
 
 
 def _is_event(item: Event | DeadLetter) -> bool:
@@ -75,12 +116,22 @@ def _event_sku(event: Event) -> str:
     return event.sku
 
 
+def _control_key(_raw: RawMessage) -> str:
+    return "control"
+
+
 def _proposals(keyed: tuple[str, StepOutput]) -> tuple[Proposal, ...]:
     return keyed[1].proposals
 
 
 def _decisions(keyed: tuple[str, StepOutput]) -> tuple[DecisionRecord, ...]:
     return keyed[1].decisions
+
+
+def _verdict(
+    keyed: tuple[str, ControlCommand | ControlRejection],
+) -> ControlCommand | ControlRejection:
+    return keyed[1]
 
 
 def build(
@@ -90,20 +141,44 @@ def build(
     sinks: Sinks | None = None,
     network: Network | None = None,
     policy: Policy | None = None,
+    policies: dict[str, Policy] | None = None,
+    shadow_policy: Policy | None = None,
+    control: Control | None = None,
 ) -> Dataflow:
     """The production flow on Kafka, or the same flow on the given source and sinks."""
     settings = settings or Settings()
     network = network or load_network(settings.network_path)
     policy = policy or load_policy(settings.policy_path)
-    context = DecisionContext.build(network, policy)
+    if policies is None:
+        policies = load_policies(settings.policies_dir) if settings.policies_dir.is_dir() else {}
+    if shadow_policy is None and settings.shadow_policy_path is not None:
+        shadow_policy = load_policy(settings.shadow_policy_path)
+    control = control or Control(
+        keys=dict(settings.control_keys), max_skew_ms=int(settings.control_max_skew_s * 1000)
+    )
+    context = DecisionContext.build(
+        network,
+        policy,
+        policies=policies,
+        governance_at=control.board.at,
+        shadow_policy=shadow_policy,
+        shadow_share=settings.shadow_share,
+    )
     sinks = sinks or kafka_sinks(settings)
 
     flow = Dataflow("stockshift")
     consumer_errors: Stream[DeadLetter] | None = None
+    control_raw: Stream[RawMessage] | None = None
     if source is None:
-        raw, consumer_errors = _kafka_input(flow, settings)
+        raw, consumer_errors = _kafka_input("kafka_input", flow, settings, settings.input_topics)
+        control_raw, control_errors = _kafka_input(
+            "control_input", flow, settings, [control_topic(settings)], control.start_offset
+        )
+        consumer_errors = op.merge("consumer_errors_all", consumer_errors, control_errors)
     else:
         raw = op.input("input", flow, source)
+        if control.source is not None:
+            control_raw = op.input("control_input", flow, control.source)
     parsed = op.map(
         "parse",
         raw,
@@ -127,7 +202,33 @@ def build(
     # (sku, StepOutput): exactly one per event that reached the state
     op.inspect("count_outputs", outputs, metrics.count_output)
     op.output("proposals_out", op.flat_map("proposals", outputs, _proposals), sinks.proposals)
-    op.output("decisions_out", op.flat_map("decisions", outputs, _decisions), sinks.decisions)
+    decisions = op.flat_map("decisions", outputs, _decisions)
+    if control_raw is not None:
+        verdicts = op.map(
+            "control_verdicts",
+            op.stateful_map(
+                "control_auth",
+                op.key_on("key_control", control_raw, _control_key),
+                partial(
+                    authenticate,
+                    keys=control.keys,
+                    max_skew_ms=control.max_skew_ms,
+                    known_versions=frozenset(context.policies),
+                    initial=control.nonces,
+                ),
+            ),
+            _verdict,
+        )
+        op.inspect("count_control", verdicts, metrics.count_control)
+        commands = op.filter_map("accepted_commands", verdicts, as_command)
+        op.output("governance_out", commands, GovernanceSink(control.board))
+        audit = op.map(
+            "control_audit", verdicts, partial(control_decision, policy_version=policy.version)
+        )
+        decisions = op.merge("all_decisions", decisions, audit)
+    op.output("decisions_out", decisions, sinks.decisions)
     if sinks.step_outputs is not None:
         op.output("step_outputs_out", outputs, sinks.step_outputs)
+    if sinks.live_state is not None:
+        op.output("live_state_out", outputs, sinks.live_state)
     return flow

@@ -28,6 +28,7 @@ from state.governance import (
     ControlRejection,
     Governance,
 )
+from state.records import DecisionRecord, Outcome, RawMessage
 
 MAX_CONTROL_BYTES: Final = 4096
 _NEEDS_TARGET: Final = frozenset(
@@ -226,3 +227,55 @@ class Timeline:
     def at(self, ts_ms: int) -> Governance:
         index = bisect.bisect_right(self.starts, ts_ms) - 1
         return self.states[index] if index >= 0 else DEFAULT_GOVERNANCE
+
+
+def authenticate(
+    state: NonceMemory | None,
+    raw: RawMessage,
+    *,
+    keys: Mapping[str, bytes],
+    max_skew_ms: int,
+    known_versions: Collection[str],
+    initial: NonceMemory,
+) -> tuple[NonceMemory, ControlCommand | ControlRejection]:
+    """The flow's `control_auth` step: verify against the nonces seen so far."""
+    nonces = state if state is not None else NonceMemory(dict(initial.seen))
+    ts = raw.timestamp_ms if raw.timestamp_ms is not None else raw.received_at_ms
+    return nonces, verify(raw.value, keys, ts, nonces, max_skew_ms, known_versions, raw.offset)
+
+
+def control_decision(
+    verdict: ControlCommand | ControlRejection, policy_version: str
+) -> DecisionRecord:
+    """Every control message leaves an audit line, applied or rejected."""
+    if isinstance(verdict, ControlCommand):
+        target = f" {verdict.target}" if verdict.target else ""
+        value = f" {verdict.value}" if verdict.value is not None else ""
+        return DecisionRecord(
+            sku="",
+            site="",
+            ts_ms=verdict.effective_at_ms,
+            outcome=Outcome.CONTROL_APPLIED,
+            reason=verdict.action.value,
+            detail=(
+                f"{verdict.action.value}{target}{value} by {verdict.actor or 'unknown'} "
+                f"(key {verdict.key_id}, nonce {verdict.nonce}): "
+                f"{verdict.reason or 'no reason given'}"
+            ),
+            policy_version=policy_version,
+            trigger_event_id=verdict.nonce,
+        )
+    return DecisionRecord(
+        sku="",
+        site="",
+        ts_ms=verdict.received_at_ms,
+        outcome=Outcome.CONTROL_REJECTED,
+        reason=verdict.reason,
+        detail=f"control message rejected ({verdict.reason}): {verdict.detail}",
+        policy_version=policy_version,
+        trigger_event_id=verdict.nonce or f"offset-{verdict.offset}",
+    )
+
+
+def as_command(verdict: ControlCommand | ControlRejection) -> ControlCommand | None:
+    return verdict if isinstance(verdict, ControlCommand) else None

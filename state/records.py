@@ -77,6 +77,8 @@ class RawMessage:
     key: bytes | None
     value: bytes | None
     received_at_ms: int
+    # The message's own timestamp (producer or broker time), when the client gives one.
+    timestamp_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

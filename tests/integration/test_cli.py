@@ -51,7 +51,7 @@ def test_check_config_accepts_the_shipped_files() -> None:
         "--network",
         str(ROOT / "configs/network.toml"),
         "--policy",
-        str(ROOT / "configs/policy.toml"),
+        str(ROOT / "configs/policies/default.toml"),
     )
     assert result.returncode == 0 and "ok" in result.stdout
 

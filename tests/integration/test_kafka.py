@@ -80,7 +80,7 @@ bidirectional = true
         "STOCKSHIFT_BROKERS": kafka_brokers,
         "STOCKSHIFT_TOPIC_PREFIX": topic_prefix,
         "STOCKSHIFT_NETWORK": str(network),
-        "STOCKSHIFT_POLICY": str(ROOT / "configs" / "policy.toml"),
+        "STOCKSHIFT_POLICY": str(ROOT / "configs" / "policies" / "default.toml"),
     }
     ensure_topics(
         [kafka_brokers],

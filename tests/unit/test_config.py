@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.configfiles import load_network, load_policy
+from adapters.configfiles import load_network, load_policies, load_policy
 from state.config import ConfigError, network_from_dict, policy_from_dict
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -17,7 +17,9 @@ def test_shipped_configs_load() -> None:
     assert ("STORE-B", "STORE-A") in network.lanes  # bidirectional
     assert network.sku_params("SKU-CASEPACK").pack_size == 6
     assert network.sku_params("anything").unit_cost == 12.0
-    assert load_policy(CONFIGS / "policy.toml").version
+    assert load_policy(CONFIGS / "policies" / "default.toml").version
+    versions = load_policies(CONFIGS / "policies")
+    assert len(versions) >= 2 and all(v == p.version for v, p in versions.items())
 
 
 SITES = [{"id": "A"}, {"id": "B"}]

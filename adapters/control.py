@@ -1,0 +1,168 @@
+"""The control topic: preload at start, a board every worker in the process reads, signing.
+
+The board is the one piece of state shared across keys: each SKU's decision asks it for the
+governance in force at its event's time. Commands reach it through a sink (the flow's only
+way to touch the outside), after verification in the flow.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from adapters import metrics
+from operators.control import NonceMemory, Timeline, envelope, verify
+from state.governance import ControlCommand, ControlRejection, Governance
+
+log = logging.getLogger("stockshift.control")
+
+
+class GovernanceBoard:
+    """A thread-safe Timeline: sinks add commands, decisions read `at(ts)`."""
+
+    def __init__(self) -> None:
+        self._timeline = Timeline()
+        self._lock = threading.Lock()
+
+    def add(self, command: ControlCommand) -> None:
+        with self._lock:
+            self._timeline.add(command)
+        metrics.PAUSED.set(1 if self.at(time.time_ns() // 1_000_000).paused else 0)
+        log.info(
+            "control command applied",
+            extra={
+                "action": command.action.value,
+                "nonce": command.nonce,
+                "target": command.target,
+                "effective_at_ms": command.effective_at_ms,
+                "key_id": command.key_id,
+            },
+        )
+
+    def at(self, ts_ms: int) -> Governance:
+        return self._timeline.at(ts_ms)
+
+
+class _BoardPartition(StatelessSinkPartition[ControlCommand]):
+    def __init__(self, board: GovernanceBoard) -> None:
+        self._board = board
+
+    def write_batch(self, items: list[ControlCommand]) -> None:
+        for command in items:
+            self._board.add(command)
+
+
+class GovernanceSink(DynamicSink[ControlCommand]):
+    def __init__(self, board: GovernanceBoard) -> None:
+        self._board = board
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _BoardPartition:
+        return _BoardPartition(self._board)
+
+
+def parse_keys(text: str) -> dict[str, bytes]:
+    """STOCKSHIFT_CONTROL_KEYS: `id=secret[,id2=secret2]` (several during a rotation)."""
+    keys: dict[str, bytes] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key_id, sep, secret = item.partition("=")
+        if not sep or not key_id or len(secret) < 16:
+            raise ValueError("control keys look like id=secret with secrets of 16+ characters")
+        keys[key_id] = secret.encode()
+    return keys
+
+
+def preload(
+    board: GovernanceBoard,
+    brokers: Iterable[str],
+    topic: str,
+    keys: Mapping[str, bytes],
+    max_skew_ms: int,
+    known_versions: Iterable[str],
+    add_config: Mapping[str, str] | None = None,
+    timeout_s: float = 30.0,
+) -> tuple[int, NonceMemory, list[ControlCommand | ControlRejection]]:
+    """Apply every command already on the (single-partition) control topic before the flow
+    starts, so decisions after a restart see the same governance as before it.
+
+    Returns the offset to continue from, the nonces seen, and the verdicts.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": ",".join(brokers),
+            "group.id": "stockshift-control-preload",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            **(add_config or {}),
+        }
+    )
+    nonces = NonceMemory()
+    verdicts: list[ControlCommand | ControlRejection] = []
+    versions = set(known_versions)
+    next_offset = 0
+    try:
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    break
+                continue
+            ts_type, ts = msg.timestamp()
+            verdict = verify(
+                msg.value(),
+                keys,
+                ts if ts_type else time.time_ns() // 1_000_000,
+                nonces,
+                max_skew_ms,
+                versions,
+                msg.offset(),
+            )
+            if isinstance(verdict, ControlCommand):
+                board.add(verdict)
+            verdicts.append(verdict)
+            next_offset = (msg.offset() or 0) + 1
+        else:
+            raise TimeoutError(f"could not read control topic {topic} to its end in {timeout_s}s")
+    finally:
+        consumer.close()
+    return next_offset, nonces, verdicts
+
+
+def send_command(
+    brokers: Iterable[str],
+    topic: str,
+    key_id: str,
+    secret: bytes,
+    command: str,
+    add_config: Mapping[str, str] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Sign and produce one command; returns the body sent (with its nonce)."""
+    body: dict[str, Any] = {
+        "command": command,
+        "nonce": uuid.uuid4().hex,
+        "ts": time.time_ns() // 1_000_000,
+        **{k: v for k, v in fields.items() if v is not None},
+    }
+    producer = Producer({"bootstrap.servers": ",".join(brokers), **(add_config or {})})
+    errors: list[str] = []
+    producer.produce(
+        topic,
+        envelope(body, key_id, secret),
+        b"control",
+        on_delivery=lambda err, _msg: errors.append(str(err)) if err else None,
+    )
+    if producer.flush(15) or errors:
+        raise ConnectionError(f"control command not acknowledged: {errors or 'timeout'}")
+    return body

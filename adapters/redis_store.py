@@ -1,0 +1,250 @@
+"""Redis: live positions, the proposal ledger, recent decision trails.
+
+Key layout (prefix default `stockshift:`):
+  {prefix}pos:{sku}            hash  site -> JSON live position          TTL positions_ttl
+  {prefix}proposal:{id}        hash  state (pending|delivered), status, sku, from_site,
+                                     to_site, qty, created_at, expires_at    TTL ledger_ttl
+  {prefix}proposal:{id}:trail  list  JSON decision records about the proposal, in order
+                                                                           TTL ledger_ttl
+Kafka stays the system of record: when Redis is down the flow keeps deciding and producing,
+counts the failures, and writes the latest live state once Redis answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import orjson
+import redis
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from adapters import metrics
+from operators.codec import decision_dict, rfc3339
+from state.records import DecisionRecord, Proposal, SitePosition, StepOutput
+
+log = logging.getLogger("stockshift.redis")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "stockshift:"
+    positions_ttl_s: int = 7 * 24 * 3600
+    ledger_ttl_s: int = 30 * 24 * 3600
+    timeout_s: float = 0.5
+    retry_after_s: float = 1.0
+
+
+def connect(settings: RedisSettings) -> redis.Redis:
+    """A client with short timeouts: a slow Redis must not stall the flow."""
+    return redis.Redis.from_url(
+        settings.url,
+        socket_timeout=settings.timeout_s,
+        socket_connect_timeout=settings.timeout_s,
+        health_check_interval=30,
+    )
+
+
+class Keys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def positions(self, sku: str) -> str:
+        return f"{self.prefix}pos:{sku}"
+
+    def proposal(self, proposal_id: str) -> str:
+        return f"{self.prefix}proposal:{proposal_id}"
+
+    def trail(self, proposal_id: str) -> str:
+        return f"{self.prefix}proposal:{proposal_id}:trail"
+
+
+class Outage:
+    """Remembers that Redis failed, so calls back off instead of timing out per batch."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        self.down_since: float | None = None
+        self._next_try = 0.0
+
+    def may_try(self) -> bool:
+        return self.down_since is None or time.monotonic() >= self._next_try
+
+    def failed(self, exc: Exception, what: str) -> None:
+        metrics.REDIS_WRITE_FAILURES.labels(operation=what).inc()
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            log.error("redis unavailable; continuing without it", extra={"error": str(exc)})
+        self._next_try = time.monotonic() + self.retry_after_s
+
+    def recovered(self) -> None:
+        if self.down_since is not None:
+            log.info(
+                "redis is back", extra={"down_s": round(time.monotonic() - self.down_since, 1)}
+            )
+        self.down_since = None
+
+
+def position_json(position: SitePosition) -> bytes:
+    return orjson.dumps(
+        {
+            "on_hand": position.on_hand,
+            "inbound": position.inbound,
+            "reserved_in": position.reserved_in,
+            "reserved_out": position.reserved_out,
+            "position": position.position,
+            "demand_per_hour": position.demand_per_hour,
+            "last_event": rfc3339(position.last_event_ms) if position.last_event_ms >= 0 else None,
+        }
+    )
+
+
+class _LiveStatePartition(StatelessSinkPartition[tuple[str, StepOutput]]):
+    """Writes each batch's latest positions and decision trails in one pipeline.
+
+    While Redis is down, the latest position per SKU-site and the trail entries are kept
+    (bounded) and written when it answers again.
+    """
+
+    MAX_PENDING_TRAIL = 100_000
+
+    def __init__(self, client: redis.Redis, settings: RedisSettings) -> None:
+        self._client = client
+        self._settings = settings
+        self._keys = Keys(settings.prefix)
+        self._outage = Outage(settings.retry_after_s)
+        self._positions: dict[tuple[str, str], bytes] = {}
+        self._trail: list[tuple[str, bytes, DecisionRecord]] = []
+
+    def write_batch(self, items: list[tuple[str, StepOutput]]) -> None:
+        for _, output in items:
+            for position in output.positions:
+                self._positions[(position.sku, position.site)] = position_json(position)
+            for decision in output.decisions:
+                if decision.proposal_id is not None and not decision.shadow:
+                    self._trail.append(
+                        (decision.proposal_id, orjson.dumps(decision_dict(decision)), decision)
+                    )
+        if len(self._trail) > self.MAX_PENDING_TRAIL:
+            dropped = len(self._trail) - self.MAX_PENDING_TRAIL
+            self._trail = self._trail[dropped:]
+            metrics.REDIS_WRITE_FAILURES.labels(operation="trail_dropped").inc(dropped)
+        if self._outage.may_try():
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._positions and not self._trail:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        by_sku: dict[str, dict[str, bytes]] = {}
+        for (sku, site), body in self._positions.items():
+            by_sku.setdefault(sku, {})[site] = body
+        for sku, fields in by_sku.items():
+            key = self._keys.positions(sku)
+            pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+            pipe.expire(key, self._settings.positions_ttl_s)
+        for pid, body, decision in self._trail:
+            trail = self._keys.trail(pid)
+            pipe.rpush(trail, body)
+            pipe.expire(trail, self._settings.ledger_ttl_s)
+            pipe.hset(self._keys.proposal(pid), "status", decision.outcome.value)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            self._outage.failed(exc, "live_state")
+            return
+        self._outage.recovered()
+        self._positions.clear()
+        self._trail.clear()
+
+    def close(self) -> None:
+        if self._outage.may_try():
+            self._flush()
+        self._client.close()
+
+
+class LiveStateSink(DynamicSink[tuple[str, StepOutput]]):
+    def __init__(self, settings: RedisSettings) -> None:
+        self._settings = settings
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _LiveStatePartition:
+        return _LiveStatePartition(connect(self._settings), self._settings)
+
+
+class ProposalLedger:
+    """The idempotency ledger: proposal_id -> pending | delivered, in Redis.
+
+    Calls answer None when Redis cannot be asked; callers then produce anyway (Kafka is the
+    system of record; consumers dedupe by proposal_id).
+    """
+
+    def __init__(self, client: redis.Redis, settings: RedisSettings) -> None:
+        self._client = client
+        self._settings = settings
+        self._keys = Keys(settings.prefix)
+        self._outage = Outage(settings.retry_after_s)
+
+    def delivered_among(self, ids: list[str]) -> set[str] | None:
+        if not ids:
+            return set()
+        if not self._outage.may_try():
+            return None
+        pipe = self._client.pipeline(transaction=False)
+        for pid in ids:
+            pipe.hget(self._keys.proposal(pid), "state")
+        try:
+            states = pipe.execute()
+        except redis.RedisError as exc:
+            self._outage.failed(exc, "ledger_read")
+            return None
+        self._outage.recovered()
+        return {pid for pid, state in zip(ids, states, strict=True) if state == b"delivered"}
+
+    def mark(self, proposals: Iterable[Proposal], state: str) -> bool:
+        items = list(proposals)
+        if not items or not self._outage.may_try():
+            return not items
+        pipe = self._client.pipeline(transaction=False)
+        for proposal in items:
+            key = self._keys.proposal(proposal.proposal_id)
+            pipe.hset(key, mapping=_ledger_fields(proposal, state))  # type: ignore[arg-type]
+            pipe.expire(key, self._settings.ledger_ttl_s)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            self._outage.failed(exc, f"ledger_{state}")
+            return False
+        self._outage.recovered()
+        return True
+
+
+def _ledger_fields(proposal: Proposal, state: str) -> dict[str, Any]:
+    return {
+        "state": state,
+        "sku": proposal.sku,
+        "from_site": proposal.from_site,
+        "to_site": proposal.to_site,
+        "qty": proposal.qty,
+        "created_at": rfc3339(proposal.created_at_ms),
+        "expires_at": rfc3339(proposal.expires_at_ms),
+        "policy_version": proposal.policy_version,
+    }
+
+
+def read_trail(
+    client: redis.Redis, prefix: str, proposal_id: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ledger entry and decision trail for `stockshift explain`."""
+    keys = Keys(prefix)
+    raw_entry: dict[bytes, bytes] = client.hgetall(keys.proposal(proposal_id))  # type: ignore[assignment]
+    entry = {k.decode(): v.decode() for k, v in raw_entry.items()}
+    trail = [orjson.loads(item) for item in client.lrange(keys.trail(proposal_id), 0, -1)]
+    return entry, trail
+
+
+Serializer = Callable[[Proposal], tuple[bytes | None, bytes]]
