@@ -28,7 +28,14 @@ __all__ = ["OFFSET_BEGINNING", "LedgeredProposalSink", "ProducingSink", "ensure_
 T = TypeVar("T")
 
 # Low-latency defaults; anything given by the user's librdkafka config wins.
-SOURCE_DEFAULTS: Mapping[str, str] = {"fetch.wait.max.ms": "5", "fetch.min.bytes": "1"}
+# auto.offset.reset=earliest: if the broker ever answers "offset out of range" (Tansu does
+# for a partition that was empty when assigned), restart from the beginning rather than
+# jump to the end and silently skip what was produced in between.
+SOURCE_DEFAULTS: Mapping[str, str] = {
+    "fetch.wait.max.ms": "5",
+    "fetch.min.bytes": "1",
+    "auto.offset.reset": "earliest",
+}
 SINK_DEFAULTS: Mapping[str, str] = {
     "linger.ms": "2",
     "acks": "all",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import bytewax.operators as op
 from bytewax.connectors.kafka import operators as kop
@@ -23,6 +23,7 @@ from bytewax.outputs import DynamicSink
 from adapters import kafka, metrics
 from adapters.configfiles import load_network, load_policies, load_policy
 from adapters.control import GovernanceBoard, GovernanceSink
+from adapters.kafka_source import MergedKafkaSource
 from adapters.redis_store import LiveStateSink, RedisSettings
 from adapters.settings import Settings, control_topic
 from operators import codec
@@ -32,6 +33,8 @@ from operators.parse import parse_message, topic_kinds_for
 from state.config import Network, Policy
 from state.governance import ControlCommand, ControlRejection
 from state.records import DeadLetter, DecisionRecord, Event, Proposal, RawMessage, StepOutput
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,14 @@ def _kafka_input(
     return raw, errors
 
 
-def _is_event(item: Event | DeadLetter) -> bool:
-    return isinstance(item, Event)
+class _only(Generic[T]):
+    """`filter_map` helper: keep the items of one type (errors travel as data)."""
+
+    def __init__(self, kind: type[T]) -> None:
+        self.kind = kind
+
+    def __call__(self, item: object) -> T | None:
+        return item if isinstance(item, self.kind) else None
 
 
 def _event_sku(event: Event) -> str:
@@ -170,11 +179,18 @@ def build(
     consumer_errors: Stream[DeadLetter] | None = None
     control_raw: Stream[RawMessage] | None = None
     if source is None:
-        raw, consumer_errors = _kafka_input("kafka_input", flow, settings, settings.input_topics)
+        merged_source: Source[RawMessage | DeadLetter] = MergedKafkaSource(
+            settings.brokers,
+            settings.input_topics,
+            {**kafka.SOURCE_DEFAULTS, **settings.kafka_config},
+        )
+        merged = op.input("kafka_input", flow, merged_source)
+        raw = op.filter_map("consumed_messages", merged, _only(RawMessage))
+        input_errors = op.filter_map("consumer_errors", merged, _only(DeadLetter))
         control_raw, control_errors = _kafka_input(
             "control_input", flow, settings, [control_topic(settings)], control.start_offset
         )
-        consumer_errors = op.merge("consumer_errors_all", consumer_errors, control_errors)
+        consumer_errors = op.merge("consumer_errors_all", input_errors, control_errors)
     else:
         raw = op.input("input", flow, source)
         if control.source is not None:
@@ -188,9 +204,8 @@ def build(
             sites=frozenset(network.sites),
         ),
     )
-    split = op.branch("split_dead_letters", parsed, _is_event)
-    events: Stream[Event] = split.trues  # type: ignore[assignment]
-    dead: Stream[DeadLetter] = split.falses  # type: ignore[assignment]
+    events = op.filter_map("events", parsed, _only(Event))
+    dead = op.filter_map("dead_letters", parsed, _only(DeadLetter))
     if consumer_errors is not None:
         dead = op.merge("all_dead_letters", dead, consumer_errors)
     op.inspect("count_dead_letters", dead, metrics.count_dead_letter)

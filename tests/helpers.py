@@ -105,11 +105,17 @@ def read_topic(
         }
     )
     try:
-        meta = consumer.list_topics(topic, timeout=10)
-        parts = list(meta.topics[topic].partitions) if topic in meta.topics else []
+        deadline = time.monotonic() + timeout
+        parts: list[int] = []
+        while not parts and time.monotonic() < deadline:
+            meta = consumer.list_topics(topic, timeout=10)
+            found_topic = meta.topics.get(topic)
+            if found_topic is not None and found_topic.error is None:
+                parts = list(found_topic.partitions)
+            if not parts:
+                time.sleep(0.2)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
         found: list[Any] = []
-        deadline = time.monotonic() + timeout
         while len(found) < want and time.monotonic() < deadline:
             msg = consumer.poll(0.1)
             if msg is None or msg.error():
