@@ -89,6 +89,25 @@ def _explain(args: argparse.Namespace) -> int:
     return 0 if trail else 1
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from adapters.configfiles import load_network, load_policy
+    from adapters.simulator import load_scenario
+    from flows.compare import compare_log, compare_scenario, print_comparison
+
+    a, b = load_policy(args.policy_a), load_policy(args.policy_b)
+    if a.version == b.version:
+        print("stockshift: the two policies have the same version", file=sys.stderr)
+        return 2
+    if args.events:
+        columns = compare_log(
+            Path(args.events), load_network(args.network), a, b, args.topic_prefix
+        )
+    else:
+        columns = compare_scenario(load_scenario(args.scenario), a, b)
+    print_comparison(columns)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from adapters.simulator import Scenario
     from flows.demo import run_demo
@@ -196,6 +215,20 @@ def parser() -> argparse.ArgumentParser:
     ctl.add_argument("--brokers", help="[STOCKSHIFT_BROKERS]")
     ctl.add_argument("--topic-prefix", help="[STOCKSHIFT_TOPIC_PREFIX]")
     ctl.set_defaults(handler=_control)
+
+    cmp = sub.add_parser("compare", help="replay the same input under two policy versions")
+    cmp.add_argument("policy_a")
+    cmp.add_argument("policy_b")
+    source = cmp.add_mutually_exclusive_group()
+    source.add_argument("--events", help="recorded event log (JSON lines of {topic, value})")
+    source.add_argument(
+        "--scenario",
+        default=str(DEFAULT_SCENARIOS / "small-symmetric.toml"),
+        help="simulator scenario (default: small-symmetric)",
+    )
+    cmp.add_argument("--network", default=str(CONFIGS / "network.toml"), help="with --events")
+    cmp.add_argument("--topic-prefix", default="stockshift.", help="of the recorded topics")
+    cmp.set_defaults(handler=_compare)
 
     why = sub.add_parser("explain", help="why a proposal was made, and what happened to it")
     why.add_argument("proposal_id")
