@@ -43,6 +43,7 @@ CONTROL_COMMANDS = Counter(
     ["result", "reason"],
 )
 PAUSED = Gauge("stockshift_paused", "1 while proposals are paused (latest command)")
+FINDINGS = Counter("stockshift_signal_findings_total", "Signal-health findings, by kind", ["kind"])
 UP = Gauge("stockshift_up", "1 while the flow runs")
 
 
@@ -66,6 +67,8 @@ def count_output(_step_id: str, keyed: tuple[str, StepOutput]) -> None:
         UNITS_PROPOSED.inc(proposal.qty)
     for decision in output.decisions:
         DECISIONS.labels(outcome=decision.outcome.value, reason=decision.reason).inc()
+    for finding in output.findings:
+        FINDINGS.labels(kind=finding.kind).inc()
 
 
 def count_control(_step_id: str, verdict: ControlCommand | ControlRejection) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 INPUT_KINDS = ("pos", "inventory", "shipments")
-OUTPUT_KINDS = ("proposals", "decisions", "dlq")
+OUTPUT_KINDS = ("proposals", "decisions", "dlq", "anomalies")
 CONTROL_KIND = "control"
 KAFKA_ENV_PREFIX = "STOCKSHIFT_KAFKA_"
 

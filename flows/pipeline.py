@@ -32,7 +32,15 @@ from operators.engine import DecisionContext, step
 from operators.parse import parse_message, topic_kinds_for
 from state.config import Network, Policy
 from state.governance import ControlCommand, ControlRejection
-from state.records import DeadLetter, DecisionRecord, Event, Proposal, RawMessage, StepOutput
+from state.records import (
+    DeadLetter,
+    DecisionRecord,
+    Event,
+    Finding,
+    Proposal,
+    RawMessage,
+    StepOutput,
+)
 
 T = TypeVar("T")
 
@@ -46,6 +54,8 @@ class Sinks:
     step_outputs: DynamicSink[tuple[str, StepOutput]] | None = None
     # Optional: live positions and decision trails (Redis).
     live_state: DynamicSink[tuple[str, StepOutput]] | None = None
+    # Optional: signal-health findings (stockshift.anomalies).
+    anomalies: DynamicSink[Finding] | None = None
 
 
 @dataclass
@@ -91,6 +101,7 @@ def kafka_sinks(settings: Settings) -> Sinks:
         decisions=sink("decisions", codec.encode_decision),
         dead_letters=sink("dlq", codec.encode_dead_letter),
         live_state=LiveStateSink(redis) if redis is not None else None,
+        anomalies=sink("anomalies", codec.encode_finding),
     )
 
 
@@ -135,6 +146,10 @@ def _proposals(keyed: tuple[str, StepOutput]) -> tuple[Proposal, ...]:
 
 def _decisions(keyed: tuple[str, StepOutput]) -> tuple[DecisionRecord, ...]:
     return keyed[1].decisions
+
+
+def _findings(keyed: tuple[str, StepOutput]) -> tuple[Finding, ...]:
+    return keyed[1].findings
 
 
 def _verdict(
@@ -246,4 +261,6 @@ def build(
         op.output("step_outputs_out", outputs, sinks.step_outputs)
     if sinks.live_state is not None:
         op.output("live_state_out", outputs, sinks.live_state)
+    if sinks.anomalies is not None:
+        op.output("anomalies_out", op.flat_map("findings", outputs, _findings), sinks.anomalies)
     return flow

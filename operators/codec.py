@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from state.records import DeadLetter, DecisionRecord, Proposal
+from state.records import DeadLetter, DecisionRecord, Finding, Proposal
 
 
 def rfc3339(ts_ms: int) -> str:
@@ -76,3 +76,20 @@ def encode_decision(decision: DecisionRecord) -> tuple[bytes, bytes]:
 
 def encode_dead_letter(letter: DeadLetter) -> tuple[bytes | None, bytes]:
     return letter.key, orjson.dumps(dead_letter_dict(letter))
+
+
+def finding_dict(finding: Finding) -> dict[str, Any]:
+    return {
+        "kind": finding.kind,
+        "sku": finding.sku,
+        "site": finding.site,
+        "ts": rfc3339(finding.ts_ms),
+        "score": finding.score,
+        "detector": finding.detector,
+        "evidence": dict(finding.evidence),
+        "event_ids": list(finding.event_ids),
+    }
+
+
+def encode_finding(finding: Finding) -> tuple[bytes, bytes]:
+    return finding.sku.encode(), orjson.dumps(finding_dict(finding))

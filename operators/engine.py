@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from operators import signals
 from operators.demand import advance, mean_per_hour, observed_hours, smoothing_alpha
 from operators.planner import HOUR_MS, Plan, plan_for_receiver, proposal_id
 from operators.position import apply_event, expire_reservations, reserve
@@ -22,6 +23,7 @@ from state.records import (
     Event,
     EventType,
     Evidence,
+    Finding,
     Outcome,
     Proposal,
     ProposalStatus,
@@ -151,10 +153,19 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
         out_now=site.on_hand <= 0,
     ):
         site.stocked_out_in_window = site.on_hand <= 0
+    findings: list[Finding] = []
+    counts_as_demand = True
+    if policy.signal_checks:
+        findings, counts_as_demand = signals.check_event(state, site, event, policy)
+        findings += signals.close_days(site, event.site, event, policy)
+        if counts_as_demand and event.type is EventType.SALE:
+            signals.count_demand(site, event.qty)
+        findings += signals.check_silence(state, event)
+        signals.hold(state, findings, policy)
     site.last_event_ms = max(site.last_event_ms, event.ts_ms)
     if event.type is EventType.TRANSFER_APPROVED:
         decisions.extend(_approve(state, event, policy, now))
-    released = apply_event(state, event)
+    released = apply_event(state, event, counts_as_demand)
     if released is not None:
         decisions.append(_released(state, event, *released))
         touched.update((released[1].from_site, released[1].to_site))
@@ -186,6 +197,7 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
         proposals=tuple(proposals),
         decisions=tuple(decisions),
         positions=tuple(_position(state, s, policy) for s in sorted(touched) if s in state.sites),
+        findings=tuple(findings),
     )
 
 
@@ -199,14 +211,19 @@ def _decide_receiver(
     now: int,
     decisions: list[DecisionRecord],
 ) -> Proposal | None:
-    plan = plan_for_receiver(state, receiver_id, ctx.network, policy, now)
     receiver = state.site(receiver_id)
+    widen = signals.extra_safety_z(receiver, now)
+    planning = replace(policy, service_level_z=policy.service_level_z + widen) if widen else policy
+    plan = plan_for_receiver(state, receiver_id, ctx.network, planning, now)
     if plan is None:
         receiver.last_logged = ""
         return None
     reason = plan.suppress_reason.value if plan.suppress_reason else ""
     if plan.chosen is not None and governance.paused:
         reason = SuppressReason.PAUSED.value
+    elif plan.chosen is not None and policy.integrity_action == "suppress":
+        if _integrity_hold(state, (plan.chosen.from_site, receiver_id), now):
+            reason = SuppressReason.DATA_QUALITY.value
     if reason:
         # Logged when the reason changes, not on every event that finds the same answer.
         if receiver.last_logged != reason:
@@ -258,7 +275,19 @@ def _approval_reasons(
     receiver = state.site(proposal.to_site).demand
     if observed_hours(receiver, policy.demand_window_minutes) < policy.confidence_hours:
         reasons.append("low confidence: the receiver's demand has been observed only briefly")
+    held = _integrity_hold(state, (proposal.from_site, proposal.to_site), proposal.created_at_ms)
+    if held:
+        reasons.append(f"open data-quality finding: {held}")
     return tuple(reasons)
+
+
+def _integrity_hold(state: SkuState, sites: tuple[str, ...], now: int) -> str:
+    """The open integrity findings at these sites, as text ('' when none)."""
+    return ", ".join(
+        f"{site_id} {state.sites[site_id].integrity_reason}"
+        for site_id in sites
+        if site_id in state.sites and state.sites[site_id].integrity_until_ms >= now
+    )
 
 
 def _propose(

@@ -103,7 +103,11 @@ def parse_timestamp(value: Any, name: str = "ts") -> int:
 
 
 def _event(
-    topic_kind: str, obj: Mapping[str, Any], sites: frozenset[str], source: SourceRef | None
+    topic_kind: str,
+    obj: Mapping[str, Any],
+    sites: frozenset[str],
+    source: SourceRef | None,
+    ingested_ms: int | None = None,
 ) -> Event:
     event_id = _string(obj, "event_id", MAX_ID_LEN)
     sku = _string(obj, "sku", MAX_SKU_LEN)
@@ -162,6 +166,7 @@ def _event(
         from_site=from_site,
         proposal_id=proposal_id,
         source=source,
+        ingested_ms=ingested_ms,
     )
 
 
@@ -188,7 +193,8 @@ def parse_message(
         source = None
         if raw.partition is not None and raw.offset is not None:
             source = SourceRef(raw.topic, raw.partition, raw.offset)
-        return _event(topic_kind, obj, sites, source)
+        ingested = raw.timestamp_ms if raw.timestamp_ms is not None else raw.received_at_ms
+        return _event(topic_kind, obj, sites, source, ingested or None)
     except Invalid as bad:
         return DeadLetter(
             source_topic=raw.topic,
@@ -202,9 +208,11 @@ def parse_message(
         )
 
 
-def parse_object(topic_kind: str, obj: Mapping[str, Any], sites: frozenset[str]) -> Event:
+def parse_object(
+    topic_kind: str, obj: Mapping[str, Any], sites: frozenset[str], ingested_ms: int | None = None
+) -> Event:
     """Validate an already-decoded event (the simulator's path); raises `Invalid`."""
-    return _event(topic_kind, obj, sites, None)
+    return _event(topic_kind, obj, sites, None, ingested_ms)
 
 
 def topic_kinds_for(prefix: str) -> dict[str, str]:

@@ -46,13 +46,19 @@ def reserve(state: SkuState, proposal_id: str, reservation: Reservation) -> None
     state.site(reservation.to_site).reserved_in += reservation.qty
 
 
-def apply_event(state: SkuState, event: Event) -> tuple[str, Reservation, ReleaseReason] | None:
-    """Update stock for one event; returns the reservation it released, if any."""
+def apply_event(
+    state: SkuState, event: Event, counts_as_demand: bool = True
+) -> tuple[str, Reservation, ReleaseReason] | None:
+    """Update stock for one event; returns the reservation it released, if any.
+
+    A sale flagged as an outlier still leaves the shelf but does not count as demand.
+    """
     site = state.site(event.site)
     kind = event.type
     if kind is EventType.SALE:
         _take(site, event.qty)
-        site.demand.window_qty += event.qty
+        if counts_as_demand:
+            site.demand.window_qty += event.qty
     elif kind is EventType.RETURN:
         site.on_hand += event.qty
     elif kind is EventType.SNAPSHOT:

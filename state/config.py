@@ -79,6 +79,12 @@ class Policy:
     # A receiver whose demand was observed for less than this is "low confidence": its
     # proposals need approval.
     confidence_hours: float = 48.0
+    # Signal health: run the detectors; what an open data-quality finding does to a
+    # proposal ("approve": needs approval, "suppress": not proposed); how long it stays open.
+    signal_checks: bool = True
+    integrity_action: str = "approve"
+    integrity_hold_hours: float = 24.0
+    drift_buffer_hours: float = 72.0
     # Cost of a lost sale beyond the margin (goodwill, a customer who does not come back).
     lost_sale_penalty: float = 0.0
 
@@ -181,6 +187,8 @@ _POLICY_FLOATS = {
     "demand_halflife_hours": 0.0,
     "warmup_hours": 0.0,
     "lost_sale_penalty": 0.0,
+    "integrity_hold_hours": 0.0,
+    "drift_buffer_hours": 0.0,
     "approval_ttl_hours": 0.0,
     "confidence_hours": 0.0,
 }
@@ -192,7 +200,8 @@ def policy_from_dict(raw: Mapping[str, Any]) -> Policy:
     version = _require(raw, "version", "policy")
     if not isinstance(version, str) or not version:
         raise ConfigError(f"policy.version: expected a non-empty string, got {version!r}")
-    unknown = set(raw) - set(_POLICY_FLOATS) - set(_POLICY_INTS) - {"version", "description"}
+    extra = {"version", "description", "signal_checks", "integrity_action"}
+    unknown = set(raw) - set(_POLICY_FLOATS) - set(_POLICY_INTS) - extra
     if unknown:
         raise ConfigError(f"policy: unknown field(s) {sorted(unknown)}")
     values: dict[str, Any] = {"version": version, "description": str(raw.get("description", ""))}
@@ -202,6 +211,14 @@ def policy_from_dict(raw: Mapping[str, Any]) -> Policy:
     for key, int_minimum in _POLICY_INTS.items():
         if key in raw:
             values[key] = _integer(raw[key], f"policy.{key}", minimum=int_minimum)
+    if "signal_checks" in raw:
+        if not isinstance(raw["signal_checks"], bool):
+            raise ConfigError("policy.signal_checks: expected true or false")
+        values["signal_checks"] = raw["signal_checks"]
+    if "integrity_action" in raw:
+        if raw["integrity_action"] not in ("approve", "suppress"):
+            raise ConfigError("policy.integrity_action: expected 'approve' or 'suppress'")
+        values["integrity_action"] = raw["integrity_action"]
     if values.get("demand_halflife_hours", 1.0) <= 0:
         raise ConfigError("policy.demand_halflife_hours: must be > 0")
     if values.get("proposal_ttl_hours", 1.0) <= 0:

@@ -65,6 +65,8 @@ class Event:
     from_site: str | None = None
     proposal_id: str | None = None
     source: SourceRef | None = None
+    # When the message entered Kafka (its timestamp) or reached us; for clock checks.
+    ingested_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +187,7 @@ class SuppressReason(StrEnum):
     RESERVATION_OUTSTANDING = "reservation_outstanding"
     WARMING_UP = "warming_up"
     PAUSED = "paused"
+    DATA_QUALITY = "data_quality"
 
 
 class ReleaseReason(StrEnum):
@@ -216,6 +219,20 @@ class DecisionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Finding:
+    """A signal-health finding: what looked wrong, where, how strongly, by which detector."""
+
+    kind: str
+    sku: str
+    site: str
+    ts_ms: int
+    score: float
+    detector: str
+    evidence: tuple[tuple[str, float], ...]
+    event_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SitePosition:
     """A site's live numbers after an event, for the live-state store."""
 
@@ -240,3 +257,4 @@ class StepOutput:
     proposals: tuple[Proposal, ...] = ()
     decisions: tuple[DecisionRecord, ...] = field(default=())
     positions: tuple[SitePosition, ...] = ()
+    findings: tuple[Finding, ...] = ()

@@ -8,6 +8,7 @@ state every epoch, and we aim for millions of SKU-site entries per process.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -35,6 +36,24 @@ class Inbound:
 
 
 @dataclass(slots=True)
+class Signals:
+    """Per SKU-site detector memory: a few numbers and one small River drift detector.
+
+    Created only for sites that sell, so idle SKU-sites carry nothing.
+    """
+
+    sale_mean: float = 0.0
+    sale_dev: float = 0.0
+    sales_seen: int = 0
+    day_start_ms: int = -1
+    day_qty: int = 0
+    drift: Any = None  # river.drift.PageHinkley, created lazily
+    drift_until_ms: int = -1
+    last_sale_ms: int = -1
+    silent: bool = False
+
+
+@dataclass(slots=True)
 class SiteState:
     on_hand: int = 0
     reserved_in: int = 0
@@ -45,6 +64,10 @@ class SiteState:
     last_transfer_in_ms: int = -1
     last_event_ms: int = -1
     last_logged: str = ""
+    # An open data-quality finding: proposals touching the site need approval until then.
+    integrity_until_ms: int = -1
+    integrity_reason: str = ""
+    signals: Signals | None = None
 
     @property
     def inbound_qty(self) -> int:

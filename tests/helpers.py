@@ -41,8 +41,22 @@ def two_store_network(**lane: Any) -> Network:
 
 
 def policy(**overrides: Any) -> Policy:
-    """The test policy; low-confidence approval is off unless a test turns it on."""
-    return Policy(**{"version": "test-1", "confidence_hours": 0.0, **overrides})
+    """The test policy; low-confidence approval and signal checks are off unless a test
+    turns them on (their own tests do), so the other rules can be tested alone."""
+    return Policy(
+        **{"version": "test-1", "confidence_hours": 0.0, "signal_checks": False, **overrides}
+    )
+
+
+# End-to-end runs use the shipped policy (all checks on): 50 hours of history, B ends it
+# with 41 on hand, and a damage write-off of 15 (not an outlier: under half the stock)
+# takes it well below its reorder point (39).
+E2E_HOURS = 50
+E2E_B_STOCK = 91
+
+
+def e2e_trigger(name: str = "damage-B", hour: float = 50.2) -> Event:
+    return event(name, EventType.ADJUSTMENT, hour, "B", -15)
 
 
 def event(

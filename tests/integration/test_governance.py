@@ -17,18 +17,14 @@ from operators.control import envelope
 from state.records import EventType
 from tests.conftest import free_port, running
 from tests.flowproc import ROOT, FlowHarness, flow_harness
-from tests.helpers import HOUR, T0, event, warm_history
+from tests.helpers import E2E_B_STOCK, E2E_HOURS, HOUR, T0, e2e_trigger, event, warm_history
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 
 def history():
     # 50 hours: past the warm-up and the low-confidence window.
-    return warm_history(50, b_stock=95)
-
-
-def trigger(name: str = "count-B", hour: float = 50.2):
-    return event(name, EventType.SNAPSHOT, hour, "B", 20)
+    return warm_history(E2E_HOURS, b_stock=E2E_B_STOCK)
 
 
 def test_pause_resume_forged_commands_and_redis_trail(
@@ -57,9 +53,9 @@ def test_pause_resume_forged_commands_and_redis_trail(
         applied = flow.records("decisions", 1, keep=lambda r: r["outcome"] == "control_applied")
         assert applied[0]["reason"] == "pause" and "stocktake" in applied[0]["detail"]
 
-        flow.publish_events([trigger()])
+        flow.publish_events([e2e_trigger()])
         paused = flow.records("decisions", 1, keep=lambda r: r["reason"] == "paused")
-        assert paused[0]["trigger_event_id"] == "count-B"
+        assert paused[0]["trigger_event_id"] == "damage-B"
         assert flow.records("proposals", 1, timeout=2) == []
 
         sent = flow.control("resume", "--effective-at", str(T0 + 51 * HOUR))
@@ -108,8 +104,10 @@ def test_replay_after_restart_produces_each_proposal_once(
         STOCKSHIFT_REDIS_URL=redis_url, STOCKSHIFT_REDIS_PREFIX=prefix,
     )  # fmt: skip
     skus = [f"SKU-{i}" for i in range(3)]
-    events = [e for sku in skus for e in warm_history(50, sku=sku, b_stock=95)]
-    events += [event(f"count-{sku}", EventType.SNAPSHOT, 50.2, "B", 20, sku=sku) for sku in skus]
+    events = [e for sku in skus for e in warm_history(E2E_HOURS, sku=sku, b_stock=E2E_B_STOCK)]
+    events += [
+        event(f"trigger-{sku}", EventType.ADJUSTMENT, 50.2, "B", -15, sku=sku) for sku in skus
+    ]
     harness.start()
     try:
         harness.publish_events(events)
@@ -147,11 +145,11 @@ def test_flow_survives_a_redis_outage_and_catches_up(
         STOCKSHIFT_REDIS_URL=url,
         STOCKSHIFT_REDIS_PREFIX=prefix,
     ) as flow:
-        flow.publish_events(warm_history(50, sku="SKU-1", b_stock=95))
+        flow.publish_events(warm_history(E2E_HOURS, sku="SKU-1", b_stock=E2E_B_STOCK))
         flow.wait_live()
         server.__exit__(None, None, None)  # Redis goes away mid-stream
-        flow.publish_events(warm_history(50, sku="SKU-2", b_stock=95))
-        flow.publish_events([event("count-2", EventType.SNAPSHOT, 50.2, "B", 20, sku="SKU-2")])
+        flow.publish_events(warm_history(E2E_HOURS, sku="SKU-2", b_stock=E2E_B_STOCK))
+        flow.publish_events([event("trigger-2", EventType.ADJUSTMENT, 50.2, "B", -15, sku="SKU-2")])
         (proposal,) = flow.records("proposals", 1, timeout=15)
         assert proposal["sku"] == "SKU-2" and flow.alive
         # Redis returns on the same port, empty: the live state written since is caught up.

@@ -13,8 +13,7 @@ import pytest
 from confluent_kafka import Producer
 
 from adapters.kafka import ProducingSink, ensure_topics
-from state.records import EventType
-from tests.helpers import body_of, event, read_topic, warm_history
+from tests.helpers import E2E_B_STOCK, E2E_HOURS, body_of, e2e_trigger, read_topic, warm_history
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,7 +104,7 @@ bidirectional = true
 
     try:
         # 50 hours of history: past the warm-up and the low-confidence window.
-        for e in warm_history(50, b_stock=95):
+        for e in warm_history(E2E_HOURS, b_stock=E2E_B_STOCK):
             publish(*body_of(e))
         # Malformed input in the middle of the stream.
         publish("pos", b"{this is not json")
@@ -122,7 +121,7 @@ bidirectional = true
         assert reasons == ["not_json", "not_json", "unknown_site"]
         assert all(orjson.loads(m.value())["payload"] is not None for m in dead)
 
-        trigger_kind, trigger = body_of(event("count-B", EventType.SNAPSHOT, 50.2, "B", 20))
+        trigger_kind, trigger = body_of(e2e_trigger())
         sent_at = time.monotonic()
         publish(trigger_kind, trigger)
         producer.flush(10)
@@ -131,7 +130,8 @@ bidirectional = true
         assert len(proposals) == 1, f"no proposal within 5 s (flow alive: {flow.poll() is None})"
         proposal = orjson.loads(proposals[0].value())
         assert (proposal["from_site"], proposal["to_site"], proposal["sku"]) == ("A", "B", "SKU-1")
-        assert proposal["trigger_event_ids"] == ["count-B"] and proposal["status"] == "proposed"
+        assert proposal["trigger_event_ids"] == ["damage-B"]
+        assert proposal["status"] == "proposed"
         assert proposals[0].key() == b"SKU-1"
         assert elapsed < 5.0
         decisions = read_topic(

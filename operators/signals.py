@@ -1,0 +1,215 @@
+"""Signal health: online checks that stop bad data from moving stock.
+
+Per SKU-site and cheap (a few float updates per event, one River PageHinkley update per
+closed day):
+- `sale_outlier`: a sale or return far above the usual quantity per transaction (a bulk
+  order, a mis-keyed number). It is kept in stock but left out of the demand estimate.
+- `demand_drift`: a lasting change of the daily demand level (PageHinkley on the daily
+  total, standardised by the current estimate). The estimate then forgets faster and the
+  safety buffer widens for `drift_buffer_hours`.
+- `phantom_stock` / `shrink`: a count far above / below the on-hand the events imply.
+- `negative_implied_stock`: a sale of more than the books hold.
+- `adjustment_outlier`: an adjustment large against the stock it adjusts.
+- `future_timestamp` / `late_event`: event time far after / before it reached Kafka.
+- `silent_site`: a site that normally sells has been quiet far longer than usual.
+Integrity findings open a hold on the site: proposals touching it need approval (or are
+suppressed, by policy) until the hold ends.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+from river import drift as river_drift
+
+from operators.demand import mean_per_hour
+from state.config import Policy
+from state.records import Event, EventType, Finding
+from state.sku import Signals, SiteState, SkuState
+
+HOUR_MS: Final = 3_600_000
+DAY_MS: Final = 24 * HOUR_MS
+_SALE_ALPHA: Final = 0.05
+_OUTLIER_MIN_QTY: Final = 5
+_OUTLIER_K: Final = 8.0
+_OUTLIER_WARMUP: Final = 20
+_FUTURE_MS: Final = HOUR_MS
+_LATE_MS: Final = 7 * DAY_MS
+_INTEGRITY_KINDS: Final = frozenset(
+    {"phantom_stock", "shrink", "negative_implied_stock", "adjustment_outlier", "silent_site"}
+)
+
+
+def _signals(site: SiteState) -> Signals:
+    if site.signals is None:
+        site.signals = Signals()
+    return site.signals
+
+
+def _finding(
+    kind: str, event: Event, site_id: str, score: float, detector: str, **evidence: float
+) -> Finding:
+    return Finding(
+        kind=kind,
+        sku=event.sku,
+        site=site_id,
+        ts_ms=event.ts_ms,
+        score=round(score, 3),
+        detector=detector,
+        evidence=tuple((k, round(v, 3)) for k, v in evidence.items()),
+        event_ids=(event.event_id,),
+    )
+
+
+def _new_drift_detector() -> river_drift.PageHinkley:
+    # Standardised daily totals: N(0, 1) without drift. delta absorbs noise, threshold sets
+    # the false-alarm rate (hundreds of days between false alarms per SKU-site).
+    return river_drift.PageHinkley(min_instances=5, delta=0.5, threshold=4.0, mode="both")
+
+
+def check_event(
+    state: SkuState, site: SiteState, event: Event, policy: Policy
+) -> tuple[list[Finding], bool]:
+    """Findings the event raises before it is applied, and whether its demand counts."""
+    findings: list[Finding] = []
+    counts_as_demand = True
+    if event.ingested_ms is not None:
+        ahead = event.ts_ms - event.ingested_ms
+        if ahead > _FUTURE_MS:
+            hours = ahead / HOUR_MS
+            findings.append(
+                _finding("future_timestamp", event, event.site, hours, "clock", hours_ahead=hours)
+            )
+        elif -ahead > _LATE_MS:
+            days = -ahead / DAY_MS
+            findings.append(
+                _finding("late_event", event, event.site, days, "clock", days_late=days)
+            )
+    kind = event.type
+    if kind in (EventType.SALE, EventType.RETURN):
+        signals = _signals(site)
+        spread = max(signals.sale_dev, 0.5)
+        score = (event.qty - signals.sale_mean) / spread
+        if (
+            signals.sales_seen >= _OUTLIER_WARMUP
+            and event.qty >= _OUTLIER_MIN_QTY
+            and score > _OUTLIER_K
+        ):
+            findings.append(
+                _finding("sale_outlier", event, event.site, score, "robust_ewma",
+                         qty=event.qty, typical_qty=signals.sale_mean, spread=spread)
+            )  # fmt: skip
+            counts_as_demand = False
+        else:
+            signals.sales_seen += 1
+            signals.sale_dev += _SALE_ALPHA * (
+                abs(event.qty - signals.sale_mean) - signals.sale_dev
+            )
+            signals.sale_mean += _SALE_ALPHA * (event.qty - signals.sale_mean)
+        if kind is EventType.SALE:
+            if event.qty > site.on_hand:
+                findings.append(
+                    _finding("negative_implied_stock", event, event.site, event.qty - site.on_hand,
+                             "books", qty=event.qty, on_hand=site.on_hand)
+                )  # fmt: skip
+            signals.last_sale_ms = max(signals.last_sale_ms, event.ts_ms)
+            signals.silent = False
+    elif kind is EventType.SNAPSHOT and site.last_event_ms >= 0:
+        implied, counted = site.on_hand, event.qty
+        gap = counted - implied
+        if abs(gap) > max(3, 0.25 * max(implied, counted)):
+            findings.append(
+                _finding("phantom_stock" if gap > 0 else "shrink", event, event.site,
+                         gap / max(implied, 1), "count_vs_books", counted=counted, implied=implied)
+            )  # fmt: skip
+    elif kind is EventType.ADJUSTMENT and abs(event.qty) > max(10, 0.5 * site.on_hand):
+        findings.append(
+            _finding("adjustment_outlier", event, event.site, abs(event.qty) / max(site.on_hand, 1),
+                     "books", delta=event.qty, on_hand=site.on_hand)
+        )  # fmt: skip
+    return findings, counts_as_demand
+
+
+def close_days(site: SiteState, site_id: str, event: Event, policy: Policy) -> list[Finding]:
+    """Feed each finished day's demand to the drift detector; on drift, adapt."""
+    signals = site.signals
+    if signals is None or event.type is not EventType.SALE:
+        return []
+    day = event.ts_ms - event.ts_ms % DAY_MS
+    if signals.day_start_ms < 0:
+        signals.day_start_ms = day
+        return []
+    findings: list[Finding] = []
+    while day > signals.day_start_ms:
+        expected = mean_per_hour(site.demand, policy.demand_window_minutes) * 24
+        if expected > 0.5:
+            z = (signals.day_qty - expected) / math.sqrt(expected)
+            if signals.drift is None:
+                signals.drift = _new_drift_detector()
+            signals.drift.update(z)
+            if signals.drift.drift_detected:
+                findings.append(
+                    _finding("demand_drift", event, site_id, z, "river.PageHinkley",
+                             day_qty=signals.day_qty, expected_per_day=expected)
+                )  # fmt: skip
+                _adapt(site, event.ts_ms, policy)
+        signals.day_start_ms += DAY_MS
+        signals.day_qty = 0
+        if day - signals.day_start_ms > 30 * DAY_MS:
+            signals.day_start_ms = day
+    return findings
+
+
+def _adapt(site: SiteState, now_ms: int, policy: Policy) -> None:
+    """Shorten the estimate's memory: past windows weigh a fifth of what they did."""
+    demand = site.demand
+    demand.rate *= 0.2
+    demand.var *= 0.2
+    demand.weight *= 0.2
+    assert site.signals is not None
+    site.signals.drift_until_ms = now_ms + int(policy.drift_buffer_hours * HOUR_MS)
+
+
+def count_demand(site: SiteState, qty: int) -> None:
+    signals = site.signals
+    if signals is not None:
+        signals.day_qty += qty
+
+
+def check_silence(state: SkuState, event: Event) -> list[Finding]:
+    """Sites of this SKU that normally sell and have been quiet far longer than usual."""
+    findings = []
+    for site_id, site in state.sites.items():
+        signals = site.signals
+        if signals is None or signals.silent or signals.last_sale_ms < 0:
+            continue
+        per_hour = mean_per_hour(site.demand, 60)
+        if per_hour * 24 < 2:
+            continue
+        quiet_hours = (event.ts_ms - signals.last_sale_ms) / HOUR_MS
+        usual_gap = 1 / per_hour
+        if quiet_hours > max(24.0, 10 * usual_gap) and site.on_hand > 0:
+            signals.silent = True
+            findings.append(
+                _finding("silent_site", event, site_id, quiet_hours / usual_gap, "silence",
+                         quiet_hours=quiet_hours, usual_gap_hours=usual_gap)
+            )  # fmt: skip
+    return findings
+
+
+def hold(state: SkuState, findings: list[Finding], policy: Policy) -> None:
+    """Integrity findings open a hold on their site."""
+    for finding in findings:
+        if finding.kind in _INTEGRITY_KINDS:
+            site = state.site(finding.site)
+            site.integrity_until_ms = max(
+                site.integrity_until_ms, finding.ts_ms + int(policy.integrity_hold_hours * HOUR_MS)
+            )
+            site.integrity_reason = finding.kind
+
+
+def extra_safety_z(site: SiteState, now_ms: int) -> float:
+    """While a drift is being learned, plan with a wider buffer."""
+    signals = site.signals
+    return 1.0 if signals is not None and signals.drift_until_ms > now_ms else 0.0
