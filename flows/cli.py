@@ -108,6 +108,13 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _signal_bench(args: argparse.Namespace) -> int:
+    from flows.signal_bench import bench
+
+    bench()
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from adapters.simulator import Scenario
     from flows.demo import run_demo
@@ -229,6 +236,9 @@ def parser() -> argparse.ArgumentParser:
     cmp.add_argument("--network", default=str(CONFIGS / "network.toml"), help="with --events")
     cmp.add_argument("--topic-prefix", default="stockshift.", help="of the recorded topics")
     cmp.set_defaults(handler=_compare)
+
+    sig = sub.add_parser("signal-bench", help="inject faults; score the signal-health detectors")
+    sig.set_defaults(handler=_signal_bench)
 
     why = sub.add_parser("explain", help="why a proposal was made, and what happened to it")
     why.add_argument("proposal_id")

@@ -13,7 +13,16 @@ import pytest
 from confluent_kafka import Producer
 
 from adapters.kafka import ProducingSink, ensure_topics
-from tests.helpers import E2E_B_STOCK, E2E_HOURS, body_of, e2e_trigger, read_topic, warm_history
+from tests.helpers import (
+    E2E_B_STOCK,
+    E2E_HOURS,
+    HOUR,
+    T0,
+    body_of,
+    e2e_trigger,
+    read_topic,
+    warm_history,
+)
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,6 +151,29 @@ bidirectional = true
             keep=lambda m: orjson.loads(m.value())["proposal_id"] == proposal["proposal_id"],
         )
         assert len(decisions) == 1 and orjson.loads(decisions[0].value())["outcome"] == "proposed"
+        # A mis-keyed quantity lands on the anomalies topic as a finding.
+        bulk = {
+            "event_id": "bulk-A",
+            "ts": T0 + int(50.5 * HOUR),
+            "sku": "SKU-1",
+            "site": "A",
+            "qty": 90,
+        }
+        publish("pos", bulk)
+        producer.flush(10)
+        # (This producer leaves message timestamps to the client, so the January history
+        # also yields late_event findings: event time is ten months before it arrived.)
+        found = read_topic(
+            kafka_brokers, topic_prefix + "anomalies", 1, 10,
+            keep=lambda m: orjson.loads(m.value())["kind"] == "sale_outlier",
+        )  # fmt: skip
+        (finding,) = [orjson.loads(m.value()) for m in found]
+        assert (finding["kind"], finding["site"], finding["event_ids"]) == (
+            "sale_outlier",
+            "A",
+            ["bulk-A"],
+        )
+        assert finding["detector"] and finding["evidence"]["qty"] == 90
         # Still alive after bad input.
         assert flow.poll() is None
     finally:

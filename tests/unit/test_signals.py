@@ -1,0 +1,118 @@
+"""Each signal-health detector, and what the decision makes of its findings."""
+
+from __future__ import annotations
+
+import pickle
+
+from operators.engine import DecisionContext, step
+from state.records import Event, EventType, Finding, ProposalStatus
+from state.sku import SkuState
+from tests.helpers import HOUR, T0, event, policy, two_store_network, warm_history
+
+CHECKED = policy(signal_checks=True)
+
+
+def run(events: list[Event], pol=CHECKED, state: SkuState | None = None):
+    ctx = DecisionContext.build(two_store_network(), pol)
+    findings: list[Finding] = []
+    proposals = []
+    for e in events:
+        state, out = step(state, e, ctx)
+        findings.extend(out.findings)
+        proposals.extend(out.proposals)
+    return state, findings, proposals
+
+
+def kinds(findings: list[Finding]) -> list[str]:
+    return [f.kind for f in findings]
+
+
+def test_clean_history_raises_nothing() -> None:
+    _, findings, _ = run(warm_history(50, b_stock=91))
+    assert findings == []
+
+
+def test_a_bulk_sale_is_flagged_and_kept_out_of_demand() -> None:
+    state, _, _ = run(warm_history(40, b_stock=200))
+    state, findings, _ = run([event("bulk", EventType.SALE, 40.3, "B", 60)], state=state)
+    assert kinds(findings) == ["sale_outlier"]
+    assert findings[0].evidence and findings[0].event_ids == ("bulk",)
+    assert state.sites["B"].demand.window_qty == 0  # the hour's only sale: not demand
+    assert state.sites["B"].on_hand == 200 - 40 - 60  # but it did leave the shelf
+
+
+def test_count_far_from_books_is_phantom_stock_and_holds_the_site() -> None:
+    state, findings, _ = run(
+        [*warm_history(50, b_stock=91), event("count", EventType.SNAPSHOT, 50.1, "A", 600)]
+    )
+    assert kinds(findings) == ["phantom_stock"]
+    assert state.sites["A"].integrity_until_ms >= T0 + 50 * HOUR
+    # A proposal from the held site now needs approval, with the reason.
+    _, _, proposals = run([event("dmg", EventType.ADJUSTMENT, 50.2, "B", -15)], state=state)
+    assert proposals and proposals[0].status is ProposalStatus.NEEDS_APPROVAL
+    assert "data-quality" in proposals[0].reason and "phantom_stock" in proposals[0].reason
+
+
+def test_integrity_action_suppress_blocks_the_proposal() -> None:
+    pol = policy(signal_checks=True, integrity_action="suppress")
+    events = [*warm_history(50, b_stock=91), event("count", EventType.SNAPSHOT, 50.1, "A", 600)]
+    events.append(event("dmg", EventType.ADJUSTMENT, 50.2, "B", -15))
+    ctx = DecisionContext.build(two_store_network(), pol)
+    state, reasons = None, []
+    for e in events:
+        state, out = step(state, e, ctx)
+        reasons += [d.reason for d in out.decisions]
+        assert not out.proposals
+    assert "data_quality" in reasons
+
+
+def test_selling_more_than_the_books_hold_and_big_adjustments() -> None:
+    _, findings, _ = run(
+        [
+            event("s0", EventType.SNAPSHOT, 0, "A", 5),
+            event("s1", EventType.SALE, 1, "A", 7),
+            event("s2", EventType.SNAPSHOT, 2, "B", 100),
+            event("adj", EventType.ADJUSTMENT, 3, "B", -80),
+        ]
+    )
+    assert kinds(findings) == ["negative_implied_stock", "adjustment_outlier"]
+
+
+def test_clock_checks_use_the_ingestion_time() -> None:
+    ahead = Event("f", EventType.SALE, T0 + 5 * HOUR, "SKU-1", "A", 1, ingested_ms=T0)
+    late = Event("l", EventType.SALE, T0, "SKU-1", "A", 1, ingested_ms=T0 + 10 * 24 * HOUR)
+    _, findings, _ = run([event("stock", EventType.SNAPSHOT, 0, "A", 10), ahead, late])
+    assert kinds(findings) == ["future_timestamp", "late_event"]
+
+
+def test_a_site_that_stops_selling_is_reported_once() -> None:
+    history = []
+    for h in range(72):
+        history.append(event(f"a{h}", EventType.SALE, h + 0.5, "A", 2))
+    history.insert(0, event("sa", EventType.SNAPSHOT, 0, "A", 1000))
+    # A goes quiet; B keeps publishing.
+    later = [event(f"b{h}", EventType.SALE, 72 + h, "B", 1) for h in range(40)]
+    _, findings, _ = run([*history, event("sb", EventType.SNAPSHOT, 0.1, "B", 500), *later])
+    assert kinds(findings) == ["silent_site"]
+    assert findings[0].site == "A"
+
+
+def test_demand_drift_is_detected_after_a_lasting_level_shift() -> None:
+    events = [event("sa", EventType.SNAPSHOT, 0, "A", 100_000)]
+    for day in range(30):
+        per_hour = 2 if day < 15 else 4  # doubles from day 15
+        for h in range(24):
+            events.append(event(f"d{day}-{h}", EventType.SALE, day * 24 + h + 0.5, "A", per_hour))
+    state, findings, _ = run(events)
+    drift = [f for f in findings if f.kind == "demand_drift"]
+    assert drift, kinds(findings)
+    first_day = (drift[0].ts_ms - T0) / (24 * HOUR)
+    assert 15 <= first_day <= 17
+    assert state.sites["A"].signals is not None
+
+
+def test_detector_state_is_small() -> None:
+    events = [event("sa", EventType.SNAPSHOT, 0, "A", 1000)]
+    events += [event(f"d{h}", EventType.SALE, h + 0.5, "A", 1 + h % 3) for h in range(24 * 10)]
+    state, _, _ = run(events)
+    assert len(pickle.dumps(state.sites["A"].signals)) <= 1024
