@@ -27,14 +27,26 @@ log = logging.getLogger("stockshift.control")
 class GovernanceBoard:
     """A thread-safe Timeline: sinks add commands, decisions read `at(ts)`."""
 
-    def __init__(self) -> None:
+    def __init__(self, default_version: str | None = None) -> None:
         self._timeline = Timeline()
         self._lock = threading.Lock()
+        self._default_version = default_version
+        self._active: str | None = None
+        if default_version is not None:
+            self._publish_version()
+
+    def _publish_version(self) -> None:
+        now = self.at(time.time_ns() // 1_000_000)
+        version = now.policy_version or self._default_version
+        if version is not None:
+            metrics.policy_active(version, self._active)
+            self._active = version
 
     def add(self, command: ControlCommand) -> None:
         with self._lock:
             self._timeline.add(command)
         metrics.PAUSED.set(1 if self.at(time.time_ns() // 1_000_000).paused else 0)
+        self._publish_version()
         log.info(
             "control command applied",
             extra={

@@ -142,6 +142,24 @@ class _ProducingPartition(StatelessSinkPartition[T], Generic[T]):
             log.error("kafka flush left undelivered records", extra={"count": remaining})
 
 
+class _ProposalPartition(_ProducingPartition[Proposal]):
+    """The plain proposals sink (no ledger); still measures trigger-to-ack latency."""
+
+    def write_batch(self, items: list[Proposal]) -> None:
+        for proposal in items:
+            key, value = self._serialize(proposal)
+            self._produce(key, value, self._delivery_of(proposal))
+        self._producer.poll(0)
+
+    def _delivery_of(self, proposal: Proposal) -> Callable[[Any, Any], None]:
+        def on_delivery(err: Any, msg: Any) -> None:
+            self._on_delivery(err, msg)
+            if err is None:
+                metrics.proposal_acknowledged(proposal.trigger_received_ms)
+
+        return on_delivery
+
+
 class ProducingSink(DynamicSink[T], Generic[T]):
     """Produce records to one topic with delivery reports and backpressure."""
 
@@ -160,6 +178,13 @@ class ProducingSink(DynamicSink[T], Generic[T]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducingPartition[T]:
         return _ProducingPartition(Producer(self._config), self._topic, self._serialize, self.stats)
+
+
+class ProposalSink(ProducingSink[Proposal]):
+    """Proposals without the Redis ledger; measures trigger-to-acknowledgement latency."""
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProposalPartition:
+        return _ProposalPartition(Producer(self._config), self._topic, self._serialize, self.stats)
 
 
 def ensure_topics(
@@ -227,6 +252,7 @@ class _LedgerPartition(_ProducingPartition[Proposal]):
             self._on_delivery(err, msg)
             if err is None:
                 self._acked.append(proposal)
+                metrics.proposal_acknowledged(proposal.trigger_received_ms)
 
         return on_delivery
 

@@ -20,10 +20,12 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from adapters import metrics
 from adapters.kafka import now_ms
 from state.records import DeadLetter, RawMessage
 
@@ -40,7 +42,7 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         resume: Mapping[str, int] | None,
         batch_size: int,
     ) -> None:
-        self._consumer = Consumer(config)
+        self._consumer = Consumer({**config, "stats_cb": self._on_stats})
         self._next: dict[str, int] = dict(resume or {})
         self._consumer.assign(
             [
@@ -119,6 +121,23 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
             self._consumer.resume([TopicPartition(t, p) for t, p in drained])
             self._paused -= drained
 
+    def _on_stats(self, text: str) -> None:
+        """Consumer lag per partition: the high watermark the fetches saw, minus what we
+        emitted (the broker's watermark query is not trusted: Tansu answers it wrongly)."""
+        try:
+            topics = orjson.loads(text).get("topics", {})
+            for topic, body in topics.items():
+                for part, stats in body.get("partitions", {}).items():
+                    high = stats.get("hi_offset", -1)
+                    if part == "-1" or high < 0:
+                        continue
+                    done = self._next.get(f"{part}-{topic}", 0)
+                    metrics.CONSUMER_LAG.labels(topic=topic, partition=part).set(
+                        max(high - done, 0)
+                    )
+        except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
+            log.warning("unreadable client statistics", extra={"error": str(exc)})
+
     def snapshot(self) -> dict[str, int]:
         return dict(self._next)
 
@@ -175,6 +194,7 @@ class MergedKafkaSource(FixedPartitionedSource[RawMessage | DeadLetter, dict[str
             "group.id": "stockshift-unused",  # offsets live in Bytewax snapshots, not the group
             "enable.auto.commit": False,
             "enable.partition.eof": True,
+            "statistics.interval.ms": 5000,
             **self._add_config,
         }
         return _MergedPartition(config, self._partitions(), resume_state, self._batch_size)

@@ -5,23 +5,51 @@ The flow updates them from dedicated `inspect` steps so that operators stay pure
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, start_http_server
+import time
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from state.governance import ControlCommand, ControlRejection
 from state.records import DeadLetter, Event, StepOutput
 
 EVENTS_CONSUMED = Counter(
-    "stockshift_events_consumed_total", "Valid input events, by topic kind and type", ["type"]
+    "stockshift_events_consumed_total", "Valid input events, by topic and type", ["topic", "type"]
 )
 DEAD_LETTERS = Counter(
-    "stockshift_dead_letters_total", "Inputs routed to the DLQ, by reason", ["reason"]
-)
+    "stockshift_dead_letters_total", "Inputs routed to the DLQ, by topic and reason",
+    ["topic", "reason"],
+)  # fmt: skip
 DUPLICATES = Counter("stockshift_duplicate_events_total", "Events dropped as already seen")
 LATE_EVENTS = Counter(
     "stockshift_late_events_total", "Events older than their site's open demand window"
 )
 PROPOSALS = Counter("stockshift_proposals_total", "Transfer proposals, by status", ["status"])
 UNITS_PROPOSED = Counter("stockshift_units_proposed_total", "Units in transfer proposals")
+VALUE_PROPOSED = Counter(
+    "stockshift_value_proposed_total", "Stock value (qty x unit cost) in transfer proposals"
+)
+RESERVATIONS_OUTSTANDING = Gauge(
+    "stockshift_reservations_outstanding", "Proposals holding a reservation (not yet released)"
+)
+KEYS_HELD = Gauge("stockshift_state_keys", "SKUs held in state by this process")
+TRIGGER_TO_PROPOSAL = Histogram(
+    "stockshift_trigger_to_proposal_seconds",
+    "From consuming the trigger event to the broker acknowledging the proposal",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EVENT_TIME_LAG = Histogram(
+    "stockshift_event_time_lag_seconds",
+    "Wall clock minus event time at the decision step",
+    buckets=(0.1, 0.5, 1, 5, 30, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400),
+)
+CONSUMER_LAG = Gauge(
+    "stockshift_consumer_lag_messages",
+    "Messages behind the partition's high watermark (from client statistics)",
+    ["topic", "partition"],
+)
+ACTIVE_POLICY = Gauge(
+    "stockshift_active_policy_info", "1 for the policy version in force now", ["version"]
+)
 DECISIONS = Counter(
     "stockshift_decisions_total", "Decision records, by outcome and reason", ["outcome", "reason"]
 )
@@ -48,11 +76,12 @@ UP = Gauge("stockshift_up", "1 while the flow runs")
 
 
 def count_event(_step_id: str, event: Event) -> None:
-    EVENTS_CONSUMED.labels(type=event.type.value).inc()
+    topic = event.source.topic if event.source is not None else "memory"
+    EVENTS_CONSUMED.labels(topic=topic, type=event.type.value).inc()
 
 
 def count_dead_letter(_step_id: str, letter: DeadLetter) -> None:
-    DEAD_LETTERS.labels(reason=letter.reason).inc()
+    DEAD_LETTERS.labels(topic=letter.source_topic, reason=letter.reason).inc()
 
 
 def count_output(_step_id: str, keyed: tuple[str, StepOutput]) -> None:
@@ -60,13 +89,22 @@ def count_output(_step_id: str, keyed: tuple[str, StepOutput]) -> None:
     if output.duplicate:
         DUPLICATES.inc()
         return
+    EVENT_TIME_LAG.observe(max(time.time() - output.event_ts_ms / 1000, 0.0))
+    if output.new_key:
+        KEYS_HELD.inc()
     if output.late:
         LATE_EVENTS.inc()
     for proposal in output.proposals:
         PROPOSALS.labels(status=proposal.status.value).inc()
         UNITS_PROPOSED.inc(proposal.qty)
+        VALUE_PROPOSED.inc(proposal.evidence.value)
+        RESERVATIONS_OUTSTANDING.inc()
     for decision in output.decisions:
+        if decision.shadow:
+            continue
         DECISIONS.labels(outcome=decision.outcome.value, reason=decision.reason).inc()
+        if decision.outcome.value == "reservation_released":
+            RESERVATIONS_OUTSTANDING.dec()
     for finding in output.findings:
         FINDINGS.labels(kind=finding.kind).inc()
 
@@ -76,6 +114,17 @@ def count_control(_step_id: str, verdict: ControlCommand | ControlRejection) -> 
         CONTROL_COMMANDS.labels(result="accepted", reason=verdict.action.value).inc()
     else:
         CONTROL_COMMANDS.labels(result="rejected", reason=verdict.reason).inc()
+
+
+def proposal_acknowledged(trigger_received_ms: int | None) -> None:
+    if trigger_received_ms is not None:
+        TRIGGER_TO_PROPOSAL.observe(max(time.time() - trigger_received_ms / 1000, 0.0))
+
+
+def policy_active(version: str, previous: str | None = None) -> None:
+    if previous is not None and previous != version:
+        ACTIVE_POLICY.labels(version=previous).set(0)
+    ACTIVE_POLICY.labels(version=version).set(1)
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> None:

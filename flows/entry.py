@@ -12,7 +12,7 @@ from bytewax.dataflow import Dataflow
 
 from adapters import kafka, metrics
 from adapters.configfiles import load_network, load_policies, load_policy
-from adapters.control import preload
+from adapters.control import GovernanceBoard, preload
 from adapters.settings import Settings, control_topic, from_env
 from flows.pipeline import Control, build
 
@@ -37,7 +37,9 @@ def prepare(settings: Settings) -> Dataflow:
     if not settings.control_keys:
         log.warning("no STOCKSHIFT_CONTROL_KEYS: every control command will be rejected")
     control = Control(
-        keys=dict(settings.control_keys), max_skew_ms=int(settings.control_max_skew_s * 1000)
+        board=GovernanceBoard(policy.version),
+        keys=dict(settings.control_keys),
+        max_skew_ms=int(settings.control_max_skew_s * 1000),
     )
     control.start_offset, control.nonces, verdicts = preload(
         control.board,

@@ -87,7 +87,9 @@ def kafka_sinks(settings: Settings) -> Sinks:
         )
 
     redis = redis_settings(settings)
-    proposals: DynamicSink[Proposal] = sink("proposals", codec.encode_proposal)
+    proposals: DynamicSink[Proposal] = kafka.ProposalSink(
+        settings.brokers, settings.topic("proposals"), codec.encode_proposal, settings.kafka_config
+    )
     if redis is not None:
         proposals = kafka.LedgeredProposalSink(
             settings.brokers,

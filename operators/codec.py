@@ -35,6 +35,7 @@ def proposal_dict(proposal: Proposal) -> dict[str, Any]:
     body["created_at"] = rfc3339(body.pop("created_at_ms"))
     body["expires_at"] = rfc3339(body.pop("expires_at_ms"))
     body["status"] = proposal.status.value
+    body.pop("trigger_received_ms", None)
     return body
 
 

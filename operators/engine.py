@@ -129,10 +129,11 @@ def _seen_before(state: SkuState, event_id: str, capacity: int) -> bool:
 
 def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[SkuState, StepOutput]:
     """Apply one event to its SKU's state and decide; the shape `stateful_map` expects."""
+    new_key = state is None
     if state is None:
         state = SkuState(event.sku)
     if _seen_before(state, event.event_id, ctx.policy.dedupe_capacity):
-        return state, StepOutput(event.event_id, duplicate=True)
+        return state, StepOutput(event.event_id, duplicate=True, event_ts_ms=event.ts_ms)
     governance = ctx.governance_at(event.ts_ms)
     policy = ctx.policy_for(governance)
     site = state.site(event.site)
@@ -194,6 +195,8 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
     return state, StepOutput(
         event.event_id,
         late=late,
+        event_ts_ms=event.ts_ms,
+        new_key=new_key,
         proposals=tuple(proposals),
         decisions=tuple(decisions),
         positions=tuple(_position(state, s, policy) for s in sorted(touched) if s in state.sites),
@@ -318,6 +321,7 @@ def _propose(
         expected_units_lost_at_sender=chosen.expected_units_lost_at_sender,
         net_benefit=chosen.net_benefit,
         alternatives=plan.alternatives,
+        value=round(chosen.qty * params.unit_cost, 2),
     )
     reason = (
         f"{receiver_id} holds {plan.receiver.position} units against a reorder point of "
@@ -352,6 +356,7 @@ def _propose(
         reason=reason,
         evidence=evidence,
         trigger_event_ids=(event.event_id,),
+        trigger_received_ms=event.received_ms,
     )
 
 

@@ -108,6 +108,7 @@ def _event(
     sites: frozenset[str],
     source: SourceRef | None,
     ingested_ms: int | None = None,
+    received_ms: int | None = None,
 ) -> Event:
     event_id = _string(obj, "event_id", MAX_ID_LEN)
     sku = _string(obj, "sku", MAX_SKU_LEN)
@@ -167,6 +168,7 @@ def _event(
         proposal_id=proposal_id,
         source=source,
         ingested_ms=ingested_ms,
+        received_ms=received_ms,
     )
 
 
@@ -194,7 +196,7 @@ def parse_message(
         if raw.partition is not None and raw.offset is not None:
             source = SourceRef(raw.topic, raw.partition, raw.offset)
         ingested = raw.timestamp_ms if raw.timestamp_ms is not None else raw.received_at_ms
-        return _event(topic_kind, obj, sites, source, ingested or None)
+        return _event(topic_kind, obj, sites, source, ingested or None, raw.received_at_ms or None)
     except Invalid as bad:
         return DeadLetter(
             source_topic=raw.topic,

@@ -67,6 +67,8 @@ class Event:
     source: SourceRef | None = None
     # When the message entered Kafka (its timestamp) or reached us; for clock checks.
     ingested_ms: int | None = None
+    # When this process consumed it (wall clock); for trigger-to-proposal latency.
+    received_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +147,7 @@ class Evidence:
     expected_units_lost_at_sender: float
     net_benefit: float
     alternatives: tuple[Candidate, ...] = ()
+    value: float = 0.0  # qty x unit cost: the working capital it moves
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +164,8 @@ class Proposal:
     reason: str
     evidence: Evidence
     trigger_event_ids: tuple[str, ...]
+    # When the trigger was consumed (wall clock), for latency metrics; not published.
+    trigger_received_ms: int | None = None
 
 
 class Outcome(StrEnum):
@@ -254,6 +259,8 @@ class StepOutput:
     event_id: str
     duplicate: bool = False
     late: bool = False
+    event_ts_ms: int = 0
+    new_key: bool = False
     proposals: tuple[Proposal, ...] = ()
     decisions: tuple[DecisionRecord, ...] = field(default=())
     positions: tuple[SitePosition, ...] = ()
