@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SERVICES_DIR := .services
 
-.PHONY: demo test lint format services stop-services clean
+.PHONY: demo test test-tools lint format services stop-services clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,20 @@ demo: $(VENV)/.installed
 
 ## test: install test dependencies, start the services the suite needs, run every test
 ## (the suite's harness starts Tansu and, when none answers, Redis by itself)
-test: $(VENV)/.dev
+test: $(VENV)/.dev test-tools
 	$(BIN)/pytest
+
+## test-tools: Prometheus and promtool (Debian package) for the observability tests; where
+## they cannot be installed those tests are skipped with the reason
+test-tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null 2>&1 && \
+	        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1; }; } \
+	    && echo "installed prometheus and promtool (Debian package)" \
+	    || echo "could not install prometheus: observability tests will be skipped"; \
+	  else echo "promtool missing and not root: observability tests will be skipped"; fi; }
 
 ## lint: ruff (lint + format check) and mypy (strict on operators/ and state/)
 lint: $(VENV)/.dev
