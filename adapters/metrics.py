@@ -5,6 +5,7 @@ The flow updates them from dedicated `inspect` steps so that operators stay pure
 
 from __future__ import annotations
 
+import logging
 import time
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -73,6 +74,7 @@ CONTROL_COMMANDS = Counter(
 PAUSED = Gauge("stockshift_paused", "1 while proposals are paused (latest command)")
 FINDINGS = Counter("stockshift_signal_findings_total", "Signal-health findings, by kind", ["kind"])
 UP = Gauge("stockshift_up", "1 while the flow runs")
+log = logging.getLogger("stockshift.decisions")
 
 
 def count_event(_step_id: str, event: Event) -> None:
@@ -95,6 +97,19 @@ def count_output(_step_id: str, keyed: tuple[str, StepOutput]) -> None:
     if output.late:
         LATE_EVENTS.inc()
     for proposal in output.proposals:
+        log.info(
+            "proposal",
+            extra={
+                "proposal_id": proposal.proposal_id,
+                "sku": proposal.sku,
+                "from_site": proposal.from_site,
+                "to_site": proposal.to_site,
+                "qty": proposal.qty,
+                "status": proposal.status.value,
+                "policy_version": proposal.policy_version,
+                "trigger_event_ids": list(proposal.trigger_event_ids),
+            },
+        )
         PROPOSALS.labels(status=proposal.status.value).inc()
         UNITS_PROPOSED.inc(proposal.qty)
         VALUE_PROPOSED.inc(proposal.evidence.value)
