@@ -41,6 +41,7 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         partitions: list[Key],
         resume: Mapping[str, int] | None,
         batch_size: int,
+        stop_at_end: bool = False,
     ) -> None:
         self._consumer = Consumer({**config, "stats_cb": self._on_stats})
         self._next: dict[str, int] = dict(resume or {})
@@ -54,8 +55,15 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         self._caught_up: set[Key] = set()
         self._paused: set[Key] = set()
         self._batch_size = batch_size
+        self._stop_at_end = stop_at_end
 
     def next_batch(self) -> list[RawMessage | DeadLetter]:
+        if (
+            self._stop_at_end
+            and len(self._caught_up) == len(self._buffers)
+            and not any(self._buffers.values())
+        ):
+            raise StopIteration  # a bounded run (benchmarks): everything consumed
         out: list[RawMessage | DeadLetter] = []
         for msg in self._consumer.consume(self._batch_size, 0.005):
             key = (msg.topic() or "", msg.partition() or 0)
@@ -167,8 +175,10 @@ class MergedKafkaSource(FixedPartitionedSource[RawMessage | DeadLetter, dict[str
         topics: Iterable[str],
         add_config: Mapping[str, str] | None = None,
         batch_size: int = 1000,
+        stop_at_end: bool = False,
     ) -> None:
         self._brokers = list(brokers)
+        self._stop_at_end = stop_at_end
         self._topics = list(topics)
         self._add_config = dict(add_config or {})
         self._batch_size = batch_size
@@ -197,4 +207,6 @@ class MergedKafkaSource(FixedPartitionedSource[RawMessage | DeadLetter, dict[str
             "statistics.interval.ms": 5000,
             **self._add_config,
         }
-        return _MergedPartition(config, self._partitions(), resume_state, self._batch_size)
+        return _MergedPartition(
+            config, self._partitions(), resume_state, self._batch_size, self._stop_at_end
+        )

@@ -115,6 +115,15 @@ def _signal_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from flows.bench import print_results, run_bench
+
+    low, high = (int(v) for v in args.memory_keys.split(","))
+    results = run_bench(args.brokers, args.events, args.skus, (low, high), quiet=args.quiet)
+    print_results(results)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from adapters.simulator import Scenario
     from flows.demo import run_demo
@@ -236,6 +245,16 @@ def parser() -> argparse.ArgumentParser:
     cmp.add_argument("--network", default=str(CONFIGS / "network.toml"), help="with --events")
     cmp.add_argument("--topic-prefix", default="stockshift.", help="of the recorded topics")
     cmp.set_defaults(handler=_compare)
+
+    bench = sub.add_parser("bench", help="throughput vs ceilings, memory per key, demo time")
+    bench.add_argument("--brokers", help="use this Kafka (default: start a Tansu broker)")
+    bench.add_argument("--events", type=int, default=200_000)
+    bench.add_argument("--skus", type=int, default=5_000)
+    bench.add_argument(
+        "--memory-keys", default="100000,1000000", help="two state sizes for the slope"
+    )
+    bench.add_argument("--quiet", action="store_true")
+    bench.set_defaults(handler=_bench)
 
     sig = sub.add_parser("signal-bench", help="inject faults; score the signal-health detectors")
     sig.set_defaults(handler=_signal_bench)

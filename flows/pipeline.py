@@ -163,7 +163,7 @@ def _verdict(
 def build(
     settings: Settings | None = None,
     *,
-    source: Source[RawMessage] | None = None,
+    source: Source[Any] | None = None,
     sinks: Sinks | None = None,
     network: Network | None = None,
     policy: Policy | None = None,
@@ -209,7 +209,9 @@ def build(
         )
         consumer_errors = op.merge("consumer_errors_all", input_errors, control_errors)
     else:
-        raw = op.input("input", flow, source)
+        given = op.input("input", flow, source)
+        raw = op.filter_map("given_messages", given, _only(RawMessage))
+        consumer_errors = op.filter_map("given_errors", given, _only(DeadLetter))
         if control.source is not None:
             control_raw = op.input("control_input", flow, control.source)
     parsed = op.map(

@@ -28,6 +28,20 @@ def _learn(demand: Demand, qty: float, alpha: float) -> None:
     demand.windows_seen += 1
 
 
+def _learn_zeros(demand: Demand, count: int, alpha: float) -> None:
+    """`count` empty windows in a row: the same updates as `_learn(0)`, in local variables
+    (a quiet SKU-site can skip hundreds of windows between two events)."""
+    rate, var, weight = demand.rate, demand.var, demand.weight
+    keep = 1 - alpha
+    for _ in range(count):
+        mean = rate / weight if weight > 0 else 0.0
+        var = keep * (var + alpha * mean * mean)
+        rate *= keep
+        weight = keep * weight + alpha
+    demand.rate, demand.var, demand.weight = rate, var, weight
+    demand.windows_seen += count
+
+
 def _close_window(demand: Demand, alpha: float, censored: bool) -> None:
     qty = demand.window_qty
     if censored and demand.weight > 0 and qty < demand.rate / demand.weight:
@@ -51,9 +65,8 @@ def advance(
         return False
     _close_window(demand, alpha, stocked_out)
     gap = min((start - demand.window_start_ms) // window_ms - 1, _MAX_GAP_WINDOWS)
-    if not out_now:
-        for _ in range(gap):
-            _learn(demand, 0.0, alpha)
+    if not out_now and gap > 0:
+        _learn_zeros(demand, gap, alpha)
     demand.window_start_ms = start
     demand.window_qty = 0
     return True

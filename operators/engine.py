@@ -138,6 +138,7 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
     policy = ctx.policy_for(governance)
     site = state.site(event.site)
     late = 0 <= event.ts_ms < site.demand.window_start_ms
+    new_hour = event.ts_ms // 3_600_000 > state.clock_ms // 3_600_000
     now = max(state.clock_ms, event.ts_ms)
     state.clock_ms = now
     decisions: list[DecisionRecord] = []
@@ -161,7 +162,8 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
         findings += signals.close_days(site, event.site, event, policy)
         if counts_as_demand and event.type is EventType.SALE:
             signals.count_demand(site, event.qty)
-        findings += signals.check_silence(state, event)
+        if new_hour:  # silence is judged in hours: once per SKU per hour is enough
+            findings += signals.check_silence(state, event)
         signals.hold(state, findings, policy)
     site.last_event_ms = max(site.last_event_ms, event.ts_ms)
     if event.type is EventType.TRANSFER_APPROVED:

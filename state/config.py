@@ -48,12 +48,18 @@ class Network:
     lanes: Mapping[tuple[str, str], Lane]
     sku_defaults: SkuParams = SkuParams()
     sku_overrides: Mapping[str, SkuParams] = field(default_factory=dict)
+    # Lanes by destination, filled on first use (the network never changes after start).
+    _into: dict[str, list[Lane]] = field(default_factory=dict, compare=False, repr=False)
 
     def sku_params(self, sku: str) -> SkuParams:
         return self.sku_overrides.get(sku, self.sku_defaults)
 
     def lanes_into(self, to_site: str) -> list[Lane]:
-        return [lane for (_, dst), lane in self.lanes.items() if dst == to_site]
+        found = self._into.get(to_site)
+        if found is None:
+            found = [lane for (_, dst), lane in self.lanes.items() if dst == to_site]
+            self._into[to_site] = found
+        return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,245 @@
+"""`stockshift bench`: throughput against two ceilings on the same broker and event stream,
+memory per SKU-site key, and the demo's run time. Ratios, not absolute times, are the point:
+they are measured in one run on one machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+import orjson
+from bytewax.dataflow import Dataflow
+from bytewax.testing import run_main
+
+from adapters import benchgen, kafka
+from adapters.devservices import broker_command
+from adapters.kafka_source import MergedKafkaSource
+from adapters.settings import INPUT_KINDS, OUTPUT_KINDS, Settings
+from adapters.simulator import Scenario, make_network
+from flows.pipeline import build, kafka_sinks
+from operators.engine import DecisionContext, step
+from state.config import Policy
+from state.records import DeadLetter, Event, EventType, RawMessage
+
+
+def _passthrough(settings: Settings) -> Dataflow:
+    """Ceiling B: Kafka source -> parse -> key by SKU -> stateful no-op -> Kafka sink."""
+
+    def parse(item: RawMessage | DeadLetter) -> tuple[str, bytes] | None:
+        if not isinstance(item, RawMessage) or item.value is None:
+            return None
+        body = orjson.loads(item.value)
+        return str(body["sku"]), item.value
+
+    def count(seen: int | None, value: bytes) -> tuple[int, bytes]:
+        return (seen or 0) + 1, value
+
+    def encode(keyed: tuple[str, bytes]) -> tuple[bytes, bytes]:
+        return keyed[0].encode(), keyed[1]
+
+    flow = Dataflow("ceiling_b")
+    source = MergedKafkaSource(
+        settings.brokers, settings.input_topics, kafka.SOURCE_DEFAULTS, stop_at_end=True
+    )
+    parsed = op.filter_map("parse", op.input("input", flow, source), parse)
+    counted = op.stateful_map("noop", parsed, count)
+    sink = kafka.ProducingSink(settings.brokers, settings.topic("passthrough"), encode)
+    op.output("out", counted, sink)
+    return flow
+
+
+def _full(settings: Settings, scenario: Scenario) -> Dataflow:
+    source = MergedKafkaSource(
+        settings.brokers, settings.input_topics, kafka.SOURCE_DEFAULTS, stop_at_end=True
+    )
+    return build(
+        settings,
+        source=source,
+        sinks=kafka_sinks(settings),
+        network=make_network(scenario),
+        policy=Policy(version="bench"),
+    )
+
+
+def _timed(flow: Dataflow) -> float:
+    started = time.perf_counter()
+    run_main(flow)  # type: ignore[no-untyped-call]
+    return time.perf_counter() - started
+
+
+def memory_per_key(
+    counts: tuple[int, int] = (100_000, 1_000_000),
+) -> tuple[float, dict[int, float]]:
+    """Bytes per SKU-site key held in state (slope between two sizes), detectors included.
+
+    Each key gets a count and a day of sales, so it holds a demand estimate and detector state
+    as a live SKU-site does.
+    """
+    scenario = Scenario(n_sites=2)
+    ctx = DecisionContext.build(make_network(scenario), Policy(version="bench"))
+    sizes: dict[int, float] = {}
+    for n in counts:
+        gc.collect()
+        tracemalloc.start()
+        states: dict[str, Any] = {}
+        for i in range(n):
+            sku = f"SKU-{i:07d}"
+            state, _ = step(
+                None, Event(f"c{i}", EventType.SNAPSHOT, 1_767_225_600_000, sku, "S01", 50), ctx
+            )
+            for h in range(3):
+                state, _ = step(
+                    state,
+                    Event(
+                        f"s{i}-{h}",
+                        EventType.SALE,
+                        1_767_225_600_000 + h * 3_600_000 + 60_000,
+                        sku,
+                        "S01",
+                        1,
+                    ),
+                    ctx,
+                )
+            state.recent_event_ids.clear()
+            states[sku] = state
+        current, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        sizes[n] = current
+        del states
+    low, high = counts
+    return (sizes[high] - sizes[low]) / (high - low), sizes
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_broker() -> tuple[str, subprocess.Popen[bytes]]:
+    import socket
+
+    port = _free_port()
+    process = subprocess.Popen(
+        broker_command(port), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return f"127.0.0.1:{port}", process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the benchmark broker did not start")
+
+
+def _redis_url() -> str | None:
+    import redis
+
+    url = os.environ.get("STOCKSHIFT_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        return url if redis.Redis.from_url(url, socket_timeout=1).ping() else None
+    except redis.RedisError:
+        return None
+
+
+def run_bench(
+    brokers: str | None,
+    n_events: int,
+    n_skus: int,
+    memory_keys: tuple[int, int],
+    quiet: bool = False,
+) -> dict[str, Any]:
+    def say(text: str) -> None:
+        if not quiet:
+            print(text, file=sys.stderr)
+
+    scenario = Scenario(n_sites=8, n_skus=n_skus)
+    sites = sorted(make_network(scenario).sites)
+    broker_process = None
+    if brokers is None:
+        brokers, broker_process = _start_broker()
+        say(f"started a Tansu broker on {brokers}")
+    results: dict[str, Any] = {
+        "events": n_events,
+        "skus": n_skus,
+        "sites": len(sites),
+        "cores": os.cpu_count(),
+    }
+    try:
+        prefix = f"bench{uuid.uuid4().hex[:6]}."
+        redis_url = _redis_url()
+        settings = Settings(
+            brokers=(brokers,), topic_prefix=prefix, redis_url=redis_url, redis_prefix=f"{prefix}:"
+        )
+        kafka.ensure_topics(
+            [brokers], [prefix + k for k in (*INPUT_KINDS, *OUTPUT_KINDS, "passthrough")], 3
+        )
+        say(f"producing {n_events} events ({n_skus} SKUs x {len(sites)} sites)")
+        benchgen.produce(brokers, prefix, benchgen.generate(n_events, n_skus, sites))
+        rates: dict[str, float] = {}
+        say("ceiling A: plain consume + parse loop")
+        rates["A: confluent-kafka consume + parse"] = n_events / benchgen.consume_all(
+            brokers, settings.input_topics, n_events
+        )
+        say("ceiling B: Bytewax pass-through flow")
+        rates["B: Bytewax pass-through (source, parse, key, stateful no-op, sink)"] = (
+            n_events / _timed(_passthrough(settings))
+        )
+        say(f"full flow, 1 worker (Redis {'on' if redis_url else 'unavailable: off'})")
+        rates["stockshift full flow, 1 worker"] = n_events / _timed(_full(settings, scenario))
+        results["events_per_second"] = {k: round(v) for k, v in rates.items()}
+        ceiling_b = rates["B: Bytewax pass-through (source, parse, key, stateful no-op, sink)"]
+        results["ratio_to_ceiling_b"] = {k: round(v / ceiling_b, 3) for k, v in rates.items()}
+        results["ratio_to_ceiling_a"] = {
+            k: round(v / rates["A: confluent-kafka consume + parse"], 3) for k, v in rates.items()
+        }
+        results["redis"] = redis_url is not None
+    finally:
+        if broker_process is not None:
+            broker_process.terminate()
+            broker_process.wait(timeout=10)
+    say(f"memory per SKU-site key: {memory_keys[0]} and {memory_keys[1]} keys in state")
+    slope, sizes = memory_per_key(memory_keys)
+    results["bytes_per_sku_site_key"] = round(slope)
+    results["state_bytes"] = {str(k): round(v) for k, v in sizes.items()}
+    say("demo run time")
+    started = time.perf_counter()
+    from flows.demo import run_demo
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        run_demo(Path(tempfile.mkdtemp(prefix="stockshift-bench-demo-")), quiet=True)
+    results["demo_seconds"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def print_results(results: dict[str, Any]) -> None:
+    print(
+        f"stockshift bench: {results['events']} events, {results['skus']} SKUs x "
+        f"{results['sites']} sites, {results['cores']} cores, "
+        f"Redis {'on' if results['redis'] else 'off'}"
+    )
+    print(f"{'run':<70}{'events/s':>10}{'vs B':>8}{'vs A':>8}")
+    for name, rate in results["events_per_second"].items():
+        print(
+            f"{name:<70}{rate:>10}{results['ratio_to_ceiling_b'][name]:>8.2f}"
+            f"{results['ratio_to_ceiling_a'][name]:>8.2f}"
+        )
+    sizes = ", ".join(f"{k} keys: {int(v) / 1e6:.0f} MB" for k, v in results["state_bytes"].items())
+    print(f"memory per SKU-site key in state: {results['bytes_per_sku_site_key']} bytes ({sizes})")
+    print(f"stockshift demo: {results['demo_seconds']} s")
