@@ -6,8 +6,10 @@ a replay) a count from the end of the day can overtake the sales before it. This
 assigns every input partition to one consumer and emits, among the partitions that have
 data, the message with the smallest (message timestamp, topic, partition, offset). It waits
 for a partition whose state is unknown (fetched nothing yet, no end-of-partition either),
-never for one that is caught up. The same log therefore yields the same sequence, whatever
-the fetch timing, and in live operation nothing waits.
+and gives a caught-up partition `grace_ms` to deliver anything published just before the
+message at hand (a burst published together reaches the client in several fetches). The
+same log therefore yields the same sequence whatever the fetch timing, at a cost of at most
+`grace_ms` of latency.
 
 Recovery: the snapshot is, per partition, the offset of the next message not yet emitted.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -42,6 +45,7 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         resume: Mapping[str, int] | None,
         batch_size: int,
         stop_at_end: bool = False,
+        grace_ms: float = 50.0,
     ) -> None:
         self._consumer = Consumer({**config, "stats_cb": self._on_stats})
         self._next: dict[str, int] = dict(resume or {})
@@ -52,6 +56,8 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
             ]
         )
         self._buffers: dict[Key, deque[RawMessage]] = {key: deque() for key in partitions}
+        self._fetched: dict[Key, deque[float]] = {key: deque() for key in partitions}
+        self._grace_s = grace_ms / 1000
         self._caught_up: set[Key] = set()
         self._paused: set[Key] = set()
         self._batch_size = batch_size
@@ -65,7 +71,7 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         ):
             raise StopIteration  # a bounded run (benchmarks): everything consumed
         out: list[RawMessage | DeadLetter] = []
-        for msg in self._consumer.consume(self._batch_size, 0.005):
+        for msg in self._drain():
             key = (msg.topic() or "", msg.partition() or 0)
             error = msg.error()
             if error is not None:
@@ -75,6 +81,7 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
                     out.append(_dead(msg, str(error)))
                 continue
             self._caught_up.discard(key)
+            self._fetched[key].append(time.monotonic())
             ts_type, ts = msg.timestamp()
             self._buffers[key].append(
                 RawMessage(
@@ -91,21 +98,39 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         self._apply_backpressure()
         return out
 
+    def _drain(self) -> list[Any]:
+        """Everything the client has fetched so far (bounded): a message still queued locally
+        in another partition may be older than the ones already taken."""
+        messages = self._consumer.consume(self._batch_size, 0.005)
+        batch = messages
+        while len(batch) == self._batch_size and len(messages) < 20 * self._batch_size:
+            batch = self._consumer.consume(self._batch_size, 0)
+            messages.extend(batch)
+        return messages
+
     def _merge(self) -> list[RawMessage]:
         """Emit in (timestamp, topic, partition, offset) order while no partition is unknown."""
         heads: list[tuple[int, str, int, int, Key]] = []
+        idle = False
         for key, buffer in self._buffers.items():
             if buffer:
                 head = buffer[0]
                 heads.append((head.timestamp_ms or 0, key[0], key[1], head.offset or 0, key))
             elif key not in self._caught_up:
                 return []  # its next message may come first: wait for it
+            else:
+                idle = True
         heapq.heapify(heads)
         merged: list[RawMessage] = []
+        settled = time.monotonic() - self._grace_s
         while heads:
-            _, _, _, _, key = heapq.heappop(heads)
+            key = heads[0][4]
+            if idle and self._fetched[key][0] > settled:
+                break  # an idle partition may still deliver something older: wait a little
+            heapq.heappop(heads)
             buffer = self._buffers[key]
             message = buffer.popleft()
+            self._fetched[key].popleft()
             merged.append(message)
             self._next[f"{key[1]}-{key[0]}"] = (message.offset or 0) + 1
             if buffer:
@@ -176,8 +201,12 @@ class MergedKafkaSource(FixedPartitionedSource[RawMessage | DeadLetter, dict[str
         add_config: Mapping[str, str] | None = None,
         batch_size: int = 1000,
         stop_at_end: bool = False,
+        consumer_config: Mapping[str, str] | None = None,
+        grace_ms: float = 50.0,
     ) -> None:
         self._brokers = list(brokers)
+        self._grace_ms = grace_ms
+        self._consumer_config = dict(consumer_config or {})
         self._stop_at_end = stop_at_end
         self._topics = list(topics)
         self._add_config = dict(add_config or {})
@@ -205,8 +234,14 @@ class MergedKafkaSource(FixedPartitionedSource[RawMessage | DeadLetter, dict[str
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "statistics.interval.ms": 5000,
+            **self._consumer_config,
             **self._add_config,
         }
         return _MergedPartition(
-            config, self._partitions(), resume_state, self._batch_size, self._stop_at_end
+            config,
+            self._partitions(),
+            resume_state,
+            self._batch_size,
+            self._stop_at_end,
+            self._grace_ms,
         )

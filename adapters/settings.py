@@ -32,6 +32,10 @@ class Settings:
     redis_prefix: str = "stockshift:"
     control_keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     control_max_skew_s: float = 300.0
+    # Bytewax recovery: snapshots of state and input offsets every `snapshot_interval_s`.
+    recovery_dir: Path | None = None
+    snapshot_interval_s: float = 10.0
+    backup_interval_s: float = 0.0
     # librdkafka settings (SASL/SSL, ...) passed through; never logged.
     kafka_config: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -90,6 +94,14 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         values["control_keys"] = parse_keys(env["STOCKSHIFT_CONTROL_KEYS"])
     if "STOCKSHIFT_CONTROL_MAX_SKEW_S" in env:
         values["control_max_skew_s"] = float(env["STOCKSHIFT_CONTROL_MAX_SKEW_S"])
+    if "STOCKSHIFT_RECOVERY_DIR" in env:
+        values["recovery_dir"] = (
+            Path(env["STOCKSHIFT_RECOVERY_DIR"]) if env["STOCKSHIFT_RECOVERY_DIR"] else None
+        )
+    if "STOCKSHIFT_SNAPSHOT_INTERVAL_S" in env:
+        values["snapshot_interval_s"] = float(env["STOCKSHIFT_SNAPSHOT_INTERVAL_S"])
+    if "STOCKSHIFT_BACKUP_INTERVAL_S" in env:
+        values["backup_interval_s"] = float(env["STOCKSHIFT_BACKUP_INTERVAL_S"])
     values["kafka_config"] = kafka_config_from_env(env)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]

@@ -51,7 +51,10 @@ def _passthrough(settings: Settings) -> Dataflow:
 
     flow = Dataflow("ceiling_b")
     source = MergedKafkaSource(
-        settings.brokers, settings.input_topics, kafka.SOURCE_DEFAULTS, stop_at_end=True
+        settings.brokers,
+        settings.input_topics,
+        stop_at_end=True,
+        consumer_config=kafka.SOURCE_DEFAULTS,
     )
     parsed = op.filter_map("parse", op.input("input", flow, source), parse)
     counted = op.stateful_map("noop", parsed, count)
@@ -62,7 +65,10 @@ def _passthrough(settings: Settings) -> Dataflow:
 
 def _full(settings: Settings, scenario: Scenario) -> Dataflow:
     source = MergedKafkaSource(
-        settings.brokers, settings.input_topics, kafka.SOURCE_DEFAULTS, stop_at_end=True
+        settings.brokers,
+        settings.input_topics,
+        stop_at_end=True,
+        consumer_config=kafka.SOURCE_DEFAULTS,
     )
     return build(
         settings,

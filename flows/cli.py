@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -26,17 +27,30 @@ def _settings(args: argparse.Namespace) -> Settings:
         workers=getattr(args, "workers", None),
         metrics_port=getattr(args, "metrics_port", None),
         redis_url=getattr(args, "redis_url", None),
+        recovery_dir=Path(args.recovery_dir) if getattr(args, "recovery_dir", None) else None,
+        snapshot_interval_s=getattr(args, "snapshot_interval", None),
     )
 
 
 def _run(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
     from bytewax.run import cli_main
 
+    from adapters.recovery import recovery_config
     from flows.entry import prepare
 
     settings = _settings(args)
     flow = prepare(settings)
-    cli_main(flow, workers_per_process=settings.workers)  # type: ignore[no-untyped-call]
+    recovery = None
+    if settings.recovery_dir is not None:
+        recovery = recovery_config(settings.recovery_dir, settings.backup_interval_s)
+    cli_main(  # type: ignore[no-untyped-call]
+        flow,
+        workers_per_process=settings.workers,
+        epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
+        recovery_config=recovery,
+    )
     return 0
 
 
@@ -118,6 +132,7 @@ def _signal_bench(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from flows.bench import print_results, run_bench
 
+    logging.getLogger("stockshift").setLevel(logging.WARNING)  # no line per proposal here
     low, high = (int(v) for v in args.memory_keys.split(","))
     results = run_bench(args.brokers, args.events, args.skus, (low, high), quiet=args.quiet)
     print_results(results)
@@ -173,6 +188,12 @@ def parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the flow on Kafka (STOCKSHIFT_* env vars also work)")
     run.add_argument("--redis-url", help="live state and proposal ledger [STOCKSHIFT_REDIS_URL]")
+    run.add_argument(
+        "--recovery-dir", help="snapshot state and offsets here [STOCKSHIFT_RECOVERY_DIR]"
+    )
+    run.add_argument(
+        "--snapshot-interval", type=float, help="seconds between snapshots (default 10)"
+    )
     run.add_argument("--brokers", help="comma-separated host:port list [STOCKSHIFT_BROKERS]")
     run.add_argument("--topic-prefix", help="default 'stockshift.' [STOCKSHIFT_TOPIC_PREFIX]")
     run.add_argument("--network", help="network TOML [STOCKSHIFT_NETWORK]")

@@ -199,7 +199,8 @@ def build(
         merged_source: Source[RawMessage | DeadLetter] = MergedKafkaSource(
             settings.brokers,
             settings.input_topics,
-            {**kafka.SOURCE_DEFAULTS, **settings.kafka_config},
+            settings.kafka_config,
+            consumer_config=kafka.SOURCE_DEFAULTS,
         )
         merged = op.input("kafka_input", flow, merged_source)
         raw = op.filter_map("consumed_messages", merged, _only(RawMessage))

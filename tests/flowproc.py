@@ -62,6 +62,9 @@ class FlowHarness:
         self.log = folder / "flow.log"
 
     def start(self) -> None:
+        seen_before = (
+            self.log.read_text(errors="replace").count("starting flow") if self.log.exists() else 0
+        )
         self.process = subprocess.Popen(
             [sys.executable, "-m", "flows.cli", "run"],
             cwd=ROOT,
@@ -71,7 +74,7 @@ class FlowHarness:
         )
         # Ready once it has created its topics and replayed the control log.
         deadline = time.monotonic() + 60
-        while "starting flow" not in self.log.read_text(errors="replace"):
+        while self.log.read_text(errors="replace").count("starting flow") <= seen_before:
             assert self.alive, f"flow exited: {self.log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, "flow did not start within 60 s"
             time.sleep(0.1)
