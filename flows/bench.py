@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 import uuid
 from pathlib import Path
 from typing import Any
@@ -85,45 +84,33 @@ def _timed(flow: Dataflow) -> float:
     return time.perf_counter() - started
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def memory_per_key(
     counts: tuple[int, int] = (100_000, 1_000_000),
 ) -> tuple[float, dict[int, float]]:
-    """Bytes per SKU-site key held in state (slope between two sizes), detectors included.
-
-    Each key gets a count and a day of sales, so it holds a demand estimate and detector state
-    as a live SKU-site does.
-    """
+    """Resident bytes per SKU-site key held in state (slope between two sizes), detectors
+    included: each key gets a count and a few sales, as a live SKU-site does."""
     scenario = Scenario(n_sites=2)
     ctx = DecisionContext.build(make_network(scenario), Policy(version="bench"))
+    t0 = 1_767_225_600_000
+    states: dict[str, Any] = {}
     sizes: dict[int, float] = {}
-    for n in counts:
-        gc.collect()
-        tracemalloc.start()
-        states: dict[str, Any] = {}
-        for i in range(n):
-            sku = f"SKU-{i:07d}"
-            state, _ = step(
-                None, Event(f"c{i}", EventType.SNAPSHOT, 1_767_225_600_000, sku, "S01", 50), ctx
-            )
-            for h in range(3):
-                state, _ = step(
-                    state,
-                    Event(
-                        f"s{i}-{h}",
-                        EventType.SALE,
-                        1_767_225_600_000 + h * 3_600_000 + 60_000,
-                        sku,
-                        "S01",
-                        1,
-                    ),
-                    ctx,
-                )
-            state.recent_event_ids.clear()
-            states[sku] = state
-        current, _ = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        sizes[n] = current
-        del states
+    gc.collect()
+    base = _rss_bytes()
+    for i in range(max(counts)):
+        sku = f"SKU-{i:07d}"
+        state, _ = step(None, Event(f"c{i}", EventType.SNAPSHOT, t0, sku, "S01", 50), ctx)
+        for h in range(3):
+            sale = Event(f"s{i}-{h}", EventType.SALE, t0 + h * 3_600_000 + 60_000, sku, "S01", 1)
+            state, _ = step(state, sale, ctx)
+        states[sku] = state
+        if i + 1 in counts:
+            gc.collect()
+            sizes[i + 1] = _rss_bytes() - base
     low, high = counts
     return (sizes[high] - sizes[low]) / (high - low), sizes
 
