@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -77,9 +78,17 @@ UP = Gauge("stockshift_up", "1 while the flow runs")
 log = logging.getLogger("stockshift.decisions")
 
 
+_event_counters: dict[tuple[str, str], Any] = {}
+
+
 def count_event(_step_id: str, event: Event) -> None:
+    """Once per event: the labelled child is looked up once per (topic, type), then cached."""
     topic = event.source.topic if event.source is not None else "memory"
-    EVENTS_CONSUMED.labels(topic=topic, type=event.type.value).inc()
+    key = (topic, event.type.value)
+    counter = _event_counters.get(key)
+    if counter is None:
+        counter = _event_counters[key] = EVENTS_CONSUMED.labels(topic=topic, type=key[1])
+    counter.inc()
 
 
 def count_dead_letter(_step_id: str, letter: DeadLetter) -> None:
