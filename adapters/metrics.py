@@ -34,6 +34,7 @@ RESERVATIONS_OUTSTANDING = Gauge(
     "stockshift_reservations_outstanding", "Proposals holding a reservation (not yet released)"
 )
 KEYS_HELD = Gauge("stockshift_state_keys", "SKUs held in state by this process")
+KEYS_EVICTED = Counter("stockshift_state_keys_evicted_total", "Idle SKUs dropped from memory")
 TRIGGER_TO_PROPOSAL = Histogram(
     "stockshift_trigger_to_proposal_seconds",
     "From consuming the trigger event to the broker acknowledging the proposal",

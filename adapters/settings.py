@@ -36,6 +36,8 @@ class Settings:
     recovery_dir: Path | None = None
     snapshot_interval_s: float = 10.0
     backup_interval_s: float = 0.0
+    # SKUs with no event for this long (wall clock) leave memory; 0 keeps them forever.
+    idle_eviction_s: float = 7 * 24 * 3600.0
     # librdkafka settings (SASL/SSL, ...) passed through; never logged.
     kafka_config: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -102,6 +104,8 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         values["snapshot_interval_s"] = float(env["STOCKSHIFT_SNAPSHOT_INTERVAL_S"])
     if "STOCKSHIFT_BACKUP_INTERVAL_S" in env:
         values["backup_interval_s"] = float(env["STOCKSHIFT_BACKUP_INTERVAL_S"])
+    if "STOCKSHIFT_IDLE_EVICTION_S" in env:
+        values["idle_eviction_s"] = float(env["STOCKSHIFT_IDLE_EVICTION_S"])
     values["kafka_config"] = kafka_config_from_env(env)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]

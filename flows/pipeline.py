@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Generic, TypeVar
 
@@ -22,7 +23,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulLogic
 from bytewax.outputs import DynamicSink
 
-from adapters import kafka, metrics
+from adapters import clock, kafka, metrics
 from adapters.configfiles import load_network, load_policies, load_policy
 from adapters.control import GovernanceBoard, GovernanceSink
 from adapters.kafka_source import MergedKafkaSource
@@ -145,15 +146,34 @@ class SkuLogic(StatefulLogic[Event, StepOutput, bytes]):
     pickle is an immutable snapshot at a fraction of the cost, and what recovery stores anyway.
     """
 
-    __slots__ = ("_ctx", "_state")
+    __slots__ = ("_ctx", "_idle", "_state", "_touched")
 
-    def __init__(self, ctx: DecisionContext, resume: bytes | None) -> None:
+    def __init__(self, ctx: DecisionContext, idle: timedelta | None, resume: bytes | None) -> None:
         self._ctx = ctx
+        self._idle = idle
         self._state: SkuState | None = pickle.loads(resume) if resume is not None else None
+        self._touched = clock.utc_now()
 
     def on_item(self, value: Event) -> tuple[list[StepOutput], bool]:
         self._state, output = step(self._state, value, self._ctx)
+        self._touched = clock.utc_now()
         return [output], StatefulLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        """Idle SKUs leave memory (their last positions stay in Redis); a SKU still holding
+        reservations or expecting stock is kept until those resolve."""
+        return None if self._idle is None else self._touched + self._idle
+
+    def on_notify(self) -> tuple[list[StepOutput], bool]:
+        state = self._state
+        if state is not None and (
+            state.reservations or any(site.inbound for site in state.sites.values())
+        ):
+            self._touched = clock.utc_now()
+            return [], StatefulLogic.RETAIN
+        metrics.KEYS_HELD.dec()
+        metrics.KEYS_EVICTED.inc()
+        return [], StatefulLogic.DISCARD
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self._state, protocol=pickle.HIGHEST_PROTOCOL)
@@ -258,7 +278,8 @@ def build(
     op.inspect("count_events", events, metrics.count_event)
 
     keyed = op.key_on("key_by_sku", events, _event_sku)
-    outputs = op.stateful("sku_state", keyed, partial(SkuLogic, context))
+    idle = timedelta(seconds=settings.idle_eviction_s) if settings.idle_eviction_s > 0 else None
+    outputs = op.stateful("sku_state", keyed, partial(SkuLogic, context, idle))
     # (sku, StepOutput): exactly one per event that reached the state
     op.inspect("count_outputs", outputs, metrics.count_output)
     op.output("proposals_out", op.flat_map("proposals", outputs, _proposals), sinks.proposals)

@@ -1,0 +1,116 @@
+"""Idle SKUs leave memory; arbitrary input through the real flow is always accounted for."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import orjson
+from bytewax.testing import TestingSource, run_main
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adapters.memory import ListSink, PullSource
+from adapters.settings import Settings
+from flows.pipeline import Sinks, build
+from state.records import EventType, RawMessage, StepOutput
+from tests.helpers import event, policy, raw_of, two_store_network, warm_history
+
+
+def sinks() -> Sinks:
+    return Sinks(ListSink(), ListSink(), ListSink(), ListSink())
+
+
+def test_an_idle_sku_is_evicted_and_one_with_a_reservation_is_kept() -> None:
+    # SKU-1 ends with an open proposal (a reservation); SKU-2 is plain history.
+    first = [
+        raw_of(e, i)
+        for i, e in enumerate(
+            [*warm_history(), event("count-B", EventType.SNAPSHOT, 30.2, "B", 20)]
+        )
+    ]
+    first += [raw_of(e, 1000 + i) for i, e in enumerate(warm_history(5, sku="SKU-2"))]
+    later = [
+        raw_of(event("late-1", EventType.SALE, 31, "A", 1), 5000),
+        raw_of(event("late-2", EventType.SALE, 31, "A", 1, sku="SKU-2"), 5001),
+    ]
+    batches = [first, later]
+    resume_at = [0.0]
+
+    def pull() -> list[RawMessage] | None:
+        if not batches:
+            return None
+        if len(batches) == 2:
+            resume_at[0] = time.monotonic() + 0.6  # then stay quiet past the idle timeout
+            return batches.pop(0)
+        if time.monotonic() < resume_at[0]:
+            time.sleep(0.01)
+            return []
+        return batches.pop(0)
+
+    out = sinks()
+    run_main(
+        build(
+            replace(Settings(), idle_eviction_s=0.2),
+            source=PullSource(pull),
+            sinks=out,
+            network=two_store_network(),
+            policy=policy(),
+        )
+    )
+    outputs: dict[str, StepOutput] = {o.event_id: o for _, o in out.step_outputs.items}  # type: ignore[union-attr]
+    assert outputs["late-2"].new_key  # SKU-2 was evicted and starts afresh
+    assert not outputs["late-1"].new_key  # SKU-1 still held its reservation
+
+
+junk = st.one_of(
+    st.binary(max_size=200),
+    st.builds(
+        lambda d: orjson.dumps(d),
+        st.dictionaries(
+            st.sampled_from(["event_id", "ts", "sku", "site", "qty", "type", "on_hand", "delta"]),
+            st.one_of(
+                st.integers(-(10**12), 10**13),
+                st.text(max_size=12),
+                st.none(),
+                st.floats(allow_nan=False, allow_infinity=False),
+            ),
+            max_size=8,
+        ),
+    ),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(range(60)).map(lambda i: ("ok", i)), junk.map(lambda b: ("junk", b))
+        ),
+        max_size=120,
+    )
+)
+def test_any_mix_of_valid_and_broken_input_is_accounted_for(items) -> None:
+    valid = [*warm_history(5), event("count-B", EventType.SNAPSHOT, 5.2, "B", 2)]
+    stream = []
+    for n, (kind, value) in enumerate(items):
+        if kind == "ok":
+            stream.append(raw_of(valid[value % len(valid)], n))
+        else:
+            stream.append(RawMessage("stockshift.pos", 0, n, b"k", value, 0))
+    out = sinks()
+    run_main(
+        build(
+            Settings(),
+            source=TestingSource(stream),
+            sinks=out,
+            network=two_store_network(),
+            policy=policy(signal_checks=True),
+        )
+    )
+    # Every message ends up processed (one StepOutput) or dead-lettered, never both, never lost.
+    assert len(out.step_outputs.items) + len(out.dead_letters.items) == len(stream)  # type: ignore[union-attr]
+    for letter in out.dead_letters.items:
+        assert letter.reason and letter.error
+    for proposal in out.proposals.items:
+        assert proposal.qty >= 1 and proposal.evidence.net_benefit >= 0
