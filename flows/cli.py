@@ -45,9 +45,13 @@ def _run(args: argparse.Namespace) -> int:
     recovery = None
     if settings.recovery_dir is not None:
         recovery = recovery_config(settings.recovery_dir, settings.backup_interval_s)
+    cluster: dict[str, object] = {}
+    if args.addresses:
+        cluster = {"process_id": args.process_id, "addresses": args.addresses.split(";")}
     cli_main(  # type: ignore[no-untyped-call]
         flow,
         workers_per_process=settings.workers,
+        **cluster,
         epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
         recovery_config=recovery,
     )
@@ -193,6 +197,17 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--snapshot-interval", type=float, help="seconds between snapshots (default 10)"
+    )
+    run.add_argument(
+        "--addresses",
+        default=os.environ.get("STOCKSHIFT_ADDRESSES"),
+        help="Bytewax cluster: host:port of every process, ';'-separated [STOCKSHIFT_ADDRESSES]",
+    )
+    run.add_argument(
+        "--process-id",
+        type=int,
+        default=int(os.environ.get("STOCKSHIFT_PROCESS_ID", "0")),
+        help="this process's index in --addresses [STOCKSHIFT_PROCESS_ID]",
     )
     run.add_argument("--brokers", help="comma-separated host:port list [STOCKSHIFT_BROKERS]")
     run.add_argument("--topic-prefix", help="default 'stockshift.' [STOCKSHIFT_TOPIC_PREFIX]")
