@@ -147,6 +147,8 @@ def _demo(args: argparse.Namespace) -> int:
     from adapters.simulator import Scenario
     from flows.demo import run_demo
 
+    # The demo prints its own summary; one log line per proposal would bury it.
+    logging.getLogger("stockshift.decisions").setLevel(logging.WARNING)
     scenario = Scenario(n_sites=args.sites, n_skus=args.skus, days=args.days, seed=args.seed)
     run_demo(Path(args.out), scenario, quiet=args.quiet)
     return 0
