@@ -45,22 +45,7 @@ def comparison_table(columns: Mapping[str, Mapping[str, float]], rows: Sequence[
 
 
 def fill_chart(path: Path, series: Mapping[str, Sequence[float]], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    for name, values in series.items():
-        ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
-    ax.set_xlabel("simulated day")
-    ax.set_ylabel("network unit fill rate")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    series_chart(path, series, "network unit fill rate", title)
 
 
 def write_markdown_table(

@@ -34,7 +34,7 @@ def test_two_processes_make_the_same_proposals_as_one(
                 STOCKSHIFT_WORKERS="1",
                 STOCKSHIFT_REDIS_URL=redis_url,
                 STOCKSHIFT_REDIS_PREFIX=f"cl:{uuid.uuid4().hex[:6]}:",
-            )  # fmt: skip
+            )
         )
     for process in processes:
         process.start()

@@ -13,6 +13,7 @@ import pytest
 from confluent_kafka import Producer
 
 from adapters.kafka import ProducingSink, ensure_topics
+from tests.flowproc import NETWORK
 from tests.helpers import (
     E2E_B_STOCK,
     E2E_HOURS,
@@ -60,29 +61,7 @@ def test_producing_sink_counts_failures_instead_of_losing_them(kafka_brokers: st
 @pytest.mark.e2e
 def test_stockshift_run_end_to_end(kafka_brokers: str, topic_prefix: str, tmp_path: Path) -> None:
     network = tmp_path / "network.toml"
-    network.write_text(
-        """
-[sku_defaults]
-unit_cost = 10.0
-unit_margin = 6.0
-min_transfer_qty = 2
-[[sites]]
-id = "A"
-replenishment_lead_hours = 96
-[[sites]]
-id = "B"
-replenishment_lead_hours = 96
-[[sites]]
-id = "C"
-[[lanes]]
-from = "A"
-to = "B"
-lead_hours = 6
-cost_per_unit = 0.2
-fixed_cost = 5
-bidirectional = true
-"""
-    )
+    network.write_text(NETWORK)
     env = {
         **os.environ,
         "STOCKSHIFT_BROKERS": kafka_brokers,
