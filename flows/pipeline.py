@@ -227,6 +227,7 @@ def build(
     control = control or Control(
         keys=dict(settings.control_keys), max_skew_ms=int(settings.control_max_skew_s * 1000)
     )
+    sinks = sinks or kafka_sinks(settings)
     context = DecisionContext.build(
         network,
         policy,
@@ -234,8 +235,8 @@ def build(
         governance_at=control.board.at,
         shadow_policy=shadow_policy,
         shadow_share=settings.shadow_share,
+        emit_positions=sinks.live_state is not None,
     )
-    sinks = sinks or kafka_sinks(settings)
 
     flow = Dataflow("stockshift")
     consumer_errors: Stream[DeadLetter] | None = None

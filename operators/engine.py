@@ -69,6 +69,8 @@ class DecisionContext:
     governance_at: Callable[[int], Governance] = _static_governance
     shadow: DecisionContext | None = None
     shadow_share: float = 0.0
+    # Live positions in each StepOutput: only worth building when something stores them.
+    emit_positions: bool = True
 
     @classmethod
     def build(
@@ -80,6 +82,7 @@ class DecisionContext:
         governance_at: Callable[[int], Governance] = _static_governance,
         shadow_policy: Policy | None = None,
         shadow_share: float = 0.0,
+        emit_positions: bool = True,
     ) -> DecisionContext:
         versions = {policy.version: policy, **(policies or {})}
         for other in versions.values():
@@ -103,6 +106,7 @@ class DecisionContext:
             governance_at=governance_at,
             shadow=shadow,
             shadow_share=shadow_share,
+            emit_positions=emit_positions,
         )
 
     def policy_for(self, governance: Governance) -> Policy:
@@ -201,7 +205,11 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
         new_key=new_key,
         proposals=tuple(proposals),
         decisions=tuple(decisions),
-        positions=tuple(_position(state, s, policy) for s in sorted(touched) if s in state.sites),
+        positions=(
+            tuple(_position(state, s, policy) for s in sorted(touched) if s in state.sites)
+            if ctx.emit_positions
+            else ()
+        ),
         findings=tuple(findings),
     )
 

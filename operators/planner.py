@@ -231,7 +231,7 @@ def plan_for_receiver(
         return suppressed(SuppressReason.RESERVATION_OUTSTANDING)
     params = network.sku_params(sku_state.sku)
     candidates: list[tuple[Candidate, Lane, SiteView]] = []
-    for lane in sorted(lanes, key=lambda item: (item.lead_hours, item.from_site)):
+    for lane in lanes:  # fastest first
         sender_state = sku_state.sites.get(lane.from_site)
         if sender_state is None:
             continue

@@ -55,9 +55,13 @@ class Network:
         return self.sku_overrides.get(sku, self.sku_defaults)
 
     def lanes_into(self, to_site: str) -> list[Lane]:
+        """Lanes into a site, fastest (then by sender id) first."""
         found = self._into.get(to_site)
         if found is None:
-            found = [lane for (_, dst), lane in self.lanes.items() if dst == to_site]
+            found = sorted(
+                (lane for (_, dst), lane in self.lanes.items() if dst == to_site),
+                key=lambda lane: (lane.lead_hours, lane.from_site),
+            )
             self._into[to_site] = found
         return found
 
