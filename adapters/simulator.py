@@ -67,6 +67,7 @@ class Scenario:
     reorder_share: float = 0.6  # (s,S): s = reorder_share * S
     # network and execution
     nearest_lanes: int = 0  # 0: lanes between all pairs; k: each site to its k nearest
+    lane_capacity_per_day: int = 0  # 0: unlimited; else units that may depart per lane and day
     reject_share: float = 0.05
     start_ms: int = 1_767_571_200_000  # 2026-01-05T00:00:00Z, a Monday
 
@@ -126,6 +127,11 @@ def network_dict(scenario: Scenario) -> dict[str, Any]:
             "cost_per_unit": round(0.1 + float(distance[i, j]) / 200, 2),
             "fixed_cost": round(4 + float(distance[i, j]) / 10, 2),
             "bidirectional": True,
+            **(
+                {"capacity_per_day": scenario.lane_capacity_per_day}
+                if scenario.lane_capacity_per_day
+                else {}
+            ),
         }
         for i, j in sorted(pairs)
     ]
@@ -350,6 +356,7 @@ class Simulation:
         self._day_served = 0
         self._day_moved = 0
         self._site_index = {s: i for i, s in enumerate(self.sites)}
+        self._lane_used: dict[tuple[str, int], int] = {}
         self._sku_index = {s: i for i, s in enumerate(self.skus)}
 
     @property
@@ -455,7 +462,7 @@ class Simulation:
                 "proposal_id": order.ref,
             }
             draw = int(order.ref[:8], 16) / 0xFFFFFFFF if _is_hex(order.ref[:8]) else 1.0
-            qty = min(order.qty, int(self.on_hand[k, src]))
+            qty = min(order.qty, int(self.on_hand[k, src]), self._lane_room(order, h))
             if draw < self.scenario.reject_share:
                 self.kpis.proposals_rejected += 1
                 body.update(
@@ -468,6 +475,9 @@ class Simulation:
                 )
             else:
                 lane = self.network.lanes[(order.from_site, order.to_site)]
+                self._lane_used[(lane.lane_id, h // 24)] = (
+                    self._lane_used.get((lane.lane_id, h // 24), 0) + qty
+                )
                 self._ship(k, src, dst, qty, lane.lead_hours, h, order.ref)
                 self.kpis.transfers += 1
                 self.kpis.transfer_cost += lane.fixed_cost + lane.cost_per_unit * qty
@@ -475,6 +485,13 @@ class Simulation:
             if self.emit:
                 events.append(("shipments", body))
         self.pending = []
+
+    def _lane_room(self, order: TransferOrder, h: int) -> int:
+        """The world enforces lane capacity too: a full truck takes no more."""
+        lane = self.network.lanes[(order.from_site, order.to_site)]
+        if lane.capacity_per_day is None:
+            return order.qty
+        return max(lane.capacity_per_day - self._lane_used.get((lane.lane_id, h // 24), 0), 0)
 
     def _sell(self, h: int, events: list[Event]) -> None:
         demand = self.demand[h]

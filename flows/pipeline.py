@@ -32,6 +32,7 @@ from adapters.settings import Settings, control_topic
 from operators import codec
 from operators.control import NonceMemory, as_command, authenticate, control_decision
 from operators.engine import DecisionContext, step
+from operators.lanes import LaneOutcome, negotiate
 from operators.parse import parse_message, topic_kinds_for
 from state.config import Network, Policy
 from state.governance import ControlCommand, ControlRejection
@@ -195,6 +196,22 @@ def _decisions(keyed: tuple[str, StepOutput]) -> tuple[DecisionRecord, ...]:
     return keyed[1].decisions
 
 
+def _lane_id(proposal: Proposal) -> str:
+    return f"{proposal.from_site}->{proposal.to_site}"
+
+
+def _lane_outcome(keyed: tuple[str, LaneOutcome]) -> LaneOutcome:
+    return keyed[1]
+
+
+def _granted(outcome: LaneOutcome) -> Proposal | None:
+    return outcome.proposal
+
+
+def _lane_decision(outcome: LaneOutcome) -> DecisionRecord | None:
+    return outcome.decision
+
+
 def _findings(keyed: tuple[str, StepOutput]) -> tuple[Finding, ...]:
     return keyed[1].findings
 
@@ -283,8 +300,20 @@ def build(
     outputs = op.stateful("sku_state", keyed, partial(SkuLogic, context, idle))
     # (sku, StepOutput): exactly one per event that reached the state
     op.inspect("count_outputs", outputs, metrics.count_output)
-    op.output("proposals_out", op.flat_map("proposals", outputs, _proposals), sinks.proposals)
-    decisions = op.flat_map("decisions", outputs, _decisions)
+    proposed = op.key_on("key_by_lane", op.flat_map("proposals", outputs, _proposals), _lane_id)
+    negotiated = op.map(
+        "lane_outcomes",
+        op.stateful_map("lane_negotiation", proposed, partial(negotiate, network=network)),
+        _lane_outcome,
+    )
+    # LaneOutcome: the proposal as granted (maybe fewer units, maybe deferred) or none,
+    # and a decision record when the lane changed or refused it
+    op.output("proposals_out", op.filter_map("granted", negotiated, _granted), sinks.proposals)
+    decisions = op.merge(
+        "engine_and_lane_decisions",
+        op.flat_map("decisions", outputs, _decisions),
+        op.filter_map("lane_decisions", negotiated, _lane_decision),
+    )
     if control_raw is not None:
         verdicts = op.map(
             "control_verdicts",

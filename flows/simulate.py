@@ -21,6 +21,7 @@ from adapters.simulator import Scenario, Simulation, TransferOrder, make_network
 from operators.baselines import tie_moves
 from operators.engine import DecisionContext, step
 from operators.hindsight import LaneSpec, hindsight_bound
+from operators.lanes import LaneState, negotiate
 from operators.parse import parse_object
 from state.config import Network, Policy
 from state.records import Proposal
@@ -122,12 +123,18 @@ def run_stockshift(
     sites = frozenset(network.sites)
     states: dict[str, SkuState] = {}
 
+    lanes: dict[str, LaneState] = {}
+
     def decide(events: list[tuple[str, dict[str, Any]]]) -> None:
         proposals: list[Proposal] = []
         for kind, body in events:
             event = parse_object(kind, body, sites)
             states[event.sku], output = step(states.get(event.sku), event, ctx)
-            proposals.extend(output.proposals)
+            for proposal in output.proposals:
+                lane_id = f"{proposal.from_site}->{proposal.to_site}"
+                lanes[lane_id], outcome = negotiate(lanes.get(lane_id), proposal, network)
+                if outcome.proposal is not None:
+                    proposals.append(outcome.proposal)
         sim.accept(proposals)
 
     decide(sim.initial_events())

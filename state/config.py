@@ -32,6 +32,14 @@ class Lane:
     lead_hours: float
     cost_per_unit: float
     fixed_cost: float
+    # Units that may depart per day (None: no limit) and the hour of day (UTC) after which
+    # a transfer leaves the next day.
+    capacity_per_day: int | None = None
+    cutoff_hour: float | None = None
+
+    @property
+    def lane_id(self) -> str:
+        return f"{self.from_site}->{self.to_site}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,11 +178,19 @@ def network_from_dict(
         lead = _number(_require(entry, "lead_hours", where), f"{where}.lead_hours")
         per_unit = _number(entry.get("cost_per_unit", 0.0), f"{where}.cost_per_unit")
         fixed = _number(entry.get("fixed_cost", 0.0), f"{where}.fixed_cost")
+        capacity = entry.get("capacity_per_day")
+        if capacity is not None:
+            capacity = _integer(capacity, f"{where}.capacity_per_day")
+        cutoff = entry.get("cutoff_hour")
+        if cutoff is not None:
+            cutoff = _number(cutoff, f"{where}.cutoff_hour")
+            if cutoff > 24:
+                raise ConfigError(f"{where}.cutoff_hour: must be within 0-24, got {cutoff!r}")
         pairs = [(src, dst), (dst, src)] if entry.get("bidirectional", False) else [(src, dst)]
         for a, b in pairs:
             if (a, b) in lanes:
                 raise ConfigError(f"{where}: duplicate lane {a!r} -> {b!r}")
-            lanes[(a, b)] = Lane(a, b, lead, per_unit, fixed)
+            lanes[(a, b)] = Lane(a, b, lead, per_unit, fixed, capacity, cutoff)
     defaults = sku_params_from_dict(
         raw.get("sku_defaults", {}), "network.sku_defaults", SkuParams()
     )

@@ -193,6 +193,7 @@ class SuppressReason(StrEnum):
     WARMING_UP = "warming_up"
     PAUSED = "paused"
     DATA_QUALITY = "data_quality"
+    LANE_CAPACITY = "lane_capacity"
 
 
 class ReleaseReason(StrEnum):

@@ -139,3 +139,16 @@ def test_trace_replay_puts_every_unit_in_the_grid(tmp_path: Path) -> None:
     assert int(sim.demand.sum()) == 21  # the 2030 row is outside the horizon
     assert int(sim.demand[:24, 0, 0].sum()) == 10
     assert math.isclose(float(sim.demand[24:48].sum()), 11)
+
+
+def test_the_world_enforces_lane_capacity_per_day() -> None:
+    from adapters.simulator import TransferOrder
+
+    scenario = replace(SMALL, lane_capacity_per_day=5, reject_share=0.0)
+    sim = Simulation(scenario, make_network(scenario), emit=False)
+    sku, a, b = sim.skus[0], sim.sites[0], sim.sites[1]
+    sim.on_hand[0, 0] = 100
+    sim.order([TransferOrder(sku, a, b, 4, f"{n:08x}") for n in range(3)])
+    sim.advance_hour()
+    assert sim.kpis.units_moved == 5  # 4, then the 1 unit of room left, then nothing
+    assert sim.kpis.proposals_failed == 1
