@@ -45,7 +45,7 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         resume: Mapping[str, int] | None,
         batch_size: int,
         stop_at_end: bool = False,
-        grace_ms: float = 50.0,
+        grace_ms: float = 10.0,
     ) -> None:
         self._consumer = Consumer({**config, "stats_cb": self._on_stats})
         self._next: dict[str, int] = dict(resume or {})
@@ -202,7 +202,7 @@ class MergedKafkaSource(FixedPartitionedSource[RawMessage | DeadLetter, dict[str
         batch_size: int = 1000,
         stop_at_end: bool = False,
         consumer_config: Mapping[str, str] | None = None,
-        grace_ms: float = 50.0,
+        grace_ms: float = 10.0,
     ) -> None:
         self._brokers = list(brokers)
         self._grace_ms = grace_ms

@@ -36,6 +36,8 @@ class Settings:
     recovery_dir: Path | None = None
     snapshot_interval_s: float = 10.0
     backup_interval_s: float = 0.0
+    # How long the merged input waits for an idle partition to deliver something older.
+    merge_grace_ms: float = 10.0
     # SKUs with no event for this long (wall clock) leave memory; 0 keeps them forever.
     idle_eviction_s: float = 7 * 24 * 3600.0
     # librdkafka settings (SASL/SSL, ...) passed through; never logged.
@@ -104,6 +106,8 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         values["snapshot_interval_s"] = float(env["STOCKSHIFT_SNAPSHOT_INTERVAL_S"])
     if "STOCKSHIFT_BACKUP_INTERVAL_S" in env:
         values["backup_interval_s"] = float(env["STOCKSHIFT_BACKUP_INTERVAL_S"])
+    if "STOCKSHIFT_MERGE_GRACE_MS" in env:
+        values["merge_grace_ms"] = float(env["STOCKSHIFT_MERGE_GRACE_MS"])
     if "STOCKSHIFT_IDLE_EVICTION_S" in env:
         values["idle_eviction_s"] = float(env["STOCKSHIFT_IDLE_EVICTION_S"])
     values["kafka_config"] = kafka_config_from_env(env)

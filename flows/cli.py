@@ -137,6 +137,18 @@ def _bench(args: argparse.Namespace) -> int:
     from flows.bench import print_results, run_bench
 
     logging.getLogger("stockshift").setLevel(logging.WARNING)  # no line per proposal here
+    if args.latency:
+        from flows.bench import _start_broker
+        from flows.latency import measure
+
+        brokers, process = (args.brokers, None) if args.brokers else _start_broker()
+        try:
+            for rate in (float(r) for r in args.latency.split(",")):
+                print(measure(brokers, rate, args.seconds, args.skus if args.skus < 5000 else 400))
+        finally:
+            if process is not None:
+                process.terminate()
+        return 0
     low, high = (int(v) for v in args.memory_keys.split(","))
     results = run_bench(args.brokers, args.events, args.skus, (low, high), quiet=args.quiet)
     print_results(results)
@@ -292,6 +304,10 @@ def parser() -> argparse.ArgumentParser:
         "--memory-keys", default="100000,1000000", help="two state sizes for the slope"
     )
     bench.add_argument("--quiet", action="store_true")
+    bench.add_argument(
+        "--latency", help="instead: trigger-to-proposal latency at these events/s, e.g. 2000"
+    )
+    bench.add_argument("--seconds", type=float, default=20.0, help="with --latency")
     bench.set_defaults(handler=_bench)
 
     sig = sub.add_parser("signal-bench", help="inject faults; score the signal-health detectors")

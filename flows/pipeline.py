@@ -264,6 +264,7 @@ def build(
             settings.input_topics,
             settings.kafka_config,
             consumer_config=kafka.SOURCE_DEFAULTS,
+            grace_ms=settings.merge_grace_ms,
         )
         merged = op.input("kafka_input", flow, merged_source)
         raw = op.filter_map("consumed_messages", merged, _only(RawMessage))

@@ -1,0 +1,199 @@
+"""`stockshift bench --latency`: trigger event produced -> proposal received by an outside
+consumer, at a steady input rate, through `stockshift run` on a real broker."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from adapters import kafka
+from adapters.settings import DEFAULT_CONFIG_DIR, INPUT_KINDS, OUTPUT_KINDS
+
+HOUR_MS = 3_600_000
+T0 = 1_767_225_600_000
+NETWORK = """
+[sku_defaults]
+unit_cost = 10.0
+unit_margin = 6.0
+min_transfer_qty = 2
+[[sites]]
+id = "A"
+replenishment_lead_hours = 96
+[[sites]]
+id = "B"
+replenishment_lead_hours = 96
+[[lanes]]
+from = "A"
+to = "B"
+lead_hours = 6
+cost_per_unit = 0.2
+fixed_cost = 5
+bidirectional = true
+"""
+
+
+def _history(sku: str) -> list[tuple[str, dict[str, Any]]]:
+    events: list[tuple[str, dict[str, Any]]] = [
+        (
+            "inventory",
+            {
+                "event_id": f"snap-{site}-{sku}",
+                "ts": T0,
+                "sku": sku,
+                "site": site,
+                "type": "snapshot",
+                "on_hand": stock,
+            },
+        )
+        for site, stock in (("A", 300), ("B", 91))
+    ]
+    for h in range(50):
+        for site in ("A", "B"):
+            body = {
+                "event_id": f"s-{site}-{h}-{sku}",
+                "ts": T0 + h * HOUR_MS + HOUR_MS // 2,
+                "sku": sku,
+                "site": site,
+                "qty": 1,
+            }
+            events.append(("pos", body))
+    return events
+
+
+def _produce(producer: Producer, prefix: str, kind: str, body: dict[str, Any]) -> None:
+    while True:
+        try:
+            producer.produce(
+                prefix + kind, orjson.dumps(body), body["sku"].encode(), timestamp=body["ts"]
+            )
+            return
+        except BufferError:
+            producer.poll(0.01)
+
+
+def measure(brokers: str, rate: float, seconds: float, skus: int) -> dict[str, Any]:
+    """Warm `skus` SKUs up, then send `rate` events/s for `seconds`; every SKU gets one
+    damage write-off that needs a transfer. Returns latency percentiles in milliseconds."""
+    prefix = f"lat{uuid.uuid4().hex[:6]}."
+    kafka.ensure_topics([brokers], [prefix + k for k in (*INPUT_KINDS, *OUTPUT_KINDS)], 3)
+    folder = Path(tempfile.mkdtemp(prefix="stockshift-latency-"))
+    (folder / "network.toml").write_text(NETWORK)
+    env = {
+        **os.environ,
+        "STOCKSHIFT_BROKERS": brokers,
+        "STOCKSHIFT_TOPIC_PREFIX": prefix,
+        "STOCKSHIFT_NETWORK": str(folder / "network.toml"),
+        "STOCKSHIFT_POLICY": str(DEFAULT_CONFIG_DIR / "policies" / "default.toml"),
+        "STOCKSHIFT_LOG_LEVEL": "WARNING",
+    }
+    log = (folder / "flow.log").open("wb")
+    flow = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    producer = Producer(
+        {"bootstrap.servers": brokers, "linger.ms": 0, "queue.buffering.max.messages": 200000}
+    )
+    sent_at: dict[str, float] = {}
+    received: dict[str, float] = {}
+    stop = threading.Event()
+
+    def consume() -> None:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": brokers,
+                "group.id": "latency",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 1,
+            }
+        )
+        topic = prefix + "proposals"
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        while not stop.is_set():
+            msg = consumer.poll(0.01)
+            if msg is None or msg.error():
+                continue
+            now = time.time()
+            for trigger in orjson.loads(msg.value() or b"{}").get("trigger_event_ids", []):
+                received.setdefault(trigger, now)
+        consumer.close()
+
+    reader = threading.Thread(target=consume, daemon=True)
+    try:
+        names = [f"SKU-{i:05d}" for i in range(skus)]
+        for sku in names:
+            for kind, body in _history(sku):
+                _produce(producer, prefix, kind, body)
+        producer.flush(60)
+        # Let the flow finish the warm-up before the clock starts.
+        time.sleep(max(5.0, len(names) * 102 / 5000))
+        reader.start()
+        total = int(rate * seconds)
+        every = max(total // max(len(names), 1), 1)
+        started = time.perf_counter()
+        triggered = 0
+        for n in range(total):
+            due = started + n / rate
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            ts = T0 + 50 * HOUR_MS + n * 10
+            if n % every == 0 and triggered < len(names):
+                sku = names[triggered]
+                triggered += 1
+                body = {
+                    "event_id": f"damage-{sku}",
+                    "ts": ts,
+                    "sku": sku,
+                    "site": "B",
+                    "type": "adjustment",
+                    "delta": -15,
+                }
+                sent_at[body["event_id"]] = time.time()
+                _produce(producer, prefix, "inventory", body)
+            else:
+                sku = names[n % len(names)]
+                _produce(
+                    producer,
+                    prefix,
+                    "pos",
+                    {"event_id": f"x{n}", "ts": ts, "sku": sku, "site": "A", "qty": 1},
+                )
+            producer.poll(0)
+        producer.flush(30)
+        deadline = time.time() + 10
+        while time.time() < deadline and len(set(sent_at) & set(received)) < len(sent_at):
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        flow.terminate()
+        flow.wait(timeout=15)
+    latencies = sorted((received[e] - sent_at[e]) * 1000 for e in sent_at if e in received)
+    if not latencies:
+        raise RuntimeError(f"no proposal arrived; flow log: {folder / 'flow.log'}")
+
+    def pct(q: float) -> float:
+        return round(latencies[min(int(q * len(latencies)), len(latencies) - 1)], 1)
+
+    return {
+        "rate_events_per_s": rate,
+        "seconds": seconds,
+        "triggers": len(sent_at),
+        "proposals_received": len(latencies),
+        "p50_ms": pct(0.5),
+        "p95_ms": pct(0.95),
+        "p99_ms": pct(0.99),
+        "max_ms": round(latencies[-1], 1),
+        "mean_ms": round(statistics.fmean(latencies), 1),
+    }
