@@ -102,7 +102,7 @@ def measure(brokers: str, rate: float, seconds: float, skus: int) -> dict[str, A
         [sys.executable, "-m", "flows.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     producer = Producer(
-        {"bootstrap.servers": brokers, "linger.ms": 0, "queue.buffering.max.messages": 200000}
+        {"bootstrap.servers": brokers, "linger.ms": 2, "queue.buffering.max.messages": 200000}
     )
     sent_at: dict[str, float] = {}
     received: dict[str, float] = {}
@@ -163,13 +163,15 @@ def measure(brokers: str, rate: float, seconds: float, skus: int) -> dict[str, A
                 sent_at[body["event_id"]] = time.time()
                 _produce(producer, prefix, "inventory", body)
             else:
-                sku = names[n % len(names)]
-                _produce(
-                    producer,
-                    prefix,
-                    "pos",
-                    {"event_id": f"x{n}", "ts": ts, "sku": sku, "site": "A", "qty": 1},
-                )
+                # Background sales on other SKUs, so the triggered SKUs keep their surplus.
+                body = {
+                    "event_id": f"x{n}",
+                    "ts": ts,
+                    "sku": f"BG-{n % 5000:04d}",
+                    "site": "A",
+                    "qty": 1,
+                }
+                _produce(producer, prefix, "pos", body)
             producer.poll(0)
         producer.flush(30)
         deadline = time.time() + 10
