@@ -58,6 +58,10 @@ class FlowHarness:
             **env,
         }
         self.producer = Producer({"bootstrap.servers": brokers, "linger.ms": 1})
+        # The newest event time published: markers carry it, so they sit among the events
+        # in the merge order (a wall-clock marker in a partition would hold back the older
+        # events behind it when the log is replayed).
+        self.last_ts = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.log = folder / "flow.log"
 
@@ -102,13 +106,27 @@ class FlowHarness:
         self.producer.flush(10)
 
     def publish_events(self, events: list[Event]) -> None:
-        """As the contract asks: the Kafka message timestamp is the event's time."""
+        """As the contract asks: the Kafka message timestamp is the event's time.
+
+        Consecutive events on one topic go out together; before switching topic the flow
+        is given time to consume what was sent (a live burst spread over several topics may
+        be applied in arrival order, which would make the expected decisions a race).
+        """
+        runs: list[list[tuple[str, dict[str, Any], Event]]] = []
         for e in events:
             kind, body = body_of(e)
-            self.producer.produce(
-                self.prefix + kind, orjson.dumps(body), e.sku.encode(), timestamp=e.ts_ms
-            )
-        self.producer.flush(10)
+            if not runs or runs[-1][0][0] != kind:
+                runs.append([])
+            runs[-1].append((kind, body, e))
+        for i, run in enumerate(runs):
+            for kind, body, e in run:
+                self.producer.produce(
+                    self.prefix + kind, orjson.dumps(body), e.sku.encode(), timestamp=e.ts_ms
+                )
+                self.last_ts = max(self.last_ts, e.ts_ms)
+            self.producer.flush(10)
+            if i < len(runs) - 1:
+                self.wait_live()
 
     def control(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -137,7 +155,13 @@ class FlowHarness:
     def wait_live(self) -> None:
         """Publish a malformed message and wait for it in the DLQ: the flow is consuming."""
         marker = f"live-{time.monotonic_ns()}".encode()
-        self.publish("pos", b"{" + marker)
+        self.producer.produce(
+            self.prefix + "pos",
+            b"{" + marker,
+            b"SKU-1",
+            **({"timestamp": self.last_ts} if self.last_ts else {}),
+        )
+        self.producer.flush(10)
         found = self.records("dlq", 1, 60, keep=lambda r: marker.decode() in (r["payload"] or ""))
         assert found, f"flow not live; log:\n{self.log.read_text()[-3000:]}"
 
