@@ -14,32 +14,14 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
+from flows.latency import NETWORK as LATENCY_NETWORK
 from state.records import Event
 from tests.helpers import body_of, read_topic
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTROL_KEYS = "ops-1=test-secret-0123456789,ops-2=rotated-secret-9876543210"
-NETWORK = """
-[sku_defaults]
-unit_cost = 10.0
-unit_margin = 6.0
-min_transfer_qty = 2
-[[sites]]
-id = "A"
-replenishment_lead_hours = 96
-[[sites]]
-id = "B"
-replenishment_lead_hours = 96
-[[sites]]
-id = "C"
-[[lanes]]
-from = "A"
-to = "B"
-lead_hours = 6
-cost_per_unit = 0.2
-fixed_cost = 5
-bidirectional = true
-"""
+# The two-store network the end-to-end tests (and the latency bench) run on.
+NETWORK = LATENCY_NETWORK
 
 
 class FlowHarness:
