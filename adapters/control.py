@@ -15,9 +15,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from adapters import metrics
+from adapters.kafka import read_to_end
 from operators.control import NonceMemory, Timeline, envelope, verify
 from state.governance import ControlCommand, ControlRejection, Governance
 
@@ -105,49 +106,18 @@ def preload(
 
     Returns the offset to continue from, the nonces seen, and the verdicts.
     """
-    consumer = Consumer(
-        {
-            "bootstrap.servers": ",".join(brokers),
-            "group.id": "stockshift-control-preload",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            **(add_config or {}),
-        }
-    )
     nonces = NonceMemory()
     verdicts: list[ControlCommand | ControlRejection] = []
     versions = set(known_versions)
     next_offset = 0
-    try:
-        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            error = msg.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    break
-                continue
-            ts_type, ts = msg.timestamp()
-            verdict = verify(
-                msg.value(),
-                keys,
-                ts if ts_type else time.time_ns() // 1_000_000,
-                nonces,
-                max_skew_ms,
-                versions,
-                msg.offset(),
-            )
-            if isinstance(verdict, ControlCommand):
-                board.add(verdict)
-            verdicts.append(verdict)
-            next_offset = (msg.offset() or 0) + 1
-        else:
-            raise TimeoutError(f"could not read control topic {topic} to its end in {timeout_s}s")
-    finally:
-        consumer.close()
+    for msg in read_to_end(brokers, topic, "stockshift-control-preload", add_config, timeout_s):
+        ts_type, ts = msg.timestamp()
+        arrived = ts if ts_type else time.time_ns() // 1_000_000
+        verdict = verify(msg.value(), keys, arrived, nonces, max_skew_ms, versions, msg.offset())
+        if isinstance(verdict, ControlCommand):
+            board.add(verdict)
+        verdicts.append(verdict)
+        next_offset = (msg.offset() or 0) + 1
     return next_offset, nonces, verdicts
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import time
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from adapters.kafka import read_to_end
 from adapters.redis_store import RedisSettings, connect, read_trail
+
+log = logging.getLogger("stockshift.explain")
 
 
 def trail_from_redis(settings: RedisSettings, proposal_id: str) -> list[dict[str, Any]]:
@@ -29,38 +31,16 @@ def trail_from_kafka(
     timeout_s: float = 60.0,
 ) -> list[dict[str, Any]]:
     """Scan the decisions topic to its end for records that name the proposal."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": ",".join(brokers),
-            "group.id": "stockshift-explain",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            **(add_config or {}),
-        }
-    )
     found: list[dict[str, Any]] = []
     needle = proposal_id.encode()
     try:
-        metadata = consumer.list_topics(topic, timeout=10)
-        partitions = list(metadata.topics[topic].partitions) if topic in metadata.topics else []
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        remaining = set(partitions)
-        deadline = time.monotonic() + timeout_s
-        while remaining and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            error = msg.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    remaining.discard(msg.partition())
-                continue
+        for msg in read_to_end(brokers, topic, "stockshift-explain", add_config, timeout_s):
             value = msg.value() or b""
             if needle in value:
                 record = orjson.loads(value)
                 if record.get("proposal_id") == proposal_id:
                     found.append(record)
-    finally:
-        consumer.close()
+    except TimeoutError as exc:
+        log.warning("decision log read incomplete", extra={"error": str(exc)})
     found.sort(key=lambda r: r.get("ts", ""))
     return found

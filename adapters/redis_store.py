@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -245,6 +245,3 @@ def read_trail(
     entry = {k.decode(): v.decode() for k, v in raw_entry.items()}
     trail = [orjson.loads(item) for item in client.lrange(keys.trail(proposal_id), 0, -1)]
     return entry, trail
-
-
-Serializer = Callable[[Proposal], tuple[bytes | None, bytes]]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from state.config import ConfigError
 
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 INPUT_KINDS = ("pos", "inventory", "shipments")
@@ -64,52 +66,57 @@ def kafka_config_from_env(env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def _path_or_none(text: str) -> Path | None:
+    return Path(text) if text else None
+
+
+def _brokers(text: str) -> tuple[str, ...]:
+    return tuple(b for b in text.split(",") if b)
+
+
+def _control_keys(text: str) -> dict[str, bytes]:
+    from adapters.control import parse_keys
+
+    return parse_keys(text)
+
+
+# STOCKSHIFT_<NAME> -> (Settings field, how to read the text)
+_ENV: dict[str, tuple[str, Callable[[str], object]]] = {
+    "STOCKSHIFT_BROKERS": ("brokers", _brokers),
+    "STOCKSHIFT_TOPIC_PREFIX": ("topic_prefix", str),
+    "STOCKSHIFT_NETWORK": ("network_path", Path),
+    "STOCKSHIFT_POLICY": ("policy_path", Path),
+    "STOCKSHIFT_POLICIES_DIR": ("policies_dir", Path),
+    "STOCKSHIFT_WORKERS": ("workers", int),
+    "STOCKSHIFT_PARTITIONS": ("partitions", int),
+    "STOCKSHIFT_METRICS_PORT": ("metrics_port", int),
+    "STOCKSHIFT_SHADOW_POLICY": ("shadow_policy_path", Path),
+    "STOCKSHIFT_SHADOW_SHARE": ("shadow_share", float),
+    "STOCKSHIFT_REDIS_URL": ("redis_url", lambda text: text or None),
+    "STOCKSHIFT_REDIS_PREFIX": ("redis_prefix", str),
+    "STOCKSHIFT_CONTROL_KEYS": ("control_keys", _control_keys),
+    "STOCKSHIFT_CONTROL_MAX_SKEW_S": ("control_max_skew_s", float),
+    "STOCKSHIFT_RECOVERY_DIR": ("recovery_dir", _path_or_none),
+    "STOCKSHIFT_SNAPSHOT_INTERVAL_S": ("snapshot_interval_s", float),
+    "STOCKSHIFT_BACKUP_INTERVAL_S": ("backup_interval_s", float),
+    "STOCKSHIFT_MERGE_GRACE_MS": ("merge_grace_ms", float),
+    "STOCKSHIFT_IDLE_EVICTION_S": ("idle_eviction_s", float),
+}
+
+
 def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Settings from the environment; explicit (flag) values given as overrides win."""
     env = os.environ if env is None else env
     values: dict[str, object] = {}
-    if "STOCKSHIFT_BROKERS" in env:
-        values["brokers"] = tuple(b for b in env["STOCKSHIFT_BROKERS"].split(",") if b)
-    if "STOCKSHIFT_TOPIC_PREFIX" in env:
-        values["topic_prefix"] = env["STOCKSHIFT_TOPIC_PREFIX"]
-    if "STOCKSHIFT_NETWORK" in env:
-        values["network_path"] = Path(env["STOCKSHIFT_NETWORK"])
-    if "STOCKSHIFT_POLICY" in env:
-        values["policy_path"] = Path(env["STOCKSHIFT_POLICY"])
-    if "STOCKSHIFT_WORKERS" in env:
-        values["workers"] = int(env["STOCKSHIFT_WORKERS"])
-    if "STOCKSHIFT_PARTITIONS" in env:
-        values["partitions"] = int(env["STOCKSHIFT_PARTITIONS"])
-    if "STOCKSHIFT_METRICS_PORT" in env:
-        values["metrics_port"] = int(env["STOCKSHIFT_METRICS_PORT"])
-    if "STOCKSHIFT_POLICIES_DIR" in env:
-        values["policies_dir"] = Path(env["STOCKSHIFT_POLICIES_DIR"])
-    if "STOCKSHIFT_SHADOW_POLICY" in env:
-        values["shadow_policy_path"] = Path(env["STOCKSHIFT_SHADOW_POLICY"])
-    if "STOCKSHIFT_SHADOW_SHARE" in env:
-        values["shadow_share"] = float(env["STOCKSHIFT_SHADOW_SHARE"])
-    if "STOCKSHIFT_REDIS_URL" in env:
-        values["redis_url"] = env["STOCKSHIFT_REDIS_URL"] or None
-    if "STOCKSHIFT_REDIS_PREFIX" in env:
-        values["redis_prefix"] = env["STOCKSHIFT_REDIS_PREFIX"]
-    if "STOCKSHIFT_CONTROL_KEYS" in env:
-        from adapters.control import parse_keys
-
-        values["control_keys"] = parse_keys(env["STOCKSHIFT_CONTROL_KEYS"])
-    if "STOCKSHIFT_CONTROL_MAX_SKEW_S" in env:
-        values["control_max_skew_s"] = float(env["STOCKSHIFT_CONTROL_MAX_SKEW_S"])
-    if "STOCKSHIFT_RECOVERY_DIR" in env:
-        values["recovery_dir"] = (
-            Path(env["STOCKSHIFT_RECOVERY_DIR"]) if env["STOCKSHIFT_RECOVERY_DIR"] else None
-        )
-    if "STOCKSHIFT_SNAPSHOT_INTERVAL_S" in env:
-        values["snapshot_interval_s"] = float(env["STOCKSHIFT_SNAPSHOT_INTERVAL_S"])
-    if "STOCKSHIFT_BACKUP_INTERVAL_S" in env:
-        values["backup_interval_s"] = float(env["STOCKSHIFT_BACKUP_INTERVAL_S"])
-    if "STOCKSHIFT_MERGE_GRACE_MS" in env:
-        values["merge_grace_ms"] = float(env["STOCKSHIFT_MERGE_GRACE_MS"])
-    if "STOCKSHIFT_IDLE_EVICTION_S" in env:
-        values["idle_eviction_s"] = float(env["STOCKSHIFT_IDLE_EVICTION_S"])
+    for variable, (name, read) in _ENV.items():
+        if variable in env:
+            try:
+                values[name] = read(env[variable])
+            except ValueError as exc:
+                # Never echo the value: it may be a secret (control keys, Redis URL).
+                raise ConfigError(
+                    f"{variable}: cannot be read ({exc.__class__.__name__})"
+                ) from None
     values["kafka_config"] = kafka_config_from_env(env)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]

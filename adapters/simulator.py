@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 import math
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -746,9 +746,3 @@ def continuous_review_fill(
             if i >= warmup:
                 served += 1
     return served / counted
-
-
-def scenario_summary(scenario: Scenario) -> Mapping[str, Any]:
-    body = {f.name: getattr(scenario, f.name) for f in fields(scenario)}
-    body["shocks"] = [vars(s) if not hasattr(s, "__slots__") else s for s in scenario.shocks]
-    return body

@@ -9,7 +9,6 @@ import contextlib
 import gc
 import io
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import run_main
 
 from adapters import benchgen, kafka
-from adapters.devservices import broker_command
+from adapters.devservices import redis_answers, start_broker
 from adapters.kafka_source import MergedKafkaSource
 from adapters.settings import INPUT_KINDS, OUTPUT_KINDS, Settings
 from adapters.simulator import Scenario, make_network
@@ -115,40 +114,9 @@ def memory_per_key(
     return (sizes[high] - sizes[low]) / (high - low), sizes
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_broker() -> tuple[str, subprocess.Popen[bytes]]:
-    import socket
-
-    port = _free_port()
-    process = subprocess.Popen(
-        broker_command(port), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return f"127.0.0.1:{port}", process
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the benchmark broker did not start")
-
-
 def _redis_url() -> str | None:
-    import redis
-
     url = os.environ.get("STOCKSHIFT_REDIS_URL", "redis://127.0.0.1:6379/0")
-    try:
-        return url if redis.Redis.from_url(url, socket_timeout=1).ping() else None
-    except redis.RedisError:
-        return None
+    return url if redis_answers(url) else None
 
 
 def run_bench(
@@ -166,7 +134,7 @@ def run_bench(
     sites = sorted(make_network(scenario).sites)
     broker_process = None
     if brokers is None:
-        brokers, broker_process = _start_broker()
+        brokers, broker_process = start_broker()
         say(f"started a Tansu broker on {brokers}")
     results: dict[str, Any] = {
         "events": n_events,

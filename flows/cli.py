@@ -138,10 +138,10 @@ def _bench(args: argparse.Namespace) -> int:
 
     logging.getLogger("stockshift").setLevel(logging.WARNING)  # no line per proposal here
     if args.latency:
-        from flows.bench import _start_broker
-        from flows.latency import measure
+        from adapters.devservices import start_broker
+        from adapters.latency import measure
 
-        brokers, process = (args.brokers, None) if args.brokers else _start_broker()
+        brokers, process = (args.brokers, None) if args.brokers else start_broker()
         try:
             for rate in (float(r) for r in args.latency.split(",")):
                 print(measure(brokers, rate, args.seconds, args.skus if args.skus < 5000 else 400))

@@ -256,7 +256,6 @@ def build(
     )
 
     flow = Dataflow("stockshift")
-    consumer_errors: Stream[DeadLetter] | None = None
     control_raw: Stream[RawMessage] | None = None
     if source is None:
         merged_source: Source[RawMessage | DeadLetter] = MergedKafkaSource(
@@ -290,8 +289,7 @@ def build(
     )
     events = op.filter_map("events", parsed, _only(Event))
     dead = op.filter_map("dead_letters", parsed, _only(DeadLetter))
-    if consumer_errors is not None:
-        dead = op.merge("all_dead_letters", dead, consumer_errors)
+    dead = op.merge("all_dead_letters", dead, consumer_errors)
     op.inspect("count_dead_letters", dead, metrics.count_dead_letter)
     op.output("dlq_out", dead, sinks.dead_letters)
     op.inspect("count_events", events, metrics.count_event)

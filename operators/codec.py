@@ -63,10 +63,6 @@ def dead_letter_dict(letter: DeadLetter) -> dict[str, Any]:
     }
 
 
-def dumps(body: dict[str, Any]) -> bytes:
-    return orjson.dumps(body)
-
-
 def encode_proposal(proposal: Proposal) -> tuple[bytes, bytes]:
     return proposal.sku.encode(), orjson.dumps(proposal_dict(proposal))
 

@@ -26,17 +26,6 @@ class EventType(StrEnum):
     TRANSFER_FAILED = "transfer_failed"
 
 
-TRANSFER_STATUS_TYPES = frozenset(
-    {
-        EventType.TRANSFER_APPROVED,
-        EventType.TRANSFER_DISPATCHED,
-        EventType.TRANSFER_RECEIVED,
-        EventType.TRANSFER_REJECTED,
-        EventType.TRANSFER_FAILED,
-    }
-)
-
-
 @dataclass(frozen=True, slots=True)
 class SourceRef:
     """Where a record came from, so an auditor can fetch the original message."""

@@ -8,10 +8,8 @@ Redis: STOCKSHIFT_TEST_REDIS_URL if set, else 127.0.0.1:6379 if it answers, else
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,28 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from adapters.devservices import broker_command, redis_command
+from adapters.devservices import (
+    broker_command,
+    free_port,
+    redis_answers,
+    redis_command,
+    wait_for_port,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"service exited early with code {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
 
 
 @contextmanager
@@ -49,7 +34,7 @@ def running(argv: list[str], port: int, name: str) -> Iterator[None]:
     log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_for_port(port, process)
+        wait_for_port(port, process)
         yield
     finally:
         process.terminate()
@@ -70,15 +55,6 @@ def kafka_brokers() -> Iterator[str]:
         yield f"127.0.0.1:{port}"
 
 
-def _redis_answers(url: str) -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
-    except redis.RedisError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     given = os.environ.get("STOCKSHIFT_TEST_REDIS_URL")
@@ -86,7 +62,7 @@ def redis_url() -> Iterator[str]:
         yield given
         return
     default = "redis://127.0.0.1:6379/0"
-    if _redis_answers(default):
+    if redis_answers(default):
         yield default
         return
     port = free_port()

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
-from flows.latency import NETWORK as LATENCY_NETWORK
+from adapters.latency import NETWORK as LATENCY_NETWORK
 from state.records import Event
 from tests.helpers import body_of, read_topic
 

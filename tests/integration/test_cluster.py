@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from adapters.devservices import free_port
 from tests.flowproc import FlowHarness
 from tests.integration.test_recovery import expected, scenario
 

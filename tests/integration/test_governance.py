@@ -12,10 +12,10 @@ import orjson
 import pytest
 import redis
 
-from adapters.devservices import redis_command
+from adapters.devservices import free_port, redis_command
 from operators.control import envelope
 from state.records import EventType
-from tests.conftest import free_port, running
+from tests.conftest import running
 from tests.flowproc import ROOT, FlowHarness, flow_harness
 from tests.helpers import E2E_B_STOCK, E2E_HOURS, HOUR, T0, e2e_trigger, event, warm_history
 

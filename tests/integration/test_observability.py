@@ -18,7 +18,8 @@ import yaml
 from prometheus_client import REGISTRY
 
 import adapters.metrics  # noqa: F401  (registers every metric)
-from tests.conftest import free_port, running
+from adapters.devservices import free_port
+from tests.conftest import running
 from tests.flowproc import flow_harness
 from tests.helpers import E2E_B_STOCK, E2E_HOURS, HOUR, T0, warm_history
 

@@ -16,10 +16,10 @@ import pytest
 import redis
 
 from adapters.configfiles import load_policy
+from adapters.devservices import free_port
 from operators.engine import DecisionContext, step
 from state.config import network_from_dict
 from state.records import EventType
-from tests.conftest import free_port
 from tests.flowproc import NETWORK, ROOT, FlowHarness
 from tests.helpers import E2E_B_STOCK, E2E_HOURS, event, warm_history
 

@@ -60,3 +60,21 @@ def test_bad_network_is_rejected_with_a_clear_message(raw: dict, message: str) -
 def test_bad_policy_is_rejected(raw: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         policy_from_dict(raw)
+
+
+def test_settings_from_env_read_types_and_reject_bad_values_by_name() -> None:
+    from adapters.settings import from_env
+
+    settings = from_env(
+        {"STOCKSHIFT_BROKERS": "a:1,b:2", "STOCKSHIFT_WORKERS": "3", "STOCKSHIFT_RECOVERY_DIR": "",
+         "STOCKSHIFT_KAFKA_SASL_USERNAME": "u"},
+        topic_prefix="x.",
+    )  # fmt: skip
+    assert settings.brokers == ("a:1", "b:2") and settings.workers == 3
+    assert settings.recovery_dir is None and settings.topic_prefix == "x."
+    assert settings.kafka_config == {"sasl.username": "u"}
+    with pytest.raises(ConfigError, match="STOCKSHIFT_WORKERS"):
+        from_env({"STOCKSHIFT_WORKERS": "many"})
+    with pytest.raises(ConfigError, match="STOCKSHIFT_CONTROL_KEYS") as caught:
+        from_env({"STOCKSHIFT_CONTROL_KEYS": "ops=short"})
+    assert "short" not in str(caught.value)
