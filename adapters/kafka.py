@@ -173,6 +173,23 @@ class _ProposalPartition(_ProducingPartition[Proposal]):
         metrics.proposal_acknowledged(proposal.trigger_received_ms)
 
 
+def on_client_error(client: str) -> Callable[[ClientError], None]:
+    """librdkafka's error callback: the clients retry by themselves (broker restarts, network
+    blips); these errors are reported, counted and never fatal to the flow."""
+
+    def report(error: ClientError) -> None:
+        code = error.name()
+        metrics.KAFKA_CLIENT_ERRORS.labels(client=client, code=code).inc()
+        if error.code() == ClientError._ALL_BROKERS_DOWN and client == "input":
+            metrics.KAFKA_BROKERS_DOWN.set(1)
+        log.warning(
+            "kafka client error; retrying",
+            extra={"client": client, "code": code, "error": error.str()},
+        )
+
+    return report
+
+
 class ProducingSink(DynamicSink[T], Generic[T]):
     """Produce records to one topic with delivery reports and backpressure."""
 
@@ -190,14 +207,17 @@ class ProducingSink(DynamicSink[T], Generic[T]):
         self.stats = DeliveryStats()
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducingPartition[T]:
-        return _ProducingPartition(Producer(self._config), self._topic, self._serialize, self.stats)
+        return _ProducingPartition(self._producer(), self._topic, self._serialize, self.stats)
+
+    def _producer(self) -> Producer:
+        return Producer({**self._config, "error_cb": on_client_error(self._topic)})
 
 
 class ProposalSink(ProducingSink[Proposal]):
     """Proposals without the Redis ledger; measures trigger-to-acknowledgement latency."""
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProposalPartition:
-        return _ProposalPartition(Producer(self._config), self._topic, self._serialize, self.stats)
+        return _ProposalPartition(self._producer(), self._topic, self._serialize, self.stats)
 
 
 def read_to_end(
@@ -260,11 +280,14 @@ def ensure_topics(
     while True:
         try:
             existing = set(admin.list_topics(timeout=5).topics)
+            metrics.KAFKA_BROKERS_DOWN.set(0)
             break
         except KafkaException as exc:
             if time.monotonic() > deadline:
                 where = config["bootstrap.servers"]
                 raise ConnectionError(f"Kafka at {where} unreachable: {exc}") from exc
+            metrics.KAFKA_BROKERS_DOWN.set(1)
+            metrics.KAFKA_CLIENT_ERRORS.labels(client="admin", code="unreachable").inc()
             log.warning("kafka not reachable yet; retrying", extra={"error": str(exc)})
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -356,10 +379,49 @@ class LedgeredProposalSink(DynamicSink[Proposal]):
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _LedgerPartition:
         ledger = ProposalLedger(connect(self._redis_settings), self._redis_settings)
         return _LedgerPartition(
-            Producer(self._config),
+            Producer({**self._config, "error_cb": on_client_error(self._topic)}),
             self._topic,
             self._serialize,
             self.stats,
             ledger,
             self._flush_timeout_s,
         )
+
+
+def read_topic(
+    brokers: str,
+    topic: str,
+    want: int,
+    timeout: float = 15.0,
+    keep: Callable[[Any], bool] | None = None,
+) -> list[Any]:
+    """Read messages from every partition of a topic (assign, no group: Tansu joins slowly)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": brokers,
+            "group.id": "stockshift-tests",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        parts: list[int] = []
+        while not parts and time.monotonic() < deadline:
+            meta = consumer.list_topics(topic, timeout=10)
+            found_topic = meta.topics.get(topic)
+            if found_topic is not None and found_topic.error is None:
+                parts = list(found_topic.partitions)
+            if not parts:
+                time.sleep(0.2)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        found: list[Any] = []
+        while len(found) < want and time.monotonic() < deadline:
+            msg = consumer.poll(0.1)
+            if msg is None or msg.error():
+                continue
+            if keep is None or keep(msg):
+                found.append(msg)
+        return found
+    finally:
+        consumer.close()

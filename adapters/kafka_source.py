@@ -29,7 +29,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from confluent_kafka.admin import AdminClient
 
 from adapters import metrics
-from adapters.kafka import now_ms
+from adapters.kafka import now_ms, on_client_error
 from state.records import DeadLetter, RawMessage
 
 log = logging.getLogger("stockshift.kafka")
@@ -47,7 +47,9 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         stop_at_end: bool = False,
         grace_ms: float = 10.0,
     ) -> None:
-        self._consumer = Consumer({**config, "stats_cb": self._on_stats})
+        self._consumer = Consumer(
+            {**config, "stats_cb": self._on_stats, "error_cb": on_client_error("input")}
+        )
         self._next: dict[str, int] = dict(resume or {})
         self._consumer.assign(
             [
@@ -158,7 +160,12 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         """Consumer lag per partition: the high watermark the fetches saw, minus what we
         emitted (the broker's watermark query is not trusted: Tansu answers it wrongly)."""
         try:
-            topics = orjson.loads(text).get("topics", {})
+            stats = orjson.loads(text)
+            brokers = stats.get("brokers", {}).values()
+            if brokers:
+                up = any(b.get("state") == "UP" for b in brokers if b.get("nodeid", 0) >= 0)
+                metrics.KAFKA_BROKERS_DOWN.set(0 if up else 1)
+            topics = stats.get("topics", {})
             for topic, body in topics.items():
                 for part, stats in body.get("partitions", {}).items():
                     high = stats.get("hi_offset", -1)

@@ -59,6 +59,15 @@ DECISIONS = Counter(
 KAFKA_DELIVERY_FAILURES = Counter(
     "stockshift_kafka_delivery_failures_total", "Records the broker did not acknowledge", ["topic"]
 )
+KAFKA_CLIENT_ERRORS = Counter(
+    "stockshift_kafka_client_errors_total",
+    "Errors the Kafka clients reported (broker down, transport), by client and error code",
+    ["client", "code"],
+)
+KAFKA_BROKERS_DOWN = Gauge(
+    "stockshift_kafka_brokers_down",
+    "1 while the input consumer reaches no broker (it keeps retrying)",
+)
 REDIS_WRITE_FAILURES = Counter(
     "stockshift_redis_write_failures_total", "Redis operations that failed", ["operation"]
 )

@@ -42,6 +42,8 @@ class Settings:
     merge_grace_ms: float = 10.0
     # SKUs with no event for this long (wall clock) leave memory; 0 keeps them forever.
     idle_eviction_s: float = 7 * 24 * 3600.0
+    # At start, how long to wait (retrying with backoff) for an unreachable broker.
+    broker_wait_s: float = 300.0
     # librdkafka settings (SASL/SSL, ...) passed through; never logged.
     kafka_config: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -101,6 +103,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "STOCKSHIFT_BACKUP_INTERVAL_S": ("backup_interval_s", float),
     "STOCKSHIFT_MERGE_GRACE_MS": ("merge_grace_ms", float),
     "STOCKSHIFT_IDLE_EVICTION_S": ("idle_eviction_s", float),
+    "STOCKSHIFT_BROKER_WAIT_S": ("broker_wait_s", float),
 }
 
 

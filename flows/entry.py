@@ -25,15 +25,24 @@ def prepare(settings: Settings) -> Dataflow:
     policy = load_policy(settings.policy_path)
     policies = load_policies(settings.policies_dir) if settings.policies_dir.is_dir() else {}
     policies.setdefault(policy.version, policy)
+    if settings.metrics_port is not None:
+        metrics.serve(settings.metrics_port)  # first: a flow waiting for its broker is visible
     if settings.create_topics:
         kafka.ensure_topics(
             settings.brokers,
             settings.input_topics + settings.output_topics,
             settings.partitions,
             settings.kafka_config,
+            timeout_s=settings.broker_wait_s,
         )
         # One partition: commands are totally ordered.
-        kafka.ensure_topics(settings.brokers, [control_topic(settings)], 1, settings.kafka_config)
+        kafka.ensure_topics(
+            settings.brokers,
+            [control_topic(settings)],
+            1,
+            settings.kafka_config,
+            timeout_s=settings.broker_wait_s,
+        )
     if not settings.control_keys:
         log.warning("no STOCKSHIFT_CONTROL_KEYS: every control command will be rejected")
     control = Control(
@@ -49,9 +58,8 @@ def prepare(settings: Settings) -> Dataflow:
         control.max_skew_ms,
         policies,
         settings.kafka_config,
+        timeout_s=settings.broker_wait_s,
     )
-    if settings.metrics_port is not None:
-        metrics.serve(settings.metrics_port)
     log.info(
         "starting flow",
         extra={

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from state.records import DeadLetter, DecisionRecord, Finding, Proposal
+from state.records import DeadLetter, DecisionRecord, Event, EventType, Finding, Proposal
 
 
 def rfc3339(ts_ms: int) -> str:
@@ -90,3 +90,23 @@ def finding_dict(finding: Finding) -> dict[str, Any]:
 
 def encode_finding(finding: Finding) -> tuple[bytes, bytes]:
     return finding.sku.encode(), orjson.dumps(finding_dict(finding))
+
+
+def event_message(e: Event) -> tuple[str, dict[str, Any]]:
+    """The input message a producer publishes for an event: its topic kind and JSON body
+    (the inverse of operators.parse; the simulator, benchmarks and the reliability runner
+    publish through it)."""
+    body: dict[str, Any] = {"event_id": e.event_id, "ts": e.ts_ms, "sku": e.sku, "site": e.site}
+    if e.type is EventType.SNAPSHOT:
+        return "inventory", {**body, "type": "snapshot", "on_hand": e.qty}
+    if e.type is EventType.ADJUSTMENT:
+        return "inventory", {**body, "type": "adjustment", "delta": e.qty}
+    if e.type in (EventType.SALE, EventType.RETURN):
+        return "pos", {**body, "type": e.type.value, "qty": e.qty}
+    body.update(type=e.type.value, qty=e.qty)
+    for name in ("from_site", "proposal_id", "shipment_id"):
+        if getattr(e, name) is not None:
+            body[name] = getattr(e, name)
+    if e.eta_ms is not None:
+        body["eta"] = e.eta_ms
+    return "shipments", body

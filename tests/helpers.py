@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 
+from adapters.kafka import read_topic  # noqa: F401  (re-exported for tests)
+from operators.codec import event_message
 from state.config import Network, Policy, network_from_dict
 from state.records import Event, EventType, RawMessage
 
@@ -77,65 +77,6 @@ def warm_history(hours: int = 30, sku: str = "SKU-1", b_stock: int = 75) -> list
     return events
 
 
-def body_of(e: Event) -> tuple[str, dict[str, Any]]:
-    """The JSON a producer would publish for an event, and its topic kind."""
-    body: dict[str, Any] = {"event_id": e.event_id, "ts": e.ts_ms, "sku": e.sku, "site": e.site}
-    if e.type is EventType.SNAPSHOT:
-        return "inventory", {**body, "type": "snapshot", "on_hand": e.qty}
-    if e.type is EventType.ADJUSTMENT:
-        return "inventory", {**body, "type": "adjustment", "delta": e.qty}
-    if e.type in (EventType.SALE, EventType.RETURN):
-        return "pos", {**body, "type": e.type.value, "qty": e.qty}
-    body.update(type=e.type.value, qty=e.qty)
-    for name in ("from_site", "proposal_id", "shipment_id"):
-        if getattr(e, name) is not None:
-            body[name] = getattr(e, name)
-    if e.eta_ms is not None:
-        body["eta"] = e.eta_ms
-    return "shipments", body
-
-
 def raw_of(e: Event, offset: int, prefix: str = "stockshift.") -> RawMessage:
-    kind, body = body_of(e)
+    kind, body = event_message(e)
     return RawMessage(prefix + kind, 0, offset, e.sku.encode(), orjson.dumps(body), 0)
-
-
-def read_topic(
-    brokers: str,
-    topic: str,
-    want: int,
-    timeout: float = 15.0,
-    keep: Callable[[Any], bool] | None = None,
-) -> list[Any]:
-    """Read messages from every partition of a topic (assign, no group: Tansu joins slowly)."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": brokers,
-            "group.id": "stockshift-tests",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 10,
-        }
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        parts: list[int] = []
-        while not parts and time.monotonic() < deadline:
-            meta = consumer.list_topics(topic, timeout=10)
-            found_topic = meta.topics.get(topic)
-            if found_topic is not None and found_topic.error is None:
-                parts = list(found_topic.partitions)
-            if not parts:
-                time.sleep(0.2)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        found: list[Any] = []
-        while len(found) < want and time.monotonic() < deadline:
-            msg = consumer.poll(0.1)
-            if msg is None or msg.error():
-                continue
-            if keep is None or keep(msg):
-                found.append(msg)
-        return found
-    finally:
-        consumer.close()

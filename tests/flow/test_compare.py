@@ -5,8 +5,9 @@ from pathlib import Path
 import orjson
 
 from flows.compare import compare_log
+from operators.codec import event_message
 from state.records import EventType
-from tests.helpers import body_of, event, policy, two_store_network, warm_history
+from tests.helpers import event, policy, two_store_network, warm_history
 
 
 def test_compare_replays_a_recorded_log_under_two_policies(tmp_path: Path) -> None:
@@ -14,7 +15,7 @@ def test_compare_replays_a_recorded_log_under_two_policies(tmp_path: Path) -> No
     events = [*warm_history(), event("count-B", EventType.SNAPSHOT, 30.2, "B", 20)]
     lines = []
     for e in events:
-        kind, body = body_of(e)
+        kind, body = event_message(e)
         lines.append(orjson.dumps({"topic": f"stockshift.{kind}", "value": body}))
     lines.append(orjson.dumps({"topic": "stockshift.pos", "value": {"event_id": "broken"}}))
     log.write_bytes(b"\n".join(lines))

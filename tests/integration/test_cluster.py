@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from adapters.devservices import free_port
-from tests.flowproc import FlowHarness
+from adapters.flowproc import FlowHarness
 from tests.integration.test_recovery import expected, scenario
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]

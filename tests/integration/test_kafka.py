@@ -12,16 +12,16 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from adapters.flowproc import NETWORK
 from adapters.kafka import ProducingSink, ensure_topics
 from state.records import EventType
-from tests.flowproc import NETWORK
 from tests.helpers import (
     E2E_B_STOCK,
     E2E_HOURS,
     HOUR,
     T0,
-    body_of,
     e2e_trigger,
+    event_message,
     read_topic,
     warm_history,
 )
@@ -98,13 +98,13 @@ def test_stockshift_run_end_to_end(kafka_brokers: str, topic_prefix: str, tmp_pa
         history = warm_history(E2E_HOURS, b_stock=E2E_B_STOCK)
         for e in history:
             if e.type is EventType.SNAPSHOT:
-                publish(*body_of(e))
+                publish(*event_message(e))
         publish("inventory", b"{this is not json")
         producer.flush(10)
         assert len(read_topic(kafka_brokers, topic_prefix + "dlq", 1, timeout=60)) == 1
         for e in history:
             if e.type is not EventType.SNAPSHOT:
-                publish(*body_of(e))
+                publish(*event_message(e))
         # Malformed input in the middle of the stream.
         publish("pos", b"{this is not json")
         publish(
@@ -120,7 +120,7 @@ def test_stockshift_run_end_to_end(kafka_brokers: str, topic_prefix: str, tmp_pa
         assert reasons == ["not_json", "not_json", "not_json", "unknown_site"]
         assert all(orjson.loads(m.value())["payload"] is not None for m in dead)
 
-        trigger_kind, trigger = body_of(e2e_trigger())
+        trigger_kind, trigger = event_message(e2e_trigger())
         sent_at = time.monotonic()
         publish(trigger_kind, trigger)
         producer.flush(10)

@@ -19,8 +19,8 @@ from prometheus_client import REGISTRY
 
 import adapters.metrics  # noqa: F401  (registers every metric)
 from adapters.devservices import free_port
+from adapters.flowproc import flow_harness
 from tests.conftest import running
-from tests.flowproc import flow_harness
 from tests.helpers import E2E_B_STOCK, E2E_HOURS, HOUR, T0, warm_history
 
 ROOT = Path(__file__).resolve().parents[2]

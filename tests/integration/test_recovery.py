@@ -17,10 +17,10 @@ import redis
 
 from adapters.configfiles import load_policy
 from adapters.devservices import free_port
+from adapters.flowproc import NETWORK, ROOT, FlowHarness
 from operators.engine import DecisionContext, step
 from state.config import network_from_dict
 from state.records import EventType
-from tests.flowproc import NETWORK, ROOT, FlowHarness
 from tests.helpers import E2E_B_STOCK, E2E_HOURS, event, warm_history
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]

@@ -1,4 +1,5 @@
-"""Run `stockshift run` as a subprocess against the test broker, and talk to it."""
+"""Run `stockshift run` as a subprocess against a broker, and talk to it: the integration
+tests and `stockshift reliability` drive the real process the same way."""
 
 from __future__ import annotations
 
@@ -14,14 +15,20 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
+from adapters.kafka import read_topic
 from adapters.latency import NETWORK as LATENCY_NETWORK
+from adapters.settings import DEFAULT_CONFIG_DIR
+from operators.codec import event_message
 from state.records import Event
-from tests.helpers import body_of, read_topic
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTROL_KEYS = "ops-1=test-secret-0123456789,ops-2=rotated-secret-9876543210"
+TEST_CONTROL_KEYS = "ops-1=test-secret-0123456789,ops-2=rotated-secret-9876543210"
 # The two-store network the end-to-end tests (and the latency bench) run on.
 NETWORK = LATENCY_NETWORK
+
+
+class FlowNotLive(RuntimeError):
+    """The flow process exited, or did not start or consume in time."""
 
 
 class FlowHarness:
@@ -35,8 +42,8 @@ class FlowHarness:
             "STOCKSHIFT_BROKERS": brokers,
             "STOCKSHIFT_TOPIC_PREFIX": prefix,
             "STOCKSHIFT_NETWORK": str(network),
-            "STOCKSHIFT_POLICY": str(ROOT / "configs" / "policies" / "default.toml"),
-            "STOCKSHIFT_CONTROL_KEYS": CONTROL_KEYS,
+            "STOCKSHIFT_POLICY": str(DEFAULT_CONFIG_DIR / "policies" / "default.toml"),
+            "STOCKSHIFT_CONTROL_KEYS": TEST_CONTROL_KEYS,
             **env,
         }
         self.producer = Producer({"bootstrap.servers": brokers, "linger.ms": 1})
@@ -61,8 +68,10 @@ class FlowHarness:
         # Ready once it has created its topics and replayed the control log.
         deadline = time.monotonic() + 60
         while self.log.read_text(errors="replace").count("starting flow") <= seen_before:
-            assert self.alive, f"flow exited: {self.log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, "flow did not start within 60 s"
+            if not self.alive:
+                raise FlowNotLive(f"flow exited: {self.log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise FlowNotLive("flow did not start within 60 s")
             time.sleep(0.1)
 
     def stop(self) -> None:
@@ -96,7 +105,7 @@ class FlowHarness:
         """
         runs: list[list[tuple[str, dict[str, Any], Event]]] = []
         for e in events:
-            kind, body = body_of(e)
+            kind, body = event_message(e)
             if not runs or runs[-1][0][0] != kind:
                 runs.append([])
             runs[-1].append((kind, body, e))
@@ -141,11 +150,12 @@ class FlowHarness:
             self.prefix + "pos",
             b"{" + marker,
             b"SKU-1",
-            **({"timestamp": self.last_ts} if self.last_ts else {}),
+            timestamp=self.last_ts,  # 0: the producer's clock
         )
         self.producer.flush(10)
         found = self.records("dlq", 1, 60, keep=lambda r: marker.decode() in (r["payload"] or ""))
-        assert found, f"flow not live; log:\n{self.log.read_text()[-3000:]}"
+        if not found:
+            raise FlowNotLive(f"flow not live; log:\n{self.log.read_text()[-3000:]}")
 
 
 @contextmanager
