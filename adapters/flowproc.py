@@ -53,11 +53,10 @@ class FlowHarness:
         self.last_ts = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.log = folder / "flow.log"
+        self._starts_seen = 0
 
-    def start(self) -> None:
-        seen_before = (
-            self.log.read_text(errors="replace").count("starting flow") if self.log.exists() else 0
-        )
+    def start(self, wait: bool = True) -> None:
+        self._starts_seen = self._count_starts()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "flows.cli", "run"],
             cwd=ROOT,
@@ -65,14 +64,23 @@ class FlowHarness:
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
         )
-        # Ready once it has created its topics and replayed the control log.
-        deadline = time.monotonic() + 60
-        while self.log.read_text(errors="replace").count("starting flow") <= seen_before:
+        if wait:
+            self.wait_started()
+
+    def _count_starts(self) -> int:
+        return (
+            self.log.read_text(errors="replace").count("starting flow") if self.log.exists() else 0
+        )
+
+    def wait_started(self, timeout_s: float = 60.0) -> None:
+        """Ready once it has created its topics and replayed the control log."""
+        deadline = time.monotonic() + timeout_s
+        while self._count_starts() <= self._starts_seen:
             if not self.alive:
                 raise FlowNotLive(f"flow exited: {self.log.read_text()[-3000:]}")
             if time.monotonic() > deadline:
-                raise FlowNotLive("flow did not start within 60 s")
-            time.sleep(0.1)
+                raise FlowNotLive(f"flow did not start within {timeout_s:.0f} s")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self.process is None:

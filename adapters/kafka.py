@@ -9,6 +9,7 @@ or counted and logged as failed.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -309,7 +310,12 @@ class _LedgerPartition(_ProposalPartition):
 
     The one window left: a crash after the broker acknowledged a proposal and before the
     ledger recorded it; the replay then produces it again. Consumers dedupe by proposal_id.
+    An acknowledgement that arrives after `write_batch` gave up waiting (broker or Redis
+    briefly away) is served by a background thread, so the ledger catches up without
+    waiting for the next proposal.
     """
+
+    ACK_POLL_S = 0.5
 
     def __init__(
         self,
@@ -324,10 +330,20 @@ class _LedgerPartition(_ProposalPartition):
         self._ledger = ledger
         self._flush_timeout_s = flush_timeout_s
         self._acked: list[Proposal] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._poller = threading.Thread(target=self._serve_acks, name="ledger-acks", daemon=True)
+        self._poller.start()
+
+    def _serve_acks(self) -> None:
+        while not self._stopping.wait(self.ACK_POLL_S):
+            self._producer.poll(0)
+            self._record_acks()
 
     def _acknowledged(self, proposal: Proposal) -> None:
         super()._acknowledged(proposal)
-        self._acked.append(proposal)
+        with self._lock:
+            self._acked.append(proposal)
 
     def write_batch(self, items: list[Proposal]) -> None:
         delivered = self._ledger.delivered_among([p.proposal_id for p in items])
@@ -345,10 +361,15 @@ class _LedgerPartition(_ProposalPartition):
         self._record_acks()
 
     def _record_acks(self) -> None:
-        if self._acked and self._ledger.mark(self._acked, "delivered"):
-            self._acked = []
+        with self._lock:
+            acked, self._acked = self._acked, []
+        if acked and not self._ledger.mark(acked, "delivered"):
+            with self._lock:
+                self._acked = acked + self._acked  # Redis away: try again later
 
     def close(self) -> None:
+        self._stopping.set()
+        self._poller.join(timeout=5)
         super().close()
         self._record_acks()
 

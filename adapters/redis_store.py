@@ -13,6 +13,7 @@ counts the failures, and writes the latest live state once Redis answers again.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -108,10 +109,12 @@ class _LiveStatePartition(StatelessSinkPartition[tuple[str, StepOutput]]):
     """Writes each batch's latest positions and decision trails in one pipeline.
 
     While Redis is down, the latest position per SKU-site and the trail entries are kept
-    (bounded) and written when it answers again.
+    (bounded) and written when it answers again: at the next batch, or by a background retry
+    when no batch comes (a quiet SKU must not keep a stale position after an outage).
     """
 
     MAX_PENDING_TRAIL = 100_000
+    RETRY_POLL_S = 0.5
 
     def __init__(self, client: redis.Redis, settings: RedisSettings) -> None:
         self._client = client
@@ -120,8 +123,22 @@ class _LiveStatePartition(StatelessSinkPartition[tuple[str, StepOutput]]):
         self._outage = Outage(settings.retry_after_s)
         self._positions: dict[tuple[str, str], bytes] = {}
         self._trail: list[tuple[str, bytes, DecisionRecord]] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._retrier = threading.Thread(target=self._retry, name="live-state-retry", daemon=True)
+        self._retrier.start()
+
+    def _retry(self) -> None:
+        while not self._stopping.wait(self.RETRY_POLL_S):
+            if self._outage.down_since is not None and self._outage.may_try():
+                with self._lock:
+                    self._flush()
 
     def write_batch(self, items: list[tuple[str, StepOutput]]) -> None:
+        with self._lock:
+            self._write(items)
+
+    def _write(self, items: list[tuple[str, StepOutput]]) -> None:
         for _, output in items:
             for position in output.positions:
                 self._positions[(position.sku, position.site)] = position_json(position)
@@ -163,6 +180,8 @@ class _LiveStatePartition(StatelessSinkPartition[tuple[str, StepOutput]]):
         self._trail.clear()
 
     def close(self) -> None:
+        self._stopping.set()
+        self._retrier.join(timeout=5)
         if self._outage.may_try():
             self._flush()
         self._client.close()

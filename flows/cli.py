@@ -155,6 +155,12 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reliability(args: argparse.Namespace) -> int:
+    from flows.reliability import run
+
+    return run(args.quick, args.runs)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from adapters.simulator import Scenario
     from flows.demo import run_demo
@@ -309,6 +315,14 @@ def parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--seconds", type=float, default=20.0, help="with --latency")
     bench.set_defaults(handler=_bench)
+
+    rel = sub.add_parser(
+        "reliability",
+        help="fault matrix: kill -9, broker and Redis outages, bad input, control abuse",
+    )
+    rel.add_argument("--quick", action="store_true", help="small sizes (what CI runs)")
+    rel.add_argument("--runs", type=int, help="kill -9 runs (default 5; quick 2)")
+    rel.set_defaults(handler=_reliability)
 
     sig = sub.add_parser("signal-bench", help="inject faults; score the signal-health detectors")
     sig.set_defaults(handler=_signal_bench)
