@@ -161,6 +161,12 @@ def _reliability(args: argparse.Namespace) -> int:
     return run(args.quick, args.runs)
 
 
+def _soak(args: argparse.Namespace) -> int:
+    from flows.soak import run
+
+    return run(args.minutes, args.rate, args.sample_s, args.idle_eviction_s)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from adapters.simulator import Scenario
     from flows.demo import run_demo
@@ -323,6 +329,15 @@ def parser() -> argparse.ArgumentParser:
     rel.add_argument("--quick", action="store_true", help="small sizes (what CI runs)")
     rel.add_argument("--runs", type=int, help="kill -9 runs (default 5; quick 2)")
     rel.set_defaults(handler=_reliability)
+
+    soak = sub.add_parser(
+        "soak", help="steady rate with churning SKUs: memory, state, latency over time"
+    )
+    soak.add_argument("--minutes", type=float, default=10.0)
+    soak.add_argument("--rate", type=float, default=1000.0, help="input events/s")
+    soak.add_argument("--sample-s", type=float, default=30.0)
+    soak.add_argument("--idle-eviction-s", type=float, default=30.0)
+    soak.set_defaults(handler=_soak)
 
     sig = sub.add_parser("signal-bench", help="inject faults; score the signal-health detectors")
     sig.set_defaults(handler=_signal_bench)
