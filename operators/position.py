@@ -105,12 +105,13 @@ def _apply_transfer(
         _take(sender, event.qty)
         receiver.inbound[key] = Inbound(event.qty, event.ts_ms + int(lead_hours * 3_600_000))
     elif kind is EventType.TRANSFER_RECEIVED:
-        if key not in receiver.inbound and reservation is not None and not reservation.dispatched:
-            # The dispatch event never reached us: the receipt proves it happened.
-            assert pid is not None
-            release(state, pid)
+        if key not in receiver.inbound:
+            # The dispatch event never reached us: the receipt proves the goods left the
+            # sender (also when the proposal's reservation had already expired).
             _take(sender, event.qty)
-            released = (pid, reservation, ReleaseReason.DISPATCHED)
+            if reservation is not None and pid is not None and not reservation.dispatched:
+                release(state, pid)
+                released = (pid, reservation, ReleaseReason.DISPATCHED)
         receiver.inbound.pop(key, None)
         receiver.on_hand += event.qty
         receiver.last_transfer_in_ms = event.ts_ms
