@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.engine import DecisionContext, step
-from operators.position import TRANSFER_INBOUND_PREFIX
 from operators.planner import expected_shortfall
+from operators.position import TRANSFER_INBOUND_PREFIX
 from state.records import Event, EventType, Outcome, Proposal
 from state.sku import SkuState
 from tests.helpers import HOUR, T0, event, policy, two_store_network, warm_history
