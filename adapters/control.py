@@ -1,12 +1,16 @@
 """The control topic: preload at start, a board every worker in the process reads, signing.
 
 The board is the one piece of state shared across keys: each SKU's decision asks it for the
-governance in force at its event's time. Commands reach it through a sink (the flow's only
-way to touch the outside), after verification in the flow.
+governance in force at its event's time. Commands reach it two ways, both after
+verification: through a sink in the flow (the audit trail comes from there), and from a
+`ControlFollower` that every process runs, because in a Bytewax cluster the flow's control
+input lives in one process and the SKUs of the others would never see the command. The
+board applies each command once, whichever way reaches it first.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -15,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from adapters import metrics
 from adapters.kafka import read_to_end
@@ -33,6 +37,7 @@ class GovernanceBoard:
         self._lock = threading.Lock()
         self._default_version = default_version
         self._active: str | None = None
+        self._applied: set[str] = set()
         if default_version is not None:
             self._publish_version()
 
@@ -45,6 +50,9 @@ class GovernanceBoard:
 
     def add(self, command: ControlCommand) -> None:
         with self._lock:
+            if command.nonce in self._applied:
+                return
+            self._applied.add(command.nonce)
             self._timeline.add(command)
         metrics.PAUSED.set(1 if self.at(time.time_ns() // 1_000_000).paused else 0)
         self._publish_version()
@@ -78,6 +86,66 @@ class GovernanceSink(DynamicSink[ControlCommand]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _BoardPartition:
         return _BoardPartition(self._board)
+
+
+class ControlFollower:
+    """Follows the control topic from `start_offset` in a background thread and applies
+    every verified command to this process's board."""
+
+    def __init__(
+        self,
+        board: GovernanceBoard,
+        brokers: Iterable[str],
+        topic: str,
+        keys: Mapping[str, bytes],
+        max_skew_ms: int,
+        known_versions: Iterable[str],
+        start_offset: int,
+        nonces: NonceMemory,
+        add_config: Mapping[str, str] | None = None,
+    ) -> None:
+        self._board = board
+        self._keys = dict(keys)
+        self._max_skew_ms = max_skew_ms
+        self._versions = set(known_versions)
+        self._nonces = copy.deepcopy(nonces)
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": ",".join(brokers),
+                "group.id": "stockshift-control-follower",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 50,
+                **(add_config or {}),
+            }
+        )
+        self._consumer.assign([TopicPartition(topic, 0, start_offset)])
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="control-follower", daemon=True)
+
+    def start(self) -> ControlFollower:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
+    def _follow(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                msg = self._consumer.poll(0.2)
+                if msg is None or msg.error() is not None:
+                    continue
+                ts_type, ts = msg.timestamp()
+                arrived = ts if ts_type else time.time_ns() // 1_000_000
+                verdict = verify(
+                    msg.value(), self._keys, arrived, self._nonces, self._max_skew_ms,
+                    self._versions, msg.offset(),
+                )  # fmt: skip
+                if isinstance(verdict, ControlCommand):
+                    self._board.add(verdict)
+        finally:
+            self._consumer.close()
 
 
 def parse_keys(text: str) -> dict[str, bytes]:

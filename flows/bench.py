@@ -9,21 +9,25 @@ import contextlib
 import gc
 import io
 import os
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
 import orjson
 from bytewax.dataflow import Dataflow
-from bytewax.testing import run_main
+from bytewax.testing import cluster_main, run_main
 
 from adapters import benchgen, kafka
-from adapters.devservices import redis_answers, start_broker
+from adapters.devservices import free_port, redis_answers, start_broker
 from adapters.kafka_source import MergedKafkaSource
+from adapters.recovery import recovery_config
 from adapters.settings import INPUT_KINDS, OUTPUT_KINDS, Settings
 from adapters.simulator import Scenario, make_network
 from flows.pipeline import build, kafka_sinks
@@ -77,10 +81,50 @@ def _full(settings: Settings, scenario: Scenario) -> Dataflow:
     )
 
 
-def _timed(flow: Dataflow) -> float:
+def _timed(flow: Dataflow, **run_args: Any) -> float:
     started = time.perf_counter()
-    run_main(flow)  # type: ignore[no-untyped-call]
+    run_main(flow, **run_args)  # type: ignore[no-untyped-call]
     return time.perf_counter() - started
+
+
+def _timed_workers(flow: Dataflow, workers: int) -> float:
+    started = time.perf_counter()
+    cluster_main(flow, [], 0, worker_count_per_proc=workers)  # type: ignore[no-untyped-call]
+    return time.perf_counter() - started
+
+
+def _timed_processes(settings: Settings, n_skus: int, processes: int) -> float:
+    """A Bytewax cluster of `processes` processes on loopback, one worker each; timed from
+    spawn to the last exit (process start-up included)."""
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+    env = {
+        **os.environ,
+        "STOCKSHIFT_BROKERS": ",".join(settings.brokers),
+        "STOCKSHIFT_TOPIC_PREFIX": settings.topic_prefix,
+        "STOCKSHIFT_REDIS_URL": settings.redis_url or "",
+        "STOCKSHIFT_REDIS_PREFIX": settings.redis_prefix,
+    }
+    started = time.perf_counter()
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "flows.bench", str(n_skus), addresses, str(i)],
+            env=env, stdout=subprocess.DEVNULL,
+        )
+        for i in range(processes)
+    ]  # fmt: skip
+    codes = [child.wait(timeout=900) for child in children]
+    if any(codes):
+        raise RuntimeError(f"bench cluster processes exited with {codes}")
+    return time.perf_counter() - started
+
+
+def _cluster_process(argv: list[str]) -> None:
+    """One process of the `_timed_processes` cluster (python -m flows.bench SKUS ADDRS ID)."""
+    n_skus, addresses, proc_id = int(argv[0]), argv[1].split(";"), int(argv[2])
+    from adapters.settings import from_env
+
+    flow = _full(from_env(), Scenario(n_sites=8, n_skus=n_skus))
+    cluster_main(flow, addresses, proc_id)  # type: ignore[no-untyped-call]
 
 
 def _rss_bytes() -> int:
@@ -154,6 +198,12 @@ def run_bench(
         say(f"producing {n_events} events ({n_skus} SKUs x {len(sites)} sites)")
         benchgen.produce(brokers, prefix, benchgen.generate(n_events, n_skus, sites))
         rates: dict[str, float] = {}
+        runs = iter(range(100))
+
+        def fresh() -> Settings:
+            """Each full-flow run its own Redis namespace: no run finds another's ledger."""
+            return replace(settings, redis_prefix=f"{prefix}{next(runs)}:")
+
         say("ceiling A: plain consume + parse loop")
         rates["A: confluent-kafka consume + parse"] = n_events / benchgen.consume_all(
             brokers, settings.input_topics, n_events
@@ -163,7 +213,21 @@ def run_bench(
             n_events / _timed(_passthrough(settings))
         )
         say(f"full flow, 1 worker (Redis {'on' if redis_url else 'unavailable: off'})")
-        rates["stockshift full flow, 1 worker"] = n_events / _timed(_full(settings, scenario))
+        rates["stockshift full flow, 1 worker"] = n_events / _timed(_full(fresh(), scenario))
+        say("full flow, recovery snapshots every 10 s")
+        recovery = recovery_config(Path(tempfile.mkdtemp(prefix="stockshift-bench-rec-")), 0)
+        rates["stockshift full flow, 1 worker, recovery snapshots every 10 s"] = n_events / _timed(
+            _full(fresh(), scenario), epoch_interval=timedelta(seconds=10),
+            recovery_config=recovery,
+        )  # fmt: skip
+        say("full flow, 2 workers in one process")
+        rates["stockshift full flow, 2 workers, 1 process"] = n_events / _timed_workers(
+            _full(fresh(), scenario), 2
+        )
+        say("full flow, 2 processes (Bytewax cluster on loopback)")
+        rates["stockshift full flow, 2 processes x 1 worker (incl. start-up)"] = (
+            n_events / _timed_processes(fresh(), n_skus, 2)
+        )
         results["events_per_second"] = {k: round(v) for k, v in rates.items()}
         ceiling_b = rates["B: Bytewax pass-through (source, parse, key, stateful no-op, sink)"]
         results["ratio_to_ceiling_b"] = {k: round(v / ceiling_b, 3) for k, v in rates.items()}
@@ -204,3 +268,7 @@ def print_results(results: dict[str, Any]) -> None:
     sizes = ", ".join(f"{k} keys: {int(v) / 1e6:.0f} MB" for k, v in results["state_bytes"].items())
     print(f"memory per SKU-site key in state: {results['bytes_per_sku_site_key']} bytes ({sizes})")
     print(f"stockshift demo: {results['demo_seconds']} s")
+
+
+if __name__ == "__main__":
+    _cluster_process(sys.argv[1:])

@@ -12,7 +12,7 @@ from bytewax.dataflow import Dataflow
 
 from adapters import kafka, metrics
 from adapters.configfiles import load_network, load_policies, load_policy
-from adapters.control import GovernanceBoard, preload
+from adapters.control import ControlFollower, GovernanceBoard, preload
 from adapters.settings import Settings, control_topic, from_env
 from flows.pipeline import Control, build
 
@@ -60,6 +60,13 @@ def prepare(settings: Settings) -> Dataflow:
         settings.kafka_config,
         timeout_s=settings.broker_wait_s,
     )
+    # Every process follows the control topic itself: in a cluster the flow's control input
+    # runs in one process only.
+    ControlFollower(
+        control.board, settings.brokers, control_topic(settings), control.keys,
+        control.max_skew_ms, policies, control.start_offset, control.nonces,
+        settings.kafka_config,
+    ).start()  # fmt: skip
     log.info(
         "starting flow",
         extra={

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 
 from adapters.devservices import free_port
 from adapters.flowproc import FlowHarness
+from tests.helpers import T0
 from tests.integration.test_recovery import expected, scenario
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -52,3 +55,55 @@ def test_two_processes_make_the_same_proposals_as_one(
             process.stop()
     ids = [p["proposal_id"] for p in proposals]
     assert sorted(ids) == sorted(want_ids)
+
+
+def paused_gauge(flow: FlowHarness) -> float:
+    port = flow.env["STOCKSHIFT_METRICS_PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("stockshift_paused "):
+                return float(line.split()[1])
+    return -1.0
+
+
+def test_a_pause_reaches_every_process_of_a_cluster(
+    kafka_brokers: str, redis_url: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """SKUs are spread over both processes; the control input runs in one of them."""
+    chunks = scenario(8)
+    addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    for pid in (0, 1):
+        (tmp_path / f"p{pid}").mkdir()
+    processes = [
+        FlowHarness(
+            kafka_brokers, topic_prefix, tmp_path / f"p{pid}",
+            STOCKSHIFT_ADDRESSES=addresses, STOCKSHIFT_PROCESS_ID=str(pid),
+            STOCKSHIFT_REDIS_URL=redis_url, STOCKSHIFT_REDIS_PREFIX=f"cp:{uuid.uuid4().hex[:6]}:",
+            STOCKSHIFT_METRICS_PORT=str(port),
+        )
+        for pid, port in ((0, free_port()), (1, free_port()))
+    ]  # fmt: skip
+    for process in processes:
+        process.start()
+    try:
+        first = processes[0]
+        for chunk in chunks[:-1]:
+            first.publish_events(chunk)
+            first.wait_live()
+        sent = first.control("pause", "--reason", "cluster stocktake", "--effective-at", str(T0))
+        assert sent.returncode == 0, sent.stderr
+        assert first.records("decisions", 1, keep=lambda r: r["outcome"] == "control_applied")
+        # What an operator checks: every process reports the pause (a command reaching a
+        # process after it decided an event cannot undo that decision).
+        deadline = time.monotonic() + 20
+        while not all(paused_gauge(p) == 1.0 for p in processes):
+            assert time.monotonic() < deadline, [paused_gauge(p) for p in processes]
+            time.sleep(0.2)
+        first.publish_events(chunks[-1])
+        paused = first.records("decisions", 8, timeout=60, keep=lambda r: r["reason"] == "paused")
+        proposals = first.records("proposals", 1, timeout=3)
+    finally:
+        for process in processes:
+            process.stop()
+    assert proposals == []
+    assert len({r["sku"] for r in paused}) == 8
