@@ -82,9 +82,46 @@ def _produce(producer: Producer, prefix: str, kind: str, body: dict[str, Any]) -
             producer.poll(0.01)
 
 
-def measure(brokers: str, rate: float, seconds: float, skus: int) -> dict[str, Any]:
+def relay(brokers: str, prefix: str) -> None:
+    """The baseline beside the flow: a plain confluent-kafka loop that consumes the input
+    topics, parses each message, and answers every damage write-off with a message on the
+    proposals topic naming it (python -m adapters.latency BROKERS PREFIX)."""
+    consumer = Consumer(
+        {"bootstrap.servers": brokers, "group.id": "relay", "enable.auto.commit": False,
+         **kafka.SOURCE_DEFAULTS}
+    )  # fmt: skip
+    parts = []
+    for kind in INPUT_KINDS:
+        topic = prefix + kind
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        parts += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
+    consumer.assign(parts)
+    producer = Producer({"bootstrap.servers": brokers, **kafka.SINK_DEFAULTS})
+    while True:
+        for msg in consumer.consume(500, 0.005):
+            if msg.error() is not None:
+                continue
+            body = orjson.loads(msg.value() or b"{}")
+            if body.get("type") == "adjustment":
+                answer = {"proposal_id": body["event_id"], "trigger_event_ids": [body["event_id"]]}
+                producer.produce(prefix + "proposals", orjson.dumps(answer), msg.key())
+        producer.poll(0)
+
+
+def measure(
+    brokers: str,
+    rate: float,
+    seconds: float,
+    skus: int,
+    target: str = "stockshift",
+    linger_ms: float = 20.0,
+) -> dict[str, Any]:
     """Warm `skus` SKUs up, then send `rate` events/s for `seconds`; every SKU gets one
-    damage write-off that needs a transfer. Returns latency percentiles in milliseconds."""
+    damage write-off that needs a transfer. Returns latency percentiles in milliseconds.
+
+    `target` "relay" runs the plain consume->produce baseline instead of `stockshift run`.
+    The input producer batches for `linger_ms`, as a real one does; it is part of the
+    latency measured."""
     prefix = f"lat{uuid.uuid4().hex[:6]}."
     kafka.ensure_topics([brokers], [prefix + k for k in (*INPUT_KINDS, *OUTPUT_KINDS)], 3)
     folder = Path(tempfile.mkdtemp(prefix="stockshift-latency-"))
@@ -98,12 +135,16 @@ def measure(brokers: str, rate: float, seconds: float, skus: int) -> dict[str, A
         "STOCKSHIFT_LOG_LEVEL": "WARNING",
     }
     log = (folder / "flow.log").open("wb")
-    flow = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
+    command = (
+        [sys.executable, "-m", "flows.cli", "run"]
+        if target == "stockshift"
+        else [sys.executable, "-m", "adapters.latency", brokers, prefix]
     )
+    flow = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     producer = Producer(
-        {"bootstrap.servers": brokers, "linger.ms": 2, "queue.buffering.max.messages": 200000}
-    )
+        {"bootstrap.servers": brokers, "linger.ms": linger_ms,
+         "queue.buffering.max.messages": 200000}
+    )  # fmt: skip
     sent_at: dict[str, float] = {}
     received: dict[str, float] = {}
     stop = threading.Event()
@@ -189,6 +230,8 @@ def measure(brokers: str, rate: float, seconds: float, skus: int) -> dict[str, A
         return round(latencies[min(int(q * len(latencies)), len(latencies) - 1)], 1)
 
     return {
+        "target": target,
+        "linger_ms": linger_ms,
         "rate_events_per_s": rate,
         "seconds": seconds,
         "triggers": len(sent_at),
@@ -199,3 +242,7 @@ def measure(brokers: str, rate: float, seconds: float, skus: int) -> dict[str, A
         "max_ms": round(latencies[-1], 1),
         "mean_ms": round(statistics.fmean(latencies), 1),
     }
+
+
+if __name__ == "__main__":
+    relay(sys.argv[1], sys.argv[2])

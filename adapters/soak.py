@@ -98,13 +98,10 @@ def run_soak(
         [services.brokers], [run.topic(k) for k in (*INPUT_KINDS, *OUTPUT_KINDS)], 3
     )
     kafka.ensure_topics([services.brokers], [run.topic(CONTROL_KIND)], 1)
-    # Batches of tens of messages: Tansu serves about one record batch per partition per
-    # fetch, so a producer sending a batch per message outruns any consumer of it (seen: the
-    # flow's input fell further behind every second at 2 ms linger and 2,000 events/s).
     producer = Producer(
         {
             "bootstrap.servers": services.brokers,
-            "linger.ms": 50,
+            "linger.ms": 20,
             "queue.buffering.max.messages": 500_000,
         }
     )

@@ -143,8 +143,10 @@ def _bench(args: argparse.Namespace) -> int:
 
         brokers, process = (args.brokers, None) if args.brokers else start_broker()
         try:
+            skus = args.skus if args.skus < 5000 else 400
             for rate in (float(r) for r in args.latency.split(",")):
-                print(measure(brokers, rate, args.seconds, args.skus if args.skus < 5000 else 400))
+                for target in ("relay", "stockshift"):
+                    print(measure(brokers, rate, args.seconds, skus, target, args.linger_ms))
         finally:
             if process is not None:
                 process.terminate()
@@ -320,6 +322,9 @@ def parser() -> argparse.ArgumentParser:
         "--latency", help="instead: trigger-to-proposal latency at these events/s, e.g. 2000"
     )
     bench.add_argument("--seconds", type=float, default=20.0, help="with --latency")
+    bench.add_argument(
+        "--linger-ms", type=float, default=20.0, help="with --latency: the input producer's"
+    )
     bench.set_defaults(handler=_bench)
 
     rel = sub.add_parser(
