@@ -88,6 +88,19 @@ class GovernanceSink(DynamicSink[ControlCommand]):
         return _BoardPartition(self._board)
 
 
+def verify_message(
+    msg: Any,
+    keys: Mapping[str, bytes],
+    nonces: NonceMemory,
+    max_skew_ms: int,
+    versions: set[str],
+) -> ControlCommand | ControlRejection:
+    """A control-topic message checked against the time the broker stamped on it."""
+    ts_type, ts = msg.timestamp()
+    arrived = ts if ts_type else time.time_ns() // 1_000_000
+    return verify(msg.value(), keys, arrived, nonces, max_skew_ms, versions, msg.offset())
+
+
 class ControlFollower:
     """Follows the control topic from `start_offset` in a background thread and applies
     every verified command to this process's board."""
@@ -136,12 +149,9 @@ class ControlFollower:
                 msg = self._consumer.poll(0.2)
                 if msg is None or msg.error() is not None:
                     continue
-                ts_type, ts = msg.timestamp()
-                arrived = ts if ts_type else time.time_ns() // 1_000_000
-                verdict = verify(
-                    msg.value(), self._keys, arrived, self._nonces, self._max_skew_ms,
-                    self._versions, msg.offset(),
-                )  # fmt: skip
+                verdict = verify_message(
+                    msg, self._keys, self._nonces, self._max_skew_ms, self._versions
+                )
                 if isinstance(verdict, ControlCommand):
                     self._board.add(verdict)
         finally:
@@ -179,9 +189,7 @@ def preload(
     versions = set(known_versions)
     next_offset = 0
     for msg in read_to_end(brokers, topic, "stockshift-control-preload", add_config, timeout_s):
-        ts_type, ts = msg.timestamp()
-        arrived = ts if ts_type else time.time_ns() // 1_000_000
-        verdict = verify(msg.value(), keys, arrived, nonces, max_skew_ms, versions, msg.offset())
+        verdict = verify_message(msg, keys, nonces, max_skew_ms, versions)
         if isinstance(verdict, ControlCommand):
             board.add(verdict)
         verdicts.append(verdict)
