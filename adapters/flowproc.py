@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -150,6 +152,21 @@ class FlowHarness:
             keep=None if keep is None else (lambda m: keep(orjson.loads(m.value()))),
         )  # fmt: skip
         return [orjson.loads(m.value()) for m in messages]
+
+    def metric(self, name: str) -> float:
+        """The sum of a metric's series as the flow serves it (STOCKSHIFT_METRICS_PORT);
+        0 while the flow does not answer (starting, or killed)."""
+        port = self.env["STOCKSHIFT_METRICS_PORT"]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+                text = answer.read().decode()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return 0.0
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith((name + "{", name + " "))
+        )
 
     def wait_live(self) -> None:
         """Publish a malformed message and wait for it in the DLQ: the flow is consuming."""

@@ -195,6 +195,11 @@ def on_client_error(client: str) -> Callable[[ClientError], None]:
     return report
 
 
+def reporting_producer(config: Mapping[str, Any], topic: str) -> Producer:
+    """A producer whose client errors are counted and logged under its topic."""
+    return Producer({**config, "error_cb": on_client_error(topic)})
+
+
 class ProducingSink(DynamicSink[T], Generic[T]):
     """Produce records to one topic with delivery reports and backpressure."""
 
@@ -215,7 +220,7 @@ class ProducingSink(DynamicSink[T], Generic[T]):
         return _ProducingPartition(self._producer(), self._topic, self._serialize, self.stats)
 
     def _producer(self) -> Producer:
-        return Producer({**self._config, "error_cb": on_client_error(self._topic)})
+        return reporting_producer(self._config, self._topic)
 
 
 class ProposalSink(ProducingSink[Proposal]):
@@ -404,7 +409,7 @@ class LedgeredProposalSink(DynamicSink[Proposal]):
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _LedgerPartition:
         ledger = ProposalLedger(connect(self._redis_settings), self._redis_settings)
         return _LedgerPartition(
-            Producer({**self._config, "error_cb": on_client_error(self._topic)}),
+            reporting_producer(self._config, self._topic),
             self._topic,
             self._serialize,
             self.stats,

@@ -47,60 +47,23 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         stop_at_end: bool = False,
         grace_ms: float = 10.0,
     ) -> None:
-        self._config = {**config, "stats_cb": self._on_stats, "error_cb": on_client_error("input")}
+        self._consumer = Consumer(
+            {**config, "stats_cb": self._on_stats, "error_cb": on_client_error("input")}
+        )
         self._next: dict[str, int] = dict(resume or {})
-        self._consumer = self._connect(
-            {key: self._next.get(f"{key[1]}-{key[0]}", OFFSET_BEGINNING) for key in partitions}
+        self._consumer.assign(
+            [
+                TopicPartition(topic, part, self._next.get(f"{part}-{topic}", OFFSET_BEGINNING))
+                for topic, part in partitions
+            ]
         )
         self._buffers: dict[Key, deque[RawMessage]] = {key: deque() for key in partitions}
-        # Per partition: the offset after the last message fetched, the high watermark the
-        # client statistics last reported, and since when it has been starving.
-        self._fetched_to: dict[Key, int] = {}
-        self._high: dict[Key, int] = {}
-        self._starving_since: float | None = None
         self._fetched: dict[Key, deque[float]] = {key: deque() for key in partitions}
         self._grace_s = grace_ms / 1000
         self._caught_up: set[Key] = set()
         self._paused: set[Key] = set()
         self._batch_size = batch_size
         self._stop_at_end = stop_at_end
-
-    STALL_S = 10.0
-
-    def _connect(self, positions: Mapping[Key, int]) -> Any:
-        consumer = Consumer(self._config)
-        consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in positions.items()])
-        return consumer
-
-    def _unstick(self, starved: list[Key]) -> None:
-        """A partition with data on the broker that the client has not fetched for
-        `STALL_S`: start a new client at the offsets already fetched. (Seen with Tansu under
-        a growing live log: the client stopped fetching one partition for good, while a new
-        client read it at once.)"""
-        now = time.monotonic()
-        behind = [k for k in starved if self._high.get(k, -1) > self._position(k)]
-        if not behind:
-            self._starving_since = None
-            return
-        if self._starving_since is None:
-            self._starving_since = now
-            return
-        if now - self._starving_since < self.STALL_S:
-            return
-        log.warning(
-            "input partitions not fetched; reconnecting the consumer",
-            extra={"partitions": [f"{t}[{p}]" for t, p in behind]},
-        )
-        metrics.KAFKA_CLIENT_ERRORS.labels(client="input", code="stalled_fetch").inc()
-        self._consumer.close()
-        self._consumer = self._connect({k: self._position(k) for k in self._buffers})
-        self._caught_up.clear()
-        self._paused.clear()
-        self._starving_since = None
-
-    def _position(self, key: Key) -> int:
-        """Where the next fetch of this partition starts: after what is buffered."""
-        return self._fetched_to.get(key, self._next.get(f"{key[1]}-{key[0]}", 0))
 
     def next_batch(self) -> list[RawMessage | DeadLetter]:
         if (
@@ -114,11 +77,7 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         # Hand out at most one batch per call and fetch only while little is buffered: a
         # backlog then spreads over many epochs, so snapshots commit as often as configured
         # (one 35k-event batch held the first snapshot of a replay back for seconds).
-        starved = [k for k, b in self._buffers.items() if not b and k not in self._caught_up]
-        if starved:
-            self._unstick(starved)
-        else:
-            self._starving_since = None
+        starved = any(not b and k not in self._caught_up for k, b in self._buffers.items())
         fetched = self._drain() if starved or buffered < 4 * self._batch_size else []
         for msg in fetched:
             key = (msg.topic() or "", msg.partition() or 0)
@@ -131,7 +90,6 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
                 continue
             self._caught_up.discard(key)
             self._fetched[key].append(time.monotonic())
-            self._fetched_to[key] = msg.offset() + 1
             ts_type, ts = msg.timestamp()
             self._buffers[key].append(
                 RawMessage(
@@ -208,18 +166,17 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         """Consumer lag per partition: the high watermark the fetches saw, minus what we
         emitted (the broker's watermark query is not trusted: Tansu answers it wrongly)."""
         try:
-            stats = orjson.loads(text)
-            brokers = stats.get("brokers", {}).values()
+            report = orjson.loads(text)
+            brokers = report.get("brokers", {}).values()
             if brokers:
                 up = any(b.get("state") == "UP" for b in brokers if b.get("nodeid", 0) >= 0)
                 metrics.KAFKA_BROKERS_DOWN.set(0 if up else 1)
-            topics = stats.get("topics", {})
+            topics = report.get("topics", {})
             for topic, body in topics.items():
                 for part, stats in body.get("partitions", {}).items():
                     high = stats.get("hi_offset", -1)
                     if part == "-1" or high < 0:
                         continue
-                    self._high[(topic, int(part))] = high
                     done = self._next.get(f"{part}-{topic}", 0)
                     metrics.CONSUMER_LAG.labels(topic=topic, partition=part).set(
                         max(high - done, 0)

@@ -16,8 +16,6 @@ import subprocess
 import tempfile
 import time
 import tomllib
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -29,7 +27,7 @@ import orjson
 import redis
 from confluent_kafka import Producer
 
-from adapters import kafka
+from adapters import benchgen, kafka
 from adapters.configfiles import load_policy
 from adapters.devservices import broker_command, free_port, redis_command, wait_for_port
 from adapters.faultproxy import FaultProxy
@@ -137,7 +135,7 @@ class Sizes:
 
 
 @dataclass
-class _Run:
+class ScenarioRun:
     """One scenario's flow process, topics and Redis namespace."""
 
     services: Services
@@ -149,14 +147,13 @@ class _Run:
         self.folder = self.folder / tag
         self.folder.mkdir(parents=True)
         self.redis_prefix = f"rel:{tag}:"
-        self.metrics_port = free_port()
         self.flow = FlowHarness(
             self.services.brokers,
             f"rel{tag}.",
             self.folder,
             STOCKSHIFT_REDIS_URL=self.services.redis_url,
             STOCKSHIFT_REDIS_PREFIX=self.redis_prefix,
-            STOCKSHIFT_METRICS_PORT=str(self.metrics_port),
+            STOCKSHIFT_METRICS_PORT=str(free_port()),
             **self.env,
         )
 
@@ -166,37 +163,14 @@ class _Run:
     def publish_backlog(self, events: list[Event]) -> None:
         """All of it before the flow reads: the merged order is then the log's, whatever
         the timing of the fault."""
-        producer = Producer(
-            {"bootstrap.servers": self.services.brokers, "linger.ms": 20,
-             "queue.buffering.max.messages": 500_000}
-        )  # fmt: skip
+        messages = []
         for e in events:
             kind, value = message_of(e)
-            while True:
-                try:
-                    producer.produce(self.topic(kind), value, e.sku.encode(), timestamp=e.ts_ms)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-        if producer.flush(120):
-            raise ConnectionError("input not acknowledged by the broker")
+            messages.append((kind, e.sku.encode(), value, e.ts_ms))
+        benchgen.produce(self.services.brokers, self.flow.prefix, messages)
         self.flow.last_ts = max(e.ts_ms for e in events)
 
-    def metric(self, name: str) -> float:
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2
-            ) as response:
-                text = response.read().decode()
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return 0.0
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith(name + "{") or line.startswith(name + " ")
-        )
-
-    def outcome(self, reference: Reference) -> tuple[Reconciliation, list[str]]:
+    def outcome(self, reference: Reference) -> Reconciliation:
         ids = [
             orjson.loads(m.value())["proposal_id"]
             for m in kafka.read_to_end([self.services.brokers], self.topic("proposals"), "rel")
@@ -217,13 +191,13 @@ class _Run:
             pipe.hget(keys.proposal(pid), "state")
         states = pipe.execute()
         delivered = {pid for pid, s in zip(distinct, states, strict=True) if s == b"delivered"}
-        return reconcile(reference, ids, live, delivered), ids
+        return reconcile(reference, ids, live, delivered)
 
     def settle(self, reference: Reference, timeout_s: float, max_duplicates: int) -> Reconciliation:
         """Until the run reconciles (or the time is up): outputs trail the input."""
         deadline = time.monotonic() + timeout_s
         while True:
-            result, _ = self.outcome(reference)
+            result = self.outcome(reference)
             if result.passed(max_duplicates) or time.monotonic() > deadline:
                 return result
             time.sleep(0.5)
@@ -244,10 +218,11 @@ def _line(
     result: Reconciliation,
     max_duplicates: int,
     note: str = "",
-    **extra: Any,
+    ok: bool = True,
+    accounted: int | None = None,
 ) -> Line:
-    ok = result.passed(max_duplicates) and extra.pop("ok", True)
-    accounted = extra.pop("accounted", None)
+    """`accounted`: events whose effect was verified (by default all of them when every
+    SKU-site's state equals the reference)."""
     if accounted is None:
         accounted = events if result.state_mismatches == 0 else 0
     detail = (
@@ -257,8 +232,8 @@ def _line(
         + (f"; e.g. {result.first_mismatch}" if result.first_mismatch else "")
     )
     return Line(
-        fault, events, accounted, result.expected, result.produced, result.duplicated, ok,
-        f"{detail}{'; ' + note if note else ''}",
+        fault, events, accounted, result.expected, result.produced, result.duplicated,
+        ok and result.passed(max_duplicates), f"{detail}{'; ' + note if note else ''}",
     )  # fmt: skip
 
 
@@ -276,7 +251,7 @@ def kill_run(
     snapshot_interval_s: float,
 ) -> Line:  # fmt: skip
     """SIGKILL at a seeded point of the backlog, restart from the recovery snapshot."""
-    run = _Run(
+    run = ScenarioRun(
         services, folder,
         {"STOCKSHIFT_RECOVERY_DIR": str(folder / f"recovery-{seed}"),
          "STOCKSHIFT_SNAPSHOT_INTERVAL_S": str(snapshot_interval_s)},
@@ -287,7 +262,7 @@ def kill_run(
     try:
         # At a seeded point of the work done by the state step (what was parsed may run
         # far ahead of it in a backlog).
-        while (processed := run.metric("stockshift_event_time_lag_seconds_count")) < kill_at:
+        while (processed := run.flow.metric("stockshift_event_time_lag_seconds_count")) < kill_at:
             if not run.flow.alive:
                 raise RuntimeError("flow exited before the kill point")
             time.sleep(0.01)
@@ -298,14 +273,14 @@ def kill_run(
         run.flow.process.wait(timeout=10)
         run.flow.start(wait=False)
         restarted = time.monotonic()
-        while run.metric("stockshift_event_time_lag_seconds_count") == 0:
+        while run.flow.metric("stockshift_event_time_lag_seconds_count") == 0:
             if time.monotonic() - restarted > 120:
                 raise RuntimeError("no output within 120 s of the restart")
             time.sleep(0.02)
         resume_s = time.monotonic() - restarted
         result = run.settle(reference, 300, len(reference.proposal_ids))
         window = _duplicates_outside_window(run, killed, snapshot_interval_s)
-        reread = int(run.metric("stockshift_events_consumed_total"))
+        reread = int(run.flow.metric("stockshift_events_consumed_total"))
     finally:
         run.flow.stop()
     return _line(
@@ -317,7 +292,7 @@ def kill_run(
     )  # fmt: skip
 
 
-def _duplicates_outside_window(run: _Run, killed_s: float, interval_s: float) -> int:
+def _duplicates_outside_window(run: ScenarioRun, killed_s: float, interval_s: float) -> int:
     """A duplicate is allowed only if its first copy was produced in the last snapshot
     interval before the kill (acknowledged, ledger not yet written, then replayed)."""
     first: dict[str, float] = {}
@@ -334,7 +309,7 @@ def broker_down_at_start(
     services: Services, folder: Path, events: list[Event], reference: Reference
 ) -> Line:
     services.proxy.cut()
-    run = _Run(services, folder, {"STOCKSHIFT_BROKER_WAIT_S": "120"})
+    run = ScenarioRun(services, folder, {"STOCKSHIFT_BROKER_WAIT_S": "120"})
     try:
         run.flow.start(wait=False)
         time.sleep(8)
@@ -357,16 +332,16 @@ def broker_outage(
 ) -> Line:
     """Every broker connection cut and refused for 5 s while the flow works through its
     input and produces proposals; it must continue where it stopped when the broker returns."""
-    run = _Run(services, folder)
+    run = ScenarioRun(services, folder)
     run.publish_backlog(events)
     try:
         run.flow.start()
-        while run.metric("stockshift_events_consumed_total") < 0.4 * len(events):
+        while run.flow.metric("stockshift_events_consumed_total") < 0.4 * len(events):
             time.sleep(0.01)
         services.proxy.cut()
         time.sleep(5)
         survived = run.flow.alive
-        down = run.metric("stockshift_kafka_client_errors_total")
+        down = run.flow.metric("stockshift_kafka_client_errors_total")
         services.proxy.restore()
         result = run.settle(reference, 60, 0)
     finally:
@@ -383,7 +358,7 @@ def redis_outage(
 ) -> Line:
     """Redis dies while triggers arrive; proposals keep flowing without the ledger, and the
     ledger and live positions catch up when it returns."""
-    run = _Run(services, folder)
+    run = ScenarioRun(services, folder)
     warm, damage = _phases(events, 50)
     half = len(damage) // 2
     try:
@@ -410,7 +385,7 @@ def poison_input(
     services: Services, folder: Path, events: list[Event], reference: Reference, seed: int
 ) -> Line:
     """Bad messages of every kind interleaved with the good input, on the SKUs' own keys."""
-    run = _Run(services, folder)
+    run = ScenarioRun(services, folder)
     rng = random.Random(seed)
     warm, damage = _phases(events, 50)
     offsets: list[tuple[str, int, int]] = []
@@ -458,7 +433,7 @@ def control_abuse(
     services: Services, folder: Path, events: list[Event], reference: Reference
 ) -> Line:
     """Forged, unsigned, malformed, oversized and replayed pause commands change nothing."""
-    run = _Run(services, folder)
+    run = ScenarioRun(services, folder)
     warm, damage = _phases(events, 50)
     now = int(time.time() * 1000)
     pause = {"command": "pause", "reason": "abuse", "ts": now}

@@ -24,11 +24,10 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from adapters import kafka
-from adapters.reliability import Services, _Run
+from adapters.reliability import ScenarioRun, Services
 from adapters.settings import CONTROL_KIND, INPUT_KINDS, OUTPUT_KINDS
+from operators.verify import HOUR_MS, T0_MS
 
-HOUR_MS = 3_600_000
-T0_MS = 1_767_225_600_000
 SPEEDUP = 1800  # one wall-clock second is half an event-hour
 LIFE_HOURS = 60  # sales per SKU and site before its damage write-off
 SLOT_S = HOUR_MS / SPEEDUP / 1000  # wall seconds per event-hour
@@ -85,7 +84,7 @@ def run_soak(
     say: Callable[[str], None] = lambda _: None,
 ) -> SoakResult:
     recovery = folder / "recovery"
-    run = _Run(
+    run = ScenarioRun(
         services,
         folder,
         {
@@ -193,15 +192,15 @@ def run_soak(
                 latencies.clear()
                 produced = result.produced
             accounted = int(
-                run.metric("stockshift_events_consumed_total")
-                + run.metric("stockshift_dead_letters_total")
+                run.flow.metric("stockshift_events_consumed_total")
+                + run.flow.metric("stockshift_dead_letters_total")
             )
             sample = Sample(
                 round(now),
                 produced,
                 accounted,
                 round(_rss_mb(pid), 1),
-                int(run.metric("stockshift_state_keys")),
+                int(run.flow.metric("stockshift_state_keys")),
                 round(_dir_mb(recovery), 1),
                 proposals,
                 _pct(window, 0.5),
@@ -285,7 +284,7 @@ def run_soak(
         producer.flush(60)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            accounted = run.metric("stockshift_events_consumed_total") + run.metric(
+            accounted = run.flow.metric("stockshift_events_consumed_total") + run.flow.metric(
                 "stockshift_dead_letters_total"
             )
             if accounted >= result.produced:
@@ -298,3 +297,18 @@ def run_soak(
             thread.join(timeout=5)
         run.flow.stop()
     return result
+
+
+def flat(samples: list[Sample], name: str) -> tuple[float, float, bool]:
+    """Mean of the middle and the last third of the samples; flat within 10%."""
+    values = [float(getattr(s, name)) for s in samples]
+    third = max(len(values) // 3, 1)
+    middle_values = values[third : 2 * third]
+    middle = sum(middle_values) / max(len(middle_values), 1)
+    last = sum(values[-third:]) / third
+    return middle, last, middle > 0 and abs(last - middle) <= 0.10 * middle
+
+
+def warmup_s(idle_eviction_s: float, sample_s: float) -> float:
+    """When the churn reaches steady state: a SKU's life, its eviction, one more sample."""
+    return LIFE_HOURS * SLOT_S + idle_eviction_s + sample_s

@@ -9,16 +9,7 @@ import tempfile
 from pathlib import Path
 
 from adapters.reliability import services_in
-from adapters.soak import LIFE_HOURS, SLOT_S, Sample, run_soak
-
-
-def flat(samples: list[Sample], name: str) -> tuple[float, float, bool]:
-    """Mean of the middle and the last third of the steady samples; flat within 10%."""
-    values = [float(getattr(s, name)) for s in samples]
-    third = max(len(values) // 3, 1)
-    middle = sum(values[third : 2 * third]) / max(len(values[third : 2 * third]), 1)
-    last = sum(values[-third:]) / third
-    return middle, last, middle > 0 and abs(last - middle) <= 0.10 * middle
+from adapters.soak import LIFE_HOURS, SLOT_S, flat, run_soak, warmup_s
 
 
 def run(minutes: float, rate: float, sample_s: float, idle_eviction_s: float) -> int:
@@ -49,18 +40,18 @@ def run(minutes: float, rate: float, sample_s: float, idle_eviction_s: float) ->
             f"{s.at_s:>6}{s.produced:>10}{s.accounted:>11}{s.rss_mb:>8}{s.keys_held:>7}"
             f"{s.recovery_mb:>9}{s.proposals:>10}{s.p50_ms:>8}{s.p99_ms:>8}"
         )
-    warm_s = LIFE_HOURS * SLOT_S + idle_eviction_s + sample_s
-    steady = [s for s in result.samples if s.at_s >= warm_s]
+    warm_s = warmup_s(idle_eviction_s, sample_s)
+    steady_samples = [s for s in result.samples if s.at_s >= warm_s]
     ok = result.accounted == result.produced and result.errors == 0
     print(
         f"events in {result.produced}, accounted {result.accounted}, producer errors "
         f"{result.errors}: {'PASS' if ok else 'FAIL'}"
     )
-    if len(steady) < 3:
+    if len(steady_samples) < 3:
         print(f"too short for a steady state (needs samples after {warm_s:.0f} s)")
         return 1
     for name in ("rss_mb", "keys_held", "recovery_mb"):
-        middle, last, good = flat(steady, name)
+        middle, last, good = flat(steady_samples, name)
         ok &= good
         print(
             f"{name}: middle third {middle:.1f}, last third {last:.1f}: "

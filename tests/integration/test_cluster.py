@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -57,15 +56,6 @@ def test_two_processes_make_the_same_proposals_as_one(
     assert sorted(ids) == sorted(want_ids)
 
 
-def paused_gauge(flow: FlowHarness) -> float:
-    port = flow.env["STOCKSHIFT_METRICS_PORT"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith("stockshift_paused "):
-                return float(line.split()[1])
-    return -1.0
-
-
 def test_a_pause_reaches_every_process_of_a_cluster(
     kafka_brokers: str, redis_url: str, topic_prefix: str, tmp_path: Path
 ) -> None:
@@ -96,8 +86,8 @@ def test_a_pause_reaches_every_process_of_a_cluster(
         # What an operator checks: every process reports the pause (a command reaching a
         # process after it decided an event cannot undo that decision).
         deadline = time.monotonic() + 20
-        while not all(paused_gauge(p) == 1.0 for p in processes):
-            assert time.monotonic() < deadline, [paused_gauge(p) for p in processes]
+        while not all(p.metric("stockshift_paused") == 1.0 for p in processes):
+            assert time.monotonic() < deadline, [p.metric("stockshift_paused") for p in processes]
             time.sleep(0.2)
         first.publish_events(chunks[-1])
         paused = first.records("decisions", 8, timeout=60, keep=lambda r: r["reason"] == "paused")

@@ -7,7 +7,6 @@ import random
 import signal
 import time
 import tomllib
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -61,16 +60,6 @@ def expected(chunks: list[list]) -> tuple[set[str], dict[tuple[str, str], int], 
     return ids, on_hand, decisions
 
 
-def events_consumed(port: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("stockshift_events_consumed_total{")
-    )
-
-
 def test_kill_and_restart_loses_nothing_and_duplicates_nothing(
     kafka_brokers: str, redis_url: str, topic_prefix: str, tmp_path: Path
 ) -> None:
@@ -105,7 +94,7 @@ def test_kill_and_restart_loses_nothing_and_duplicates_nothing(
         proposals = flow.records("proposals", len(want_ids), timeout=60)
         time.sleep(1.0)  # anything still in flight would show up now
         proposals = flow.records("proposals", 10_000, timeout=3)
-        consumed_by_last = events_consumed(metrics_port)
+        consumed_by_last = flow.metric("stockshift_events_consumed_total")
     finally:
         flow.stop()
     # Recovery really resumed from snapshots: the last process consumed only what came after
