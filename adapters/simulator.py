@@ -96,7 +96,7 @@ def load_scenario(path: str | Path, **overrides: Any) -> Scenario:
             raise ConfigError(f"{path}: weekly needs 7 multipliers (Monday first)")
     if "trace" in raw:
         raw["trace"] = str(path.parent / raw["trace"])
-    scenario = replace(Scenario(), **raw, **overrides)
+    scenario = replace(Scenario(), **{**raw, **overrides})
     if scenario.replenishment not in REPLENISHMENT_RULES:
         raise ConfigError(f"{path}: replenishment must be one of {REPLENISHMENT_RULES}")
     if scenario.distribution not in ("poisson", "negbin"):

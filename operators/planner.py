@@ -2,10 +2,19 @@
 
 Each site agent states its need against the policy: a receiver is short when its projected
 position over the lane lead time plus the review period falls below its reorder point
-(expected demand + z * sigma * sqrt(time)); a sender has surplus above its own reorder point
-plus a protection buffer. The planner matches a short receiver with the sender that gives
-the best net benefit: expected lost sales avoided (at the receiver, minus those caused at
-the sender) times the unit margin, minus the transfer's fixed and per-unit cost.
+(expected demand + z * sigma * sqrt(time)); a sender may ship the physical stock it holds
+above its near-term protection (`sender_keep_hours` of demand plus safety). The planner
+matches a short receiver with the sender that gives the best net benefit: expected lost
+sales avoided at the receiver, minus those the transfer causes at the sender over the
+sender's whole replenishment horizon, times the value of a sale, minus the transfer's fixed
+and per-unit cost. Pricing the sender's loss instead of fencing off its whole reorder point
+is what lets an overstocked site feed a short one while keeping transfers that merely move
+a shortage from one site to another unprofitable (so no ping-pong).
+
+A site's demand estimate is shrunk toward the SKU's average across sites until the site has
+been observed for `demand_prior_hours` (empirical Bayes): a slow mover or a site that has
+sold little yet otherwise looks like it needs nothing, never gets stock and never shows
+demand.
 """
 
 from __future__ import annotations
@@ -54,15 +63,39 @@ class Agent:
         return self.mean * hours + z * self.sd * math.sqrt(hours)
 
 
-def agent_for(site_id: str, site: SiteState, policy: Policy) -> Agent:
+def demand_prior(sku_state: SkuState, policy: Policy) -> float | None:
+    """The SKU's demand per site and hour across its sites, weighted by how long each was
+    observed; None until some site has been observed for the warm-up period."""
     minutes = policy.demand_window_minutes
-    return Agent(
-        site_id=site_id,
-        state=site,
-        mean=mean_per_hour(site.demand, minutes),
-        sd=sd_per_hour(site.demand, minutes),
-        learned=observed_hours(site.demand, minutes) >= policy.warmup_hours,
-    )
+    cap = policy.demand_halflife_hours
+    total = weight = 0.0
+    longest = 0.0
+    for site in sku_state.sites.values():
+        hours = observed_hours(site.demand, minutes)
+        if hours <= 0:
+            continue
+        longest = max(longest, hours)
+        evidence = min(hours, cap)
+        total += evidence * mean_per_hour(site.demand, minutes)
+        weight += evidence
+    if longest < policy.warmup_hours or weight <= 0:
+        return None
+    return total / weight
+
+
+def agent_for(site_id: str, site: SiteState, policy: Policy, prior: float | None = None) -> Agent:
+    minutes = policy.demand_window_minutes
+    mean = mean_per_hour(site.demand, minutes)
+    sd = sd_per_hour(site.demand, minutes)
+    hours = observed_hours(site.demand, minutes)
+    learned = hours >= policy.warmup_hours
+    strength = policy.demand_prior_hours
+    if prior is not None and strength > 0:
+        evidence = min(hours, policy.demand_halflife_hours)
+        mean = (evidence * mean + strength * prior) / (evidence + strength)
+        sd = max(sd, math.sqrt(mean))  # never below Poisson
+        learned = True
+    return Agent(site_id=site_id, state=site, mean=mean, sd=sd, learned=learned)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +127,21 @@ class Surplus:
 
 
 def sender_surplus(agent: Agent, replenishment_hours: float, policy: Policy) -> Surplus:
-    """Units a sender can give without falling below its reorder point plus a buffer."""
+    """Physical units a sender can ship and still cover its next `sender_keep_hours`.
+
+    What giving them up costs the sender later (until its own replenishment can make up for
+    it) is not a fence here but a price in `economics`.
+    """
     horizon = replenishment_hours + policy.review_hours
-    rop = agent.reorder_point(horizon, policy.service_level_z)
-    keep = rop + agent.mean * policy.sender_buffer_hours
+    keep = agent.reorder_point(policy.sender_keep_hours, policy.service_level_z)
     state = agent.state
     physical = state.on_hand - state.reserved_out
-    qty = min(math.floor(state.position - keep), physical)
-    return Surplus(max(qty, 0), keep, rop, horizon)
+    return Surplus(
+        max(math.floor(physical - keep), 0),
+        keep,
+        agent.reorder_point(horizon, policy.service_level_z),
+        horizon,
+    )
 
 
 def site_view(agent: Agent, position: int, reorder_point: float, target: float) -> SiteView:
@@ -139,17 +179,19 @@ def economics(
     params: SkuParams,
     policy: Policy,
     sender_position: int,
+    cover_position: int,
 ) -> Economics:
     """Net benefit of moving `qty` now.
 
-    Units saved are lost sales avoided at the receiver over lead time + cover, less those
-    that would be lost before the transfer can arrive (the transfer cannot save those).
+    Units saved are lost sales avoided at the receiver over lead time + cover (counting the
+    inbound stock due by then), less those that would be lost before the transfer can
+    arrive (the transfer cannot save those).
     """
     horizon = lane.lead_hours + policy.cover_hours
     mean_h, sd_h = receiver.mean * horizon, receiver.sd * math.sqrt(horizon)
     mean_l, sd_l = receiver.mean * lane.lead_hours, receiver.sd * math.sqrt(lane.lead_hours)
-    p = need.position
-    saved = (expected_shortfall(mean_h, sd_h, p) - expected_shortfall(mean_h, sd_h, p + qty)) - (
+    p, c = need.position, cover_position
+    saved = (expected_shortfall(mean_h, sd_h, c) - expected_shortfall(mean_h, sd_h, c + qty)) - (
         expected_shortfall(mean_l, sd_l, p) - expected_shortfall(mean_l, sd_l, p + qty)
     )
     s_mean = sender.mean * surplus.horizon_hours
@@ -212,9 +254,10 @@ def plan_for_receiver(
     now_ms: int,
 ) -> Plan | None:
     """Find the best sender for a receiver, or why none qualifies; None when no need."""
-    receiver = agent_for(receiver_id, sku_state.site(receiver_id), policy)
-    lanes = network.lanes_into(receiver_id)
-    shortest = min((lane.lead_hours for lane in lanes), default=0.0)
+    prior = demand_prior(sku_state, policy) if policy.demand_prior_hours > 0 else None
+    receiver = agent_for(receiver_id, sku_state.site(receiver_id), policy, prior)
+    lanes = network.lanes_into(receiver_id)  # fastest first
+    shortest = lanes[0].lead_hours if lanes else 0.0
     need = receiver_need(receiver, shortest, policy, now_ms)
     if need.qty <= 0:
         return None
@@ -236,7 +279,7 @@ def plan_for_receiver(
         if sender_state is None:
             continue
         candidate = _candidate(
-            sku_state, receiver, lane, sender_state, params, network, policy, now_ms
+            sku_state, receiver, lane, sender_state, params, network, policy, now_ms, prior
         )
         if candidate is not None:
             candidates.append(candidate)
@@ -268,8 +311,9 @@ def _candidate(
     network: Network,
     policy: Policy,
     now_ms: int,
+    prior: float | None,
 ) -> tuple[Candidate, Lane, SiteView] | None:
-    sender = agent_for(lane.from_site, sender_state, policy)
+    sender = agent_for(lane.from_site, sender_state, policy, prior)
     if not sender.learned:
         return None
     replenishment = network.sites[lane.from_site].replenishment_lead_hours
@@ -299,8 +343,17 @@ def _candidate(
     low = math.ceil(params.min_transfer_qty / pack) * pack
     if need.qty <= 0 or high < max(low, pack):
         return rejected(SuppressReason.BELOW_MIN_QTY, max(high, 0))
+    cover_ms = int((lane.lead_hours + policy.cover_hours) * HOUR_MS)
     evaluate = EconomicsFn(
-        receiver, need, lane, sender, surplus, params, policy, sender_state.position
+        receiver,
+        need,
+        lane,
+        sender,
+        surplus,
+        params,
+        policy,
+        sender_state.position,
+        receiver.position_by(cover_ms, now_ms),
     )
     best = best_quantity(max(low, pack), high, pack, evaluate)
     cand = Candidate(

@@ -83,13 +83,17 @@ class Policy:
     service_level_z: float = 1.65
     review_hours: float = 24.0
     cover_hours: float = 24.0
-    sender_buffer_hours: float = 24.0
+    # A sender never ships below this many hours of its demand plus safety stock.
+    sender_keep_hours: float = 24.0
     min_net_benefit: float = 1.0
     cooldown_hours: float = 48.0
     proposal_ttl_hours: float = 6.0
     approval_value_threshold: float = 5000.0
     demand_window_minutes: int = 60
     demand_halflife_hours: float = 96.0
+    # Until a site has been observed this long, its demand estimate leans on the SKU's
+    # average across sites (0: each site on its own).
+    demand_prior_hours: float = 48.0
     warmup_hours: float = 24.0
     dedupe_capacity: int = 64
     # Proposals that wait for a human keep their reservation this long.
@@ -205,7 +209,8 @@ _POLICY_FLOATS = {
     "service_level_z": 0.0,
     "review_hours": 0.0,
     "cover_hours": 0.0,
-    "sender_buffer_hours": 0.0,
+    "sender_keep_hours": 0.0,
+    "demand_prior_hours": 0.0,
     "min_net_benefit": 0.0,
     "cooldown_hours": 0.0,
     "proposal_ttl_hours": 0.0,

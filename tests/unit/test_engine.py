@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.engine import DecisionContext, step
-from operators.planner import expected_shortfall
+from operators.planner import agent_for, demand_prior, expected_shortfall, plan_for_receiver
 from operators.position import TRANSFER_INBOUND_PREFIX
 from state.records import Event, EventType, Outcome, Proposal
 from state.sku import SkuState
@@ -205,8 +206,9 @@ def test_invariants_hold_for_any_sequence(events, data) -> None:
             assert sender.reserved_out <= sender.on_hand
             assert p.evidence.net_benefit >= CTX.policy.min_net_benefit
             assert p.qty >= CTX.network.sku_defaults.min_transfer_qty
-            # The sender keeps at least its reorder point.
-            assert p.evidence.sender.position - p.qty >= p.evidence.sender.reorder_point - 1e-9
+            # The sender keeps physical stock for its next `sender_keep_hours` (`target`).
+            view = p.evidence.sender
+            assert view.on_hand - view.reserved_out - p.qty >= view.target - 0.01
         assert state is not None
         for s in state.sites.values():
             assert s.reserved_in >= 0 and s.reserved_out >= 0 and s.on_hand >= 0
@@ -292,3 +294,55 @@ def test_units_are_conserved_through_transfers_and_duplicates(data) -> None:
         assert _units(state) == expected, (e, delta)
         for s in state.sites.values():
             assert s.reserved_in >= 0 and s.reserved_out >= 0 and s.on_hand >= 0
+
+
+# ---- demand prior and the priced sender loss ----------------------------------------------
+
+
+def _sites_selling(hours: int, sellers: tuple[str, ...], stock: dict[str, int]) -> SkuState:
+    state = SkuState("SKU-1")
+    events = [event(f"snap-{s}", EventType.SNAPSHOT, 0, s, q) for s, q in stock.items()]
+    for h in range(hours):
+        events += [event(f"sale-{s}-{h}", EventType.SALE, h + 0.5, s, 1) for s in sellers]
+    for e in events:
+        state, _ = step(state, e, CTX)
+    return state
+
+
+def test_a_site_that_has_not_sold_yet_borrows_the_skus_demand() -> None:
+    # A sold one an hour for 30 hours; B had nothing to sell, so it never showed demand.
+    state = _sites_selling(30, ("A",), {"A": 300, "B": 0})
+    prior = demand_prior(state, CTX.policy)
+    assert prior is not None and 0.9 < prior <= 1.0
+    alone = agent_for("B", state.sites["B"], CTX.policy)
+    informed = agent_for("B", state.sites["B"], CTX.policy, prior)
+    assert alone.mean == 0.0 and not alone.learned
+    assert informed.learned and informed.mean == pytest.approx(prior)
+    # ...and so B, empty, is a receiver the planner fills from A.
+    plan = plan_for_receiver(state, "B", CTX.network, CTX.policy, T0 + 31 * HOUR)
+    assert plan is not None and plan.chosen is not None and plan.chosen.from_site == "A"
+
+
+def test_no_prior_before_any_site_is_warmed_up_and_none_when_turned_off() -> None:
+    state = _sites_selling(5, ("A", "B"), {"A": 50, "B": 50})
+    assert demand_prior(state, CTX.policy) is None
+    warm = _sites_selling(30, ("A",), {"A": 300, "B": 0})
+    off = policy(demand_prior_hours=0.0)
+    plan = plan_for_receiver(warm, "B", CTX.network, off, T0 + 31 * HOUR)
+    assert plan is None or plan.chosen is None
+
+
+def test_a_sender_short_itself_gives_nothing_one_with_surplus_gives() -> None:
+    # Both sell one an hour; B is empty. A with 40 units (under 2 days of its own demand
+    # over a 96 h replenishment horizon) is worth more keeping them than B is receiving;
+    # A with 300 is not.
+    now = T0 + 31 * HOUR
+    poor = _sites_selling(30, ("A", "B"), {"A": 70, "B": 30})
+    rich = _sites_selling(30, ("A", "B"), {"A": 330, "B": 30})
+    assert poor.sites["A"].on_hand == 40 and poor.sites["B"].on_hand == 0
+    assert not poor.reservations
+    plan_poor = plan_for_receiver(poor, "B", CTX.network, CTX.policy, now)
+    assert plan_poor is not None and plan_poor.chosen is None
+    # The rich sender was asked on the way (B ran low), and its loss was priced in.
+    (made,) = rich.reservations.values()
+    assert (made.from_site, made.to_site) == ("A", "B")
