@@ -110,12 +110,19 @@ class Need:
 
 
 def receiver_need(agent: Agent, lead_hours: float, policy: Policy, now_ms: int) -> Need:
+    """Short when, at some moment after a transfer could arrive and before lead + review,
+    the stock it can sell from by then is under the reorder point for that long."""
     horizon = lead_hours + policy.review_hours
     position = agent.position_by(int(horizon * HOUR_MS), now_ms)
     rop = agent.reorder_point(horizon, policy.service_level_z)
     target = rop + agent.mean * policy.cover_hours
-    qty = math.ceil(target - position) if position < rop else 0
-    return Need(max(qty, 0), position, rop, target, horizon)
+    qty = 0
+    for hours, stock in stock_checkpoints(agent.state, now_ms, horizon):
+        if hours > lead_hours:
+            reorder_point = agent.reorder_point(hours, policy.service_level_z)
+            if stock < reorder_point:
+                qty = max(qty, math.ceil(reorder_point + agent.mean * policy.cover_hours - stock))
+    return Need(qty, position, rop, target, horizon)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,36 +176,84 @@ class Economics:
     net_benefit: float
 
 
+# (hours from now, units the site can sell from until then)
+Checkpoint = tuple[float, int]
+
+
+def stock_checkpoints(
+    state: SiteState, now_ms: int, horizon_hours: float
+) -> tuple[Checkpoint, ...]:
+    """What a site can sell from just before each inbound arrival within the horizon, and
+    at its end.
+
+    Counting inbound stock only from its ETA is what shows a shortfall that a later
+    delivery cannot prevent: a site with nothing on hand and a large delivery due in three
+    days will lose sales for three days, although its position looks fine.
+    """
+    stock = state.on_hand + state.reserved_in - state.reserved_out
+    end_ms = now_ms + int(horizon_hours * HOUR_MS)
+    arrivals: list[tuple[int, int]] = []
+    for item in state.inbound.values():
+        if item.eta_ms <= now_ms:
+            stock += item.qty
+        elif item.eta_ms <= end_ms:
+            arrivals.append((item.eta_ms, item.qty))
+    arrivals.sort()
+    points: list[Checkpoint] = []
+    for eta_ms, qty in arrivals:
+        points.append(((eta_ms - now_ms) / HOUR_MS, stock))
+        stock += qty
+    points.append((horizon_hours, stock))
+    return tuple(points)
+
+
+def shortfall_by(agent: Agent, hours: float, stock: float) -> float:
+    """Expected demand over the next `hours` that `stock` cannot meet."""
+    return expected_shortfall(agent.mean * hours, agent.sd * math.sqrt(hours), stock)
+
+
+def units_saved(agent: Agent, points: tuple[Checkpoint, ...], lead_hours: float, qty: int) -> float:
+    """Lost sales `qty` more units arriving after `lead_hours` avoid at a receiver.
+
+    The largest cut in expected shortfall at any checkpoint after the arrival, less the cut
+    the units would make before it (they are not there yet to make it).
+    """
+    at_arrival = next(stock for hours, stock in points if hours > lead_hours)
+    best = 0.0
+    for hours, stock in points:
+        if hours > lead_hours:
+            cut = shortfall_by(agent, hours, stock) - shortfall_by(agent, hours, stock + qty)
+            best = max(best, cut)
+    too_early = shortfall_by(agent, lead_hours, at_arrival) - shortfall_by(
+        agent, lead_hours, at_arrival + qty
+    )
+    return max(best - too_early, 0.0)
+
+
+def units_lost(agent: Agent, points: tuple[Checkpoint, ...], qty: int) -> float:
+    """Lost sales a sender suffers by giving `qty` now: the largest rise in expected
+    shortfall at any of its checkpoints up to its replenishment horizon."""
+    return max(
+        shortfall_by(agent, hours, stock - qty) - shortfall_by(agent, hours, stock)
+        for hours, stock in points
+    )
+
+
 def economics(
     qty: int,
     receiver: Agent,
-    need: Need,
+    receiver_points: tuple[Checkpoint, ...],
     lane: Lane,
     sender: Agent,
-    surplus: Surplus,
+    sender_points: tuple[Checkpoint, ...],
     params: SkuParams,
     policy: Policy,
-    sender_position: int,
-    cover_position: int,
 ) -> Economics:
-    """Net benefit of moving `qty` now.
-
-    Units saved are lost sales avoided at the receiver over lead time + cover (counting the
-    inbound stock due by then), less those that would be lost before the transfer can
-    arrive (the transfer cannot save those).
-    """
-    horizon = lane.lead_hours + policy.cover_hours
-    mean_h, sd_h = receiver.mean * horizon, receiver.sd * math.sqrt(horizon)
-    mean_l, sd_l = receiver.mean * lane.lead_hours, receiver.sd * math.sqrt(lane.lead_hours)
-    p, c = need.position, cover_position
-    saved = (expected_shortfall(mean_h, sd_h, c) - expected_shortfall(mean_h, sd_h, c + qty)) - (
-        expected_shortfall(mean_l, sd_l, p) - expected_shortfall(mean_l, sd_l, p + qty)
-    )
-    s_mean = sender.mean * surplus.horizon_hours
-    s_sd = sender.sd * math.sqrt(surplus.horizon_hours)
-    lost = expected_shortfall(s_mean, s_sd, sender_position - qty) - expected_shortfall(
-        s_mean, s_sd, sender_position
-    )
+    """Net benefit of moving `qty` now: the value of the sales it saves at the receiver
+    (over lane lead time + cover) less those it costs the sender (over the sender's
+    replenishment horizon), minus the transfer's cost."""
+    saved = units_saved(receiver, receiver_points, lane.lead_hours, qty)
+    lost = units_lost(sender, sender_points, qty)
     cost = lane.fixed_cost + lane.cost_per_unit * qty
     net = (params.unit_margin + policy.lost_sale_penalty) * (saved - lost) - cost
     return Economics(qty, saved, lost, cost, net)
@@ -343,17 +398,14 @@ def _candidate(
     low = math.ceil(params.min_transfer_qty / pack) * pack
     if need.qty <= 0 or high < max(low, pack):
         return rejected(SuppressReason.BELOW_MIN_QTY, max(high, 0))
-    cover_ms = int((lane.lead_hours + policy.cover_hours) * HOUR_MS)
     evaluate = EconomicsFn(
         receiver,
-        need,
+        stock_checkpoints(receiver.state, now_ms, lane.lead_hours + policy.cover_hours),
         lane,
         sender,
-        surplus,
+        stock_checkpoints(sender_state, now_ms, surplus.horizon_hours),
         params,
         policy,
-        sender_state.position,
-        receiver.position_by(cover_ms, now_ms),
     )
     best = best_quantity(max(low, pack), high, pack, evaluate)
     cand = Candidate(

@@ -7,10 +7,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.engine import DecisionContext, step
-from operators.planner import agent_for, demand_prior, expected_shortfall, plan_for_receiver
+from operators.planner import (
+    agent_for,
+    demand_prior,
+    expected_shortfall,
+    plan_for_receiver,
+    receiver_need,
+    stock_checkpoints,
+    units_saved,
+)
 from operators.position import TRANSFER_INBOUND_PREFIX
 from state.records import Event, EventType, Outcome, Proposal
-from state.sku import SkuState
+from state.sku import Inbound, SiteState, SkuState
 from tests.helpers import HOUR, T0, event, policy, two_store_network, warm_history
 
 CTX = DecisionContext.build(two_store_network(), policy())
@@ -346,3 +354,30 @@ def test_a_sender_short_itself_gives_nothing_one_with_surplus_gives() -> None:
     # The rich sender was asked on the way (B ran low), and its loss was priced in.
     (made,) = rich.reservations.values()
     assert (made.from_site, made.to_site) == ("A", "B")
+
+
+def test_checkpoints_count_inbound_stock_only_from_its_eta() -> None:
+    site = SiteState(on_hand=3, reserved_out=1)
+    site.inbound = {
+        "late": Inbound(qty=50, eta_ms=T0 + 72 * HOUR),
+        "soon": Inbound(qty=5, eta_ms=T0 + 10 * HOUR),
+        "overdue": Inbound(qty=4, eta_ms=T0 - HOUR),
+        "beyond": Inbound(qty=99, eta_ms=T0 + 500 * HOUR),
+    }
+    assert stock_checkpoints(site, T0, 96) == ((10.0, 6), (72.0, 11), (96, 61))
+
+
+def test_a_delivery_due_in_three_days_does_not_hide_an_empty_shelf() -> None:
+    # B sells one an hour and has 2 left; 80 units are due in 72 h. Its position (82) is
+    # far above any reorder point, yet it will lose sales for three days: it is short.
+    state = _sites_selling(30, ("A", "B"), {"A": 330, "B": 32})
+    state.reservations.clear()
+    for s in state.sites.values():
+        s.reserved_in = s.reserved_out = 0
+    now = T0 + 31 * HOUR
+    state.sites["B"].inbound = {"po": Inbound(qty=80, eta_ms=now + 72 * HOUR)}
+    receiver = agent_for("B", state.sites["B"], CTX.policy)
+    need = receiver_need(receiver, 6, CTX.policy, now)
+    assert state.sites["B"].position == 82 and need.qty > 0
+    saved = units_saved(receiver, stock_checkpoints(state.sites["B"], now, 6 + 24), 6, 10)
+    assert 5 < saved <= 10
