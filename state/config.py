@@ -93,7 +93,7 @@ class Policy:
     demand_halflife_hours: float = 96.0
     # Until a site has been observed this long, its demand estimate leans on the SKU's
     # average across sites (0: each site on its own).
-    demand_prior_hours: float = 48.0
+    demand_prior_hours: float = 24.0
     warmup_hours: float = 24.0
     dedupe_capacity: int = 64
     # Proposals that wait for a human keep their reservation this long.
