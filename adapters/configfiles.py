@@ -22,7 +22,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def read_sku_overrides(path: Path) -> dict[str, dict[str, Any]]:
-    """A CSV with a `sku` column and any of unit_cost, unit_margin, pack_size, min_transfer_qty."""
+    """A CSV with a `sku` column and any of unit_cost, unit_margin, pack_size, min_transfer_qty,
+    shelf_life_hours."""
     try:
         frame = pl.read_csv(path, infer_schema_length=10_000)
     except FileNotFoundError:

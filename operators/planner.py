@@ -239,6 +239,30 @@ def units_lost(agent: Agent, points: tuple[Checkpoint, ...], qty: int) -> float:
     )
 
 
+def sellable_before_expiry(
+    receiver: Agent,
+    receiver_points: tuple[Checkpoint, ...],
+    sender: Agent,
+    lane: Lane,
+    shelf_life_hours: float,
+) -> int:
+    """Most units the receiver can sell before they expire, selling first in, first out.
+
+    Events carry no lot dates, so the units shipped are taken to be as old as the sender's
+    oldest: what it holds divided by what it sells an hour (its FIFO turnover). A sender
+    that does not sell is taken to hold stock at the end of its life. The receiver first
+    sells what it will hold when they arrive.
+    """
+    if sender.mean <= 0 or receiver.mean <= 0:
+        return 0
+    remaining = shelf_life_hours - sender.state.on_hand / sender.mean - lane.lead_hours
+    if remaining <= 0:
+        return 0
+    at_arrival = next(stock for hours, stock in receiver_points if hours > lane.lead_hours)
+    ahead = max(at_arrival - receiver.mean * lane.lead_hours, 0.0)
+    return max(math.floor(receiver.mean * remaining - ahead), 0)
+
+
 def economics(
     qty: int,
     receiver: Agent,
@@ -346,6 +370,7 @@ def plan_for_receiver(
         for reason in (
             SuppressReason.NO_NET_BENEFIT,
             SuppressReason.BELOW_MIN_QTY,
+            SuppressReason.SHELF_LIFE,
             SuppressReason.COOLDOWN,
         ):
             if reason.value in reasons:
@@ -398,9 +423,19 @@ def _candidate(
     low = math.ceil(params.min_transfer_qty / pack) * pack
     if need.qty <= 0 or high < max(low, pack):
         return rejected(SuppressReason.BELOW_MIN_QTY, max(high, 0))
+    receiver_points = stock_checkpoints(
+        receiver.state, now_ms, lane.lead_hours + policy.cover_hours
+    )
+    if params.shelf_life_hours is not None:
+        sellable = sellable_before_expiry(
+            receiver, receiver_points, sender, lane, params.shelf_life_hours
+        )
+        high = min(high, sellable // pack * pack)
+        if high < max(low, pack):
+            return rejected(SuppressReason.SHELF_LIFE, max(high, 0))
     evaluate = EconomicsFn(
         receiver,
-        stock_checkpoints(receiver.state, now_ms, lane.lead_hours + policy.cover_hours),
+        receiver_points,
         lane,
         sender,
         stock_checkpoints(sender_state, now_ms, surplus.horizon_hours),

@@ -48,6 +48,8 @@ class SkuParams:
     unit_margin: float = 5.0
     pack_size: int = 1
     min_transfer_qty: int = 1
+    # Perishable: hours a unit can be sold after it is received from the supplier.
+    shelf_life_hours: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +135,7 @@ def _integer(value: Any, where: str, *, minimum: int = 1) -> int:
 
 
 def sku_params_from_dict(raw: Mapping[str, Any], where: str, base: SkuParams) -> SkuParams:
-    known = {"unit_cost", "unit_margin", "pack_size", "min_transfer_qty"}
+    known = {"unit_cost", "unit_margin", "pack_size", "min_transfer_qty", "shelf_life_hours"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
@@ -143,6 +145,11 @@ def sku_params_from_dict(raw: Mapping[str, Any], where: str, base: SkuParams) ->
         pack_size=_integer(raw.get("pack_size", base.pack_size), f"{where}.pack_size"),
         min_transfer_qty=_integer(
             raw.get("min_transfer_qty", base.min_transfer_qty), f"{where}.min_transfer_qty"
+        ),
+        shelf_life_hours=(
+            _number(raw["shelf_life_hours"], f"{where}.shelf_life_hours", strict=True)
+            if raw.get("shelf_life_hours") is not None
+            else base.shelf_life_hours
         ),
     )
 

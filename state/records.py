@@ -176,6 +176,7 @@ class SuppressReason(StrEnum):
     NO_SENDER_WITH_SURPLUS = "no_sender_with_surplus"
     NO_ALLOWED_LANE = "no_allowed_lane"
     BELOW_MIN_QTY = "below_min_qty"
+    SHELF_LIFE = "shelf_life"
     NO_NET_BENEFIT = "no_net_benefit"
     COOLDOWN = "cooldown"
     RESERVATION_OUTSTANDING = "reservation_outstanding"

@@ -16,6 +16,8 @@ def test_shipped_configs_load() -> None:
     assert ("OUTLET-1", "STORE-A") not in network.lanes  # one-way lane
     assert ("STORE-B", "STORE-A") in network.lanes  # bidirectional
     assert network.sku_params("SKU-CASEPACK").pack_size == 6
+    assert network.sku_params("SKU-FRESH").shelf_life_hours == 120.0
+    assert network.sku_params("SKU-CASEPACK").shelf_life_hours is None
     assert network.sku_params("anything").unit_cost == 12.0
     assert load_policy(CONFIGS / "policies" / "default.toml").version
     versions = load_policies(CONFIGS / "policies")
@@ -29,6 +31,10 @@ SITES = [{"id": "A"}, {"id": "B"}]
     ("raw", "message"),
     [
         ({"sites": [{"id": "A"}]}, "at least two sites"),
+        (
+            {"sites": SITES, "sku_defaults": {"shelf_life_hours": 0}},
+            "shelf_life_hours: must be > 0",
+        ),
         ({"sites": [{"id": "A"}, {"id": "A"}]}, "duplicate site id"),
         (
             {"sites": SITES, "lanes": [{"from": "A", "to": "Z", "lead_hours": 1}]},

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -381,3 +382,21 @@ def test_a_delivery_due_in_three_days_does_not_hide_an_empty_shelf() -> None:
     assert state.sites["B"].position == 82 and need.qty > 0
     saved = units_saved(receiver, stock_checkpoints(state.sites["B"], now, 6 + 24), 6, 10)
     assert 5 < saved <= 10
+
+
+def _perishable(shelf_life_hours: float) -> DecisionContext:
+    network = CTX.network
+    params = replace(network.sku_defaults, shelf_life_hours=shelf_life_hours)
+    return DecisionContext.build(replace(network, sku_overrides={"SKU-1": params}), policy())
+
+
+def test_shelf_life_caps_a_transfer_at_what_sells_before_expiry() -> None:
+    # A holds 270 and sells one an hour: its oldest units are ~270 h old. B is short.
+    _, plain, _ = run([*warm_history(), trigger()])
+    _, capped, _ = run([*warm_history(), trigger()], ctx=_perishable(300))
+    _, none, decisions = run([*warm_history(), trigger()], ctx=_perishable(200))
+    assert plain and plain[0].qty > 10
+    # 300 h of life - 270 h old - 6 h on the lane = 24 h to sell; B sells its own 14 first.
+    assert capped and 2 <= capped[0].qty <= 10
+    assert not none
+    assert any(d.reason == "shelf_life" for d in decisions)
