@@ -29,12 +29,12 @@ def comparison_table(columns: Mapping[str, Mapping[str, float]], rows: Sequence[
     """A plain-text table: one row per KPI, one column per run."""
     names = list(columns)
     width = max(len(r) for r in rows) + 2
-    col = max(14, *(len(n) + 2 for n in names))
-    lines = ["KPI".ljust(width) + "".join(n.rjust(col) for n in names)]
-    lines.append("-" * (width + col * len(names)))
+    cols = [max(14, len(n) + 2) for n in names]
+    lines = ["KPI".ljust(width) + "".join(n.rjust(c) for n, c in zip(names, cols, strict=True))]
+    lines.append("-" * (width + sum(cols)))
     for row in rows:
         cells = []
-        for name in names:
+        for name, col in zip(names, cols, strict=True):
             value = columns[name].get(row, "")
             text = (
                 "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -14,6 +14,7 @@ from state.config import ConfigError
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_SCENARIOS = CONFIGS / "scenarios"
 DEFAULT_POLICY = CONFIGS / "policies" / "default.toml"
+SERVICE_FIRST_POLICY = CONFIGS / "policies" / "service-first.toml"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -185,7 +186,8 @@ def _simulate(args: argparse.Namespace) -> int:
     from adapters.simulator import load_scenario
     from flows.simulate import POLICIES, simulate
 
-    policy = load_policy(args.policy)
+    paths = args.policy or [str(DEFAULT_POLICY), str(SERVICE_FIRST_POLICY)]
+    policy = {Path(path).stem: load_policy(path) for path in paths}
     policies = tuple(args.policies.split(",")) if args.policies else POLICIES
     unknown = set(policies) - set(POLICIES)
     if unknown:
@@ -265,7 +267,12 @@ def parser() -> argparse.ArgumentParser:
         ],
         help="scenario TOML files (default: the ready ones in configs/scenarios/)",
     )
-    sim.add_argument("--policy", default=str(DEFAULT_POLICY), help="stockshift policy TOML")
+    sim.add_argument(
+        "--policy",
+        action="append",
+        help="stockshift policy TOML; repeat to compare several (default: the shipped default "
+        "and service-first policies, side by side)",
+    )
     sim.add_argument(
         "--policies", help="comma-separated subset of none,tie,pooling,stockshift,hindsight"
     )

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -191,12 +191,24 @@ def gap_capture(policy_fill: float, none_fill: float, bound_fill: float) -> floa
     return (policy_fill - none_fill) / (bound_fill - none_fill)
 
 
+def stockshift_columns(policies: Mapping[str, Policy] | Policy) -> dict[str, Policy]:
+    """Column name per stockshift policy: `stockshift` alone, `stockshift/<label>` when
+    several are compared side by side."""
+    if isinstance(policies, Policy):
+        return {"stockshift": policies}
+    if len(policies) == 1:
+        return {"stockshift": next(iter(policies.values()))}
+    return {f"stockshift/{label}": policy for label, policy in policies.items()}
+
+
 def run_all(
     scenario: Scenario,
-    policy: Policy,
+    policy: Mapping[str, Policy] | Policy,
     policies: tuple[str, ...] = POLICIES,
     progress: Progress | None = None,
 ) -> dict[str, PolicyRun]:
+    """Every named policy on the same demand; `policy` is the stockshift policy, or several
+    by label (each becomes its own column)."""
     network = make_network(scenario)
     runs: dict[str, PolicyRun] = {}
     for name in policies:
@@ -207,7 +219,9 @@ def run_all(
         elif name == "pooling":
             runs[name] = run_pooling(scenario, network, progress)
         elif name == "stockshift":
-            runs[name] = run_stockshift(scenario, network, policy, progress)
+            for column, chosen in stockshift_columns(policy).items():
+                run = run_stockshift(scenario, network, chosen, progress)
+                runs[column] = replace(run, name=column)
         elif name == "hindsight":
             if scenario.replenishment == "one_for_one":
                 runs[name] = run_hindsight(scenario, network, progress)
@@ -252,7 +266,7 @@ def print_progress(name: str, done: int, total: int) -> None:
 
 def simulate(
     scenario: Scenario,
-    policy: Policy,
+    policy: Mapping[str, Policy] | Policy,
     out_dir: Path,
     policies: tuple[str, ...] = POLICIES,
     quiet: bool = False,
@@ -270,7 +284,9 @@ def simulate(
         out_dir / "kpis.json",
         {
             "scenario": scenario.name,
-            "policy_version": policy.version,
+            "policy_versions": {
+                column: chosen.version for column, chosen in stockshift_columns(policy).items()
+            },
             "kpis": columns,
             "seconds": {name: round(run.seconds, 2) for name, run in runs.items()},
         },

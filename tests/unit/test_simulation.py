@@ -45,6 +45,20 @@ def test_no_policy_beats_the_bound_and_transfers_help() -> None:
     assert runs["stockshift"].kpis["gap_capture"] is not None
 
 
+def test_several_stockshift_policies_run_side_by_side_on_the_same_demand() -> None:
+    thrifty = Policy(version="thrifty", sender_keep_hours=48.0)
+    generous = Policy(version="generous", lost_sale_penalty=20.0, sender_keep_hours=12.0)
+    runs = run_all(SMALL, {"thrifty": thrifty, "generous": generous}, ("none", "stockshift"))
+    assert list(runs) == ["none", "stockshift/thrifty", "stockshift/generous"]
+    assert runs["stockshift/generous"].name == "stockshift/generous"
+    demand = {run.kpis["demand_units"] for run in runs.values()}
+    assert len(demand) == 1  # the same demand path for every column
+    assert (
+        runs["stockshift/generous"].kpis["units_moved"]
+        > runs["stockshift/thrifty"].kpis["units_moved"]
+    )
+
+
 def test_stockshift_simulation_is_deterministic() -> None:
     network = make_network(SMALL)
     first = run_stockshift(SMALL, network, POLICY).kpis
