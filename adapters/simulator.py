@@ -137,7 +137,12 @@ def network_dict(scenario: Scenario) -> dict[str, Any]:
     ]
     return {
         "sites": [
-            {"id": s, "replenishment_lead_hours": scenario.supplier_lead_days * 24} for s in ids
+            {
+                "id": s,
+                "replenishment_lead_hours": scenario.supplier_lead_days * 24,
+                "demand_index": index,
+            }
+            for s, index in zip(ids, site_demand_index(scenario), strict=True)
         ],
         "lanes": lanes,
         "sku_defaults": {
@@ -147,6 +152,17 @@ def network_dict(scenario: Scenario) -> dict[str, Any]:
             "min_transfer_qty": 2,
         },
     }
+
+
+def site_demand_index(scenario: Scenario) -> list[float]:
+    """Each site's sales volume relative to the mean site: what a retailer knows from its
+    total sales by store (the same draw as `draw_demand`'s site scale; 1 for a trace)."""
+    if scenario.trace is not None:
+        return [1.0] * scenario.n_sites
+    rng = np.random.default_rng(scenario.seed)
+    rng.lognormal(0.0, scenario.sku_popularity_sigma, size=scenario.n_skus)
+    scale = rng.lognormal(0.0, scenario.site_scale_sigma, size=scenario.n_sites)
+    return [round(float(v), 3) for v in scale / scale.mean()]
 
 
 def make_network(scenario: Scenario) -> Network:

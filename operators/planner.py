@@ -63,27 +63,38 @@ class Agent:
         return self.mean * hours + z * self.sd * math.sqrt(hours)
 
 
-def demand_prior(sku_state: SkuState, policy: Policy) -> float | None:
-    """The SKU's demand per site and hour across its sites, weighted by how long each was
-    observed; None until some site has been observed for the warm-up period."""
+def demand_prior(sku_state: SkuState, policy: Policy, network: Network) -> float | None:
+    """The SKU's demand per hour at a site of demand index 1, across its sites weighted by
+    how long each was observed; None until some site has been observed for the warm-up."""
     minutes = policy.demand_window_minutes
     cap = policy.demand_halflife_hours
     total = weight = 0.0
     longest = 0.0
-    for site in sku_state.sites.values():
+    for site_id, site in sku_state.sites.items():
         hours = observed_hours(site.demand, minutes)
         if hours <= 0:
             continue
         longest = max(longest, hours)
         evidence = min(hours, cap)
-        total += evidence * mean_per_hour(site.demand, minutes)
+        total += evidence * mean_per_hour(site.demand, minutes) / demand_index(network, site_id)
         weight += evidence
     if longest < policy.warmup_hours or weight <= 0:
         return None
     return total / weight
 
 
-def agent_for(site_id: str, site: SiteState, policy: Policy, prior: float | None = None) -> Agent:
+def demand_index(network: Network, site_id: str) -> float:
+    found = network.sites.get(site_id)
+    return found.demand_index if found is not None else 1.0
+
+
+def agent_for(
+    site_id: str,
+    site: SiteState,
+    policy: Policy,
+    prior: float | None = None,
+    index: float = 1.0,
+) -> Agent:
     minutes = policy.demand_window_minutes
     mean = mean_per_hour(site.demand, minutes)
     sd = sd_per_hour(site.demand, minutes)
@@ -92,7 +103,7 @@ def agent_for(site_id: str, site: SiteState, policy: Policy, prior: float | None
     strength = policy.demand_prior_hours
     if prior is not None and strength > 0:
         evidence = min(hours, policy.demand_halflife_hours)
-        mean = (evidence * mean + strength * prior) / (evidence + strength)
+        mean = (evidence * mean + strength * prior * index) / (evidence + strength)
         sd = max(sd, math.sqrt(mean))  # never below Poisson
         learned = True
     return Agent(site_id=site_id, state=site, mean=mean, sd=sd, learned=learned)
@@ -333,8 +344,14 @@ def plan_for_receiver(
     now_ms: int,
 ) -> Plan | None:
     """Find the best sender for a receiver, or why none qualifies; None when no need."""
-    prior = demand_prior(sku_state, policy) if policy.demand_prior_hours > 0 else None
-    receiver = agent_for(receiver_id, sku_state.site(receiver_id), policy, prior)
+    prior = demand_prior(sku_state, policy, network) if policy.demand_prior_hours > 0 else None
+    receiver = agent_for(
+        receiver_id,
+        sku_state.site(receiver_id),
+        policy,
+        prior,
+        demand_index(network, receiver_id),
+    )
     lanes = network.lanes_into(receiver_id)  # fastest first
     shortest = lanes[0].lead_hours if lanes else 0.0
     need = receiver_need(receiver, shortest, policy, now_ms)
@@ -393,7 +410,9 @@ def _candidate(
     now_ms: int,
     prior: float | None,
 ) -> tuple[Candidate, Lane, SiteView] | None:
-    sender = agent_for(lane.from_site, sender_state, policy, prior)
+    sender = agent_for(
+        lane.from_site, sender_state, policy, prior, demand_index(network, lane.from_site)
+    )
     if not sender.learned:
         return None
     replenishment = network.sites[lane.from_site].replenishment_lead_hours

@@ -21,6 +21,9 @@ class Site:
     site_id: str
     kind: str = "store"
     replenishment_lead_hours: float = 72.0
+    # The site's sales volume relative to a typical site (e.g. its share of last year's
+    # sales times the number of sites): scales the SKU's cross-site demand prior.
+    demand_index: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +98,7 @@ class Policy:
     demand_halflife_hours: float = 96.0
     # Until a site has been observed this long, its demand estimate leans on the SKU's
     # average across sites (0: each site on its own).
-    demand_prior_hours: float = 24.0
+    demand_prior_hours: float = 72.0
     warmup_hours: float = 24.0
     dedupe_capacity: int = 64
     # Proposals that wait for a human keep their reservation this long.
@@ -172,6 +175,9 @@ def network_from_dict(
             replenishment_lead_hours=_number(
                 entry.get("replenishment_lead_hours", 72.0),
                 f"{where}.replenishment_lead_hours",
+            ),
+            demand_index=_number(
+                entry.get("demand_index", 1.0), f"{where}.demand_index", strict=True
             ),
         )
     if len(sites) < 2:

@@ -321,7 +321,7 @@ def _sites_selling(hours: int, sellers: tuple[str, ...], stock: dict[str, int]) 
 def test_a_site_that_has_not_sold_yet_borrows_the_skus_demand() -> None:
     # A sold one an hour for 30 hours; B had nothing to sell, so it never showed demand.
     state = _sites_selling(30, ("A",), {"A": 300, "B": 0})
-    prior = demand_prior(state, CTX.policy)
+    prior = demand_prior(state, CTX.policy, CTX.network)
     assert prior is not None and 0.9 < prior <= 1.0
     alone = agent_for("B", state.sites["B"], CTX.policy)
     informed = agent_for("B", state.sites["B"], CTX.policy, prior)
@@ -332,9 +332,25 @@ def test_a_site_that_has_not_sold_yet_borrows_the_skus_demand() -> None:
     assert plan is not None and plan.chosen is not None and plan.chosen.from_site == "A"
 
 
+def test_the_prior_scales_with_each_sites_demand_index() -> None:
+    # A (index 2) sold one an hour: a site of index 1 is expected to sell half of that.
+    state = _sites_selling(30, ("A",), {"A": 300, "B": 0})
+    network = CTX.network
+    sites = {
+        "A": replace(network.sites["A"], demand_index=2.0),
+        "B": replace(network.sites["B"], demand_index=0.5),
+        "C": network.sites["C"],
+    }
+    indexed = replace(network, sites=sites)
+    prior = demand_prior(state, CTX.policy, indexed)
+    assert prior is not None and 0.45 < prior <= 0.5
+    informed = agent_for("B", state.sites["B"], CTX.policy, prior, 0.5)
+    assert informed.mean == pytest.approx(prior * 0.5)
+
+
 def test_no_prior_before_any_site_is_warmed_up_and_none_when_turned_off() -> None:
     state = _sites_selling(5, ("A", "B"), {"A": 50, "B": 50})
-    assert demand_prior(state, CTX.policy) is None
+    assert demand_prior(state, CTX.policy, CTX.network) is None
     warm = _sites_selling(30, ("A",), {"A": 300, "B": 0})
     off = policy(demand_prior_hours=0.0)
     plan = plan_for_receiver(warm, "B", CTX.network, off, T0 + 31 * HOUR)
