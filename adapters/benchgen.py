@@ -16,33 +16,49 @@ Message = tuple[str, bytes, bytes, int]  # topic kind, key, value, timestamp
 
 
 def generate(n_events: int, n_skus: int, sites: list[str], seed: int = 5) -> list[Message]:
-    """Sales (about 85%), counts (10%) and supplier shipments (5%), in event-time order."""
+    """Opening counts for every SKU-site (as a store system publishes them when it starts
+    streaming), then sales (about 85%), counts (10%) and supplier shipments (5%) in
+    event-time order. Counts report the stock the stream implies, give or take a unit (a
+    count of random stock would turn most events into data-quality findings)."""
     rng = np.random.default_rng(seed)
-    kinds = rng.choice(3, size=n_events, p=[0.85, 0.10, 0.05])
-    skus = rng.integers(0, n_skus, size=n_events)
-    where = rng.integers(0, len(sites), size=n_events)
-    qty = rng.integers(1, 4, size=n_events)
-    counts = rng.integers(20, 200, size=n_events)
-    step = max(1, (30 * 24 * HOUR_MS) // n_events)
+    n_sites = len(sites)
+    stock = rng.integers(20, 200, size=(n_skus, n_sites))
     out: list[Message] = []
-    for i in range(n_events):
-        ts = START_MS + i * step
-        sku = f"SKU-{int(skus[i]):06d}"
-        body: dict[str, object] = {
-            "event_id": f"e{i}",
-            "ts": ts,
-            "sku": sku,
-            "site": sites[int(where[i])],
-        }
+    for k in range(min(n_skus, n_events // max(n_sites, 1))):
+        sku = f"SKU-{k:06d}"
+        for s, site in enumerate(sites):
+            body: dict[str, object] = {"event_id": f"open-{k}-{s}", "ts": START_MS, "sku": sku,
+                                       "site": site, "type": "snapshot",
+                                       "on_hand": int(stock[k, s])}  # fmt: skip
+            out.append(("inventory", sku.encode(), orjson.dumps(body), START_MS))
+    rest = n_events - len(out)
+    kinds = rng.choice(3, size=rest, p=[0.85, 0.10, 0.05])
+    skus = rng.integers(0, n_skus, size=rest)
+    where = rng.integers(0, n_sites, size=rest)
+    qty = rng.integers(1, 4, size=rest)
+    noise = rng.integers(-1, 2, size=rest)
+    restock = rng.integers(20, 200, size=rest)
+    step = max(1, (30 * 24 * HOUR_MS) // max(rest, 1))
+    for i in range(rest):
+        ts = START_MS + (i + 1) * step
+        k, s = int(skus[i]), int(where[i])
+        sku = f"SKU-{k:06d}"
+        body = {"event_id": f"e{i}", "ts": ts, "sku": sku, "site": sites[s]}
         if kinds[i] == 0:
             kind = "pos"
-            body["qty"] = int(qty[i])
+            sold = min(int(qty[i]), int(stock[k, s]))
+            if sold <= 0:
+                continue  # an empty shelf sells nothing
+            stock[k, s] -= sold
+            body["qty"] = sold
         elif kinds[i] == 1:
             kind = "inventory"
-            body.update(type="snapshot", on_hand=int(counts[i]))
+            body.update(type="snapshot", on_hand=max(int(stock[k, s] + noise[i]), 0))
         else:
             kind = "shipments"
-            body.update(type="inbound_received", qty=int(counts[i] // 4) + 1)
+            received = int(restock[i] // 4) + 1
+            stock[k, s] += received
+            body.update(type="inbound_received", qty=received)
         out.append((kind, sku.encode(), orjson.dumps(body), ts))
     return out
 
