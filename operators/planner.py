@@ -229,7 +229,7 @@ def units_saved(agent: Agent, points: tuple[Checkpoint, ...], lead_hours: float,
     The largest cut in expected shortfall at any checkpoint after the arrival, less the cut
     the units would make before it (they are not there yet to make it).
     """
-    at_arrival = next(stock for hours, stock in points if hours > lead_hours)
+    at_arrival = next((s for h, s in points if h > lead_hours), points[-1][1])
     best = 0.0
     for hours, stock in points:
         if hours > lead_hours:
@@ -269,7 +269,9 @@ def sellable_before_expiry(
     remaining = shelf_life_hours - sender.state.on_hand / sender.mean - lane.lead_hours
     if remaining <= 0:
         return 0
-    at_arrival = next(stock for hours, stock in receiver_points if hours > lane.lead_hours)
+    at_arrival = next(
+        (s for h, s in receiver_points if h > lane.lead_hours), receiver_points[-1][1]
+    )
     ahead = max(at_arrival - receiver.mean * lane.lead_hours, 0.0)
     return max(math.floor(receiver.mean * remaining - ahead), 0)
 

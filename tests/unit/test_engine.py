@@ -416,3 +416,13 @@ def test_shelf_life_caps_a_transfer_at_what_sells_before_expiry() -> None:
     assert capped and 2 <= capped[0].qty <= 10
     assert not none
     assert any(d.reason == "shelf_life" for d in decisions)
+
+
+def test_no_cover_means_nothing_saved_not_a_crash() -> None:
+    state = _sites_selling(30, ("A", "B"), {"A": 330, "B": 30})
+    receiver = agent_for("B", state.sites["B"], CTX.policy)
+    points = stock_checkpoints(state.sites["B"], T0 + 31 * HOUR, 6)  # lead 6 + cover 0
+    assert units_saved(receiver, points, 6, 4) == 0.0
+    zero_cover = policy(cover_hours=0.0, review_hours=0.0)
+    plan = plan_for_receiver(state, "B", CTX.network, zero_cover, T0 + 31 * HOUR)
+    assert plan is None  # with no review period nothing can be short
