@@ -10,7 +10,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,11 @@ def run_tie(scenario: Scenario, network: Network, progress: Progress | None = No
 
 
 def run_stockshift(
-    scenario: Scenario, network: Network, policy: Policy, progress: Progress | None = None
+    scenario: Scenario,
+    network: Network,
+    policy: Policy,
+    progress: Progress | None = None,
+    name: str = "stockshift",
 ) -> PolicyRun:
     """The same engine.step the Kafka flow runs, called directly on the world's events."""
     started = time.perf_counter()
@@ -138,8 +142,8 @@ def run_stockshift(
         sim.accept(proposals)
 
     decide(sim.initial_events())
-    _loop(sim, "stockshift", progress, lambda: decide(sim.advance_hour()))
-    return _finish("stockshift", sim, started)
+    _loop(sim, name, progress, lambda: decide(sim.advance_hour()))
+    return _finish(name, sim, started)
 
 
 def run_hindsight(
@@ -220,8 +224,7 @@ def run_all(
             runs[name] = run_pooling(scenario, network, progress)
         elif name == "stockshift":
             for column, chosen in stockshift_columns(policy).items():
-                run = run_stockshift(scenario, network, chosen, progress)
-                runs[column] = replace(run, name=column)
+                runs[column] = run_stockshift(scenario, network, chosen, progress, column)
         elif name == "hindsight":
             if scenario.replenishment == "one_for_one":
                 runs[name] = run_hindsight(scenario, network, progress)
@@ -258,10 +261,10 @@ def print_progress(name: str, done: int, total: int) -> None:
     """A progress line per policy: redrawn in a terminal, printed once when piped (CI)."""
     if sys.stderr.isatty():
         print(
-            f"\r  {name:<11} {done:>5}/{total}", end="" if done < total else "\n", file=sys.stderr
+            f"\r  {name:<24} {done:>5}/{total}", end="" if done < total else "\n", file=sys.stderr
         )
     elif done == total:
-        print(f"  {name:<11} done", file=sys.stderr)
+        print(f"  {name:<24} done", file=sys.stderr)
 
 
 def simulate(
