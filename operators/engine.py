@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from operators import signals
 from operators.demand import advance, mean_per_hour, observed_hours, smoothing_alpha
-from operators.planner import HOUR_MS, Plan, plan_for_receiver, proposal_id
+from operators.planner import HOUR_MS, Plan, demand_prior, plan_for_receiver, proposal_id
 from operators.position import apply_event, expire_reservations, reserve
 from state.config import ConfigError, Network, Policy
 from state.governance import DEFAULT_GOVERNANCE, Governance
@@ -184,13 +184,14 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
     if event.type in _ADDS_STOCK or released is not None:
         receivers.extend(
             lane.to_site
-            for (src, _), lane in ctx.network.lanes.items()
-            if src == event.site and lane.to_site in state.sites
+            for lane in ctx.network.lanes_from(event.site)
+            if lane.to_site in state.sites
         )
     proposals: list[Proposal] = []
+    prior = demand_prior(state, policy, ctx.network) if policy.demand_prior_hours > 0 else None
     for receiver_id in receivers:
         proposal = _decide_receiver(
-            state, event, receiver_id, ctx, policy, governance, now, decisions
+            state, event, receiver_id, ctx, policy, governance, now, decisions, prior
         )
         if proposal is not None:
             proposals.append(proposal)
@@ -223,11 +224,12 @@ def _decide_receiver(
     governance: Governance,
     now: int,
     decisions: list[DecisionRecord],
+    prior: float | None,
 ) -> Proposal | None:
     receiver = state.site(receiver_id)
     widen = signals.extra_safety_z(receiver, now)
     planning = replace(policy, service_level_z=policy.service_level_z + widen) if widen else policy
-    plan = plan_for_receiver(state, receiver_id, ctx.network, planning, now)
+    plan = plan_for_receiver(state, receiver_id, ctx.network, planning, now, prior)
     if plan is None:
         receiver.last_logged = ""
         return None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from types import EllipsisType
 
 from operators.demand import mean_per_hour, observed_hours, sd_per_hour
 from state.config import Lane, Network, Policy, SkuParams
@@ -344,9 +345,15 @@ def plan_for_receiver(
     network: Network,
     policy: Policy,
     now_ms: int,
+    prior: float | EllipsisType | None = ...,
 ) -> Plan | None:
-    """Find the best sender for a receiver, or why none qualifies; None when no need."""
-    prior = demand_prior(sku_state, policy, network) if policy.demand_prior_hours > 0 else None
+    """Find the best sender for a receiver, or why none qualifies; None when no need.
+
+    `prior` is the SKU's `demand_prior` when the caller has it (one per event serves every
+    receiver the event touches); left out, it is computed here.
+    """
+    if prior is ...:
+        prior = demand_prior(sku_state, policy, network) if policy.demand_prior_hours > 0 else None
     receiver = agent_for(
         receiver_id,
         sku_state.site(receiver_id),

@@ -63,9 +63,18 @@ class Network:
     sku_overrides: Mapping[str, SkuParams] = field(default_factory=dict)
     # Lanes by destination, filled on first use (the network never changes after start).
     _into: dict[str, list[Lane]] = field(default_factory=dict, compare=False, repr=False)
+    _from: dict[str, list[Lane]] = field(default_factory=dict, compare=False, repr=False)
 
     def sku_params(self, sku: str) -> SkuParams:
         return self.sku_overrides.get(sku, self.sku_defaults)
+
+    def lanes_from(self, from_site: str) -> list[Lane]:
+        """Lanes out of a site, in the network file's order."""
+        found = self._from.get(from_site)
+        if found is None:
+            found = [lane for (src, _), lane in self.lanes.items() if src == from_site]
+            self._from[from_site] = found
+        return found
 
     def lanes_into(self, to_site: str) -> list[Lane]:
         """Lanes into a site, fastest (then by sender id) first."""
