@@ -219,36 +219,71 @@ def stock_checkpoints(
     return tuple(points)
 
 
-def shortfall_by(agent: Agent, hours: float, stock: float) -> float:
-    """Expected demand over the next `hours` that `stock` cannot meet."""
-    return expected_shortfall(agent.mean * hours, agent.sd * math.sqrt(hours), stock)
+# Demand until a checkpoint (mean, sd) and the stock there is to meet it.
+Exposure = tuple[float, float, int]
+# Beyond this many standard deviations of stock above demand, the expected shortfall is
+# below 1e-15 of a unit: such a checkpoint cannot change a decision, so it is not evaluated.
+_NEGLIGIBLE_SD = 8.0
+
+
+def exposure(agent: Agent, hours: float, stock: int) -> Exposure:
+    return agent.mean * hours, agent.sd * math.sqrt(hours), stock
+
+
+def _relevant(exposures: list[Exposure], spare: int) -> tuple[Exposure, ...]:
+    """Those that `spare` fewer units could leave short."""
+    return tuple(e for e in exposures if e[2] - spare <= e[0] + _NEGLIGIBLE_SD * e[1])
+
+
+class ReceiverOutlook:
+    """What more stock arriving after `lead_hours` is worth to a receiver.
+
+    `saved(qty)` is the largest cut in expected shortfall at any checkpoint after the
+    arrival, less the cut the units would make before it (they are not there yet to make it).
+    """
+
+    __slots__ = ("_after", "_before")
+
+    def __init__(self, agent: Agent, points: tuple[Checkpoint, ...], lead_hours: float) -> None:
+        after = [exposure(agent, h, s) for h, s in points if h > lead_hours]
+        at_arrival = after[0][2] if after else points[-1][1]
+        self._after = _relevant(after, 0)
+        self._before = _relevant([exposure(agent, lead_hours, at_arrival)], 0)
+
+    def saved(self, qty: int) -> float:
+        best = 0.0
+        for mean, sd, stock in self._after:
+            best = max(
+                best,
+                expected_shortfall(mean, sd, stock) - expected_shortfall(mean, sd, stock + qty),
+            )
+        for mean, sd, stock in self._before:
+            best -= expected_shortfall(mean, sd, stock) - expected_shortfall(mean, sd, stock + qty)
+        return max(best, 0.0)
+
+
+class SenderOutlook:
+    """What giving units up now costs a sender: `lost(qty)` is the largest rise in expected
+    shortfall at any of its checkpoints up to its replenishment horizon."""
+
+    __slots__ = ("_exposures",)
+
+    def __init__(self, agent: Agent, points: tuple[Checkpoint, ...], most: int) -> None:
+        self._exposures = _relevant([exposure(agent, h, s) for h, s in points], most)
+
+    def lost(self, qty: int) -> float:
+        worst = 0.0
+        for mean, sd, stock in self._exposures:
+            worst = max(
+                worst,
+                expected_shortfall(mean, sd, stock - qty) - expected_shortfall(mean, sd, stock),
+            )
+        return worst
 
 
 def units_saved(agent: Agent, points: tuple[Checkpoint, ...], lead_hours: float, qty: int) -> float:
-    """Lost sales `qty` more units arriving after `lead_hours` avoid at a receiver.
-
-    The largest cut in expected shortfall at any checkpoint after the arrival, less the cut
-    the units would make before it (they are not there yet to make it).
-    """
-    at_arrival = next((s for h, s in points if h > lead_hours), points[-1][1])
-    best = 0.0
-    for hours, stock in points:
-        if hours > lead_hours:
-            cut = shortfall_by(agent, hours, stock) - shortfall_by(agent, hours, stock + qty)
-            best = max(best, cut)
-    too_early = shortfall_by(agent, lead_hours, at_arrival) - shortfall_by(
-        agent, lead_hours, at_arrival + qty
-    )
-    return max(best - too_early, 0.0)
-
-
-def units_lost(agent: Agent, points: tuple[Checkpoint, ...], qty: int) -> float:
-    """Lost sales a sender suffers by giving `qty` now: the largest rise in expected
-    shortfall at any of its checkpoints up to its replenishment horizon."""
-    return max(
-        shortfall_by(agent, hours, stock - qty) - shortfall_by(agent, hours, stock)
-        for hours, stock in points
-    )
+    """Lost sales `qty` more units arriving after `lead_hours` avoid at a receiver."""
+    return ReceiverOutlook(agent, points, lead_hours).saved(qty)
 
 
 def sellable_before_expiry(
@@ -279,19 +314,17 @@ def sellable_before_expiry(
 
 def economics(
     qty: int,
-    receiver: Agent,
-    receiver_points: tuple[Checkpoint, ...],
+    receiver: ReceiverOutlook,
     lane: Lane,
-    sender: Agent,
-    sender_points: tuple[Checkpoint, ...],
+    sender: SenderOutlook,
     params: SkuParams,
     policy: Policy,
 ) -> Economics:
     """Net benefit of moving `qty` now: the value of the sales it saves at the receiver
     (over lane lead time + cover) less those it costs the sender (over the sender's
     replenishment horizon), minus the transfer's cost."""
-    saved = units_saved(receiver, receiver_points, lane.lead_hours, qty)
-    lost = units_lost(sender, sender_points, qty)
+    saved = receiver.saved(qty)
+    lost = sender.lost(qty)
     cost = lane.fixed_cost + lane.cost_per_unit * qty
     net = (params.unit_margin + policy.lost_sale_penalty) * (saved - lost) - cost
     return Economics(qty, saved, lost, cost, net)
@@ -462,11 +495,9 @@ def _candidate(
         if high < max(low, pack):
             return rejected(SuppressReason.SHELF_LIFE, max(high, 0))
     evaluate = EconomicsFn(
-        receiver,
-        receiver_points,
+        ReceiverOutlook(receiver, receiver_points, lane.lead_hours),
         lane,
-        sender,
-        stock_checkpoints(sender_state, now_ms, surplus.horizon_hours),
+        SenderOutlook(sender, stock_checkpoints(sender_state, now_ms, surplus.horizon_hours), high),
         params,
         policy,
     )
