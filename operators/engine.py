@@ -35,6 +35,7 @@ from state.records import (
 from state.sku import Reservation, SkuState
 
 # Events after which the touched site may have stock to give to others.
+_RECOUNTS = frozenset({EventType.SNAPSHOT, EventType.ADJUSTMENT})
 _ADDS_STOCK = frozenset(
     {
         EventType.RETURN,
@@ -172,6 +173,7 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
     site.last_event_ms = max(site.last_event_ms, event.ts_ms)
     if event.type is EventType.TRANSFER_APPROVED:
         decisions.extend(_approve(state, event, policy, now))
+    on_hand_before = site.on_hand
     released = apply_event(state, event, counts_as_demand)
     if released is not None:
         decisions.append(_released(state, event, *released))
@@ -181,7 +183,12 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
     if event.from_site is not None:
         touched.add(event.from_site)
     receivers = [event.site]
-    if event.type in _ADDS_STOCK or released is not None:
+    # A count or an adjustment that did not raise the site's stock gives no neighbour a new
+    # sender (each neighbour is judged on its own events anyway).
+    gained = event.type in _ADDS_STOCK and (
+        event.type not in _RECOUNTS or site.on_hand > on_hand_before
+    )
+    if gained or released is not None:
         receivers.extend(
             lane.to_site
             for lane in ctx.network.lanes_from(event.site)
