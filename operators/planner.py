@@ -411,7 +411,7 @@ def plan_for_receiver(
     if any(r.to_site == receiver_id and not r.dispatched for r in sku_state.reservations.values()):
         return suppressed(SuppressReason.RESERVATION_OUTSTANDING)
     params = network.sku_params(sku_state.sku)
-    candidates: list[tuple[Candidate, Lane, SiteView]] = []
+    candidates: list[tuple[Candidate, Lane, Agent, Surplus]] = []
     for lane in lanes:  # fastest first
         sender_state = sku_state.sites.get(lane.from_site)
         if sender_state is None:
@@ -436,7 +436,9 @@ def plan_for_receiver(
                 return suppressed(reason, tuple(c[0] for c in candidates))
         return suppressed(SuppressReason.NO_SENDER_WITH_SURPLUS, tuple(c[0] for c in candidates))
     viable.sort(key=lambda c: (-c[0].net_benefit, c[0].lead_hours, c[0].from_site))
-    chosen, lane, sender_view = viable[0]
+    chosen, lane, sender, surplus = viable[0]
+    # Only the chosen sender's view goes into the evidence: built for it alone.
+    sender_view = site_view(sender, sender.state.position, surplus.reorder_point, surplus.keep)
     alternatives = tuple(c[0] for c in candidates if c[0] is not chosen)
     return Plan(view, need, chosen, lane, sender_view, alternatives, None)
 
@@ -451,7 +453,7 @@ def _candidate(
     policy: Policy,
     now_ms: int,
     prior: float | None,
-) -> tuple[Candidate, Lane, SiteView] | None:
+) -> tuple[Candidate, Lane, Agent, Surplus] | None:
     sender = agent_for(
         lane.from_site, sender_state, policy, prior, demand_index(network, lane.from_site)
     )
@@ -461,12 +463,11 @@ def _candidate(
     surplus = sender_surplus(sender, replenishment, policy)
     if surplus.qty <= 0:
         return None
-    sender_view = site_view(sender, sender_state.position, surplus.reorder_point, surplus.keep)
     need = receiver_need(receiver, lane.lead_hours, policy, now_ms)
 
-    def rejected(reason: SuppressReason, qty: int = 0) -> tuple[Candidate, Lane, SiteView]:
+    def rejected(reason: SuppressReason, qty: int = 0) -> tuple[Candidate, Lane, Agent, Surplus]:
         cand = Candidate(lane.from_site, qty, lane.lead_hours, 0.0, 0.0, 0.0, 0.0, reason.value)
-        return cand, lane, sender_view
+        return cand, lane, sender, surplus
 
     cooling = policy.cooldown_hours * HOUR_MS
     if (
@@ -516,7 +517,7 @@ def _candidate(
             else SuppressReason.NO_NET_BENEFIT.value
         ),
     )
-    return cand, lane, sender_view
+    return cand, lane, sender, surplus
 
 
 def proposal_id(
