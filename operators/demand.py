@@ -28,18 +28,53 @@ def _learn(demand: Demand, qty: float, alpha: float) -> None:
     demand.windows_seen += 1
 
 
+# Below this many empty windows the step-by-step update is as cheap as the closed form.
+_CLOSED_FORM_FROM = 64
+# The closed form sums a series in (1 - weight); it is used only where that converges fast.
+_SERIES_TERMS = 64
+
+
 def _learn_zeros(demand: Demand, count: int, alpha: float) -> None:
-    """`count` empty windows in a row: the same updates as `_learn(0)`, in local variables
-    (a quiet SKU-site can skip hundreds of windows between two events)."""
+    """`count` empty windows in a row: the same updates as `_learn(0)` (a quiet SKU-site can
+    skip hundreds of windows between two events, so a long run is summed in closed form)."""
     rate, var, weight = demand.rate, demand.var, demand.weight
     keep = 1 - alpha
-    for _ in range(count):
+    remaining = count
+    # Step by step while the run is short or the weight is under 1/2 (a young estimate:
+    # at most about one half-life of windows), then the rest in closed form.
+    while remaining > 0 and (remaining < _CLOSED_FORM_FROM or weight < 0.5):
         mean = rate / weight if weight > 0 else 0.0
         var = keep * (var + alpha * mean * mean)
         rate *= keep
         weight = keep * weight + alpha
+        remaining -= 1
+    if remaining:
+        rate, var, weight = _zeros_closed_form(rate, var, weight, keep, remaining)
     demand.rate, demand.var, demand.weight = rate, var, weight
     demand.windows_seen += count
+
+
+def _zeros_closed_form(
+    rate: float, var: float, weight: float, keep: float, count: int
+) -> tuple[float, float, float]:
+    """The loop in `_learn_zeros`, summed.
+
+    With u = keep^t and c = 1 - weight: rate_t = rate * u, weight_t = 1 - c*u, and
+    var_n = keep^n * (var + (1 - keep) * rate^2 * sum_t u / (1 - c*u)^2); the sum expands as
+    sum_j (j+1) c^j (1 - keep^(n(j+1))) / (1 - keep^(j+1)), which converges for c <= 1/2.
+    """
+    c = 1.0 - weight
+    decay = keep**count
+    total = 0.0
+    c_power = 1.0
+    for j in range(_SERIES_TERMS):
+        power = keep ** (j + 1)
+        total += (j + 1) * c_power * (1.0 - decay ** (j + 1)) / (1.0 - power)
+        c_power *= c
+        if c_power < 1e-18:
+            break
+    new_var = decay * (var + (1.0 - keep) * rate * rate * total)
+    return rate * decay, new_var, 1.0 - c * decay
 
 
 def _close_window(demand: Demand, alpha: float, censored: bool) -> None:
