@@ -11,8 +11,9 @@ and per-unit cost. Pricing the sender's loss instead of fencing off its whole re
 is what lets an overstocked site feed a short one while keeping transfers that merely move
 a shortage from one site to another unprofitable (so no ping-pong).
 
-A site's demand estimate is shrunk toward the SKU's average across sites until the site has
-been observed for `demand_prior_hours` (empirical Bayes): a slow mover or a site that has
+A site's demand estimate is shrunk toward the SKU's average across sites (empirical Bayes),
+which weighs as `demand_prior_hours` of observation against the site's own hours, capped at
+the smoothing half-life (the estimate's memory): a slow mover or a site that has
 sold little yet otherwise looks like it needs nothing, never gets stock and never shows
 demand.
 """

@@ -105,8 +105,8 @@ class Policy:
     approval_value_threshold: float = 5000.0
     demand_window_minutes: int = 60
     demand_halflife_hours: float = 96.0
-    # Until a site has been observed this long, its demand estimate leans on the SKU's
-    # average across sites (0: each site on its own).
+    # The SKU's cross-site demand counts as this many hours of observation in each site's
+    # estimate, against the site's own hours up to the half-life (0: each site on its own).
     demand_prior_hours: float = 72.0
     warmup_hours: float = 24.0
     dedupe_capacity: int = 64
