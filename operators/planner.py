@@ -220,6 +220,11 @@ def stock_checkpoints(
     return tuple(points)
 
 
+def stock_at(points: tuple[Checkpoint, ...], hours: float) -> int:
+    """What a site can sell from just after `hours`: the first checkpoint past it."""
+    return next((stock for at, stock in points if at > hours), points[-1][1])
+
+
 # Demand until a checkpoint (mean, sd) and the stock there is to meet it.
 Exposure = tuple[float, float, int]
 # Beyond this many standard deviations of stock above demand, the expected shortfall is
@@ -247,9 +252,8 @@ class ReceiverOutlook:
 
     def __init__(self, agent: Agent, points: tuple[Checkpoint, ...], lead_hours: float) -> None:
         after = [exposure(agent, h, s) for h, s in points if h > lead_hours]
-        at_arrival = after[0][2] if after else points[-1][1]
         self._after = _relevant(after, 0)
-        self._before = _relevant([exposure(agent, lead_hours, at_arrival)], 0)
+        self._before = _relevant([exposure(agent, lead_hours, stock_at(points, lead_hours))], 0)
 
     def saved(self, qty: int) -> float:
         best = 0.0
@@ -282,11 +286,6 @@ class SenderOutlook:
         return worst
 
 
-def units_saved(agent: Agent, points: tuple[Checkpoint, ...], lead_hours: float, qty: int) -> float:
-    """Lost sales `qty` more units arriving after `lead_hours` avoid at a receiver."""
-    return ReceiverOutlook(agent, points, lead_hours).saved(qty)
-
-
 def sellable_before_expiry(
     receiver: Agent,
     receiver_points: tuple[Checkpoint, ...],
@@ -306,9 +305,7 @@ def sellable_before_expiry(
     remaining = shelf_life_hours - sender.state.on_hand / sender.mean - lane.lead_hours
     if remaining <= 0:
         return 0
-    at_arrival = next(
-        (s for h, s in receiver_points if h > lane.lead_hours), receiver_points[-1][1]
-    )
+    at_arrival = stock_at(receiver_points, lane.lead_hours)
     ahead = max(at_arrival - receiver.mean * lane.lead_hours, 0.0)
     return max(math.floor(receiver.mean * remaining - ahead), 0)
 

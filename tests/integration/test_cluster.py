@@ -10,10 +10,18 @@ import pytest
 
 from adapters.devservices import free_port
 from adapters.flowproc import FlowHarness
+from state.records import Event
 from tests.helpers import T0
 from tests.integration.test_recovery import expected, scenario
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+
+def _publish_in_chunks(flow: FlowHarness, chunks: list[list[Event]]) -> None:
+    """All but the last chunk, each once the flow is consuming (the caller sends the last)."""
+    for chunk in chunks[:-1]:
+        flow.publish_events(chunk)
+        flow.wait_live()
 
 
 def test_two_processes_make_the_same_proposals_as_one(
@@ -42,9 +50,7 @@ def test_two_processes_make_the_same_proposals_as_one(
         process.start()
     try:
         first = processes[0]
-        for chunk in chunks[:-1]:
-            first.publish_events(chunk)
-            first.wait_live()
+        _publish_in_chunks(first, chunks)
         first.publish_events(chunks[-1])
         proposals = first.records("proposals", len(want_ids), timeout=60)
         proposals = first.records("proposals", 10_000, timeout=3)
@@ -77,9 +83,7 @@ def test_a_pause_reaches_every_process_of_a_cluster(
         process.start()
     try:
         first = processes[0]
-        for chunk in chunks[:-1]:
-            first.publish_events(chunk)
-            first.wait_live()
+        _publish_in_chunks(first, chunks)
         sent = first.control("pause", "--reason", "cluster stocktake", "--effective-at", str(T0))
         assert sent.returncode == 0, sent.stderr
         assert first.records("decisions", 1, keep=lambda r: r["outcome"] == "control_applied")

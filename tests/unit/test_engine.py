@@ -9,13 +9,13 @@ from hypothesis import strategies as st
 
 from operators.engine import DecisionContext, step
 from operators.planner import (
+    ReceiverOutlook,
     agent_for,
     demand_prior,
     expected_shortfall,
     plan_for_receiver,
     receiver_need,
     stock_checkpoints,
-    units_saved,
 )
 from operators.position import TRANSFER_INBOUND_PREFIX
 from state.records import Event, EventType, Outcome, Proposal
@@ -396,7 +396,7 @@ def test_a_delivery_due_in_three_days_does_not_hide_an_empty_shelf() -> None:
     receiver = agent_for("B", state.sites["B"], CTX.policy)
     need = receiver_need(receiver, 6, CTX.policy, now)
     assert state.sites["B"].position == 82 and need.qty > 0
-    saved = units_saved(receiver, stock_checkpoints(state.sites["B"], now, 6 + 24), 6, 10)
+    saved = ReceiverOutlook(receiver, stock_checkpoints(state.sites["B"], now, 6 + 24), 6).saved(10)
     assert 5 < saved <= 10
 
 
@@ -422,7 +422,7 @@ def test_no_cover_means_nothing_saved_not_a_crash() -> None:
     state = _sites_selling(30, ("A", "B"), {"A": 330, "B": 30})
     receiver = agent_for("B", state.sites["B"], CTX.policy)
     points = stock_checkpoints(state.sites["B"], T0 + 31 * HOUR, 6)  # lead 6 + cover 0
-    assert units_saved(receiver, points, 6, 4) == 0.0
+    assert ReceiverOutlook(receiver, points, 6).saved(4) == 0.0
     zero_cover = policy(cover_hours=0.0, review_hours=0.0)
     plan = plan_for_receiver(state, "B", CTX.network, zero_cover, T0 + 31 * HOUR)
     assert plan is None  # with no review period nothing can be short
