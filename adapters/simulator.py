@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from operators.lanes import LaneOutcome
 from state.config import ConfigError, Network, Policy, network_from_dict
 from state.records import DeadLetter, Proposal, RawMessage, StepOutput
 
@@ -68,6 +69,8 @@ class Scenario:
     # network and execution
     nearest_lanes: int = 0  # 0: lanes between all pairs; k: each site to its k nearest
     lane_capacity_per_day: int = 0  # 0: unlimited; else units that may depart per lane and day
+    # 0: unlimited; else each site stores this many days of its expected sales (all SKUs)
+    storage_capacity_days: float = 0.0
     reject_share: float = 0.05
     start_ms: int = 1_767_571_200_000  # 2026-01-05T00:00:00Z, a Monday
 
@@ -135,14 +138,19 @@ def network_dict(scenario: Scenario) -> dict[str, Any]:
         }
         for i, j in sorted(pairs)
     ]
+    storage: list[int | None] = [None] * len(ids)
+    if scenario.storage_capacity_days > 0:
+        per_day = expected_daily_rate(scenario).sum(axis=0)
+        storage = [math.ceil(scenario.storage_capacity_days * float(v)) for v in per_day]
     return {
         "sites": [
             {
                 "id": s,
                 "replenishment_lead_hours": scenario.supplier_lead_days * 24,
                 "demand_index": index,
+                **({"storage_capacity": units} if units is not None else {}),
             }
-            for s, index in zip(ids, site_demand_index(scenario), strict=True)
+            for s, index, units in zip(ids, site_demand_index(scenario), storage, strict=True)
         ],
         "lanes": lanes,
         "sku_defaults": {
@@ -154,15 +162,31 @@ def network_dict(scenario: Scenario) -> dict[str, Any]:
     }
 
 
+def _popularity_and_scale(
+    rng: np.random.Generator, scenario: Scenario, n_skus: int, n_sites: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The first draws of a scenario's demand: mean daily units per SKU, scale per site."""
+    popularity = rng.lognormal(0.0, scenario.sku_popularity_sigma, size=n_skus)
+    popularity *= scenario.mean_daily_demand / popularity.mean()
+    scale = rng.lognormal(0.0, scenario.site_scale_sigma, size=n_sites)
+    return popularity, scale / scale.mean()
+
+
+def expected_daily_rate(scenario: Scenario) -> np.ndarray:
+    """The true daily rate [sku, site] behind `draw_demand` (before shocks and weekdays)."""
+    rng = np.random.default_rng(scenario.seed)
+    popularity, scale = _popularity_and_scale(rng, scenario, scenario.n_skus, scenario.n_sites)
+    return np.outer(popularity, scale)
+
+
 def site_demand_index(scenario: Scenario) -> list[float]:
     """Each site's sales volume relative to the mean site: what a retailer knows from its
     total sales by store (the same draw as `draw_demand`'s site scale; 1 for a trace)."""
     if scenario.trace is not None:
         return [1.0] * scenario.n_sites
     rng = np.random.default_rng(scenario.seed)
-    rng.lognormal(0.0, scenario.sku_popularity_sigma, size=scenario.n_skus)
-    scale = rng.lognormal(0.0, scenario.site_scale_sigma, size=scenario.n_sites)
-    return [round(float(v), 3) for v in scale / scale.mean()]
+    _, scale = _popularity_and_scale(rng, scenario, scenario.n_skus, scenario.n_sites)
+    return [round(float(v), 3) for v in scale]
 
 
 def make_network(scenario: Scenario) -> Network:
@@ -179,10 +203,7 @@ def draw_demand(
     """Hourly demand [hour, sku, site] and the true daily rate [sku, site] behind it."""
     rng = np.random.default_rng(scenario.seed)
     n_skus, n_sites = len(skus), len(sites)
-    popularity = rng.lognormal(0.0, scenario.sku_popularity_sigma, size=n_skus)
-    popularity *= scenario.mean_daily_demand / popularity.mean()
-    scale = rng.lognormal(0.0, scenario.site_scale_sigma, size=n_sites)
-    scale /= scale.mean()
+    popularity, scale = _popularity_and_scale(rng, scenario, n_skus, n_sites)
     daily_rate = np.outer(popularity, scale)
     if scenario.trace is not None:
         return _trace_demand(scenario, skus, sites), daily_rate
@@ -271,6 +292,7 @@ class Kpis:
     proposals: int = 0
     proposals_rejected: int = 0
     proposals_failed: int = 0
+    refused_for_storage: int = 0
     stockout_hours: int = 0
     inventory_hours: float = 0.0
     hours: int = 0
@@ -307,6 +329,7 @@ class Kpis:
             "proposals": self.proposals,
             "proposals_rejected": self.proposals_rejected,
             "proposals_failed": self.proposals_failed,
+            "refused_for_storage": self.refused_for_storage,
         }
 
 
@@ -479,7 +502,7 @@ class Simulation:
             }
             draw = int(order.ref[:8], 16) / 0xFFFFFFFF if _is_hex(order.ref[:8]) else 1.0
             qty = min(order.qty, int(self.on_hand[k, src]), self._lane_room(order, h))
-            if draw < self.scenario.reject_share:
+            if draw < self.scenario.reject_share or self._storage_full(dst, qty):
                 self.kpis.proposals_rejected += 1
                 body.update(
                     event_id=f"xfer-rej-{order.ref}", type="transfer_rejected", qty=order.qty
@@ -501,6 +524,37 @@ class Simulation:
             if self.emit:
                 events.append(("shipments", body))
         self.pending = []
+
+    def _held(self, s: int) -> int:
+        """Units at a site or on their way to it, across SKUs: what storage must take."""
+        return (
+            int(self.on_hand[:, s].sum())
+            + int(self.supplier_pipeline[:, s].sum())
+            + int(self.in_transit[:, s].sum())
+        )
+
+    def _within_storage(self, order: np.ndarray) -> np.ndarray:
+        """A site orders no more than it can store: each SKU's order scaled down alike."""
+        for s, site in enumerate(self.sites):
+            capacity = self.network.sites[site].storage_capacity
+            wanted = int(order[:, s].sum())
+            if capacity is None or wanted == 0:
+                continue
+            room = max(capacity - self._held(s), 0)
+            if wanted > room:
+                order[:, s] = np.floor(order[:, s] * (room / wanted)).astype(int)
+        return order
+
+    def _storage_full(self, dst: int, qty: int) -> bool:
+        """The world enforces storage too: a receiving site without room refuses a transfer
+        that would leave it holding more than its capacity once everything on its way is in."""
+        capacity = self.network.sites[self.sites[dst]].storage_capacity
+        if capacity is None:
+            return False
+        if self._held(dst) + qty <= capacity:
+            return False
+        self.kpis.refused_for_storage += 1
+        return True
 
     def _lane_room(self, order: TransferOrder, h: int) -> int:
         """The world enforces lane capacity too: a full truck takes no more."""
@@ -610,7 +664,7 @@ class Simulation:
         return np.asarray(order, dtype=int)
 
     def _replenish(self, h: int, events: list[Event]) -> None:
-        order = self.supplier_order()
+        order = self._within_storage(self.supplier_order())
         lead = self.scenario.supplier_lead_days * 24
         for k, s in zip(*np.nonzero(order), strict=True):
             qty = int(order[k, s])
@@ -655,8 +709,10 @@ class SimulatorFeed:
     """Drives a flow from a Simulation in lockstep, closing the loop through its outputs.
 
     `pull` is a PullSource callable: it sends the next simulated hour only once the flow has
-    accounted for every event already sent (a StepOutput or a dead letter each), then feeds
-    the proposals those events caused back into the world as executed transfers.
+    accounted for every event already sent (a StepOutput or a dead letter each) and every
+    proposal those events caused has come out of negotiation, then feeds the granted ones
+    back into the world as executed transfers. Wire `on_step_outputs`, `on_dead_letters` and
+    `on_negotiated` to the flow's sinks of the same names.
     """
 
     def __init__(
@@ -669,6 +725,7 @@ class SimulatorFeed:
         self.topic_prefix = topic_prefix
         self.sent = 0
         self.accounted = 0
+        self.negotiating = 0
         self.proposals: list[Proposal] = []
         self._unfed: list[Proposal] = []
         self._opened = False
@@ -678,8 +735,14 @@ class SimulatorFeed:
     def on_step_outputs(self, items: list[tuple[str, StepOutput]]) -> None:
         for _, output in items:
             self.accounted += 1
-            self._unfed.extend(output.proposals)
-            self.proposals.extend(output.proposals)
+            self.negotiating += len(output.proposals)
+
+    def on_negotiated(self, items: list[LaneOutcome]) -> None:
+        for outcome in items:
+            self.negotiating -= 1
+            if outcome.proposal is not None:
+                self._unfed.append(outcome.proposal)
+                self.proposals.append(outcome.proposal)
 
     def on_dead_letters(self, items: list[DeadLetter]) -> None:
         self.accounted += len(items)
@@ -702,7 +765,7 @@ class SimulatorFeed:
         return batch
 
     def pull(self) -> list[RawMessage] | None:
-        if self.accounted < self.sent:
+        if self.accounted < self.sent or self.negotiating:
             return []
         if not self._opened:
             self._opened = True

@@ -65,6 +65,7 @@ def run_flow_on_simulation(
         decisions=decisions,
         dead_letters=ListSink(feed.on_dead_letters),
         step_outputs=ListSink(feed.on_step_outputs),
+        negotiated=ListSink(feed.on_negotiated),
     )
     flow = build(
         settings, source=PullSource(feed.pull), sinks=sinks, network=network, policy=policy

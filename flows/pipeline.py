@@ -32,7 +32,7 @@ from adapters.settings import Settings, control_topic
 from operators import codec
 from operators.control import NonceMemory, as_command, authenticate, control_decision
 from operators.engine import DecisionContext, step
-from operators.lanes import LaneOutcome, negotiate
+from operators.lanes import LaneOutcome, negotiate, receiving_items, receiving_site
 from operators.parse import parse_message, topic_kinds_for
 from state.config import Network, Policy
 from state.governance import ControlCommand, ControlRejection
@@ -43,6 +43,7 @@ from state.records import (
     Finding,
     Proposal,
     RawMessage,
+    SiteOccupancy,
     StepOutput,
 )
 from state.sku import SkuState
@@ -61,6 +62,9 @@ class Sinks:
     live_state: DynamicSink[tuple[str, StepOutput]] | None = None
     # Optional: signal-health findings (stockshift.anomalies).
     anomalies: DynamicSink[Finding] | None = None
+    # Optional: every proposal's negotiation outcome (the demo's lockstep feeds granted ones
+    # back into the simulated world).
+    negotiated: DynamicSink[LaneOutcome] | None = None
 
 
 @dataclass
@@ -188,20 +192,18 @@ def _control_key(_raw: RawMessage) -> str:
     return "control"
 
 
-def _proposals(keyed: tuple[str, StepOutput]) -> tuple[Proposal, ...]:
-    return keyed[1].proposals
+def _to_negotiation(keyed: tuple[str, StepOutput]) -> tuple[Proposal | SiteOccupancy, ...]:
+    return receiving_items(keyed[1])
 
 
 def _decisions(keyed: tuple[str, StepOutput]) -> tuple[DecisionRecord, ...]:
     return keyed[1].decisions
 
 
-def _lane_id(proposal: Proposal) -> str:
-    return f"{proposal.from_site}->{proposal.to_site}"
-
-
-def _lane_outcome(keyed: tuple[str, LaneOutcome]) -> LaneOutcome:
-    return keyed[1]
+def _lane_outcome(keyed: tuple[str, LaneOutcome]) -> LaneOutcome | None:
+    """Occupancy updates come out as an empty outcome; only proposals' outcomes go on."""
+    outcome = keyed[1]
+    return None if outcome.proposal is None and outcome.decision is None else outcome
 
 
 def _granted(outcome: LaneOutcome) -> Proposal | None:
@@ -299,14 +301,22 @@ def build(
     outputs = op.stateful("sku_state", keyed, partial(SkuLogic, context, idle))
     # (sku, StepOutput): exactly one per event that reached the state
     op.inspect("count_outputs", outputs, metrics.count_output)
-    proposed = op.key_on("key_by_lane", op.flat_map("proposals", outputs, _proposals), _lane_id)
-    negotiated = op.map(
-        "lane_outcomes",
-        op.stateful_map("lane_negotiation", proposed, partial(negotiate, network=network)),
+    # Proposals (and, for sites with a storage capacity, occupancy) keyed by receiving site:
+    # lane capacity and storage are both shared there (operators.lanes).
+    receiving = op.key_on(
+        "key_by_receiving_site",
+        op.flat_map("to_negotiation", outputs, _to_negotiation),
+        receiving_site,
+    )
+    negotiated = op.filter_map(
+        "negotiation_outcomes",
+        op.stateful_map("negotiation", receiving, partial(negotiate, network=network)),
         _lane_outcome,
     )
     # LaneOutcome: the proposal as granted (maybe fewer units, maybe deferred) or none,
-    # and a decision record when the lane changed or refused it
+    # and a decision record when negotiation changed or refused it
+    if sinks.negotiated is not None:
+        op.output("negotiated_out", negotiated, sinks.negotiated)
     op.output("proposals_out", op.filter_map("granted", negotiated, _granted), sinks.proposals)
     decisions = op.merge(
         "engine_and_lane_decisions",

@@ -21,7 +21,7 @@ from adapters.simulator import Scenario, Simulation, TransferOrder, make_network
 from operators.baselines import tie_moves
 from operators.engine import DecisionContext, step
 from operators.hindsight import LaneSpec, hindsight_bound
-from operators.lanes import LaneState, negotiate
+from operators.lanes import ReceivingState, negotiate_all, receiving_items
 from operators.parse import parse_object
 from state.config import Network, Policy
 from state.records import Proposal
@@ -127,16 +127,14 @@ def run_stockshift(
     sites = frozenset(network.sites)
     states: dict[str, SkuState] = {}
 
-    lanes: dict[str, LaneState] = {}
+    receiving: dict[str, ReceivingState] = {}
 
     def decide(events: list[tuple[str, dict[str, Any]]]) -> None:
         proposals: list[Proposal] = []
         for kind, body in events:
             event = parse_object(kind, body, sites)
             states[event.sku], output = step(states.get(event.sku), event, ctx)
-            for proposal in output.proposals:
-                lane_id = f"{proposal.from_site}->{proposal.to_site}"
-                lanes[lane_id], outcome = negotiate(lanes.get(lane_id), proposal, network)
+            for outcome in negotiate_all(receiving, receiving_items(output), network):
                 if outcome.proposal is not None:
                     proposals.append(outcome.proposal)
         sim.accept(proposals)
@@ -254,6 +252,7 @@ KPI_ROWS = (
     "turns_annualised",
     "proposals",
     "proposals_rejected",
+    "refused_for_storage",
 )
 
 

@@ -28,11 +28,12 @@ from state.records import (
     Proposal,
     ProposalStatus,
     ReleaseReason,
+    SiteOccupancy,
     SitePosition,
     StepOutput,
     SuppressReason,
 )
-from state.sku import Reservation, SkuState
+from state.sku import Reservation, SiteState, SkuState
 
 # Events after which the touched site may have stock to give to others.
 _RECOUNTS = frozenset({EventType.SNAPSHOT, EventType.ADJUSTMENT})
@@ -72,6 +73,8 @@ class DecisionContext:
     shadow_share: float = 0.0
     # Live positions in each StepOutput: only worth building when something stores them.
     emit_positions: bool = True
+    # Sites with a storage capacity: their occupancy goes to negotiation after each event.
+    storage_sites: frozenset[str] = frozenset()
 
     @classmethod
     def build(
@@ -108,6 +111,9 @@ class DecisionContext:
             shadow=shadow,
             shadow_share=shadow_share,
             emit_positions=emit_positions,
+            storage_sites=frozenset(
+                s for s, site in network.sites.items() if site.storage_capacity is not None
+            ),
         )
 
     def policy_for(self, governance: Governance) -> Policy:
@@ -202,7 +208,7 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
         )
         if proposal is not None:
             proposals.append(proposal)
-            touched.add(proposal.from_site)
+            touched.update((proposal.from_site, proposal.to_site))
     if ctx.shadow is not None and in_shadow_share(event.sku, ctx.shadow_share):
         state.shadow, shadow_output = step(state.shadow, event, ctx.shadow)
         decisions.extend(_as_shadow(d) for d in shadow_output.decisions)
@@ -219,7 +225,21 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
             else ()
         ),
         findings=tuple(findings),
+        occupancy=(
+            tuple(
+                SiteOccupancy(state.sku, s, _occupancy(state.sites[s]))
+                for s in sorted(touched & ctx.storage_sites)
+                if s in state.sites
+            )
+            if ctx.storage_sites
+            else ()
+        ),
     )
+
+
+def _occupancy(site: SiteState) -> int:
+    """What counts against a site's storage: on hand, inbound and transfers reserved in."""
+    return max(site.on_hand, 0) + site.inbound_qty + site.reserved_in
 
 
 def _decide_receiver(

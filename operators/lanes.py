@@ -1,9 +1,20 @@
-"""Lane negotiation: the second stage of the flow, keyed by lane.
+"""Negotiation: the second stage of the flow, keyed by receiving site.
 
-Proposals for different SKUs compete for a lane's daily capacity. Each is granted in full
-while capacity lasts; when it does not, the proposal gets what is left if that still meets
-the SKU's minimum quantity, or waits for the next departure, or is dropped with the reason
-in the decision log. A departure after the lane's cut-off hour counts against the next day.
+Proposals for different SKUs compete for two shared resources: a lane's daily capacity and
+the receiving site's storage. Both meet at the receiving site (every lane into it ends
+there), so the stage is keyed by receiving site and holds each incoming lane's granted units
+per departure day and, for a site that declares `storage_capacity`, the units it holds or
+has coming per SKU (the engine sends a `SiteOccupancy` whenever a SKU's number there
+changes). A proposal is granted in full while both last; otherwise it gets what is left if
+that still meets the SKU's minimum quantity, or waits for the next departure (lane), or is
+dropped with the reason in the decision log. A departure after the lane's cut-off hour
+counts against the next day.
+
+Occupancy counts a proposal's units from the moment the engine reserves them, so the room
+a proposal is checked against already includes it; a proposal this stage cuts or drops
+keeps occupying its units until the engine's reservation expires (`proposal_ttl_hours`),
+which errs on the side of never overfilling the site.
+
 Arrival order within a day stands in for ranking by benefit per unit: proposals are made the
 moment a need appears, and holding them back to rank them would delay every transfer.
 Bid-price control (the upper half of a departure open only to proposals worth more per unit
@@ -16,25 +27,54 @@ a day late.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from state.config import Lane, Network
-from state.records import DecisionRecord, Outcome, Proposal, SuppressReason
+from state.records import (
+    DecisionRecord,
+    Outcome,
+    Proposal,
+    SiteOccupancy,
+    StepOutput,
+    SuppressReason,
+)
 
 DAY_MS = 24 * 3_600_000
 
+ReceivingItem = Proposal | SiteOccupancy
+
 
 @dataclass(slots=True)
-class LaneState:
-    """Units granted per departure day (event-time day start -> units); old days dropped."""
+class ReceivingState:
+    """One receiving site: units granted per incoming lane and departure day (old days
+    dropped) and, when the site declares storage capacity, its occupancy per SKU."""
 
-    granted: dict[int, int] = field(default_factory=dict)
+    granted: dict[str, dict[int, int]] = field(default_factory=dict)
+    occupancy: dict[str, int] = field(default_factory=dict)
+    occupied: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class LaneOutcome:
+    """The proposal as granted (maybe fewer units, maybe deferred) or none, and a decision
+    record when negotiation changed or refused it. Occupancy updates give neither."""
+
     proposal: Proposal | None
     decision: DecisionRecord | None
+
+
+_NOTHING = LaneOutcome(None, None)
+
+
+def receiving_items(output: StepOutput) -> tuple[ReceivingItem, ...]:
+    """What one engine step sends to negotiation: occupancy first, so a proposal is checked
+    against numbers that include its own reservation."""
+    return (*output.occupancy, *output.proposals)
+
+
+def receiving_site(item: ReceivingItem) -> str:
+    return item.to_site if isinstance(item, Proposal) else item.site
 
 
 def departure_day(lane: Lane, created_ms: int) -> int:
@@ -45,52 +85,108 @@ def departure_day(lane: Lane, created_ms: int) -> int:
 
 
 def negotiate(
-    state: LaneState | None, proposal: Proposal, network: Network
-) -> tuple[LaneState, LaneOutcome]:
-    state = state or LaneState()
+    state: ReceivingState | None, item: ReceivingItem, network: Network
+) -> tuple[ReceivingState, LaneOutcome]:
+    """One item for a receiving site; the shape `stateful_map` expects."""
+    state = state or ReceivingState()
+    if isinstance(item, SiteOccupancy):
+        state.occupied += item.units - state.occupancy.get(item.sku, 0)
+        if item.units:
+            state.occupancy[item.sku] = item.units
+        else:
+            state.occupancy.pop(item.sku, None)
+        return state, _NOTHING
+    proposal = item
     lane = network.lanes[(proposal.from_site, proposal.to_site)]
-    if lane.capacity_per_day is None:
-        return state, LaneOutcome(proposal, None)
-    first = departure_day(lane, proposal.created_at_ms)
-    for day in list(state.granted):
-        if day < first - DAY_MS:
-            del state.granted[day]
     params = network.sku_params(proposal.sku)
     minimum = max(params.min_transfer_qty, params.pack_size)
-    for day in (first, first + DAY_MS):
-        room = lane.capacity_per_day - state.granted.get(day, 0)
-        qty = min(proposal.qty, room // params.pack_size * params.pack_size)
+    qty = proposal.qty
+    notes: list[str] = []
+    capacity = network.sites[proposal.to_site].storage_capacity
+    if capacity is not None and state.occupied > capacity:
+        room = max(proposal.qty - (state.occupied - capacity), 0)
+        qty = room // params.pack_size * params.pack_size
         if qty < minimum:
-            continue
-        state.granted[day] = state.granted.get(day, 0) + qty
-        notes = []
-        if qty < proposal.qty:
-            notes.append(f"lane {lane.lane_id} had room for {qty} of {proposal.qty} units")
-        if day > first:
+            return state, LaneOutcome(
+                None,
+                _record(
+                    proposal,
+                    SuppressReason.STORAGE_CAPACITY,
+                    f"{proposal.to_site} would hold {state.occupied} units with this transfer, "
+                    f"above its storage capacity of {capacity}",
+                ),
+            )
+        notes.append(f"{proposal.to_site} had storage for {qty} of {proposal.qty} units")
+    if lane.capacity_per_day is not None:
+        granted = state.granted.setdefault(lane.lane_id, {})
+        day = _book(granted, lane, lane.capacity_per_day, proposal, qty, minimum, params.pack_size)
+        if day is None:
+            return state, LaneOutcome(
+                None,
+                _record(
+                    proposal,
+                    SuppressReason.LANE_CAPACITY,
+                    f"lane {lane.lane_id} is full today and at the next departure "
+                    f"({lane.capacity_per_day} units a day)",
+                ),
+            )
+        booked, deferred = day
+        if booked < qty:
+            notes.append(f"lane {lane.lane_id} had room for {booked} of {proposal.qty} units")
+        if deferred:
             notes.append(f"deferred to the next departure on lane {lane.lane_id}")
-        if not notes:
-            return state, LaneOutcome(proposal, None)
-        granted = replace(proposal, qty=qty, reason=proposal.reason + " " + "; ".join(notes) + ".")
-        return state, LaneOutcome(granted, _record(granted, "granted in part", "; ".join(notes)))
-    return state, LaneOutcome(
-        None,
-        _record(
-            proposal,
-            SuppressReason.LANE_CAPACITY.value,
-            f"lane {lane.lane_id} is full today and at the next departure "
-            f"({lane.capacity_per_day} units a day)",
-        ),
-    )
+        qty = booked
+    if not notes:
+        return state, LaneOutcome(proposal, None)
+    detail = "; ".join(notes)
+    changed = replace(proposal, qty=qty, reason=f"{proposal.reason} {detail}.")
+    return state, LaneOutcome(changed, _record(changed, None, detail))
 
 
-def _record(proposal: Proposal, reason: str, detail: str) -> DecisionRecord:
-    dropped = reason == SuppressReason.LANE_CAPACITY.value
+def _book(
+    granted: dict[int, int],
+    lane: Lane,
+    capacity: int,
+    proposal: Proposal,
+    qty: int,
+    minimum: int,
+    pack_size: int,
+) -> tuple[int, bool] | None:
+    """Units booked on the first departure with room for the minimum, and whether that was
+    the next day's; None when neither has room."""
+    first = departure_day(lane, proposal.created_at_ms)
+    for day in list(granted):
+        if day < first - DAY_MS:
+            del granted[day]
+    for day in (first, first + DAY_MS):
+        room = capacity - granted.get(day, 0)
+        booked = min(qty, room // pack_size * pack_size)
+        if booked >= minimum:
+            granted[day] = granted.get(day, 0) + booked
+            return booked, day > first
+    return None
+
+
+def negotiate_all(
+    states: dict[str, ReceivingState], items: Iterable[ReceivingItem], network: Network
+) -> list[LaneOutcome]:
+    """The stage outside a dataflow (simulator, reference runs): same function, same order."""
+    outcomes = []
+    for item in items:
+        site = receiving_site(item)
+        states[site], outcome = negotiate(states.get(site), item, network)
+        if isinstance(item, Proposal):
+            outcomes.append(outcome)
+    return outcomes
+
+
+def _record(proposal: Proposal, dropped: SuppressReason | None, detail: str) -> DecisionRecord:
     return DecisionRecord(
         sku=proposal.sku,
         site=proposal.to_site,
         ts_ms=proposal.created_at_ms,
         outcome=Outcome.SUPPRESSED if dropped else Outcome(proposal.status.value),
-        reason=reason,
+        reason=dropped.value if dropped else "granted in part",
         detail=f"proposal {proposal.proposal_id} ({proposal.qty} units): {detail}.",
         policy_version=proposal.policy_version,
         trigger_event_id=proposal.trigger_event_ids[0],

@@ -20,7 +20,7 @@ import orjson
 
 from operators.codec import event_message
 from operators.engine import DecisionContext, step
-from operators.lanes import LaneState, negotiate
+from operators.lanes import ReceivingState, negotiate_all, receiving_items
 from state.config import Network, Policy
 from state.records import Event, EventType, SitePosition
 from state.sku import SkuState
@@ -44,7 +44,7 @@ def reference_run(events: Iterable[Event], network: Network, policy: Policy) -> 
     """Every event through `engine.step` in order, proposals through lane negotiation."""
     ctx = DecisionContext.build(network, policy, emit_positions=True)
     states: dict[str, SkuState] = {}
-    lanes: dict[str, LaneState] = {}
+    receiving: dict[str, ReceivingState] = {}
     ids: set[str] = set()
     positions: dict[tuple[str, str], SitePosition] = {}
     count = 0
@@ -53,9 +53,7 @@ def reference_run(events: Iterable[Event], network: Network, policy: Policy) -> 
         states[event.sku], output = step(states.get(event.sku), event, ctx)
         for position in output.positions:
             positions[(position.sku, position.site)] = position
-        for proposal in output.proposals:
-            lane = f"{proposal.from_site}->{proposal.to_site}"
-            lanes[lane], outcome = negotiate(lanes.get(lane), proposal, network)
+        for outcome in negotiate_all(receiving, receiving_items(output), network):
             if outcome.proposal is not None:
                 ids.add(outcome.proposal.proposal_id)
     return Reference(frozenset(ids), positions, count)

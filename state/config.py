@@ -24,6 +24,9 @@ class Site:
     # The site's sales volume relative to a typical site (e.g. its share of last year's
     # sales times the number of sites): scales the SKU's cross-site demand prior.
     demand_index: float = 1.0
+    # Units the site can hold across all SKUs (on hand plus what is on its way); None: no
+    # limit. Transfers into the site share what is left (see operators.lanes).
+    storage_capacity: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +190,11 @@ def network_from_dict(
             ),
             demand_index=_number(
                 entry.get("demand_index", 1.0), f"{where}.demand_index", strict=True
+            ),
+            storage_capacity=(
+                _integer(entry["storage_capacity"], f"{where}.storage_capacity")
+                if entry.get("storage_capacity") is not None
+                else None
             ),
         )
     if len(sites) < 2:

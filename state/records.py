@@ -184,6 +184,7 @@ class SuppressReason(StrEnum):
     PAUSED = "paused"
     DATA_QUALITY = "data_quality"
     LANE_CAPACITY = "lane_capacity"
+    STORAGE_CAPACITY = "storage_capacity"
 
 
 class ReleaseReason(StrEnum):
@@ -244,6 +245,16 @@ class SitePosition:
 
 
 @dataclass(frozen=True, slots=True)
+class SiteOccupancy:
+    """Units of one SKU a site holds or has coming (on hand, inbound, reserved in), sent to
+    negotiation for sites with a storage capacity whenever an event touches them."""
+
+    sku: str
+    site: str
+    units: int
+
+
+@dataclass(frozen=True, slots=True)
 class StepOutput:
     """Everything one input event caused; exactly one per event that reached the state."""
 
@@ -256,3 +267,4 @@ class StepOutput:
     decisions: tuple[DecisionRecord, ...] = field(default=())
     positions: tuple[SitePosition, ...] = ()
     findings: tuple[Finding, ...] = ()
+    occupancy: tuple[SiteOccupancy, ...] = ()

@@ -11,9 +11,12 @@ from adapters.simulator import Scenario, Simulation, SimulatorFeed, make_network
 from flows.demo import run_demo
 from flows.pipeline import Sinks, build
 from operators.engine import DecisionContext, step
+from operators.lanes import ReceivingState, negotiate_all, receiving_items
 from operators.parse import parse_message, topic_kinds_for
 from state.records import Event, EventType, RawMessage
 from tests.helpers import event, policy, raw_of, two_store_network, warm_history
+
+NEGOTIATION_REASONS = {"granted in part", "lane_capacity", "storage_capacity"}
 
 
 def memory_sinks() -> Sinks:
@@ -50,7 +53,10 @@ def test_flow_turns_events_into_a_proposal_and_bad_input_into_dead_letters() -> 
 
 
 def test_flow_and_direct_engine_make_identical_proposals_for_the_same_events() -> None:
-    scenario = Scenario(n_sites=4, n_skus=6, days=4, seed=3)
+    # Lanes and sites constrained, so negotiation cuts and drops proposals on both paths.
+    scenario = Scenario(
+        n_sites=4, n_skus=12, days=6, seed=3, lane_capacity_per_day=3, storage_capacity_days=5
+    )
     network = make_network(scenario)
     pol = policy()
     feed = SimulatorFeed(Simulation(scenario, network), "stockshift.")
@@ -63,7 +69,11 @@ def test_flow_and_direct_engine_make_identical_proposals_for_the_same_events() -
         return batch
 
     sinks = Sinks(
-        ListSink(), ListSink(), ListSink(feed.on_dead_letters), ListSink(feed.on_step_outputs)
+        ListSink(),
+        ListSink(),
+        ListSink(feed.on_dead_letters),
+        ListSink(feed.on_step_outputs),
+        negotiated=ListSink(feed.on_negotiated),
     )
     run_main(
         build(
@@ -73,15 +83,20 @@ def test_flow_and_direct_engine_make_identical_proposals_for_the_same_events() -
     assert sinks.proposals.items, "the scenario should need transfers"
     ctx = DecisionContext.build(network, pol)
     states: dict[str, object] = {}
+    receiving: dict[str, ReceivingState] = {}
     direct = []
     kinds = topic_kinds_for("stockshift.")
     for raw in sent:
         parsed = parse_message(raw, kinds, frozenset(network.sites))
         assert isinstance(parsed, Event)
         states[parsed.sku], out = step(states.get(parsed.sku), parsed, ctx)  # type: ignore[arg-type]
-        direct.extend(out.proposals)
+        outcomes = negotiate_all(receiving, receiving_items(out), network)
+        direct.extend(o.proposal for o in outcomes if o.proposal is not None)
     key = lambda p: (p.sku, p.created_at_ms, p.proposal_id)  # noqa: E731
     assert sorted(sinks.proposals.items, key=key) == sorted(direct, key=key)
+    # Negotiation changed some (fewer units, or dropped): the constraints were in play.
+    negotiated = [d for d in sinks.decisions.items if d.reason in NEGOTIATION_REASONS]
+    assert negotiated, "the constrained scenario should make negotiation cut or drop proposals"
 
 
 def test_demo_writes_outputs_and_improves_fill_rate(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Lane negotiation: daily capacity, partial grants, deferral, drops, cut-off."""
+"""Negotiation: lane capacity (partial grants, deferral, drops, cut-off) and receiving
+sites' storage capacity."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def test_second_request_gets_what_is_left_then_waits_then_is_dropped() -> None:
     assert fifth.decision is not None
     assert (fifth.decision.outcome, fifth.decision.reason) == (Outcome.SUPPRESSED, "lane_capacity")
     # Units granted never exceed capacity per departure day.
-    assert all(units <= 30 for units in state.granted.values())
+    assert all(units <= 30 for days in state.granted.values() for units in days.values())
 
 
 def test_cutoff_moves_late_departures_to_the_next_day() -> None:

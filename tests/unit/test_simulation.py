@@ -116,7 +116,7 @@ def test_tie_moves_never_ship_more_than_on_hand_and_reduce_imbalance(data) -> No
 
 def test_ready_scenarios_load_and_bad_ones_fail_clearly(tmp_path: Path) -> None:
     names = {load_scenario(p).name for p in SCENARIOS.glob("*.toml")}
-    assert {"small-symmetric", "regional", "shock-promo"} <= names
+    assert {"small-symmetric", "regional", "shock-promo", "constrained"} <= names
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "x"\nreplenishment = "magic"\n')
     with pytest.raises(ConfigError, match="replenishment"):
