@@ -47,9 +47,11 @@ class Signals:
     sales_seen: int = 0
     day_start_ms: int = -1
     day_qty: int = 0
-    drift: Any = None  # river.drift.PageHinkley, created lazily
+    day_short: bool = False  # the site sold out during the day being counted
+    drift: Any = None  # operators.drift.PoissonCusum, created lazily
     drift_until_ms: int = -1
-    last_sale_ms: int = -1
+    # The last sale, or the last hourly check that found the site with nothing to sell.
+    quiet_since_ms: int = -1
     silent: bool = False
 
 

@@ -116,3 +116,33 @@ def test_detector_state_is_small() -> None:
     events += [event(f"d{h}", EventType.SALE, h + 0.5, "A", 1 + h % 3) for h in range(24 * 10)]
     state, _, _ = run(events)
     assert len(pickle.dumps(state.sites["A"].signals)) <= 1024
+
+
+def test_a_huge_order_at_a_site_with_few_sales_is_still_an_outlier() -> None:
+    events = [event("sb", EventType.SNAPSHOT, 0, "B", 500)]
+    events += [event(f"s{h}", EventType.SALE, h + 0.5, "B", 1) for h in range(6)]
+    events.append(event("bulk", EventType.SALE, 7.5, "B", 40))
+    _, findings, _ = run(events)
+    assert kinds(findings) == ["sale_outlier"]
+
+
+def test_a_busy_hour_is_not_an_outlier() -> None:
+    # Hours of 8-12 units: a 20-unit hour is about 3 Poisson spreads above, not 8.
+    events = [event("sb", EventType.SNAPSHOT, 0, "B", 5000)]
+    events += [event(f"s{h}", EventType.SALE, h + 0.5, "B", 8 + h % 5) for h in range(40)]
+    events.append(event("busy", EventType.SALE, 40.5, "B", 20))
+    _, findings, _ = run(events)
+    assert findings == []
+
+
+def test_silence_is_not_counted_while_the_site_has_nothing_to_sell() -> None:
+    # A sells 2 an hour until it runs out at hour 24; restocked at hour 90, it sells again
+    # from hour 100. Quiet for 76 hours, but empty for 66 of them: no silence.
+    events = [event("sa", EventType.SNAPSHOT, 0, "A", 48)]
+    events += [event(f"a{h}", EventType.SALE, h + 0.5, "A", 2) for h in range(24)]
+    events += [event(f"b{h}", EventType.SALE, 24 + h, "B", 1) for h in range(80)]
+    events.insert(1, event("sb", EventType.SNAPSHOT, 0.1, "B", 500))
+    events.append(event("restock", EventType.SNAPSHOT, 90.2, "A", 100))
+    events += [event(f"b{h}", EventType.SALE, 104 + h, "B", 1) for h in range(0, 8)]
+    _, findings, _ = run(events)
+    assert "silent_site" not in kinds(findings)
