@@ -46,6 +46,19 @@ def reserve(state: SkuState, proposal_id: str, reservation: Reservation) -> None
     state.site(reservation.to_site).reserved_in += reservation.qty
 
 
+# A dispatch event later than this after its receipt is not waited for.
+_EARLY_RECEIPT_MEMORY_MS = 7 * 24 * 3_600_000
+
+
+def _remember_early_receipt(state: SkuState, key: str, ts_ms: int) -> None:
+    early = state.received_early
+    if early is None:
+        early = state.received_early = {}
+    for old in [k for k, seen in early.items() if seen < ts_ms - _EARLY_RECEIPT_MEMORY_MS]:
+        del early[old]
+    early[key] = ts_ms
+
+
 def apply_event(
     state: SkuState, event: Event, counts_as_demand: bool = True
 ) -> tuple[str, Reservation, ReleaseReason] | None:
@@ -95,6 +108,11 @@ def _apply_transfer(
     if kind is EventType.TRANSFER_APPROVED:
         return None  # an answer, not a movement: the engine extends the reservation
     if kind is EventType.TRANSFER_DISPATCHED:
+        if state.received_early is not None and key in state.received_early:
+            # Received already: the receipt took the goods from the sender and put them
+            # on the receiver's shelf; this late news moves nothing.
+            del state.received_early[key]
+            return None
         lead_hours = 0.0
         if reservation is not None and pid is not None and not reservation.dispatched:
             release(state, pid)
@@ -109,6 +127,7 @@ def _apply_transfer(
             # The dispatch event never reached us: the receipt proves the goods left the
             # sender (also when the proposal's reservation had already expired).
             _take(sender, event.qty)
+            _remember_early_receipt(state, key, event.ts_ms)
             if reservation is not None and pid is not None and not reservation.dispatched:
                 release(state, pid)
                 released = (pid, reservation, ReleaseReason.DISPATCHED)

@@ -157,7 +157,7 @@ def close_days(site: SiteState, site_id: str, event: Event, policy: Policy) -> l
         # A day the site sold out (or started empty) says little about demand, and a site
         # reported silent is a feed problem, not a change in demand: both are skipped.
         if not signals.day_short and not signals.silent:
-            if signals.drift is None:
+            if not isinstance(signals.drift, PoissonCusum):  # none yet, or an older version's
                 signals.drift = _new_drift_detector()
             drift = signals.drift
             reference = drift.reference_rate

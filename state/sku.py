@@ -7,7 +7,7 @@ state every epoch, and we aim for millions of SKU-site entries per process.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
 
@@ -101,6 +101,9 @@ class SkuState:
     reservations: dict[str, Reservation] = field(default_factory=dict)
     recent_event_ids: dict[str, None] = field(default_factory=dict)
     clock_ms: int = -1
+    # Transfers whose receipt came before their dispatch event (key -> receipt time), so the
+    # late dispatch does not take the goods from the sender a second time. Rarely non-empty.
+    received_early: dict[str, int] | None = None
     # The same SKU as a shadow policy sees it (decisions logged, never proposed).
     shadow: SkuState | None = None
 
@@ -109,3 +112,46 @@ class SkuState:
         if found is None:
             found = self.sites[site_id] = SiteState()
         return found
+
+
+class StateVersionError(ValueError):
+    """A recovery snapshot lacks a field this version needs and cannot default."""
+
+
+# Fields renamed since earlier versions, per record: old name -> new name.
+_RENAMED: dict[type, dict[str, str]] = {Signals: {"last_sale_ms": "quiet_since_ms"}}
+_FIELDS: dict[type, tuple[Field[Any], ...]] = {}
+
+
+def _restore(record: Any, state: Any) -> None:
+    """Load a pickled record written by this or an earlier version: fields added since take
+    their defaults, renamed ones their new name, dropped ones are ignored. (Recovery
+    snapshots outlive upgrades; without this, a new field would fail the first access and
+    a dropped one the load itself.)"""
+    cls = type(record)
+    values: dict[str, Any] = {}
+    for part in state if isinstance(state, tuple) else (state,):
+        if part:
+            values.update(part)
+    for old, new in _RENAMED.get(cls, {}).items():
+        if old in values and new not in values:
+            values[new] = values.pop(old)
+    known = _FIELDS.get(cls)
+    if known is None:
+        known = _FIELDS[cls] = fields(cls)
+    for spec in known:
+        if spec.name in values:
+            value = values[spec.name]
+        elif spec.default is not MISSING:
+            value = spec.default
+        elif spec.default_factory is not MISSING:
+            value = spec.default_factory()
+        else:
+            raise StateVersionError(
+                f"recovery snapshot: {cls.__name__}.{spec.name} is missing and has no default"
+            )
+        setattr(record, spec.name, value)
+
+
+for _record in (Demand, Inbound, Signals, SiteState, Reservation, SkuState):
+    setattr(_record, "__setstate__", _restore)  # noqa: B010 (a method added to each class)

@@ -114,6 +114,19 @@ def test_dispatch_moves_stock_in_transit_and_receipt_lands_it() -> None:
     assert p.proposal_id not in state.reservations
 
 
+def test_a_dispatch_reported_after_its_receipt_moves_nothing() -> None:
+    state, (p,), _ = run([*warm_history(), trigger()])
+    a_before, b_before = state.sites["A"].on_hand, state.sites["B"].on_hand
+    dispatched, received = executed(p, 31, 37)
+    state, _, _ = run([received], state=state)
+    assert state.sites["A"].on_hand == a_before - p.qty
+    assert state.sites["B"].on_hand == b_before + p.qty
+    state, _, decisions = run([dispatched], state=state)
+    assert state.sites["A"].on_hand == a_before - p.qty  # not taken a second time
+    assert state.sites["B"].inbound_qty == 0  # and nothing left "in transit"
+    assert not [d for d in decisions if d.outcome is Outcome.RESERVATION_RELEASED]
+
+
 def test_no_ping_pong_a_site_that_just_received_does_not_send_back() -> None:
     state, (p,), _ = run([*warm_history(), trigger()])
     # After the transfer lands, counts show B full and A empty: A is short, B (its only
@@ -242,14 +255,15 @@ def _units(state: SkuState) -> int:
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_units_are_conserved_through_transfers_and_duplicates(data) -> None:
-    """Units change only by sales, returns and adjustments, whatever execution answers and
-    whatever is replayed: an event id seen before, even with other content, changes nothing."""
+    """Units change only by sales, returns and adjustments, whatever execution answers, in
+    whatever order, and whatever is replayed: an event id seen before, even with other
+    content, changes nothing; a dispatch reported after its receipt moves nothing."""
     state: SkuState | None = None
     for e in warm_history(30, b_stock=45):
         state, _ = step(state, e, CTX)
     assert state is not None
     expected = _units(state)
-    hour, seen, open_proposals, in_transit = 30.0, [], [], []
+    hour, seen, open_proposals, in_transit, received_early = 30.0, [], [], [], []
     for i in range(data.draw(st.integers(5, 50))):
         hour += data.draw(st.floats(0.05, 2.0))
         choice = data.draw(st.sampled_from(["sale", "return", "adjust", "exec", "replay"]))
@@ -258,6 +272,13 @@ def test_units_are_conserved_through_transfers_and_duplicates(data) -> None:
             old = data.draw(st.sampled_from(seen))
             e = event(old, EventType.SALE, hour, where, data.draw(st.integers(1, 9)))
             delta = 0  # a duplicate id: ignored
+        elif choice == "exec" and received_early and data.draw(st.booleans()):
+            p = received_early.pop(data.draw(st.integers(0, len(received_early) - 1)))
+            e = Event(
+                f"x{i}", EventType.TRANSFER_DISPATCHED, T0 + int(hour * HOUR), p.sku, p.to_site,
+                p.qty, from_site=p.from_site, proposal_id=p.proposal_id,
+            )  # fmt: skip
+            delta = 0
         elif choice == "exec" and (open_proposals or in_transit):
             p = data.draw(st.sampled_from(open_proposals + in_transit))
             dispatched = p in in_transit
@@ -277,6 +298,8 @@ def test_units_are_conserved_through_transfers_and_duplicates(data) -> None:
             (open_proposals if not dispatched else in_transit).remove(p)
             if answer == "transfer_dispatched":
                 in_transit.append(p)
+            if answer == "transfer_received" and not dispatched:
+                received_early.append(p)
             # Units leave the sender only as far as it holds them (sales may have lowered it).
             delta = 0
             if not dispatched and answer in ("transfer_dispatched", "transfer_received"):
