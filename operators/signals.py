@@ -64,7 +64,7 @@ def _finding(
     )
 
 
-def _new_drift_detector() -> PoissonCusum:
+def new_drift_detector() -> PoissonCusum:
     # Threshold set on clean simulated demand for well under 1 false alarm per 1,000
     # SKU-site-days (see `stockshift signal-bench`).
     return PoissonCusum(threshold=DRIFT_THRESHOLD, min_reference_days=DRIFT_REFERENCE_DAYS)
@@ -158,7 +158,7 @@ def close_days(site: SiteState, site_id: str, event: Event, policy: Policy) -> l
         # reported silent is a feed problem, not a change in demand: both are skipped.
         if not signals.day_short and not signals.silent:
             if not isinstance(signals.drift, PoissonCusum):  # none yet, or an older version's
-                signals.drift = _new_drift_detector()
+                signals.drift = new_drift_detector()
             drift = signals.drift
             reference = drift.reference_rate
             drift.update(signals.day_qty)
