@@ -264,6 +264,7 @@ def parser() -> argparse.ArgumentParser:
             str(DEFAULT_SCENARIOS / "small-symmetric.toml"),
             str(DEFAULT_SCENARIOS / "shock-promo.toml"),
             str(DEFAULT_SCENARIOS / "regional.toml"),
+            str(DEFAULT_SCENARIOS / "constrained.toml"),
         ],
         help="scenario TOML files (default: the ready ones in configs/scenarios/)",
     )
