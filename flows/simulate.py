@@ -119,14 +119,18 @@ def run_stockshift(
     policy: Policy,
     progress: Progress | None = None,
     name: str = "stockshift",
+    decide_with: Network | None = None,
 ) -> PolicyRun:
-    """The same engine.step the Kafka flow runs, called directly on the world's events."""
+    """The same engine.step the Kafka flow runs, called directly on the world's events.
+
+    `decide_with`: the network stockshift is told about, when it differs from the world's
+    (a test hides the sites' storage capacity from it, while the world enforces it)."""
     started = time.perf_counter()
     sim = Simulation(scenario, network)
-    ctx = DecisionContext.build(network, policy)
+    told = decide_with or network
+    ctx = DecisionContext.build(told, policy)
     sites = frozenset(network.sites)
     states: dict[str, SkuState] = {}
-
     receiving: dict[str, ReceivingState] = {}
 
     def decide(events: list[tuple[str, dict[str, Any]]]) -> None:
@@ -134,7 +138,7 @@ def run_stockshift(
         for kind, body in events:
             event = parse_object(kind, body, sites)
             states[event.sku], output = step(states.get(event.sku), event, ctx)
-            for outcome in negotiate_all(receiving, receiving_items(output), network):
+            for outcome in negotiate_all(receiving, receiving_items(output), told):
                 if outcome.proposal is not None:
                     proposals.append(outcome.proposal)
         sim.accept(proposals)

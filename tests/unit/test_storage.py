@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.simulator import Scenario, Simulation, make_network
+from flows.simulate import run_stockshift
 from operators.engine import DecisionContext, step
-from operators.lanes import ReceivingState, negotiate, negotiate_all, receiving_items
-from operators.parse import parse_object
+from operators.lanes import ReceivingState, negotiate
 from state.config import ConfigError, Network, network_from_dict
 from state.records import EventType, Outcome, Proposal, SiteOccupancy
 from tests.helpers import event, policy, warm_history
@@ -161,26 +161,8 @@ def test_negotiation_keeps_the_simulated_world_from_refusing_for_storage() -> No
     )
 
     def refusals(decide_with: Network) -> tuple[int, int]:
-        sim = Simulation(scenario, world_network)
-        ctx = DecisionContext.build(decide_with, policy())
-        states: dict[str, Any] = {}
-        receiving: dict[str, ReceivingState] = {}
-        sites = frozenset(world_network.sites)
-
-        def decide(events: list[tuple[str, dict[str, Any]]]) -> None:
-            granted = []
-            for kind, body in events:
-                e = parse_object(kind, body, sites)
-                states[e.sku], out = step(states.get(e.sku), e, ctx)
-                for o in negotiate_all(receiving, receiving_items(out), decide_with):
-                    if o.proposal is not None:
-                        granted.append(o.proposal)
-            sim.accept(granted)
-
-        decide(sim.initial_events())
-        while not sim.done:
-            decide(sim.advance_hour())
-        return sim.kpis.refused_for_storage, sim.kpis.transfers
+        kpis = run_stockshift(scenario, world_network, policy(), decide_with=decide_with).kpis
+        return kpis["refused_for_storage"], kpis["transfers"]
 
     aware, aware_transfers = refusals(world_network)
     blind, blind_transfers = refusals(blind_network)
