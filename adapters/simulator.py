@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from operators.lanes import LaneOutcome
+from operators.lanes import NegotiationOutcome
 from state.config import ConfigError, Network, Policy, network_from_dict
 from state.records import DeadLetter, Proposal, RawMessage, StepOutput
 
@@ -737,7 +737,7 @@ class SimulatorFeed:
             self.accounted += 1
             self.negotiating += len(output.proposals)
 
-    def on_negotiated(self, items: list[LaneOutcome]) -> None:
+    def on_negotiated(self, items: list[NegotiationOutcome]) -> None:
         for outcome in items:
             self.negotiating -= 1
             if outcome.proposal is not None:

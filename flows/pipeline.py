@@ -32,7 +32,7 @@ from adapters.settings import Settings, control_topic
 from operators import codec
 from operators.control import NonceMemory, as_command, authenticate, control_decision
 from operators.engine import DecisionContext, step
-from operators.lanes import LaneOutcome, negotiate, receiving_items, receiving_site
+from operators.lanes import NegotiationOutcome, negotiate, receiving_items, receiving_site
 from operators.parse import parse_message, topic_kinds_for
 from state.config import Network, Policy
 from state.governance import ControlCommand, ControlRejection
@@ -64,7 +64,7 @@ class Sinks:
     anomalies: DynamicSink[Finding] | None = None
     # Optional: every proposal's negotiation outcome (the demo's lockstep feeds granted ones
     # back into the simulated world).
-    negotiated: DynamicSink[LaneOutcome] | None = None
+    negotiated: DynamicSink[NegotiationOutcome] | None = None
 
 
 @dataclass
@@ -200,17 +200,17 @@ def _decisions(keyed: tuple[str, StepOutput]) -> tuple[DecisionRecord, ...]:
     return keyed[1].decisions
 
 
-def _lane_outcome(keyed: tuple[str, LaneOutcome]) -> LaneOutcome | None:
+def _negotiation_outcome(keyed: tuple[str, NegotiationOutcome]) -> NegotiationOutcome | None:
     """Occupancy updates come out as an empty outcome; only proposals' outcomes go on."""
     outcome = keyed[1]
     return None if outcome.proposal is None and outcome.decision is None else outcome
 
 
-def _granted(outcome: LaneOutcome) -> Proposal | None:
+def _granted(outcome: NegotiationOutcome) -> Proposal | None:
     return outcome.proposal
 
 
-def _lane_decision(outcome: LaneOutcome) -> DecisionRecord | None:
+def _negotiation_decision(outcome: NegotiationOutcome) -> DecisionRecord | None:
     return outcome.decision
 
 
@@ -311,17 +311,17 @@ def build(
     negotiated = op.filter_map(
         "negotiation_outcomes",
         op.stateful_map("negotiation", receiving, partial(negotiate, network=network)),
-        _lane_outcome,
+        _negotiation_outcome,
     )
-    # LaneOutcome: the proposal as granted (maybe fewer units, maybe deferred) or none,
+    # NegotiationOutcome: the proposal as granted (maybe fewer units, maybe deferred) or none,
     # and a decision record when negotiation changed or refused it
     if sinks.negotiated is not None:
         op.output("negotiated_out", negotiated, sinks.negotiated)
     op.output("proposals_out", op.filter_map("granted", negotiated, _granted), sinks.proposals)
     decisions = op.merge(
-        "engine_and_lane_decisions",
+        "engine_and_negotiation_decisions",
         op.flat_map("decisions", outputs, _decisions),
-        op.filter_map("lane_decisions", negotiated, _lane_decision),
+        op.filter_map("lane_decisions", negotiated, _negotiation_decision),
     )
     if control_raw is not None:
         verdicts = op.map(

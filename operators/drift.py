@@ -60,11 +60,6 @@ class PoissonCusum(DriftDetector):
     def reference_rate(self) -> float:
         return self.reference_qty / self.reference_days if self.reference_days else 0.0
 
-    @property
-    def score(self) -> float:
-        """How far the larger CUSUM is towards an alarm (1.0 = at the threshold)."""
-        return max(self.score_up, self.score_down) / self.threshold
-
     def update(self, x: int | float) -> None:
         self._drift_detected = False
         if self.reference_days < self.min_reference_days:

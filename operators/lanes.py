@@ -4,8 +4,8 @@ Proposals for different SKUs compete for two shared resources: a lane's daily ca
 the receiving site's storage. Both meet at the receiving site (every lane into it ends
 there), so the stage is keyed by receiving site and holds each incoming lane's granted units
 per departure day and, for a site that declares `storage_capacity`, the units it holds or
-has coming per SKU (the engine sends a `SiteOccupancy` whenever a SKU's number there
-changes). A proposal is granted in full while both last; otherwise it gets what is left if
+has coming per SKU (the engine sends a `SiteOccupancy` whenever an event touches the
+site). A proposal is granted in full while both last; otherwise it gets what is left if
 that still meets the SKU's minimum quantity, or waits for the next departure (lane), or is
 dropped with the reason in the decision log. A departure after the lane's cut-off hour
 counts against the next day.
@@ -56,7 +56,7 @@ class ReceivingState:
 
 
 @dataclass(frozen=True, slots=True)
-class LaneOutcome:
+class NegotiationOutcome:
     """The proposal as granted (maybe fewer units, maybe deferred) or none, and a decision
     record when negotiation changed or refused it. Occupancy updates give neither."""
 
@@ -64,7 +64,7 @@ class LaneOutcome:
     decision: DecisionRecord | None
 
 
-_NOTHING = LaneOutcome(None, None)
+_NOTHING = NegotiationOutcome(None, None)
 
 
 def receiving_items(output: StepOutput) -> tuple[ReceivingItem, ...]:
@@ -86,7 +86,7 @@ def departure_day(lane: Lane, created_ms: int) -> int:
 
 def negotiate(
     state: ReceivingState | None, item: ReceivingItem, network: Network
-) -> tuple[ReceivingState, LaneOutcome]:
+) -> tuple[ReceivingState, NegotiationOutcome]:
     """One item for a receiving site; the shape `stateful_map` expects."""
     state = state or ReceivingState()
     if isinstance(item, SiteOccupancy):
@@ -107,7 +107,7 @@ def negotiate(
         room = max(proposal.qty - (state.occupied - capacity), 0)
         qty = room // params.pack_size * params.pack_size
         if qty < minimum:
-            return state, LaneOutcome(
+            return state, NegotiationOutcome(
                 None,
                 _record(
                     proposal,
@@ -121,7 +121,7 @@ def negotiate(
         granted = state.granted.setdefault(lane.lane_id, {})
         day = _book(granted, lane, lane.capacity_per_day, proposal, qty, minimum, params.pack_size)
         if day is None:
-            return state, LaneOutcome(
+            return state, NegotiationOutcome(
                 None,
                 _record(
                     proposal,
@@ -137,10 +137,10 @@ def negotiate(
             notes.append(f"deferred to the next departure on lane {lane.lane_id}")
         qty = booked
     if not notes:
-        return state, LaneOutcome(proposal, None)
+        return state, NegotiationOutcome(proposal, None)
     detail = "; ".join(notes)
     changed = replace(proposal, qty=qty, reason=f"{proposal.reason} {detail}.")
-    return state, LaneOutcome(changed, _record(changed, None, detail))
+    return state, NegotiationOutcome(changed, _record(changed, None, detail))
 
 
 def _book(
@@ -169,7 +169,7 @@ def _book(
 
 def negotiate_all(
     states: dict[str, ReceivingState], items: Iterable[ReceivingItem], network: Network
-) -> list[LaneOutcome]:
+) -> list[NegotiationOutcome]:
     """The stage outside a dataflow (simulator, reference runs): same function, same order."""
     outcomes = []
     for item in items:
