@@ -136,24 +136,34 @@ def memory_per_key(
     counts: tuple[int, int] = (100_000, 1_000_000),
 ) -> tuple[float, dict[int, float]]:
     """Resident bytes per SKU-site key held in state (slope between two sizes), detectors
-    included: each key gets a count and a few sales, as a live SKU-site does."""
-    scenario = Scenario(n_sites=2)
-    ctx = DecisionContext.build(make_network(scenario), Policy(version="bench"))
+    included. Keys come as a live network holds them: SKUs at 8 sites each, every site with
+    a count and a sale a day for 3 days (so each has its demand estimate, its detectors and
+    its share of the SKU's recent event ids: 32 of the 64 the default policy keeps)."""
+    scenario = Scenario(n_sites=8)
+    network = make_network(scenario)
+    sites = sorted(network.sites)
+    ctx = DecisionContext.build(network, Policy(version="bench"), emit_positions=False)
     t0 = 1_767_225_600_000
     states: dict[str, Any] = {}
     sizes: dict[int, float] = {}
     gc.collect()
     base = _rss_bytes()
-    for i in range(max(counts)):
+    for i in range(max(counts) // len(sites)):
         sku = f"SKU-{i:07d}"
-        state, _ = step(None, Event(f"c{i}", EventType.SNAPSHOT, t0, sku, "S01", 50), ctx)
-        for h in range(3):
-            sale = Event(f"s{i}-{h}", EventType.SALE, t0 + h * 3_600_000 + 60_000, sku, "S01", 1)
-            state, _ = step(state, sale, ctx)
+        state = None
+        for site in sites:
+            state, _ = step(state, Event(f"c{i}{site}", EventType.SNAPSHOT, t0, sku, site, 50), ctx)
+        for day in range(3):
+            for site in sites:
+                ts = t0 + day * 86_400_000 + 36_000_000
+                state, _ = step(
+                    state, Event(f"s{i}{site}{day}", EventType.SALE, ts, sku, site, 1), ctx
+                )
         states[sku] = state
-        if i + 1 in counts:
+        keys = (i + 1) * len(sites)
+        if keys in counts:
             gc.collect()
-            sizes[i + 1] = _rss_bytes() - base
+            sizes[keys] = _rss_bytes() - base
     low, high = counts
     return (sizes[high] - sizes[low]) / (high - low), sizes
 

@@ -128,22 +128,12 @@ def in_shadow_share(sku: str, share: float) -> bool:
     return int.from_bytes(digest, "big") / 2**64 < share
 
 
-def _seen_before(state: SkuState, event_id: str, capacity: int) -> bool:
-    seen = state.recent_event_ids
-    if event_id in seen:
-        return True
-    seen[event_id] = None
-    if len(seen) > capacity:
-        del seen[next(iter(seen))]
-    return False
-
-
 def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[SkuState, StepOutput]:
     """Apply one event to its SKU's state and decide; the shape `stateful_map` expects."""
     new_key = state is None
     if state is None:
         state = SkuState(event.sku)
-    if _seen_before(state, event.event_id, ctx.policy.dedupe_capacity):
+    if state.seen_before(event.event_id, ctx.policy.dedupe_capacity):
         return state, StepOutput(event.event_id, duplicate=True, event_ts_ms=event.ts_ms)
     governance = ctx.governance_at(event.ts_ms)
     policy = ctx.policy_for(governance)

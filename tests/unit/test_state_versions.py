@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pickle
+from collections import OrderedDict
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from operators.engine import step
 from state.records import EventType
@@ -36,7 +39,7 @@ def test_an_older_sku_state_gets_new_fields_defaulted() -> None:
     old = SkuState.__new__(SkuState)
     old.__setstate__((None, fields_then))
     assert old.received_early is None and old.reservations == {} and old.sites["A"].on_hand == 3
-    assert old.recent_event_ids == fresh.recent_event_ids
+    assert old.recent_events == fresh.recent_events
 
 
 def test_a_snapshot_missing_a_required_field_fails_clearly() -> None:
@@ -51,3 +54,26 @@ def test_the_engine_accepts_a_restored_state() -> None:
     restored = pickle.loads(pickle.dumps(state))
     restored, out = step(restored, event("next", EventType.SALE, 31.0, "A", 1), CTX)
     assert out.event_id == "next" and restored.sites["A"].on_hand == state.sites["A"].on_hand - 1
+
+
+def test_an_older_snapshots_event_ids_still_deduplicate() -> None:
+    old = SkuState.__new__(SkuState)
+    old.__setstate__((None, {"sku": "SKU-1", "recent_event_ids": {"e1": None, "e2": None}}))
+    assert old.seen_before("e1", 64) and old.seen_before("e2", 64)
+    assert not old.seen_before("e3", 64)
+
+
+@given(st.lists(st.integers(0, 30), max_size=300), st.integers(1, 12))
+def test_the_digest_ring_remembers_exactly_the_last_ids(ids: list[int], capacity: int) -> None:
+    """The same answers as keeping the last `capacity` new ids themselves, oldest out."""
+    state = SkuState("SKU-1")
+    model: OrderedDict[str, None] = OrderedDict()
+    for n in ids:
+        event_id = f"event-{n}"
+        expected = event_id in model
+        if not expected:
+            model[event_id] = None
+            if len(model) > capacity:
+                model.popitem(last=False)
+        assert state.seen_before(event_id, capacity) is expected
+    assert len(state.recent_events) <= capacity * 8
