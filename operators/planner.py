@@ -58,7 +58,7 @@ class Agent:
     def position_by(self, horizon_ms: int, now_ms: int) -> int:
         """Position counting only inbound stock due within the horizon."""
         due = now_ms + horizon_ms
-        inbound = sum(item.qty for item in self.state.inbound.values() if item.eta_ms <= due)
+        inbound = sum(item.qty for item in self.state.inbound_items() if item.eta_ms <= due)
         return self.state.on_hand + inbound + self.state.reserved_in - self.state.reserved_out
 
     def reorder_point(self, hours: float, z: float) -> float:
@@ -206,7 +206,7 @@ def stock_checkpoints(
     stock = state.on_hand + state.reserved_in - state.reserved_out
     end_ms = now_ms + int(horizon_hours * HOUR_MS)
     arrivals: list[tuple[int, int]] = []
-    for item in state.inbound.values():
+    for item in state.inbound_items():
         if item.eta_ms <= now_ms:
             stock += item.qty
         elif item.eta_ms <= end_ms:

@@ -85,11 +85,11 @@ def apply_event(
             site.on_hand += event.qty
     elif kind is EventType.INBOUND_EXPECTED:
         assert event.shipment_id is not None and event.eta_ms is not None
-        site.inbound[event.shipment_id] = Inbound(event.qty, event.eta_ms)
+        site.expect(event.shipment_id, Inbound(event.qty, event.eta_ms))
     elif kind is EventType.INBOUND_RECEIVED:
         site.on_hand += event.qty
         if event.shipment_id is not None:
-            site.inbound.pop(event.shipment_id, None)
+            site.take_inbound(event.shipment_id)
     else:
         return _apply_transfer(state, event, site)
     return None
@@ -121,9 +121,9 @@ def _apply_transfer(
             state.reservations[pid] = reservation
             released = (pid, reservation, ReleaseReason.DISPATCHED)
         _take(sender, event.qty)
-        receiver.inbound[key] = Inbound(event.qty, event.ts_ms + int(lead_hours * 3_600_000))
+        receiver.expect(key, Inbound(event.qty, event.ts_ms + int(lead_hours * 3_600_000)))
     elif kind is EventType.TRANSFER_RECEIVED:
-        if key not in receiver.inbound:
+        if not receiver.expects(key):
             # The dispatch event never reached us: the receipt proves the goods left the
             # sender (also when the proposal's reservation had already expired).
             _take(sender, event.qty)
@@ -131,7 +131,7 @@ def _apply_transfer(
             if reservation is not None and pid is not None and not reservation.dispatched:
                 release(state, pid)
                 released = (pid, reservation, ReleaseReason.DISPATCHED)
-        receiver.inbound.pop(key, None)
+        receiver.take_inbound(key)
         receiver.on_hand += event.qty
         receiver.last_transfer_in_ms = event.ts_ms
         if pid is not None:
@@ -143,7 +143,7 @@ def _apply_transfer(
         if reservation is not None and pid is not None:
             if reservation.dispatched:
                 # Failed in transit: the goods go back to the sender.
-                if receiver.inbound.pop(key, None) is not None:
+                if receiver.take_inbound(key) is not None:
                     sender.on_hand += event.qty
                 state.reservations.pop(pid, None)
             else:

@@ -8,6 +8,7 @@ state every epoch, and we aim for millions of SKU-site entries per process.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
@@ -61,7 +62,9 @@ class SiteState:
     on_hand: int = 0
     reserved_in: int = 0
     reserved_out: int = 0
-    inbound: dict[str, Inbound] = field(default_factory=dict)
+    # Expected deliveries by shipment or transfer key; None while there are none (most
+    # SKU-sites most of the time: an empty dict would cost 64 bytes each).
+    inbound: dict[str, Inbound] | None = None
     demand: Demand = field(default_factory=Demand)
     stocked_out_in_window: bool = False
     last_transfer_in_ms: int = -1
@@ -74,7 +77,27 @@ class SiteState:
 
     @property
     def inbound_qty(self) -> int:
-        return sum(item.qty for item in self.inbound.values())
+        return sum(item.qty for item in self.inbound.values()) if self.inbound else 0
+
+    def inbound_items(self) -> Iterable[Inbound]:
+        return self.inbound.values() if self.inbound else ()
+
+    def expect(self, key: str, item: Inbound) -> None:
+        if self.inbound is None:
+            self.inbound = {}
+        self.inbound[key] = item
+
+    def expects(self, key: str) -> bool:
+        return self.inbound is not None and key in self.inbound
+
+    def take_inbound(self, key: str) -> Inbound | None:
+        """The expected delivery under `key`, no longer expected; None if there was none."""
+        if self.inbound is None:
+            return None
+        item = self.inbound.pop(key, None)
+        if not self.inbound:
+            self.inbound = None
+        return item
 
     @property
     def position(self) -> int:

@@ -246,7 +246,7 @@ def _units(state: SkuState) -> int:
     moving = sum(
         inbound.qty
         for s in state.sites.values()
-        for key, inbound in s.inbound.items()
+        for key, inbound in (s.inbound or {}).items()
         if key.startswith(TRANSFER_INBOUND_PREFIX)
     )
     return shelves + moving
