@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from operators.lanes import NegotiationOutcome
 from state.governance import ControlCommand, ControlRejection
 from state.records import DeadLetter, Event, StepOutput
 
@@ -141,6 +142,14 @@ def count_output(_step_id: str, keyed: tuple[str, StepOutput]) -> None:
             RESERVATIONS_OUTSTANDING.dec()
     for finding in output.findings:
         FINDINGS.labels(kind=finding.kind).inc()
+
+
+def count_negotiated(_step_id: str, outcome: NegotiationOutcome) -> None:
+    """Negotiation's decision records (cut, deferred, dropped) join the engine's in
+    `stockshift_decisions_total`, as they do in the decision log."""
+    decision = outcome.decision
+    if decision is not None and not decision.shadow:
+        DECISIONS.labels(outcome=decision.outcome.value, reason=decision.reason).inc()
 
 
 def count_control(_step_id: str, verdict: ControlCommand | ControlRejection) -> None:

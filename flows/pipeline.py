@@ -315,6 +315,7 @@ def build(
     )
     # NegotiationOutcome: the proposal as granted (maybe fewer units, maybe deferred) or none,
     # and a decision record when negotiation changed or refused it
+    op.inspect("count_negotiation", negotiated, metrics.count_negotiated)
     if sinks.negotiated is not None:
         op.output("negotiated_out", negotiated, sinks.negotiated)
     op.output("proposals_out", op.filter_map("granted", negotiated, _granted), sinks.proposals)

@@ -139,7 +139,13 @@ def negotiate(
     if not notes:
         return state, NegotiationOutcome(proposal, None)
     detail = "; ".join(notes)
-    changed = replace(proposal, qty=qty, reason=f"{proposal.reason} {detail}.")
+    changed = replace(
+        proposal,
+        qty=qty,
+        reason=f"{proposal.reason} {detail}.",
+        # The working capital it moves, for the units granted.
+        evidence=replace(proposal.evidence, value=round(qty * params.unit_cost, 2)),
+    )
     return state, NegotiationOutcome(changed, _record(changed, None, detail))
 
 

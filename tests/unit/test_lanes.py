@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 from bytewax.testing import TestingSource, run_main
 
+from adapters import metrics
 from adapters.memory import ListSink
 from adapters.settings import Settings
 from flows.pipeline import Sinks, build
@@ -87,6 +88,7 @@ def test_the_flow_negotiates_competing_skus_on_a_shared_lane() -> None:
         for sku in ("SKU-1", "SKU-2", "SKU-3")
     ]
     out = Sinks(ListSink(), ListSink(), ListSink(), ListSink())
+    counted_before = _counted_negotiation_decisions()
     run_main(
         build(
             Settings(),
@@ -102,3 +104,17 @@ def test_the_flow_negotiates_competing_skus_on_a_shared_lane() -> None:
         d for d in out.decisions.items if d.reason in ("lane_capacity", "granted in part")
     ]
     assert lane_records, [d.reason for d in out.decisions.items]
+    # Negotiation's records count in stockshift_decisions_total like the engine's.
+    assert _counted_negotiation_decisions() - counted_before == len(lane_records)
+
+
+def _counted_negotiation_decisions() -> float:
+    total = 0.0
+    for metric in metrics.DECISIONS.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.labels["reason"] in (
+                "lane_capacity",
+                "granted in part",
+            ):
+                total += sample.value
+    return total

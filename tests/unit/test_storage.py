@@ -64,6 +64,7 @@ def test_a_transfer_is_cut_to_the_room_left() -> None:
     state = occupied({"SKU-1": 25, "SKU-2": 33})  # 8 over capacity with the 20 reserved
     _, outcome = negotiate(state, a_proposal("SKU-1", 20), storage_network(50))
     assert outcome.proposal is not None and outcome.proposal.qty == 12
+    assert outcome.proposal.evidence.value == 12 * 10.0  # the units granted, at unit cost
     assert outcome.decision is not None and "storage for 12 of 20" in outcome.decision.detail
 
 
