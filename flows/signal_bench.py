@@ -287,6 +287,9 @@ def bench(scenario: Scenario = DEFAULT_SCENARIO, policy: Policy | None = None) -
     faulty = run(scenario, policy, faults=True, sales=sales)
     blind = run(scenario, replace(policy, signal_checks=False), faults=True)
     shift_only = run(scenario, policy, faults=True, data_faults=False)
+    # The simulated execution carries out `needs_approval` proposals as if approved; with
+    # `integrity_action = "suppress"` a proposal touching a site under a hold is not made.
+    suppressing = run(scenario, replace(policy, integrity_action="suppress"), faults=True)
     detection = score(faulty)
     print(
         f"scenario {scenario.name}: {scenario.n_sites} sites x {scenario.n_skus} SKUs, "
@@ -326,6 +329,7 @@ def bench(scenario: Scenario = DEFAULT_SCENARIO, policy: Policy | None = None) -
         "no faults": clean.kpis,
         "demand shift only": shift_only.kpis,
         "faults, detection on": faulty.kpis,
+        "faults, on, holds suppress": suppressing.kpis,
         "faults, detection off": blind.kpis,
     }
     print()
@@ -344,7 +348,7 @@ def bench(scenario: Scenario = DEFAULT_SCENARIO, policy: Policy | None = None) -
     # The demand shift is a real change (more demand to serve, more to move), not bad data:
     # the data faults' own cost shows against the run with the same shift and clean data.
     for label, base in (("no faults", clean.kpis), ("demand shift only", shift_only.kpis)):
-        for name in ("faults, detection on", "faults, detection off"):
+        for name in ("faults, detection on", "faults, on, holds suppress", "faults, detection off"):
             run_kpis = kpis[name]
             fill = run_kpis["network_fill_rate"] / base["network_fill_rate"] - 1
             cost = (
