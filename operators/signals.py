@@ -168,7 +168,7 @@ def close_days(site: SiteState, site_id: str, event: Event, policy: Policy) -> l
                              day_qty=signals.day_qty, reference_per_day=reference,
                              new_level_per_day=drift.reference_rate)
                 )  # fmt: skip
-                _adapt(site, event.ts_ms, policy)
+                _adapt(site, event.ts_ms, policy, drift.reference_rate)
         signals.day_start_ms += DAY_MS
         signals.day_qty = 0
         signals.day_short = site.on_hand <= 0
@@ -177,12 +177,18 @@ def close_days(site: SiteState, site_id: str, event: Event, policy: Policy) -> l
     return findings
 
 
-def _adapt(site: SiteState, now_ms: int, policy: Policy) -> None:
-    """Shorten the estimate's memory: past windows weigh a fifth of what they did."""
+def _adapt(site: SiteState, now_ms: int, policy: Policy, level_per_day: float) -> None:
+    """Move the estimate to the level the detector found, and shorten its memory (past
+    windows weigh a fifth of what they did) so that it keeps learning the new level fast."""
     demand = site.demand
-    demand.rate *= 0.2
-    demand.var *= 0.2
+    old_mean = demand.rate / demand.weight if demand.weight > 0 else 0.0
+    new_mean = level_per_day * policy.demand_window_minutes / (24 * 60)
     demand.weight *= 0.2
+    # Variance scales with the level, as a count's does (Poisson when nothing is known).
+    demand.var = (
+        demand.var * 0.2 * new_mean / old_mean if old_mean > 0 else new_mean * demand.weight
+    )
+    demand.rate = new_mean * demand.weight
     assert site.signals is not None
     site.signals.drift_until_ms = now_ms + int(policy.drift_buffer_hours * HOUR_MS)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
+
+from operators.demand import mean_per_hour
 from operators.engine import DecisionContext, step
 from state.records import Event, EventType, Finding, ProposalStatus
 from state.sku import SkuState
@@ -109,6 +112,13 @@ def test_demand_drift_is_detected_after_a_lasting_level_shift() -> None:
     first_day = (drift[0].ts_ms - T0) / (24 * HOUR)
     assert 15 <= first_day <= 17
     assert state.sites["A"].signals is not None
+    # Right after the alarm the estimate stands at the new level (4 an hour, not the old 2).
+    state, alarm_at = (
+        None,
+        next(i for i, e in enumerate(events) if e.event_id == drift[0].event_ids[0]),
+    )
+    state, _, _ = run(events[: alarm_at + 1])
+    assert mean_per_hour(state.sites["A"].demand, 60) == pytest.approx(4.0, rel=0.1)
 
 
 def test_detector_state_is_small() -> None:
