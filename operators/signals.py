@@ -4,8 +4,8 @@ Per SKU-site and cheap (a few float updates per event, one drift update per clos
 - `sale_outlier`: a sale or return far above the usual quantity per transaction (a bulk
   order, a mis-keyed number). It is kept in stock but left out of the demand estimate.
 - `demand_drift`: a lasting change of the daily demand level (a Poisson CUSUM on daily
-  sales, `operators.drift`). The estimate then forgets faster and the safety buffer widens
-  for `drift_buffer_hours`.
+  sales, `operators.drift`). The estimate then moves to the new level and forgets faster,
+  and the safety buffer widens for `drift_buffer_hours`.
 - `phantom_stock` / `shrink`: a count far above / below the on-hand the events imply.
 - `negative_implied_stock`: a sale of more than the books hold.
 - `adjustment_outlier`: an adjustment large against the stock it adjusts.
