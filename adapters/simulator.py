@@ -502,7 +502,10 @@ class Simulation:
             }
             draw = int(order.ref[:8], 16) / 0xFFFFFFFF if _is_hex(order.ref[:8]) else 1.0
             qty = min(order.qty, int(self.on_hand[k, src]), self._lane_room(order, h))
-            if draw < self.scenario.reject_share or self._storage_full(dst, qty):
+            refused = draw >= self.scenario.reject_share and self._storage_full(dst, qty)
+            if refused:
+                self.kpis.refused_for_storage += 1
+            if draw < self.scenario.reject_share or refused:
                 self.kpis.proposals_rejected += 1
                 body.update(
                     event_id=f"xfer-rej-{order.ref}", type="transfer_rejected", qty=order.qty
@@ -551,10 +554,7 @@ class Simulation:
         capacity = self.network.sites[self.sites[dst]].storage_capacity
         if capacity is None:
             return False
-        if self._held(dst) + qty <= capacity:
-            return False
-        self.kpis.refused_for_storage += 1
-        return True
+        return self._held(dst) + qty > capacity
 
     def _lane_room(self, order: TransferOrder, h: int) -> int:
         """The world enforces lane capacity too: a full truck takes no more."""

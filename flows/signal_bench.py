@@ -19,7 +19,7 @@ from adapters.faults import FaultPlan, corrupt, prepare
 from adapters.simulator import HOUR_MS, Scenario, Simulation, make_network
 from operators.engine import DecisionContext, step
 from operators.parse import parse_object
-from operators.signals import new_drift_detector
+from operators.signals import new_drift_detector, sale_spread
 from state.config import Policy
 from state.records import EventType, Finding, Proposal
 from state.sku import SkuState
@@ -37,7 +37,7 @@ class Run:
     sim: Simulation
 
 
-SaleFeatures = tuple[str, int, float, float, int]  # event id, qty, usual qty, spread, sales
+SaleFeatures = tuple[str, int, float, float]  # event id, qty, usual qty, spread
 
 
 def run(
@@ -71,8 +71,8 @@ def run(
                 site = known.sites.get(event.site) if known is not None else None
                 signals = site.signals if site is not None else None
                 if signals is not None:
-                    sales.append((event.event_id, event.qty, signals.sale_mean,
-                                  signals.sale_dev, signals.sales_seen))  # fmt: skip
+                    spread = sale_spread(signals.sale_mean, signals.sale_dev)
+                    sales.append((event.event_id, event.qty, signals.sale_mean, spread))
             states[event.sku], output = step(states.get(event.sku), event, ctx)
             proposals.extend(output.proposals)
             findings.extend(output.findings)
@@ -81,8 +81,9 @@ def run(
     decide(sim.initial_events())
     while not sim.done:
         events = sim.advance_hour()
-        corrupted = plan is not None and data_faults
-        decide(corrupt(sim, plan, events, rng) if corrupted and plan is not None else events)
+        if plan is not None and data_faults:
+            events = corrupt(sim, plan, events, rng)
+        decide(events)
     return Run(sim.kpis.summary(), findings, plan, sim)
 
 
@@ -258,11 +259,11 @@ def river_comparison(sales: list[SaleFeatures], bulk_ids: set[str]) -> dict[str,
         model = compose.Pipeline(scaler(), anomaly.HalfSpaceTrees(seed=1))
         scores, labels = [], []
         started = time.perf_counter()
-        for event_id, qty, usual, spread, _ in sales:
+        for event_id, qty, usual, spread in sales:
             x = {
                 "qty": float(qty),
                 "ratio": qty / max(usual, 0.1),
-                "spreads": (qty - usual) / max(1.25 * spread, math.sqrt(max(usual, 0.0)), 0.5),
+                "spreads": (qty - usual) / spread,
             }
             scores.append(model.score_one(x))
             model.learn_one(x)

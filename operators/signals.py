@@ -69,6 +69,13 @@ def new_drift_detector() -> PoissonCusum:
     return PoissonCusum()
 
 
+def sale_spread(usual_qty: float, deviation: float) -> float:
+    """How far a sale's quantity may stray from the usual one by chance. Mean absolute
+    deviation x 1.25 is a standard deviation for normal noise; a count's own noise is at
+    least sqrt(mean) (Poisson), so one busy hour is not an outlier."""
+    return max(1.25 * deviation, math.sqrt(max(usual_qty, 0.0)), 0.5)
+
+
 def check_event(
     state: SkuState, site: SiteState, event: Event, policy: Policy
 ) -> tuple[list[Finding], bool]:
@@ -90,9 +97,7 @@ def check_event(
     kind = event.type
     if kind in (EventType.SALE, EventType.RETURN):
         signals = _signals(site)
-        # Mean absolute deviation x 1.25 is a standard deviation for normal noise; a count's
-        # own noise is at least sqrt(mean) (Poisson), so one busy hour is not an outlier.
-        spread = max(1.25 * signals.sale_dev, math.sqrt(signals.sale_mean), 0.5)
+        spread = sale_spread(signals.sale_mean, signals.sale_dev)
         score = (event.qty - signals.sale_mean) / spread
         if (
             signals.sales_seen >= _OUTLIER_WARMUP
