@@ -147,13 +147,16 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
     for pid, reservation in expire_reservations(state, now):
         decisions.append(_released(state, event, pid, reservation, ReleaseReason.EXPIRED))
         touched.update((reservation.from_site, reservation.to_site))
+    # A site whose sales feed has gone silent still sells: like a stockout, its empty
+    # windows say nothing about demand and must not pull the estimate down.
+    silent = site.signals is not None and site.signals.silent
     if advance(
         site.demand,
         event.ts_ms,
         ctx.window_ms,
         ctx.alpha,
-        stocked_out=site.stocked_out_in_window,
-        out_now=site.on_hand <= 0,
+        stocked_out=site.stocked_out_in_window or silent,
+        out_now=site.on_hand <= 0 or silent,
     ):
         site.stocked_out_in_window = site.on_hand <= 0
     findings: list[Finding] = []
@@ -164,13 +167,15 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
         if counts_as_demand and event.type is EventType.SALE:
             signals.count_demand(site, event.qty)
         if new_hour:  # silence is judged in hours: once per SKU per hour is enough
-            findings += signals.check_silence(state, event)
+            findings += signals.check_silence(state, event, policy)
         signals.hold(state, findings, policy)
     site.last_event_ms = max(site.last_event_ms, event.ts_ms)
     if event.type is EventType.TRANSFER_APPROVED:
         decisions.extend(_approve(state, event, policy, now))
     on_hand_before = site.on_hand
     released = apply_event(state, event, counts_as_demand)
+    if not counts_as_demand and event.type is EventType.SALE:
+        signals.dispute(site, on_hand_before - site.on_hand, event.ts_ms, policy)
     if released is not None:
         decisions.append(_released(state, event, *released))
         touched.update((released[1].from_site, released[1].to_site))

@@ -130,7 +130,7 @@ def receiver_need(agent: Agent, lead_hours: float, policy: Policy, now_ms: int) 
     rop = agent.reorder_point(horizon, policy.service_level_z)
     target = rop + agent.mean * policy.cover_hours
     qty = 0
-    for hours, stock in stock_checkpoints(agent.state, now_ms, horizon):
+    for hours, stock in stock_checkpoints(agent.state, now_ms, horizon, receiving=True):
         if hours > lead_hours:
             reorder_point = agent.reorder_point(hours, policy.service_level_z)
             if stock < reorder_point:
@@ -194,7 +194,7 @@ Checkpoint = tuple[float, int]
 
 
 def stock_checkpoints(
-    state: SiteState, now_ms: int, horizon_hours: float
+    state: SiteState, now_ms: int, horizon_hours: float, receiving: bool = False
 ) -> tuple[Checkpoint, ...]:
     """What a site can sell from just before each inbound arrival within the horizon, and
     at its end.
@@ -202,8 +202,13 @@ def stock_checkpoints(
     Counting inbound stock only from its ETA is what shows a shortfall that a later
     delivery cannot prevent: a site with nothing on hand and a large delivery due in three
     days will lose sales for three days, although its position looks fine.
+
+    As a receiver, a site still counts the units an unconfirmed outlier sale took off its
+    books; as a sender it does not: doubtful data moves no stock either way.
     """
     stock = state.on_hand + state.reserved_in - state.reserved_out
+    if receiving:
+        stock += state.disputed(now_ms)
     end_ms = now_ms + int(horizon_hours * HOUR_MS)
     arrivals: list[tuple[int, int]] = []
     for item in state.inbound_items():
@@ -484,7 +489,7 @@ def _candidate(
     if need.qty <= 0 or high < max(low, pack):
         return rejected(SuppressReason.BELOW_MIN_QTY, max(high, 0))
     receiver_points = stock_checkpoints(
-        receiver.state, now_ms, lane.lead_hours + policy.cover_hours
+        receiver.state, now_ms, lane.lead_hours + policy.cover_hours, receiving=True
     )
     if params.shelf_life_hours is not None:
         sellable = sellable_before_expiry(

@@ -76,6 +76,7 @@ def apply_event(
         site.on_hand += event.qty
     elif kind is EventType.SNAPSHOT:
         site.on_hand = event.qty
+        site.disputed_qty = 0  # the count settles what an outlier sale took
         if event.qty == 0:
             site.stocked_out_in_window = True
     elif kind is EventType.ADJUSTMENT:

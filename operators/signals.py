@@ -204,7 +204,7 @@ def count_demand(site: SiteState, qty: int) -> None:
         signals.day_qty += qty
 
 
-def check_silence(state: SkuState, event: Event) -> list[Finding]:
+def check_silence(state: SkuState, event: Event, policy: Policy) -> list[Finding]:
     """Sites of this SKU that normally sell, hold stock, and have sold nothing for so long
     that it is no longer chance: at least a day, and `_SILENT_MISSED` units of their usual
     demand (no sales is that likely by chance with probability e^-8, about 3 in 10,000).
@@ -223,7 +223,7 @@ def check_silence(state: SkuState, event: Event) -> list[Finding]:
         quiet_hours = (event.ts_ms - signals.quiet_since_ms) / HOUR_MS
         if quiet_hours < 24.0:
             continue
-        per_day = mean_per_hour(site.demand, 60) * 24
+        per_day = mean_per_hour(site.demand, policy.demand_window_minutes) * 24
         drift = signals.drift
         if drift is not None and drift.reference_days >= _SILENT_REFERENCE_DAYS:
             per_day = max(per_day, drift.reference_rate)
@@ -232,11 +232,32 @@ def check_silence(state: SkuState, event: Event) -> list[Finding]:
         missed = per_day * (quiet_hours // 24)
         if missed >= _SILENT_MISSED:
             signals.silent = True
+            _restore_level(site, per_day, policy)
             findings.append(
                 _finding("silent_site", event, site_id, missed, "silence",
                          quiet_hours=quiet_hours, usual_per_day=per_day)
             )  # fmt: skip
     return findings
+
+
+def _restore_level(site: SiteState, level_per_day: float, policy: Policy) -> None:
+    """The quiet days before the alarm were learned as days without demand; the site still
+    sold on them (only its feed was quiet), so the estimate goes back to the usual level."""
+    demand = site.demand
+    if demand.weight <= 0:
+        return
+    mean = demand.rate / demand.weight
+    usual = level_per_day * policy.demand_window_minutes / (24 * 60)
+    if mean < usual:
+        demand.rate = usual * demand.weight
+
+
+def dispute(site: SiteState, taken: int, now_ms: int, policy: Policy) -> None:
+    """An outlier sale's units stay in doubt until a count or the end of the hold."""
+    if site.disputed_until_ms < now_ms:
+        site.disputed_qty = 0
+    site.disputed_qty += taken
+    site.disputed_until_ms = now_ms + int(policy.integrity_hold_hours * HOUR_MS)
 
 
 def hold(state: SkuState, findings: list[Finding], policy: Policy) -> None:

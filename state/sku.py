@@ -73,11 +73,18 @@ class SiteState:
     # An open data-quality finding: proposals touching the site need approval until then.
     integrity_until_ms: int = -1
     integrity_reason: str = ""
+    # Units an outlier sale took off the books that no count has confirmed yet, and until
+    # when they stay in doubt (a mis-keyed quantity is not a reason to send stock).
+    disputed_qty: int = 0
+    disputed_until_ms: int = -1
     signals: Signals | None = None
 
     @property
     def inbound_qty(self) -> int:
         return sum(item.qty for item in self.inbound.values()) if self.inbound else 0
+
+    def disputed(self, now_ms: int) -> int:
+        return self.disputed_qty if self.disputed_until_ms >= now_ms else 0
 
     def inbound_items(self) -> Iterable[Inbound]:
         return self.inbound.values() if self.inbound else ()

@@ -156,3 +156,33 @@ def test_silence_is_not_counted_while_the_site_has_nothing_to_sell() -> None:
     events += [event(f"b{h}", EventType.SALE, 104 + h, "B", 1) for h in range(0, 8)]
     _, findings, _ = run(events)
     assert "silent_site" not in kinds(findings)
+
+
+def test_an_outlier_sale_alone_calls_for_no_stock_until_a_count_confirms_it() -> None:
+    # B sells one an hour and holds 80 at hour 40; a sale of 75 is flagged as an outlier.
+    state, _, _ = run(warm_history(40, b_stock=120))
+    state, findings, proposals = run([event("bulk", EventType.SALE, 40.3, "B", 75)], state=state)
+    assert kinds(findings) == ["sale_outlier"]
+    assert state.sites["B"].on_hand == 5  # the books take it
+    assert proposals == []  # but no stock moves on a quantity nobody has confirmed
+    # A count that finds the shelf as low as the books say settles it: now B gets stock.
+    state, _, proposals = run([event("count", EventType.SNAPSHOT, 41, "B", 4)], state=state)
+    assert [(p.from_site, p.to_site) for p in proposals] == [("A", "B")]
+
+
+def test_a_silent_site_keeps_its_usual_demand() -> None:
+    events = [event("sa", EventType.SNAPSHOT, 0, "A", 1000)]
+    events += [event(f"a{h}", EventType.SALE, h + 0.5, "A", 2) for h in range(72)]
+    events.insert(1, event("sb", EventType.SNAPSHOT, 0.1, "B", 500))
+    # A's POS feed goes quiet for four days (it still sells, as its daily counts show); B
+    # keeps publishing.
+    events += [event(f"b{h}", EventType.SALE, 72 + h, "B", 1) for h in range(96)]
+    counts = [
+        event(f"c{d}", EventType.SNAPSHOT, 72 + 24 * d, "A", 856 - 48 * d) for d in (1, 2, 3, 4)
+    ]
+    events = sorted([*events, *counts], key=lambda e: e.ts_ms)
+    state, findings, _ = run(events)
+    assert kinds(findings) == ["silent_site"]
+    # Silent days are not days without demand: A is not taken for a site that sells nothing
+    # (which would make its stock look like surplus to send away).
+    assert mean_per_hour(state.sites["A"].demand, 60) > 1.5
