@@ -60,28 +60,42 @@ class PoissonCusum(DriftDetector):
     def reference_rate(self) -> float:
         return self.reference_qty / self.reference_days if self.reference_days else 0.0
 
-    def update(self, x: int | float) -> None:
+    def update(self, x: int | float, censored: bool = False) -> None:
+        """`censored`: the day sold out, so `x` is only a lower bound of its demand. Such a
+        day can still show a rise (its sales understate it: the evidence errs low), never a
+        fall, and it does not join the reference."""
         self._drift_detected = False
         if self.reference_days < self.min_reference_days:
-            self.reference_qty += x
-            self.reference_days += 1
+            if not censored:
+                self.reference_qty += x
+                self.reference_days += 1
             return
         # Floor: a site that sold nothing in its reference still has some rate to move from.
         rate = max(self.reference_rate, 0.5 / self.reference_days)
         self.score_up = max(0.0, self.score_up + x * math.log(self.up) - (self.up - 1) * rate)
+        if censored:
+            if self.score_down == 0.0 and self.score_up > 0.0:
+                self.pending_qty += x
+                self.pending_days += 1
+                if self.score_up > self.threshold and self._confirmed():
+                    self._alarm()
+            return
         self.score_down = max(
             0.0, self.score_down + x * math.log(self.down) - (self.down - 1) * rate
         )
         self.pending_qty += x
         self.pending_days += 1
         if max(self.score_up, self.score_down) > self.threshold and self._confirmed():
-            self._drift_detected = True
-            self.reference_qty, self.reference_days = self.pending_qty, self.pending_days
-            self._end_excursion()
+            self._alarm()
         elif self.score_up == 0.0 and self.score_down == 0.0:
             self.reference_qty += self.pending_qty
             self.reference_days += self.pending_days
             self._end_excursion()
+
+    def _alarm(self) -> None:
+        self._drift_detected = True
+        self.reference_qty, self.reference_days = self.pending_qty, self.pending_days
+        self._end_excursion()
 
     def _confirmed(self) -> bool:
         """The excursion's days against the reference's as two samples: given all their

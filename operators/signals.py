@@ -158,14 +158,15 @@ def close_days(site: SiteState, site_id: str, event: Event, policy: Policy) -> l
         signals.day_short = True
     findings: list[Finding] = []
     while day > signals.day_start_ms:
-        # A day the site sold out (or started empty) says little about demand, and a site
-        # reported silent is a feed problem, not a change in demand: both are skipped.
-        if not signals.day_short and not signals.silent:
+        # A day the site sold out (or started empty) shows at least its sales' worth of
+        # demand: evidence of a rise only, and none at all if it sold nothing. A site
+        # reported silent is a feed problem, not a change in demand: skipped.
+        if not signals.silent and not (signals.day_short and signals.day_qty == 0):
             if not isinstance(signals.drift, PoissonCusum):  # none yet, or an older version's
                 signals.drift = new_drift_detector()
             drift = signals.drift
             reference = drift.reference_rate
-            drift.update(signals.day_qty)
+            drift.update(signals.day_qty, censored=signals.day_short)
             if drift.drift_detected:
                 ratio = drift.reference_rate / max(reference, 1e-9)
                 findings.append(

@@ -66,3 +66,23 @@ def test_state_stays_a_handful_of_numbers(seed: int) -> None:
     feed(detector, [int(c) for c in np.random.default_rng(seed).poisson(4, size=100)])
     assert detector.reference_days + detector.pending_days <= 100
     assert detector.score_up >= 0 and detector.score_down >= 0
+
+
+def censored(detector: PoissonCusum, counts: list[int]) -> list[int]:
+    alarms = []
+    for day, count in enumerate(counts):
+        detector.update(count, censored=True)
+        if detector.drift_detected:
+            alarms.append(day)
+    return alarms
+
+
+def test_sold_out_days_can_show_a_rise_but_never_a_fall() -> None:
+    # Sold out every day: the sales are only a lower bound of demand.
+    rising = PoissonCusum()
+    feed(rising, [10] * 12)
+    assert censored(rising, [16] * 10)  # even understated, this is a rise
+    falling = PoissonCusum()
+    feed(falling, [10] * 12)
+    assert censored(falling, [3] * 20) == []  # selling out early is no drop in demand
+    assert falling.reference_days == 12  # and such days never join the reference
