@@ -39,6 +39,13 @@ def _learn_zeros(demand: Demand, count: int, alpha: float) -> None:
     skip hundreds of windows between two events, so a long run is summed in closed form)."""
     rate, var, weight = demand.rate, demand.var, demand.weight
     keep = 1 - alpha
+    if rate == 0.0:
+        # Nothing sold yet (a site known only from a count): the mean stays 0, so each step
+        # only scales the variance and moves the weight towards 1.
+        decay = keep**count
+        demand.var, demand.weight = var * decay, 1.0 - (1.0 - weight) * decay
+        demand.windows_seen += count
+        return
     remaining = count
     # Step by step while the run is short or the weight is under 1/2 (a young estimate:
     # at most about one half-life of windows), then the rest in closed form.

@@ -126,9 +126,17 @@ def receiver_need(agent: Agent, lead_hours: float, policy: Policy, now_ms: int) 
     """Short when, at some moment after a transfer could arrive and before lead + review,
     the stock it can sell from by then is under the reorder point for that long."""
     horizon = lead_hours + policy.review_hours
-    position = agent.position_by(int(horizon * HOUR_MS), now_ms)
     rop = agent.reorder_point(horizon, policy.service_level_z)
     target = rop + agent.mean * policy.cover_hours
+    site = agent.state
+    if site.inbound is None:
+        # Nothing on its way (most SKU-sites): one checkpoint, at the horizon, where the
+        # reorder point is highest. The common case, so it is spared the general walk.
+        position = site.on_hand + site.reserved_in - site.reserved_out
+        stock = position + site.disputed(now_ms)
+        qty = math.ceil(target - stock) if stock < rop and horizon > lead_hours else 0
+        return Need(qty, position, rop, target, horizon)
+    position = agent.position_by(int(horizon * HOUR_MS), now_ms)
     qty = 0
     for hours, stock in stock_checkpoints(agent.state, now_ms, horizon, receiving=True):
         if hours > lead_hours:
