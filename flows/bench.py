@@ -9,6 +9,7 @@ import contextlib
 import gc
 import io
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,12 +26,15 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import cluster_main, run_main
 
 from adapters import benchgen, kafka
+from adapters.configfiles import load_policy
 from adapters.devservices import free_port, redis_answers, start_broker
 from adapters.kafka_source import MergedKafkaSource
 from adapters.recovery import recovery_config
 from adapters.settings import INPUT_KINDS, OUTPUT_KINDS, Settings
-from adapters.simulator import Scenario, make_network
-from flows.pipeline import build, kafka_sinks
+from adapters.simulator import Scenario, load_scenario, make_network
+from flows.cli import DEFAULT_POLICY, DEFAULT_SCENARIOS
+from flows.pipeline import build, kafka_sinks, snapshot_state
+from flows.simulate import run_stockshift
 from operators.engine import DecisionContext, step
 from state.config import Policy
 from state.records import DeadLetter, Event, EventType, RawMessage
@@ -134,7 +138,7 @@ def _rss_bytes() -> int:
 
 def memory_per_key(
     counts: tuple[int, int] = (100_000, 1_000_000),
-) -> tuple[float, dict[int, float]]:
+) -> tuple[float, dict[int, float], float]:
     """Resident bytes per SKU-site key held in state (slope between two sizes), detectors
     included. Keys come as a live network holds them: SKUs at 8 sites each, every site with
     a count and a sale a day for 3 days (so each has its demand estimate, its detectors and
@@ -165,7 +169,29 @@ def memory_per_key(
             gc.collect()
             sizes[keys] = _rss_bytes() - base
     low, high = counts
-    return (sizes[high] - sizes[low]) / (high - low), sizes
+    return (sizes[high] - sizes[low]) / (high - low), sizes, snapshot_seconds(states)
+
+
+def snapshot_seconds(states: dict[str, Any], sample: int = 20_000) -> float:
+    """Seconds to snapshot one SKU key (all its sites), as recovery does at each epoch for
+    every key the epoch touched; the median of five passes over `sample` keys."""
+    chosen = list(states.values())[:sample]
+    passes = []
+    for _ in range(5):
+        started = time.perf_counter()
+        for state in chosen:
+            snapshot_state(state)
+        passes.append((time.perf_counter() - started) / max(len(chosen), 1))
+    return statistics.median(passes)
+
+
+def regional_seconds() -> float:
+    """Wall time of the regional ready scenario (20 sites x 500 SKUs, 14 days) under the
+    default policy: the world and stockshift's decisions, without the other policies."""
+    scenario = load_scenario(DEFAULT_SCENARIOS / "regional.toml")
+    started = time.perf_counter()
+    run_stockshift(scenario, make_network(scenario), load_policy(DEFAULT_POLICY))
+    return time.perf_counter() - started
 
 
 def _redis_url() -> str | None:
@@ -250,9 +276,10 @@ def run_bench(
             broker_process.terminate()
             broker_process.wait(timeout=10)
     say(f"memory per SKU-site key: {memory_keys[0]} and {memory_keys[1]} keys in state")
-    slope, sizes = memory_per_key(memory_keys)
+    slope, sizes, snapshot_s = memory_per_key(memory_keys)
     results["bytes_per_sku_site_key"] = round(slope)
     results["state_bytes"] = {str(k): round(v) for k, v in sizes.items()}
+    results["snapshot_ms_per_sku_key"] = round(snapshot_s * 1000, 4)
     say("demo run time")
     started = time.perf_counter()
     from flows.demo import run_demo
@@ -260,6 +287,8 @@ def run_bench(
     with contextlib.redirect_stdout(io.StringIO()):
         run_demo(Path(tempfile.mkdtemp(prefix="stockshift-bench-demo-")), quiet=True)
     results["demo_seconds"] = round(time.perf_counter() - started, 1)
+    say("regional scenario, default policy")
+    results["regional_seconds"] = round(regional_seconds(), 1)
     return results
 
 
@@ -277,7 +306,15 @@ def print_results(results: dict[str, Any]) -> None:
         )
     sizes = ", ".join(f"{k} keys: {int(v) / 1e6:.0f} MB" for k, v in results["state_bytes"].items())
     print(f"memory per SKU-site key in state: {results['bytes_per_sku_site_key']} bytes ({sizes})")
+    print(
+        f"recovery snapshot per SKU key (8 sites): {results['snapshot_ms_per_sku_key']} ms "
+        f"(pickle of the whole SKU state, at each epoch that touched it)"
+    )
     print(f"stockshift demo: {results['demo_seconds']} s")
+    print(
+        f"stockshift simulate, regional (20 sites x 500 SKUs, 14 days), default policy: "
+        f"{results['regional_seconds']} s"
+    )
 
 
 if __name__ == "__main__":

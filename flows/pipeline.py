@@ -181,7 +181,13 @@ class SkuLogic(StatefulLogic[Event, StepOutput, bytes]):
         return [], StatefulLogic.DISCARD
 
     def snapshot(self) -> bytes:
-        return pickle.dumps(self._state, protocol=pickle.HIGHEST_PROTOCOL)
+        return snapshot_state(self._state)
+
+
+def snapshot_state(state: SkuState | None) -> bytes:
+    """What recovery stores for a SKU at each epoch it was touched (and what `stockshift
+    bench` times per key)."""
+    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _event_sku(event: Event) -> str:
