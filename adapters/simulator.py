@@ -104,7 +104,30 @@ def load_scenario(path: str | Path, **overrides: Any) -> Scenario:
         raise ConfigError(f"{path}: replenishment must be one of {REPLENISHMENT_RULES}")
     if scenario.distribution not in ("poisson", "negbin"):
         raise ConfigError(f"{path}: distribution must be poisson or negbin")
+    _check_ranges(path, scenario)
     return scenario
+
+
+# Fields that must be positive, and fields for which 0 means "none" or "unlimited": a
+# negative value in either is a typo that would otherwise pass for "unlimited".
+_POSITIVE = ("n_sites", "n_skus", "days", "mean_daily_demand", "dispersion")
+_NOT_NEGATIVE = (
+    "supplier_lead_days", "review_days", "nearest_lanes", "lane_capacity_per_day",
+    "storage_capacity_days", "forecast_error_sigma", "site_scale_sigma",
+    "sku_popularity_sigma", "base_stock_z",
+)  # fmt: skip
+
+
+def _check_ranges(path: Path, scenario: Scenario) -> None:
+    for name in _POSITIVE:
+        if not getattr(scenario, name) > 0:
+            raise ConfigError(f"{path}: {name} must be > 0, got {getattr(scenario, name)!r}")
+    for name in _NOT_NEGATIVE:
+        if getattr(scenario, name) < 0:
+            raise ConfigError(f"{path}: {name} must be >= 0, got {getattr(scenario, name)!r}")
+    for name in ("reject_share", "reorder_share"):
+        if not 0 <= getattr(scenario, name) <= 1:
+            raise ConfigError(f"{path}: {name} must be within 0-1, got {getattr(scenario, name)!r}")
 
 
 def site_ids(scenario: Scenario) -> list[str]:

@@ -124,6 +124,13 @@ def test_ready_scenarios_load_and_bad_ones_fail_clearly(tmp_path: Path) -> None:
     bad.write_text('name = "x"\nsites = 3\n')
     with pytest.raises(ConfigError, match="unknown scenario field"):
         load_scenario(bad)
+    # A negative limit is a typo, not "unlimited" (0 is).
+    bad.write_text('name = "x"\nstorage_capacity_days = -7.5\n')
+    with pytest.raises(ConfigError, match="storage_capacity_days must be >= 0"):
+        load_scenario(bad)
+    bad.write_text('name = "x"\nreject_share = 5\n')
+    with pytest.raises(ConfigError, match="reject_share must be within 0-1"):
+        load_scenario(bad)
 
 
 def test_shock_multiplies_demand_where_and_when_it_says() -> None:
