@@ -171,6 +171,8 @@ def network_dict(scenario: Scenario) -> dict[str, Any]:
                 "id": s,
                 "replenishment_lead_hours": scenario.supplier_lead_days * 24,
                 "demand_index": index,
+                # Stores know their opening hours: the world's hourly pattern.
+                "sales_profile": [round(float(w), 6) for w in HOURLY_PROFILE],
                 **({"storage_capacity": units} if units is not None else {}),
             }
             for s, index, units in zip(ids, site_demand_index(scenario), storage, strict=True)

@@ -60,11 +60,31 @@ class PoissonCusum(DriftDetector):
     def reference_rate(self) -> float:
         return self.reference_qty / self.reference_days if self.reference_days else 0.0
 
-    def update(self, x: int | float, censored: bool = False) -> None:
+    def rises_within_day(self, x: int | float, share: float) -> bool:
+        """Would the upward CUSUM alarm if the day ended now? `x`: the day's units so far;
+        `share`: the share of a day's demand expected by now (from the site's sales
+        profile). The Poisson likelihood ratio of a partial day is the same test on a
+        shorter interval, so a fast mover's rise shows hours into its first day instead of
+        at its end. Changes nothing: the day still goes to `update` when it ends."""
+        if self.reference_days < self.min_reference_days or share <= 0.0:
+            return False
+        rate = max(self.reference_rate, 0.5 / self.reference_days)
+        score = max(0.0, self.score_up + x * math.log(self.up) - (self.up - 1) * rate * share)
+        return score > self.threshold and self._confirmed(x, share)
+
+    def update(
+        self, x: int | float, censored: bool = False, alarmed_within_day: bool = False
+    ) -> None:
         """`censored`: the day sold out, so `x` is only a lower bound of its demand. Such a
         day can still show a rise (its sales understate it: the evidence errs low), never a
-        fall, and it does not join the reference."""
+        fall, and it does not join the reference. `alarmed_within_day`: `rises_within_day`
+        raised the alarm during this day already; the day completes it."""
         self._drift_detected = False
+        if alarmed_within_day and self.reference_days >= self.min_reference_days:
+            self.pending_qty += x
+            self.pending_days += 1
+            self._alarm()
+            return
         if self.reference_days < self.min_reference_days:
             if not censored:
                 self.reference_qty += x
@@ -97,17 +117,18 @@ class PoissonCusum(DriftDetector):
         self.reference_qty, self.reference_days = self.pending_qty, self.pending_days
         self._end_excursion()
 
-    def _confirmed(self) -> bool:
+    def _confirmed(self, extra_qty: float = 0.0, extra_days: float = 0.0) -> bool:
         """The excursion's days against the reference's as two samples: given all their
         units, are the excursion's share of them this far from its share of the days?
         (A binomial likelihood-ratio test; it accounts for the reference's own noise, which
         the CUSUM takes as exact, so a reference that came out high or low by chance does
         not raise an alarm.)"""
-        n2, n1 = self.pending_qty, self.reference_qty
+        n2, n1 = self.pending_qty + extra_qty, self.reference_qty
         total = n1 + n2
         if total <= 0:
             return False
-        expected = self.pending_days / (self.pending_days + self.reference_days)
+        days = self.pending_days + extra_days
+        expected = days / (days + self.reference_days)
         share = n2 / total
         return _binomial_llr(n2, total, share, expected) > self.confirm
 

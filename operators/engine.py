@@ -166,6 +166,11 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
         findings += signals.close_days(site, event.site, event, policy)
         if counts_as_demand and event.type is EventType.SALE:
             signals.count_demand(site, event.qty)
+            profiled = ctx.network.sites.get(event.site)
+            if profiled is not None and profiled.sales_profile is not None:
+                findings += signals.check_rise_within_day(
+                    site, event.site, event, policy, profiled.share_of_day(event.ts_ms)
+                )
         if new_hour:  # silence is judged in hours: once per SKU per hour is enough
             findings += signals.check_silence(state, event, policy)
         signals.hold(state, findings, policy)

@@ -166,8 +166,9 @@ def close_days(site: SiteState, site_id: str, event: Event, policy: Policy) -> l
                 signals.drift = new_drift_detector()
             drift = signals.drift
             reference = drift.reference_rate
-            drift.update(signals.day_qty, censored=signals.day_short)
-            if drift.drift_detected:
+            early = signals.rise_found_today
+            drift.update(signals.day_qty, censored=signals.day_short, alarmed_within_day=early)
+            if drift.drift_detected and not early:  # an early alarm was reported then
                 ratio = drift.reference_rate / max(reference, 1e-9)
                 findings.append(
                     _finding("demand_drift", event, site_id, ratio, "poisson_cusum",
@@ -178,9 +179,34 @@ def close_days(site: SiteState, site_id: str, event: Event, policy: Policy) -> l
         signals.day_start_ms += DAY_MS
         signals.day_qty = 0
         signals.day_short = site.on_hand <= 0
+        signals.rise_found_today = False
         if day - signals.day_start_ms > 30 * DAY_MS:
             signals.day_start_ms = day
     return findings
+
+
+def check_rise_within_day(
+    site: SiteState, site_id: str, event: Event, policy: Policy, share: float
+) -> list[Finding]:
+    """After a sale at a site with a sales profile: would today's sales so far, against the
+    `share` of a day's sales expected by now, already be a rise? (A fast mover's promotion
+    then shows within hours; `close_days` still judges the whole day.)"""
+    signals = site.signals
+    if signals is None or signals.rise_found_today or signals.silent:
+        return []
+    drift = signals.drift
+    if not isinstance(drift, PoissonCusum) or not drift.rises_within_day(signals.day_qty, share):
+        return []
+    signals.rise_found_today = True
+    reference = drift.reference_rate
+    level = (drift.pending_qty + signals.day_qty) / (drift.pending_days + share)
+    _adapt(site, event.ts_ms, policy, level)
+    return [
+        _finding("demand_drift", event, site_id, level / max(reference, 1e-9),
+                 "poisson_cusum_within_day", day_qty_so_far=signals.day_qty,
+                 share_of_day=round(share, 3), reference_per_day=reference,
+                 new_level_per_day=level)
+    ]  # fmt: skip
 
 
 def _adapt(site: SiteState, now_ms: int, policy: Policy, level_per_day: float) -> None:

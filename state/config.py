@@ -16,6 +16,21 @@ class ConfigError(ValueError):
     """A network or policy file is invalid; the message names the offending field."""
 
 
+def sales_profile(weights: Any, where: str) -> tuple[float, ...]:
+    """24 hourly weights (any scale) as the running share at each hour's start."""
+    if not isinstance(weights, list | tuple) or len(weights) != 24:
+        raise ConfigError(f"{where}: expected 24 hourly weights (UTC hours 0-23)")
+    values = [_number(w, f"{where}[{h}]") for h, w in enumerate(weights)]
+    total = sum(values)
+    if total <= 0:
+        raise ConfigError(f"{where}: the weights must not all be 0")
+    running = [0.0]
+    for value in values:
+        running.append(running[-1] + value / total)
+    running[-1] = 1.0
+    return tuple(running)
+
+
 @dataclass(frozen=True, slots=True)
 class Site:
     site_id: str
@@ -27,6 +42,19 @@ class Site:
     # Units the site can hold across all SKUs (on hand plus what is on its way); None: no
     # limit. Transfers into the site share what is left (see operators.lanes).
     storage_capacity: int | None = None
+    # How a day's sales spread over its hours (24 weights, UTC hours), kept as the running
+    # share at the start of each hour (25 values, 0 to 1). With it, a rise in demand can be
+    # found before the day ends (operators.signals); None: days are judged whole.
+    sales_profile: tuple[float, ...] | None = None
+
+    def share_of_day(self, ts_ms: int) -> float:
+        """The share of a day's sales expected by the end of `ts_ms`'s hour: a sale early in
+        the hour is judged against the whole hour, which errs towards no alarm (and fits
+        sales published as hourly totals)."""
+        profile = self.sales_profile
+        if profile is None:
+            return 1.0
+        return profile[ts_ms % 86_400_000 // 3_600_000 + 1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +222,11 @@ def network_from_dict(
             storage_capacity=(
                 _integer(entry["storage_capacity"], f"{where}.storage_capacity")
                 if entry.get("storage_capacity") is not None
+                else None
+            ),
+            sales_profile=(
+                sales_profile(entry["sales_profile"], f"{where}.sales_profile")
+                if entry.get("sales_profile") is not None
                 else None
             ),
         )

@@ -55,6 +55,8 @@ class Signals:
     # The last sale, or the last hourly check that found the site with nothing to sell.
     quiet_since_ms: int = -1
     silent: bool = False
+    # The drift detector raised a rise during the day being counted (the day completes it).
+    rise_found_today: bool = False
 
 
 @dataclass(slots=True)

@@ -86,3 +86,14 @@ def test_sold_out_days_can_show_a_rise_but_never_a_fall() -> None:
     feed(falling, [10] * 12)
     assert censored(falling, [3] * 20) == []  # selling out early is no drop in demand
     assert falling.reference_days == 12  # and such days never join the reference
+
+
+def test_within_a_day_the_usual_pace_never_alarms_and_a_fast_one_does() -> None:
+    detector = PoissonCusum()
+    feed(detector, [100] * 14)
+    shares = [(hour + 1) / 24 for hour in range(24)]
+    assert not any(detector.rises_within_day(round(100 * s), s) for s in shares)
+    first = next(h for h, s in enumerate(shares) if detector.rises_within_day(200 * s, s))
+    assert first < 23  # twice the pace shows before the day ends
+    # Checking changes nothing: the day still ends through `update`.
+    assert detector.pending_days == 0 and detector.score_up == 0.0

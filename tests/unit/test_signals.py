@@ -8,6 +8,7 @@ import pytest
 
 from operators.demand import mean_per_hour
 from operators.engine import DecisionContext, step
+from state.config import ConfigError, network_from_dict
 from state.records import Event, EventType, Finding, ProposalStatus
 from state.sku import SkuState
 from tests.helpers import HOUR, T0, event, policy, two_store_network, warm_history
@@ -186,3 +187,40 @@ def test_a_silent_site_keeps_its_usual_demand() -> None:
     # Silent days are not days without demand: A is not taken for a site that sells nothing
     # (which would make its stock look like surplus to send away).
     assert mean_per_hour(state.sites["A"].demand, 60) > 1.5
+
+
+def test_a_busy_site_with_a_sales_profile_shows_a_rise_within_the_day() -> None:
+    # 4 an hour around the clock for 14 days, then 6 an hour: the day's pace is judged
+    # hourly against the profile (flat here), so the rise shows hours into its first day.
+    flat = [1.0] * 24
+    network = network_from_dict(
+        {
+            "sites": [
+                {"id": "A", "replenishment_lead_hours": 96, "sales_profile": flat},
+                {"id": "B", "replenishment_lead_hours": 96},
+            ],
+            "lanes": [{"from": "A", "to": "B", "lead_hours": 6, "bidirectional": True}],
+        }
+    )
+    ctx = DecisionContext.build(network, CHECKED)
+    events = [event("sa", EventType.SNAPSHOT, 0, "A", 100_000)]
+    events += [
+        event(f"s{h}", EventType.SALE, h + 0.5, "A", 4 if h < 14 * 24 else 6)
+        for h in range(17 * 24)
+    ]
+    state, found = None, []
+    for e in events:
+        state, out = step(state, e, ctx)
+        found += [(f, e.ts_ms) for f in out.findings if f.kind == "demand_drift"]
+    assert len(found) == 1  # reported once: the day's end does not report it again
+    finding, at_ms = found[0]
+    assert finding.detector == "poisson_cusum_within_day"
+    assert T0 + 14 * 24 * HOUR < at_ms < T0 + 15 * 24 * HOUR  # within the first day of it
+    assert state is not None
+    assert mean_per_hour(state.sites["A"].demand, 60) > 5.0  # the estimate moved to it
+
+
+def test_a_sales_profile_must_have_24_hours() -> None:
+    bad = {"id": "A", "sales_profile": [1.0] * 23}
+    with pytest.raises(ConfigError, match="24 hourly weights"):
+        network_from_dict({"sites": [bad, {"id": "B"}], "lanes": []})
