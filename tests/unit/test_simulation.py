@@ -114,22 +114,25 @@ def test_tie_moves_never_ship_more_than_on_hand_and_reduce_imbalance(data) -> No
     assert dos_after.std() <= dos_before.std() + 1e-9
 
 
-def test_ready_scenarios_load_and_bad_ones_fail_clearly(tmp_path: Path) -> None:
+def test_ready_scenarios_load() -> None:
     names = {load_scenario(p).name for p in SCENARIOS.glob("*.toml")}
     assert {"small-symmetric", "regional", "shock-promo", "constrained"} <= names
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('replenishment = "magic"', "replenishment"),
+        ("sites = 3", "unknown scenario field"),
+        # A negative limit is a typo, not "unlimited" (0 is).
+        ("storage_capacity_days = -7.5", "storage_capacity_days must be >= 0"),
+        ("reject_share = 5", "reject_share must be within 0-1"),
+    ],
+)
+def test_bad_scenarios_fail_clearly(tmp_path: Path, line: str, message: str) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('name = "x"\nreplenishment = "magic"\n')
-    with pytest.raises(ConfigError, match="replenishment"):
-        load_scenario(bad)
-    bad.write_text('name = "x"\nsites = 3\n')
-    with pytest.raises(ConfigError, match="unknown scenario field"):
-        load_scenario(bad)
-    # A negative limit is a typo, not "unlimited" (0 is).
-    bad.write_text('name = "x"\nstorage_capacity_days = -7.5\n')
-    with pytest.raises(ConfigError, match="storage_capacity_days must be >= 0"):
-        load_scenario(bad)
-    bad.write_text('name = "x"\nreject_share = 5\n')
-    with pytest.raises(ConfigError, match="reject_share must be within 0-1"):
+    bad.write_text(f'name = "x"\n{line}\n')
+    with pytest.raises(ConfigError, match=message):
         load_scenario(bad)
 
 
