@@ -1,8 +1,10 @@
 """Signal health: online checks that stop bad data from moving stock.
 
 Per SKU-site and cheap (a few float updates per event, one drift update per closed day):
-- `sale_outlier`: a sale or return far above the usual quantity per transaction (a bulk
-  order, a mis-keyed number). It is kept in stock but left out of the demand estimate.
+- `sale_outlier`: a sale far above the usual quantity per transaction (a bulk order, a
+  mis-keyed number). It is kept in stock but left out of the demand estimate, and its
+  units stay in doubt until a count (`dispute`). `return_outlier`: the same for a return;
+  units that may not exist must not be sent, so it opens a hold.
 - `demand_drift`: a lasting change of the daily demand level (a Poisson CUSUM on daily
   sales, `operators.drift`). The estimate then moves to the new level and forgets faster,
   and the safety buffer widens for `drift_buffer_hours`.
@@ -38,7 +40,14 @@ _SILENT_REFERENCE_DAYS: Final = 7
 _FUTURE_MS: Final = HOUR_MS
 _LATE_MS: Final = 7 * DAY_MS
 _INTEGRITY_KINDS: Final = frozenset(
-    {"phantom_stock", "shrink", "negative_implied_stock", "adjustment_outlier", "silent_site"}
+    {
+        "phantom_stock",
+        "shrink",
+        "negative_implied_stock",
+        "adjustment_outlier",
+        "silent_site",
+        "return_outlier",
+    }
 )
 
 
@@ -105,7 +114,8 @@ def check_event(
             and score > _OUTLIER_K
         ):
             findings.append(
-                _finding("sale_outlier", event, event.site, score, "robust_ewma",
+                _finding("sale_outlier" if kind is EventType.SALE else "return_outlier",
+                         event, event.site, score, "robust_ewma",
                          qty=event.qty, typical_qty=signals.sale_mean, spread=spread)
             )  # fmt: skip
             counts_as_demand = False

@@ -45,6 +45,18 @@ def test_a_bulk_sale_is_flagged_and_kept_out_of_demand() -> None:
     assert state.sites["B"].on_hand == 200 - 40 - 60  # but it did leave the shelf
 
 
+def test_a_huge_return_holds_the_site_whose_stock_it_raised() -> None:
+    state, findings, _ = run(
+        [*warm_history(50, b_stock=91), event("ret", EventType.RETURN, 50.1, "A", 500)]
+    )
+    assert kinds(findings) == ["return_outlier"]
+    # A's 500 returned units may not exist: a proposal that would send them needs a human.
+    _, _, proposals = run([event("dmg", EventType.ADJUSTMENT, 50.2, "B", -15)], state=state)
+    assert proposals and proposals[0].from_site == "A"
+    assert proposals[0].status is ProposalStatus.NEEDS_APPROVAL
+    assert "return_outlier" in proposals[0].reason
+
+
 def test_count_far_from_books_is_phantom_stock_and_holds_the_site() -> None:
     state, findings, _ = run(
         [*warm_history(50, b_stock=91), event("count", EventType.SNAPSHOT, 50.1, "A", 600)]
