@@ -16,7 +16,7 @@ class ConfigError(ValueError):
     """A network or policy file is invalid; the message names the offending field."""
 
 
-def sales_profile(weights: Any, where: str) -> tuple[float, ...]:
+def _sales_profile(weights: Any, where: str) -> tuple[float, ...]:
     """24 hourly weights (any scale) as the running share at each hour's start."""
     if not isinstance(weights, list | tuple) or len(weights) != 24:
         raise ConfigError(f"{where}: expected 24 hourly weights (UTC hours 0-23)")
@@ -225,7 +225,7 @@ def network_from_dict(
                 else None
             ),
             sales_profile=(
-                sales_profile(entry["sales_profile"], f"{where}.sales_profile")
+                _sales_profile(entry["sales_profile"], f"{where}.sales_profile")
                 if entry.get("sales_profile") is not None
                 else None
             ),
