@@ -219,12 +219,17 @@ def check_rise_within_day(
     ]  # fmt: skip
 
 
+def _per_window(level_per_day: float, policy: Policy) -> float:
+    """A daily level in the demand estimate's unit (units per window)."""
+    return level_per_day * policy.demand_window_minutes / (24 * 60)
+
+
 def _adapt(site: SiteState, now_ms: int, policy: Policy, level_per_day: float) -> None:
     """Move the estimate to the level the detector found, and shorten its memory (past
     windows weigh a fifth of what they did) so that it keeps learning the new level fast."""
     demand = site.demand
     old_mean = demand.rate / demand.weight if demand.weight > 0 else 0.0
-    new_mean = level_per_day * policy.demand_window_minutes / (24 * 60)
+    new_mean = _per_window(level_per_day, policy)
     demand.weight *= 0.2
     # Variance scales with the level, as a count's does (Poisson when nothing is known).
     demand.var = (
@@ -284,7 +289,7 @@ def _restore_level(site: SiteState, level_per_day: float, policy: Policy) -> Non
     if demand.weight <= 0:
         return
     mean = demand.rate / demand.weight
-    usual = level_per_day * policy.demand_window_minutes / (24 * 60)
+    usual = _per_window(level_per_day, policy)
     if mean < usual:
         demand.rate = usual * demand.weight
 
