@@ -10,6 +10,7 @@ Step ids are stable names: they key recovery snapshots and metrics.
 
 from __future__ import annotations
 
+import copy
 import pickle
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,7 +21,7 @@ import bytewax.operators as op
 from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
-from bytewax.operators import StatefulLogic
+from bytewax.operators import StatefulBatchLogic, StatefulLogic
 from bytewax.outputs import DynamicSink
 
 from adapters import clock, kafka, metrics
@@ -32,7 +33,15 @@ from adapters.settings import Settings, control_topic
 from operators import codec
 from operators.control import NonceMemory, as_command, authenticate, control_decision
 from operators.engine import DecisionContext, step
-from operators.lanes import NegotiationOutcome, negotiate, receiving_items, receiving_site
+from operators.lanes import (
+    NegotiationOutcome,
+    ReceivingItem,
+    ReceivingState,
+    in_negotiation_order,
+    negotiate,
+    receiving_items,
+    receiving_site,
+)
 from operators.parse import parse_message, topic_kinds_for
 from state.config import Network, Policy
 from state.governance import ControlCommand, ControlRejection
@@ -184,6 +193,26 @@ class SkuLogic(StatefulLogic[Event, StepOutput, bytes]):
         return snapshot_state(self._state)
 
 
+class NegotiationLogic(StatefulBatchLogic[ReceivingItem, NegotiationOutcome, ReceivingState]):
+    """Negotiation in the dataflow: one receiving site, a batch at a time, in
+    `operators.lanes.in_negotiation_order`. Its snapshot is a copy of the site's state,
+    what `stateful_map` stored before, so either's recovery data reads back."""
+
+    def __init__(self, network: Network, resume: ReceivingState | None) -> None:
+        self._network = network
+        self._state = resume or ReceivingState()
+
+    def on_batch(self, values: list[ReceivingItem]) -> tuple[list[NegotiationOutcome], bool]:
+        outcomes = []
+        for item in in_negotiation_order(values):
+            self._state, outcome = negotiate(self._state, item, self._network)
+            outcomes.append(outcome)
+        return outcomes, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> ReceivingState:
+        return copy.deepcopy(self._state)
+
+
 def snapshot_state(state: SkuState | None) -> bytes:
     """What recovery stores for a SKU at each epoch it was touched (and what `stockshift
     bench` times per key)."""
@@ -316,7 +345,7 @@ def build(
     )
     negotiated = op.filter_map(
         "negotiation_outcomes",
-        op.stateful_map("negotiation", receiving, partial(negotiate, network=network)),
+        op.stateful_batch("negotiation", receiving, partial(NegotiationLogic, network)),
         _negotiation_outcome,
     )
     # NegotiationOutcome: the proposal as granted (maybe fewer units, maybe deferred) or none,

@@ -21,10 +21,9 @@ from adapters.simulator import Scenario, Simulation, TransferOrder, make_network
 from operators.baselines import tie_moves
 from operators.engine import DecisionContext, step
 from operators.hindsight import LaneSpec, hindsight_bound
-from operators.lanes import ReceivingState, negotiate_all, receiving_items
+from operators.lanes import ReceivingItem, ReceivingState, negotiate_all, receiving_items
 from operators.parse import parse_object
 from state.config import Network, Policy
-from state.records import Proposal
 from state.sku import SkuState
 
 POLICIES = ("none", "tie", "pooling", "stockshift", "hindsight")
@@ -134,14 +133,15 @@ def run_stockshift(
     receiving: dict[str, ReceivingState] = {}
 
     def decide(events: list[tuple[str, dict[str, Any]]]) -> None:
-        proposals: list[Proposal] = []
+        """One simulated hour: every event through the engine, then the hour's requests
+        through negotiation as one batch (as the flow gets them from the simulator feed)."""
+        items: list[ReceivingItem] = []
         for kind, body in events:
             event = parse_object(kind, body, sites)
             states[event.sku], output = step(states.get(event.sku), event, ctx)
-            for outcome in negotiate_all(receiving, receiving_items(output), told):
-                if outcome.proposal is not None:
-                    proposals.append(outcome.proposal)
-        sim.accept(proposals)
+            items.extend(receiving_items(output))
+        outcomes = negotiate_all(receiving, items, told)
+        sim.accept([outcome.proposal for outcome in outcomes if outcome.proposal is not None])
 
     decide(sim.initial_events())
     _loop(sim, name, progress, lambda: decide(sim.advance_hour()))

@@ -227,7 +227,7 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
         findings=tuple(findings),
         occupancy=(
             tuple(
-                SiteOccupancy(state.sku, s, _occupancy(state.sites[s]))
+                SiteOccupancy(state.sku, s, _occupancy(state.sites[s]), now)
                 for s in sorted(touched & ctx.storage_sites)
                 if s in state.sites
             )

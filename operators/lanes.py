@@ -15,8 +15,16 @@ a proposal is checked against already includes it; a proposal this stage cuts or
 keeps occupying its units until the engine's reservation expires (`proposal_ttl_hours`),
 which errs on the side of never overfilling the site.
 
-Arrival order within a day stands in for ranking by benefit per unit: proposals are made the
-moment a need appears, and holding them back to rank them would delay every transfer.
+The stage takes what arrives together as one batch, in a set order (`in_negotiation_order`):
+by the SKUs' event-time clocks; at one moment, stock reports that come with no request
+first, then each SKU's requests by expected net benefit per unit, highest first. So when
+several SKUs ask for the same truck or the same back room at once, the most valuable units
+get it, and the outcome does not depend on how the dataflow grouped the batch by SKU (its
+stateful steps hand on a batch key by key, not in event order): the flow and the simulator
+(`negotiate_all`, one simulated hour a batch) grant the same units.
+
+Across moments, arrival order stands: proposals are made the moment a need appears, and
+holding them back to rank them against later ones would delay every transfer.
 Bid-price control (the upper half of a departure open only to proposals worth more per unit
 than the lane's running mean, scaled by how full it would be) was tried and measured worse
 in the simulator (service-first policy, lanes capped at 4 units a day: small-symmetric fill
@@ -75,6 +83,40 @@ def receiving_items(output: StepOutput) -> tuple[ReceivingItem, ...]:
 
 def receiving_site(item: ReceivingItem) -> str:
     return item.to_site if isinstance(item, Proposal) else item.site
+
+
+def _clock(item: ReceivingItem) -> int:
+    return item.created_at_ms if isinstance(item, Proposal) else item.clock_ms
+
+
+def in_negotiation_order(items: Iterable[ReceivingItem]) -> list[ReceivingItem]:
+    """One receiving site's batch in the order it is negotiated.
+
+    Items are grouped by (clock, SKU): one SKU's items keep their order (a later stock report
+    must not be overtaken by an earlier one), and its clock never runs back, so sorting
+    groups by clock keeps every SKU's order. At one clock, groups without a request go
+    first (they only report stock), then groups by their best request's net benefit per
+    unit, highest first; the SKU breaks ties.
+    """
+    groups: dict[tuple[int, str], list[ReceivingItem]] = {}
+    for item in items:
+        groups.setdefault((_clock(item), item.sku), []).append(item)
+    if len(groups) < 2:
+        return [item for members in groups.values() for item in members]
+
+    def rank(group: tuple[tuple[int, str], list[ReceivingItem]]) -> tuple[int, bool, float, str]:
+        (clock, sku), members = group
+        best = max(
+            (
+                item.evidence.net_benefit / item.qty
+                for item in members
+                if isinstance(item, Proposal) and item.qty > 0
+            ),
+            default=None,
+        )
+        return clock, best is not None, -(best or 0.0), sku
+
+    return [item for _, members in sorted(groups.items(), key=rank) for item in members]
 
 
 def departure_day(lane: Lane, created_ms: int) -> int:
@@ -176,13 +218,17 @@ def _book(
 def negotiate_all(
     states: dict[str, ReceivingState], items: Iterable[ReceivingItem], network: Network
 ) -> list[NegotiationOutcome]:
-    """The stage outside a dataflow (simulator, reference runs): same function, same order."""
-    outcomes = []
+    """The stage outside a dataflow (simulator, reference runs): the items of one batch,
+    each receiving site's in the same order as in the flow."""
+    by_site: dict[str, list[ReceivingItem]] = {}
     for item in items:
-        site = receiving_site(item)
-        states[site], outcome = negotiate(states.get(site), item, network)
-        if isinstance(item, Proposal):
-            outcomes.append(outcome)
+        by_site.setdefault(receiving_site(item), []).append(item)
+    outcomes = []
+    for site, batch in by_site.items():
+        for item in in_negotiation_order(batch):
+            states[site], outcome = negotiate(states.get(site), item, network)
+            if isinstance(item, Proposal):
+                outcomes.append(outcome)
     return outcomes
 
 

@@ -252,6 +252,9 @@ class SiteOccupancy:
     sku: str
     site: str
     units: int
+    # The SKU's event-time clock when it was reported (a proposal's `created_at_ms` is the
+    # same clock): negotiation orders a batch by it.
+    clock_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

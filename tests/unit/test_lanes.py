@@ -3,19 +3,29 @@ sites' storage capacity."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
 from bytewax.testing import TestingSource, run_main
+from hypothesis import given
+from hypothesis import strategies as st
 
 from adapters import metrics
 from adapters.memory import ListSink
 from adapters.settings import Settings
 from flows.pipeline import Sinks, build
 from operators.engine import DecisionContext, step
-from operators.lanes import departure_day, negotiate
+from operators.lanes import (
+    ReceivingItem,
+    ReceivingState,
+    departure_day,
+    in_negotiation_order,
+    negotiate,
+    negotiate_all,
+)
 from state.config import ConfigError, network_from_dict
-from state.records import EventType, Outcome, Proposal
+from state.records import EventType, Outcome, Proposal, SiteOccupancy
 from tests.helpers import HOUR, T0, event, policy, raw_of, two_store_network, warm_history
 
 
@@ -118,3 +128,64 @@ def _counted_negotiation_decisions() -> float:
             ):
                 total += sample.value
     return total
+
+
+def _request(sku: str, qty: int, net_benefit: float, hour: float = 10.0) -> Proposal:
+    base = a_proposal(sku, qty, hour)
+    return replace(base, evidence=replace(base.evidence, net_benefit=net_benefit))
+
+
+def test_at_one_moment_the_most_valuable_units_get_the_lane() -> None:
+    """Three SKUs ask for a 30-unit lane at the same moment: the best net benefit per unit
+    is granted first, whatever order the requests arrived in."""
+    cheap, dear, middling = (
+        _request("SKU-1", 20, 10.0),  # 0.5 a unit
+        _request("SKU-2", 20, 80.0),  # 4.0 a unit
+        _request("SKU-3", 20, 30.0),  # 1.5 a unit
+    )
+    states: dict[str, ReceivingState] = {}
+    outcomes = negotiate_all(states, [cheap, dear, middling], network(30))
+    granted = {o.proposal.sku: o.proposal for o in outcomes if o.proposal is not None}
+    assert granted["SKU-2"].qty == 20 and "next departure" not in granted["SKU-2"].reason
+    assert granted["SKU-3"].qty == 10  # what was left today
+    assert "next departure" in granted["SKU-1"].reason
+
+
+def test_a_later_moment_does_not_overtake_an_earlier_one() -> None:
+    early_cheap = _request("SKU-1", 20, 10.0, hour=9.0)
+    late_dear = _request("SKU-2", 20, 80.0, hour=10.0)
+    ordered = in_negotiation_order([late_dear, early_cheap])
+    assert [item.sku for item in ordered] == ["SKU-1", "SKU-2"]
+
+
+@given(st.randoms(use_true_random=False), st.integers(0, 2**16))
+def test_negotiation_order_does_not_depend_on_how_skus_were_interleaved(
+    rnd: random.Random, seed: int
+) -> None:
+    """The dataflow hands a batch on key by key, the simulator in event order: any
+    interleaving that keeps each SKU's own order gives the same sequence."""
+    gen = random.Random(seed)
+    per_sku: dict[str, list[ReceivingItem]] = {}
+    for sku in ("SKU-1", "SKU-2", "SKU-3", "SKU-4"):
+        hour = 10.0
+        for _ in range(gen.randint(1, 4)):
+            hour += gen.choice((0.0, 0.0, 1.0))  # often several reports at one moment
+            clock = T0 + int(hour * HOUR)
+            if gen.random() < 0.5:
+                item: ReceivingItem = SiteOccupancy(sku, "B", gen.randint(0, 40), clock)
+            else:
+                item = _request(sku, gen.randint(1, 20), gen.uniform(-5.0, 50.0), hour)
+            per_sku.setdefault(sku, []).append(item)
+    in_sku_order = [item for items in per_sku.values() for item in items]
+    queues = {sku: list(items) for sku, items in per_sku.items()}
+    interleaved: list[ReceivingItem] = []
+    while queues:
+        sku = rnd.choice(sorted(queues))
+        interleaved.append(queues[sku].pop(0))
+        if not queues[sku]:
+            del queues[sku]
+    assert in_negotiation_order(interleaved) == in_negotiation_order(in_sku_order)
+    # Each SKU's own items keep their order.
+    ordered = in_negotiation_order(interleaved)
+    for sku, items in per_sku.items():
+        assert [item for item in ordered if item.sku == sku] == items
