@@ -402,9 +402,11 @@ class Simulation:
             0.0, scenario.forecast_error_sigma, (n_skus, n_sites)
         )
         cover_days = scenario.supplier_lead_days + scenario.review_days
-        self.base_stock = np.ceil(
-            forecast * cover_days + scenario.base_stock_z * np.sqrt(forecast * cover_days)
-        ).astype(int)
+        self.base_stock = self._fit_storage(
+            np.ceil(
+                forecast * cover_days + scenario.base_stock_z * np.sqrt(forecast * cover_days)
+            ).astype(int)
+        )
         self.reorder_level = np.floor(self.base_stock * scenario.reorder_share).astype(int)
         self.on_hand = self.base_stock.copy()
         self.from_transfer = np.zeros((n_skus, n_sites))
@@ -422,6 +424,21 @@ class Simulation:
         self._site_index = {s: i for i, s in enumerate(self.sites)}
         self._lane_used: dict[tuple[str, int], int] = {}
         self._sku_index = {s: i for i, s in enumerate(self.skus)}
+
+    def _fit_storage(self, base_stock: np.ndarray) -> np.ndarray:
+        """Each store's targets (and so its opening stock), scaled down alike to fit its
+        storage: a store cannot open holding more than it can hold. One that did would have
+        every supplier order cut to the room left until its stock ran down, starving the
+        world of the replenishment the hindsight bound assumes (the constrained scenario
+        before this: 881 of 12,853 ordered units cut, no-transfer fill 0.8488; after: none
+        cut, 0.8689). Rounding each SKU's target down leaves a fitted store less than a unit
+        per SKU of room, so a transfer into it mostly fits once stock has left it."""
+        for s, site in enumerate(self.sites):
+            capacity = self.network.sites[site].storage_capacity
+            total = int(base_stock[:, s].sum())
+            if capacity is not None and total > capacity:
+                base_stock[:, s] = np.floor(base_stock[:, s] * capacity / total).astype(int)
+        return base_stock
 
     @property
     def done(self) -> bool:

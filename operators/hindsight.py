@@ -1,6 +1,8 @@
 """The hindsight bound: with all demand known in advance, the best transfers by LP (HiGHS).
 
-Per SKU (lanes have no shared capacity in the bound, which only loosens it), hourly periods,
+Per SKU (lanes have no shared capacity and sites no storage limit in the bound, which only
+loosens it: on the constrained scenario, one LP over all SKUs with the lane caps gave the
+same fill, so there it is storage that the bound leaves out), hourly periods,
 the simulator's order of events (arrivals, dispatch, sales) and its one-for-one replenishment
 (each review orders what sold since the last one; it arrives after the supplier lead time).
 Objective: most units sold, then least variable transfer cost. Fixed trip costs, rejections

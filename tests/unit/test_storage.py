@@ -152,7 +152,11 @@ def test_the_engine_reports_occupancy_only_for_sites_with_capacity() -> None:
 def test_negotiation_keeps_the_simulated_world_from_refusing_for_storage() -> None:
     """The world refuses a transfer that would overfill its site. With the engine and
     negotiation aware of storage, it has to refuse far fewer than when they are blind."""
-    scenario = Scenario(n_sites=5, n_skus=30, days=8, seed=5, storage_capacity_days=5.5)
+    # A few busy SKUs: a transfer is larger than the room a store's rounded-down targets
+    # leave it (the world fits each store's targets to its storage).
+    scenario = Scenario(
+        n_sites=5, n_skus=10, days=8, seed=5, storage_capacity_days=5.0, mean_daily_demand=12.0
+    )
     world_network = make_network(scenario)
     blind_network = replace(
         world_network,
