@@ -20,7 +20,7 @@ from adapters import reports
 from adapters.simulator import Scenario, Simulation, TransferOrder, make_network
 from operators.baselines import tie_moves
 from operators.engine import DecisionContext, step
-from operators.hindsight import LaneSpec, hindsight_bound
+from operators.hindsight import LaneSpec, hindsight_bound, network_hindsight_bound
 from operators.lanes import ReceivingItem, ReceivingState, negotiate_all, receiving_items
 from operators.parse import parse_object
 from state.config import Network, Policy
@@ -158,27 +158,43 @@ def run_hindsight(
     sim = Simulation(scenario, network, emit=False)
     index = {s: i for i, s in enumerate(sim.sites)}
     lanes = [
-        LaneSpec(index[a], index[b], math.ceil(lane.lead_hours), lane.cost_per_unit)
+        LaneSpec(
+            index[a],
+            index[b],
+            math.ceil(lane.lead_hours),
+            lane.cost_per_unit,
+            lane.capacity_per_day,
+        )
         for (a, b), lane in network.lanes.items()
     ]
+    storage = [network.sites[site].storage_capacity for site in sim.sites]
+    review, lead = scenario.review_days * 24, scenario.supplier_lead_days * 24
+    if any(lane.capacity_per_day for lane in lanes) or any(storage):
+        # SKUs share the lanes' trucks and the sites' back rooms: one LP for all of them.
+        if progress is not None:
+            progress("hindsight", 0, 1)
+        result = network_hindsight_bound(sim.demand, sim.on_hand, lanes, review, lead, storage)
+        if progress is not None:
+            progress("hindsight", 1, 1)
+        return _bound_run(
+            result.served, result.demand, result.units_moved, result.variable_cost, started
+        )
     served = moved = cost = 0.0
     demand = 0
     for k in range(len(sim.skus)):
-        result = hindsight_bound(
-            sim.demand[:, k, :],
-            sim.on_hand[k],
-            lanes,
-            scenario.review_days * 24,
-            scenario.supplier_lead_days * 24,
-        )
+        result = hindsight_bound(sim.demand[:, k, :], sim.on_hand[k], lanes, review, lead)
         served += result.served
         demand += result.demand
         moved += result.units_moved
         cost += result.variable_cost
         if progress is not None and (k + 1) % max(1, len(sim.skus) // 10) == 0:
             progress("hindsight", k + 1, len(sim.skus))
-    # The LP gives fill, units moved and variable cost; trips, stock levels and where sales
-    # were served from are not part of its answer.
+    return _bound_run(served, demand, moved, cost, started)
+
+
+def _bound_run(served: float, demand: int, moved: float, cost: float, started: float) -> PolicyRun:
+    """The LP gives fill, units moved and variable cost; trips, stock levels and where sales
+    were served from are not part of its answer."""
     summary: dict[str, Any] = {row: None for row in KPI_ROWS}
     summary.update(
         demand_units=demand,

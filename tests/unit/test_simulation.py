@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from adapters.simulator import Scenario, Simulation, load_scenario, make_network
 from flows.simulate import run_all, run_none, run_stockshift
 from operators.baselines import tie_moves
-from operators.hindsight import hindsight_bound
-from state.config import ConfigError, Policy
+from operators.hindsight import LaneSpec, hindsight_bound, network_hindsight_bound
+from state.config import ConfigError, Network, Policy
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "configs" / "scenarios"
 SMALL = Scenario(name="tiny", n_sites=4, n_skus=8, days=7, seed=5, replenishment="one_for_one")
@@ -176,3 +176,68 @@ def test_the_world_enforces_lane_capacity_per_day() -> None:
     sim.advance_hour()
     assert sim.kpis.units_moved == 5  # 4, then the 1 unit of room left, then nothing
     assert sim.kpis.proposals_failed == 1
+
+
+TIGHT = replace(SMALL, name="tight", lane_capacity_per_day=3, storage_capacity_days=4.0)
+
+
+def _lane_specs(network: Network, sites: list[str], caps: bool) -> list[LaneSpec]:
+    index = {s: i for i, s in enumerate(sites)}
+    return [
+        LaneSpec(
+            index[a],
+            index[b],
+            math.ceil(lane.lead_hours),
+            lane.cost_per_unit,
+            lane.capacity_per_day if caps else None,
+        )
+        for (a, b), lane in network.lanes.items()
+    ]
+
+
+def test_the_network_bound_without_limits_is_the_per_sku_bound() -> None:
+    network = make_network(SMALL)
+    sim = Simulation(SMALL, network, emit=False)
+    lanes = _lane_specs(network, sim.sites, caps=False)
+    lead = SMALL.supplier_lead_days * 24
+    per_sku = sum(
+        hindsight_bound(sim.demand[:, k, :], sim.on_hand[k], lanes, 24, lead).served
+        for k in range(len(sim.skus))
+    )
+    together = network_hindsight_bound(
+        sim.demand, sim.on_hand, lanes, 24, lead, [None] * len(sim.sites)
+    )
+    assert together.served == pytest.approx(per_sku, abs=1e-4)
+
+
+def test_shared_limits_tighten_the_bound_and_no_policy_beats_it() -> None:
+    """With lane caps and storage the SKUs compete; the bound that models them is no looser
+    than the one that does not, and the world's policies (which obey them) stay under it."""
+    network = make_network(TIGHT)
+    sim = Simulation(TIGHT, network, emit=False)
+    lead = TIGHT.supplier_lead_days * 24
+    storage = [network.sites[s].storage_capacity for s in sim.sites]
+    assert all(storage)
+    loose = sum(
+        hindsight_bound(
+            sim.demand[:, k, :], sim.on_hand[k], _lane_specs(network, sim.sites, False), 24, lead
+        ).served
+        for k in range(len(sim.skus))
+    )
+    tight = network_hindsight_bound(
+        sim.demand, sim.on_hand, _lane_specs(network, sim.sites, True), 24, lead, storage
+    )
+    smaller = network_hindsight_bound(
+        sim.demand,
+        sim.on_hand,
+        _lane_specs(network, sim.sites, True),
+        24,
+        lead,
+        [int(c * 0.9) if c else None for c in storage],
+    )
+    assert smaller.served < tight.served <= loose + 1e-6
+    runs = run_all(TIGHT, POLICY, ("none", "tie", "stockshift", "hindsight"))
+    bound = runs["hindsight"].kpis["network_fill_rate"]
+    assert bound == round(tight.served / tight.demand, 4)
+    for name in ("none", "tie", "stockshift"):
+        assert runs[name].kpis["network_fill_rate"] <= bound + 1e-9, name
