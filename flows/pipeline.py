@@ -37,8 +37,7 @@ from operators.lanes import (
     NegotiationOutcome,
     ReceivingItem,
     ReceivingState,
-    in_negotiation_order,
-    negotiate,
+    negotiate_batch,
     receiving_items,
     receiving_site,
 )
@@ -195,7 +194,7 @@ class SkuLogic(StatefulLogic[Event, StepOutput, bytes]):
 
 class NegotiationLogic(StatefulBatchLogic[ReceivingItem, NegotiationOutcome, ReceivingState]):
     """Negotiation in the dataflow: one receiving site, a batch at a time, in
-    `operators.lanes.in_negotiation_order`. Its snapshot is a copy of the site's state,
+    `operators.lanes.negotiate_batch`. Its snapshot is a copy of the site's state,
     what `stateful_map` stored before, so either's recovery data reads back."""
 
     def __init__(self, network: Network, resume: ReceivingState | None) -> None:
@@ -203,10 +202,7 @@ class NegotiationLogic(StatefulBatchLogic[ReceivingItem, NegotiationOutcome, Rec
         self._state = resume or ReceivingState()
 
     def on_batch(self, values: list[ReceivingItem]) -> tuple[list[NegotiationOutcome], bool]:
-        outcomes = []
-        for item in in_negotiation_order(values):
-            self._state, outcome = negotiate(self._state, item, self._network)
-            outcomes.append(outcome)
+        self._state, outcomes = negotiate_batch(self._state, values, self._network)
         return outcomes, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> ReceivingState:

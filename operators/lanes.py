@@ -223,13 +223,25 @@ def negotiate_all(
     by_site: dict[str, list[ReceivingItem]] = {}
     for item in items:
         by_site.setdefault(receiving_site(item), []).append(item)
-    outcomes = []
+    outcomes: list[NegotiationOutcome] = []
     for site, batch in by_site.items():
-        for item in in_negotiation_order(batch):
-            states[site], outcome = negotiate(states.get(site), item, network)
-            if isinstance(item, Proposal):
-                outcomes.append(outcome)
+        states[site], negotiated = negotiate_batch(states.get(site), batch, network)
+        # An occupancy report's outcome is empty; a proposal's never is.
+        outcomes.extend(o for o in negotiated if o.proposal is not None or o.decision is not None)
     return outcomes
+
+
+def negotiate_batch(
+    state: ReceivingState | None, items: Iterable[ReceivingItem], network: Network
+) -> tuple[ReceivingState, list[NegotiationOutcome]]:
+    """One receiving site's batch, in `in_negotiation_order`: an outcome per item (an
+    occupancy report's is empty)."""
+    state = state or ReceivingState()
+    outcomes = []
+    for item in in_negotiation_order(items):
+        state, outcome = negotiate(state, item, network)
+        outcomes.append(outcome)
+    return state, outcomes
 
 
 def _record(proposal: Proposal, dropped: SuppressReason | None, detail: str) -> DecisionRecord:
