@@ -444,6 +444,24 @@ class Simulation:
     def done(self) -> bool:
         return self.hour >= self.scenario.hours
 
+    def expected_demand(self, start: int, hours: int) -> np.ndarray:
+        """Mean demand [hour, sku, site] from hour `start`: the true rates with the weekly
+        and hourly shape (what a perfect forecast knows; not a shock, not the draw)."""
+        at = np.arange(start, start + hours)
+        weekly = np.array(self.scenario.weekly, dtype=float)[(at // 24) % 7]
+        shape = weekly * HOURLY_PROFILE[at % 24]
+        return np.asarray(shape[:, None, None] * self.daily_rate[None, :, :], dtype=float)
+
+    def due(self, start: int, hours: int) -> np.ndarray:
+        """Units due [hour, sku, site] from hour `start`: supplier orders and transfers on
+        their way."""
+        due = np.zeros((hours, len(self.skus), len(self.sites)))
+        for hour, items in self.arrivals.items():
+            if start <= hour < start + hours:
+                for _kind, k, s, qty, _ref, _from in items:
+                    due[hour - start, k, s] += qty
+        return due
+
     def ts(self, hour: int, minute: int = 0) -> int:
         return self.scenario.start_ms + hour * HOUR_MS + minute * 60_000
 

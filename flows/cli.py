@@ -184,15 +184,16 @@ def _demo(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from adapters.configfiles import load_policy
     from adapters.simulator import load_scenario
-    from flows.simulate import POLICIES, simulate
+    from flows.simulate import OPTIONAL_POLICIES, POLICIES, simulate
 
     paths = args.policy or [str(DEFAULT_POLICY), str(SERVICE_FIRST_POLICY)]
     policy = {Path(path).stem: load_policy(path) for path in paths}
     policies = tuple(args.policies.split(",")) if args.policies else POLICIES
-    unknown = set(policies) - set(POLICIES)
+    unknown = set(policies) - set(POLICIES + OPTIONAL_POLICIES)
     if unknown:
         print(
-            f"stockshift: unknown policies {sorted(unknown)}; choose from {POLICIES}",
+            f"stockshift: unknown policies {sorted(unknown)}; "
+            f"choose from {POLICIES + OPTIONAL_POLICIES}",
             file=sys.stderr,
         )
         return 2
@@ -275,7 +276,9 @@ def parser() -> argparse.ArgumentParser:
         "and service-first policies, side by side)",
     )
     sim.add_argument(
-        "--policies", help="comma-separated subset of none,tie,pooling,stockshift,hindsight"
+        "--policies",
+        help="comma-separated subset of none,tie,pooling,stockshift,hindsight (the default), "
+        "plus lookahead: a slow online reference that knows the true demand rates",
     )
     sim.add_argument(
         "--trace", help="replay demand from a CSV/Parquet trace (date or ts, sku, site, qty)"

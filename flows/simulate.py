@@ -22,11 +22,14 @@ from operators.baselines import tie_moves
 from operators.engine import DecisionContext, step
 from operators.hindsight import LaneSpec, hindsight_bound, network_hindsight_bound
 from operators.lanes import ReceivingItem, ReceivingState, negotiate_all, receiving_items
+from operators.lookahead import BucketLane, first_stage_moves
 from operators.parse import parse_object
 from state.config import Network, Policy
 from state.sku import SkuState
 
 POLICIES = ("none", "tie", "pooling", "stockshift", "hindsight")
+# Not run unless asked for: a reference, and slow (minutes on the small scenarios).
+OPTIONAL_POLICIES = ("lookahead",)
 Progress = Callable[[str, int, int], None]
 
 
@@ -110,6 +113,74 @@ def run_tie(scenario: Scenario, network: Network, progress: Progress | None = No
 
     _loop(sim, "tie", progress, hour)
     return _finish("tie", sim, started)
+
+
+@dataclass(frozen=True)
+class Lookahead:
+    """The lookahead reference's settings. It weighs a sale as the service-first policy does
+    (margin plus its lost_sale_penalty). In trials on small-symmetric, 20 paths, hourly
+    re-plans and 72 hours reached fill 0.9757 against 0.9739 with these, at about 6x the
+    run time."""
+
+    lost_sale_penalty: float = 20.0
+    paths: int = 10
+    every_hours: int = 2
+    horizon_hours: int = 48
+    bucket_hours: int = 6
+    terminal_value: float = 5.0
+
+
+LOOKAHEAD = Lookahead()
+
+
+def run_lookahead(
+    scenario: Scenario, network: Network, progress: Progress | None = None
+) -> PolicyRun:
+    """An online reference that knows the true demand rates (operators.lookahead): how far a
+    policy gets that plans well but does not see the realised demand."""
+    started = time.perf_counter()
+    sim = Simulation(scenario, network, emit=False)
+    index = {s: i for i, s in enumerate(sim.sites)}
+    bucket, horizon = LOOKAHEAD.bucket_hours, LOOKAHEAD.horizon_hours
+    buckets = horizon // bucket
+    lanes = [
+        BucketLane(
+            index[a], index[b], math.ceil(max(1, math.ceil(lane.lead_hours)) / bucket),
+            lane.cost_per_unit,
+        )
+        for (a, b), lane in network.lanes.items()
+    ]  # fmt: skip
+    value = network.sku_defaults.unit_margin + LOOKAHEAD.lost_sale_penalty
+    rng = np.random.default_rng(scenario.seed + 11)
+    n_sites = len(sim.sites)
+
+    def by_bucket(hourly: np.ndarray) -> np.ndarray:
+        return np.asarray(hourly.reshape(buckets, bucket, *hourly.shape[1:]).sum(axis=1))
+
+    def hour() -> None:
+        sim.advance_hour()
+        if sim.hour % LOOKAHEAD.every_hours:
+            return
+        mean = by_bucket(sim.expected_demand(sim.hour, horizon))
+        due = by_bucket(sim.due(sim.hour, horizon))
+        orders = []
+        for k, sku in enumerate(sim.skus):
+            paths = rng.poisson(mean[None, :, k, :], size=(LOOKAHEAD.paths, buckets, n_sites))
+            for move in first_stage_moves(
+                sim.on_hand[k], due[:, k, :], paths.astype(float), lanes, value,
+                LOOKAHEAD.terminal_value, network.sku_defaults.min_transfer_qty,
+            ):  # fmt: skip
+                ref = f"look{sim.hour:05d}{k:05d}{move.from_index:03d}{move.to_index:03d}"
+                orders.append(
+                    TransferOrder(
+                        sku, sim.sites[move.from_index], sim.sites[move.to_index], move.qty, ref
+                    )
+                )
+        sim.order(orders)
+        sim.kpis.proposals += len(orders)
+
+    _loop(sim, "lookahead", progress, hour)
+    return _finish("lookahead", sim, started)
 
 
 def run_stockshift(
@@ -246,8 +317,10 @@ def run_all(
         elif name == "hindsight":
             if scenario.replenishment == "one_for_one":
                 runs[name] = run_hindsight(scenario, network, progress)
+        elif name == "lookahead":
+            runs[name] = run_lookahead(scenario, network, progress)
         else:
-            raise ValueError(f"unknown policy {name!r}; choose from {POLICIES}")
+            raise ValueError(f"unknown policy {name!r}; choose from {POLICIES + OPTIONAL_POLICIES}")
     if "none" in runs and "hindsight" in runs:
         none_fill = runs["none"].kpis["network_fill_rate"]
         bound = runs["hindsight"].kpis["network_fill_rate"]
