@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,11 @@ import numpy as np
 
 from adapters import reports
 from adapters.simulator import Scenario, Simulation, TransferOrder, make_network
-from operators.baselines import tie_moves
+from operators.baselines import Move, tie_moves
 from operators.engine import DecisionContext, step
 from operators.hindsight import LaneSpec, hindsight_bound, network_hindsight_bound
 from operators.lanes import ReceivingItem, ReceivingState, negotiate_all, receiving_items
-from operators.lookahead import BucketLane, first_stage_moves
+from operators.lookahead import first_stage_moves
 from operators.parse import parse_object
 from state.config import Network, Policy
 from state.sku import SkuState
@@ -69,6 +69,35 @@ def _loop(
             progress(name, sim.hour // 24, sim.scenario.days)
 
 
+def _lane_specs(network: Network, index: Mapping[str, int]) -> list[LaneSpec]:
+    """The network's lanes for the simulator's LPs: sites by index, whole hours."""
+    return [
+        LaneSpec(
+            index[a], index[b], math.ceil(lane.lead_hours), lane.cost_per_unit,
+            lane.capacity_per_day,
+        )
+        for (a, b), lane in network.lanes.items()
+    ]  # fmt: skip
+
+
+def _carry_out(sim: Simulation, name: str, moves: Iterable[tuple[int, list[Move]]]) -> None:
+    """A baseline's moves (per SKU index) as transfer orders the world carries out next
+    hour; a reference made of hex-free text is never drawn for rejection."""
+    orders = [
+        TransferOrder(
+            sim.skus[k],
+            sim.sites[move.from_index],
+            sim.sites[move.to_index],
+            move.qty,
+            f"{name}{sim.hour:05d}{k:05d}{move.from_index:03d}{move.to_index:03d}",
+        )
+        for k, sku_moves in moves
+        for move in sku_moves
+    ]
+    sim.order(orders)
+    sim.kpis.proposals += len(orders)
+
+
 def run_none(scenario: Scenario, network: Network, progress: Progress | None = None) -> PolicyRun:
     started = time.perf_counter()
     sim = Simulation(scenario, network, emit=False)
@@ -99,17 +128,14 @@ def run_tie(scenario: Scenario, network: Network, progress: Progress | None = No
             return
         recent = np.mean(sim.sales_history[-7:], axis=0)
         position = sim.on_hand + sim.supplier_pipeline + sim.in_transit
-        orders = []
-        for k, sku in enumerate(sim.skus):
-            for move in tie_moves(position[k], sim.on_hand[k], recent[k], lane_cost, min_qty):
-                ref = f"tie{sim.hour:05d}{k:05d}{move.from_index:03d}{move.to_index:03d}"
-                orders.append(
-                    TransferOrder(
-                        sku, sim.sites[move.from_index], sim.sites[move.to_index], move.qty, ref
-                    )
-                )
-        sim.order(orders)
-        sim.kpis.proposals += len(orders)
+        _carry_out(
+            sim,
+            "tie",
+            (
+                (k, tie_moves(position[k], sim.on_hand[k], recent[k], lane_cost, min_qty))
+                for k in range(len(sim.skus))
+            ),
+        )
 
     _loop(sim, "tie", progress, hour)
     return _finish("tie", sim, started)
@@ -143,13 +169,7 @@ def run_lookahead(
     index = {s: i for i, s in enumerate(sim.sites)}
     bucket, horizon = LOOKAHEAD.bucket_hours, LOOKAHEAD.horizon_hours
     buckets = horizon // bucket
-    lanes = [
-        BucketLane(
-            index[a], index[b], math.ceil(max(1, math.ceil(lane.lead_hours)) / bucket),
-            lane.cost_per_unit,
-        )
-        for (a, b), lane in network.lanes.items()
-    ]  # fmt: skip
+    lanes = _lane_specs(network, index)
     value = network.sku_defaults.unit_margin + LOOKAHEAD.lost_sale_penalty
     rng = np.random.default_rng(scenario.seed + 11)
     n_sites = len(sim.sites)
@@ -163,21 +183,15 @@ def run_lookahead(
             return
         mean = by_bucket(sim.expected_demand(sim.hour, horizon))
         due = by_bucket(sim.due(sim.hour, horizon))
-        orders = []
-        for k, sku in enumerate(sim.skus):
+
+        def moves(k: int) -> list[Move]:
             paths = rng.poisson(mean[None, :, k, :], size=(LOOKAHEAD.paths, buckets, n_sites))
-            for move in first_stage_moves(
-                sim.on_hand[k], due[:, k, :], paths.astype(float), lanes, value,
+            return first_stage_moves(
+                sim.on_hand[k], due[:, k, :], paths.astype(float), lanes, bucket, value,
                 LOOKAHEAD.terminal_value, network.sku_defaults.min_transfer_qty,
-            ):  # fmt: skip
-                ref = f"look{sim.hour:05d}{k:05d}{move.from_index:03d}{move.to_index:03d}"
-                orders.append(
-                    TransferOrder(
-                        sku, sim.sites[move.from_index], sim.sites[move.to_index], move.qty, ref
-                    )
-                )
-        sim.order(orders)
-        sim.kpis.proposals += len(orders)
+            )  # fmt: skip
+
+        _carry_out(sim, "look", ((k, moves(k)) for k in range(len(sim.skus))))
 
     _loop(sim, "lookahead", progress, hour)
     return _finish("lookahead", sim, started)
@@ -228,16 +242,7 @@ def run_hindsight(
         raise ValueError("the hindsight bound models one_for_one replenishment only")
     sim = Simulation(scenario, network, emit=False)
     index = {s: i for i, s in enumerate(sim.sites)}
-    lanes = [
-        LaneSpec(
-            index[a],
-            index[b],
-            math.ceil(lane.lead_hours),
-            lane.cost_per_unit,
-            lane.capacity_per_day,
-        )
-        for (a, b), lane in network.lanes.items()
-    ]
+    lanes = _lane_specs(network, index)
     storage = [network.sites[site].storage_capacity for site in sim.sites]
     review, lead = scenario.review_days * 24, scenario.supplier_lead_days * 24
     if any(lane.capacity_per_day for lane in lanes) or any(storage):

@@ -15,7 +15,7 @@ in transit) come in the bucket they are due. Stock left at the horizon is worth
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,21 +23,15 @@ from scipy.optimize import linprog
 from scipy.sparse import coo_matrix
 
 from operators.baselines import Move
-
-
-@dataclass(frozen=True, slots=True)
-class BucketLane:
-    from_index: int
-    to_index: int
-    lead_buckets: int
-    cost_per_unit: float
+from operators.hindsight import LaneSpec
 
 
 def first_stage_moves(
     on_hand: NDArray[np.int64],
     arrivals: NDArray[np.float64],
     demand_paths: NDArray[np.float64],
-    lanes: list[BucketLane],
+    lanes: list[LaneSpec],
+    bucket_hours: int,
     sale_value: float,
     terminal_value: float,
     min_qty: int,
@@ -47,6 +41,9 @@ def first_stage_moves(
     on_hand: [site]; arrivals: [bucket, site] units due; demand_paths: [path, bucket, site].
     Moves under `min_qty` units are left out (the LP is continuous; a move is floored).
     """
+    # A lane's lead time in whole buckets, rounded up: stock counts from the bucket it has
+    # surely arrived by.
+    lead = [max(1, math.ceil(max(1, lane.lead_hours) / bucket_hours)) for lane in lanes]
     paths, buckets, sites = (int(n) for n in demand_paths.shape)
     n_lanes = len(lanes)
     if n_lanes == 0:
@@ -71,8 +68,8 @@ def first_stage_moves(
         rows.append(out_rows)
         cols.append(np.full(paths, e))
         vals.append(np.ones(paths))
-        if lane.lead_buckets < buckets:
-            rows.append(out_rows - lane.from_index + lane.lead_buckets * sites + lane.to_index)
+        if lead[e] < buckets:
+            rows.append(out_rows - lane.from_index + lead[e] * sites + lane.to_index)
             cols.append(np.full(paths, e))
             vals.append(-np.ones(paths))
         # Recourse: leaves in bucket t >= 1 of its path.
@@ -81,8 +78,8 @@ def first_stage_moves(
         rows.append(((pw * buckets + pt) * sites + lane.from_index).ravel())
         cols.append(recourse.ravel())
         vals.append(np.ones(recourse.size))
-        lands = pt + lane.lead_buckets < buckets
-        rows.append(((pw * buckets + pt + lane.lead_buckets) * sites + lane.to_index)[lands])
+        lands = pt + lead[e] < buckets
+        rows.append(((pw * buckets + pt + lead[e]) * sites + lane.to_index)[lands])
         cols.append(recourse[lands])
         vals.append(-np.ones(int(lands.sum())))
     a_eq = coo_matrix(

@@ -7,10 +7,11 @@ import numpy as np
 
 from adapters.simulator import Scenario, make_network
 from flows.simulate import run_all
-from operators.lookahead import BucketLane, first_stage_moves
+from operators.hindsight import LaneSpec
+from operators.lookahead import first_stage_moves
 from state.config import Policy
 
-LANES = [BucketLane(0, 1, 1, 0.5), BucketLane(1, 0, 1, 0.5)]
+LANES = [LaneSpec(0, 1, 6, 0.5), LaneSpec(1, 0, 6, 0.5)]  # one 6-hour bucket each way
 
 
 def _paths(per_bucket: list[float], buckets: int = 4, paths: int = 5) -> np.ndarray:
@@ -20,23 +21,23 @@ def _paths(per_bucket: list[float], buckets: int = 4, paths: int = 5) -> np.ndar
 def test_stock_goes_where_the_demand_is_and_no_more_than_the_sender_has() -> None:
     on_hand = np.array([30, 0])
     moves = first_stage_moves(
-        on_hand, np.zeros((4, 2)), _paths([0.0, 8.0]), LANES, 26.0, 0.0, min_qty=2
+        on_hand, np.zeros((4, 2)), _paths([0.0, 8.0]), LANES, 6, 26.0, 0.0, min_qty=2
     )
     assert [(m.from_index, m.to_index) for m in moves] == [(0, 1)]
     # Bucket 1's demand at site 1 can only be met by what leaves now; buckets 2-3 could
     # also be met by a later move, so the first stage sends between 8 and 24.
     assert 8 <= moves[0].qty <= 24
     small = first_stage_moves(
-        np.array([5, 0]), np.zeros((4, 2)), _paths([0.0, 8.0]), LANES, 26.0, 0.0, min_qty=2
+        np.array([5, 0]), np.zeros((4, 2)), _paths([0.0, 8.0]), LANES, 6, 26.0, 0.0, min_qty=2
     )
     assert small and small[0].qty <= 5
 
 
 def test_no_move_when_it_costs_more_than_the_sale_is_worth() -> None:
-    dear = [BucketLane(0, 1, 1, 30.0), BucketLane(1, 0, 1, 30.0)]
+    dear = [LaneSpec(0, 1, 6, 30.0), LaneSpec(1, 0, 6, 30.0)]
     assert (
         first_stage_moves(
-            np.array([30, 0]), np.zeros((4, 2)), _paths([0.0, 8.0]), dear, 26.0, 0.0, min_qty=2
+            np.array([30, 0]), np.zeros((4, 2)), _paths([0.0, 8.0]), dear, 6, 26.0, 0.0, min_qty=2
         )
         == []
     )
@@ -45,7 +46,7 @@ def test_no_move_when_it_costs_more_than_the_sale_is_worth() -> None:
 def test_stock_due_in_time_is_not_sent_for() -> None:
     due = np.zeros((4, 2))
     due[1, 1] = 40  # arrives at site 1 in bucket 1, as soon as a transfer could
-    moves = first_stage_moves(np.array([30, 0]), due, _paths([0.0, 8.0]), LANES, 26.0, 0.0, 2)
+    moves = first_stage_moves(np.array([30, 0]), due, _paths([0.0, 8.0]), LANES, 6, 26.0, 0.0, 2)
     assert moves == []
 
 
