@@ -19,9 +19,9 @@ from typing import Any, Generic, TypeVar
 
 import bytewax.operators as op
 from bytewax.connectors.kafka import operators as kop
-from bytewax.dataflow import Dataflow, Stream
+from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
-from bytewax.operators import StatefulBatchLogic, StatefulLogic
+from bytewax.operators import KeyedStream, StatefulBatchLogic, StatefulLogic
 from bytewax.outputs import DynamicSink
 
 from adapters import clock, kafka, metrics
@@ -194,8 +194,8 @@ class SkuLogic(StatefulLogic[Event, StepOutput, bytes]):
 
 class NegotiationLogic(StatefulBatchLogic[ReceivingItem, NegotiationOutcome, ReceivingState]):
     """Negotiation in the dataflow: one receiving site, a batch at a time, in
-    `operators.lanes.negotiate_batch`. Its snapshot is a copy of the site's state,
-    what `stateful_map` stored before, so either's recovery data reads back."""
+    `operators.lanes.negotiate_batch`. Its snapshot is a copy of the site's state, as
+    `stateful_map` stored it."""
 
     def __init__(self, network: Network, resume: ReceivingState | None) -> None:
         self._network = network
@@ -207,6 +207,32 @@ class NegotiationLogic(StatefulBatchLogic[ReceivingItem, NegotiationOutcome, Rec
 
     def snapshot(self) -> ReceivingState:
         return copy.deepcopy(self._state)
+
+
+# Recovery keys a snapshot by the full path of the step that holds it. Negotiation ran as
+# `stateful_map("negotiation")` before, whose state lives at
+# negotiation.stateful_flat_map.stateful.stateful_batch; these scopes keep that path, so a
+# restart after an upgrade resumes each site's lane grants and occupancy instead of
+# starting them empty.
+@operator
+def _negotiation(
+    step_id: str, up: KeyedStream[ReceivingItem], network: Network
+) -> KeyedStream[NegotiationOutcome]:
+    return _stateful_flat_map_scope("stateful_flat_map", up, network)
+
+
+@operator
+def _stateful_flat_map_scope(
+    step_id: str, up: KeyedStream[ReceivingItem], network: Network
+) -> KeyedStream[NegotiationOutcome]:
+    return _stateful_scope("stateful", up, network)
+
+
+@operator
+def _stateful_scope(
+    step_id: str, up: KeyedStream[ReceivingItem], network: Network
+) -> KeyedStream[NegotiationOutcome]:
+    return op.stateful_batch("stateful_batch", up, partial(NegotiationLogic, network))
 
 
 def snapshot_state(state: SkuState | None) -> bytes:
@@ -341,7 +367,7 @@ def build(
     )
     negotiated = op.filter_map(
         "negotiation_outcomes",
-        op.stateful_batch("negotiation", receiving, partial(NegotiationLogic, network)),
+        _negotiation("negotiation", receiving, network),
         _negotiation_outcome,
     )
     # NegotiationOutcome: the proposal as granted (maybe fewer units, maybe deferred) or none,

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -7,6 +10,7 @@ import pytest
 from bytewax.testing import TestingSource, run_main
 
 from adapters.memory import ListSink, PullSource
+from adapters.recovery import recovery_config
 from adapters.settings import Settings
 from adapters.simulator import Scenario, Simulation, SimulatorFeed, make_network
 from flows.demo import run_demo
@@ -137,3 +141,37 @@ def test_demo_writes_outputs_and_improves_fill_rate(tmp_path: Path) -> None:
     } <= set(first)
     assert orjson.loads((tmp_path / "kpis.json").read_bytes())["kpis"] == summary["kpis"]
     assert (tmp_path / "fill_rate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recovery_keeps_each_stateful_steps_snapshot_path(tmp_path: Path) -> None:
+    """Recovery keys a snapshot by its step's full path: the paths earlier versions wrote
+    must stay, or a restart after an upgrade starts that state empty (negotiation moved
+    from stateful_map to its own batch logic and kept stateful_map's path)."""
+    scenario = Scenario(
+        n_sites=4, n_skus=6, days=2, seed=3, lane_capacity_per_day=3, storage_capacity_days=5
+    )
+    network = make_network(scenario)
+    feed = SimulatorFeed(Simulation(scenario, network), "stockshift.")
+    messages = feed._raw(feed.sim.initial_events())
+    while not feed.sim.done:
+        messages += feed._raw(feed.sim.advance_hour())
+    sinks = Sinks(ListSink(), ListSink(), ListSink())
+    run_main(
+        build(
+            Settings(),
+            source=TestingSource(messages, batch_size=200),
+            sinks=sinks,
+            network=network,
+            policy=policy(),
+        ),
+        epoch_interval=timedelta(seconds=0),
+        recovery_config=recovery_config(tmp_path, 0),
+    )
+    (store,) = tmp_path.glob("part-*.sqlite3")
+    with closing(sqlite3.connect(store)) as db:
+        steps = {row[0] for row in db.execute("select distinct step_id from snaps")}
+    assert {
+        "stockshift.sku_state.stateful_batch",
+        "stockshift.negotiation.stateful_flat_map.stateful.stateful_batch",
+    } <= steps
+    assert "stockshift.negotiation" not in steps
