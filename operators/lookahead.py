@@ -43,7 +43,7 @@ def first_stage_moves(
     """
     # A lane's lead time in whole buckets, rounded up: stock counts from the bucket it has
     # surely arrived by.
-    lead = [max(1, math.ceil(max(1, lane.lead_hours) / bucket_hours)) for lane in lanes]
+    lead = [math.ceil(max(1, lane.lead_hours) / bucket_hours) for lane in lanes]
     paths, buckets, sites = (int(n) for n in demand_paths.shape)
     n_lanes = len(lanes)
     if n_lanes == 0:

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.simulator import Scenario, Simulation, load_scenario, make_network
+from flows.simulate import _lane_specs as lane_specs
 from flows.simulate import run_all, run_none, run_stockshift
 from operators.baselines import tie_moves
 from operators.hindsight import LaneSpec, hindsight_bound, network_hindsight_bound
@@ -182,17 +183,9 @@ TIGHT = replace(SMALL, name="tight", lane_capacity_per_day=3, storage_capacity_d
 
 
 def _lane_specs(network: Network, sites: list[str], caps: bool) -> list[LaneSpec]:
-    index = {s: i for i, s in enumerate(sites)}
-    return [
-        LaneSpec(
-            index[a],
-            index[b],
-            math.ceil(lane.lead_hours),
-            lane.cost_per_unit,
-            lane.capacity_per_day if caps else None,
-        )
-        for (a, b), lane in network.lanes.items()
-    ]
+    """The simulator's own lane specs, with or without the lanes' daily caps."""
+    lanes = lane_specs(network, {s: i for i, s in enumerate(sites)})
+    return lanes if caps else [replace(lane, capacity_per_day=None) for lane in lanes]
 
 
 def test_the_network_bound_without_limits_is_the_per_sku_bound() -> None:
