@@ -72,6 +72,10 @@ class Scenario:
     # 0: unlimited; else each site stores this many days of its expected sales (all SKUs)
     storage_capacity_days: float = 0.0
     reject_share: float = 0.05
+    # Days the world runs before hour 0 with its replenishment and no transfers, so every
+    # policy starts from the same steady state: stock on hand and orders in flight. 0 opens
+    # each store with all of its target on hand and nothing on order (a cold start).
+    warmup_days: int = 0
     start_ms: int = 1_767_571_200_000  # 2026-01-05T00:00:00Z, a Monday
 
     @property
@@ -114,7 +118,7 @@ _POSITIVE = ("n_sites", "n_skus", "days", "mean_daily_demand", "dispersion")
 _NOT_NEGATIVE = (
     "supplier_lead_days", "review_days", "nearest_lanes", "lane_capacity_per_day",
     "storage_capacity_days", "forecast_error_sigma", "site_scale_sigma",
-    "sku_popularity_sigma", "base_stock_z",
+    "sku_popularity_sigma", "base_stock_z", "warmup_days",
 )  # fmt: skip
 
 
@@ -245,12 +249,31 @@ def draw_demand(
         * daily_rate[None, :, :]
         * np.tile(HOURLY_PROFILE, scenario.days)[:, None, None]
     )
+    return _sample(rng, scenario, hourly_mean), daily_rate
+
+
+def draw_warmup_demand(scenario: Scenario, daily_rate: np.ndarray) -> np.ndarray:
+    """Hourly demand [hour, sku, site] for the `warmup_days` before hour 0: the same rates
+    and weekly shape, no shocks, drawn from a stream of its own so that the measured
+    demand is the same draw with or without a warm-up."""
+    days = scenario.warmup_days
+    rng = np.random.default_rng(scenario.seed + 5)
+    weekday = np.array([scenario.weekly[(d - days) % 7] for d in range(days)], dtype=float)
+    hourly_mean = (
+        np.repeat(weekday, 24)[:, None, None]
+        * daily_rate[None, :, :]
+        * np.tile(HOURLY_PROFILE, days)[:, None, None]
+    )
+    return _sample(rng, scenario, hourly_mean)
+
+
+def _sample(rng: np.random.Generator, scenario: Scenario, hourly_mean: np.ndarray) -> np.ndarray:
     if scenario.distribution == "negbin" and scenario.dispersion > 1.0:
         # Gamma-Poisson mixture: variance = dispersion * mean.
         shape = hourly_mean / (scenario.dispersion - 1.0)
         lam = rng.gamma(np.maximum(shape, 1e-12), scenario.dispersion - 1.0)
-        return rng.poisson(np.where(hourly_mean > 0, lam, 0.0)), daily_rate
-    return rng.poisson(hourly_mean), daily_rate
+        return np.asarray(rng.poisson(np.where(hourly_mean > 0, lam, 0.0)))
+    return np.asarray(rng.poisson(hourly_mean))
 
 
 def _trace_demand(scenario: Scenario, skus: list[str], sites: list[str]) -> np.ndarray:
@@ -424,6 +447,26 @@ class Simulation:
         self._site_index = {s: i for i, s in enumerate(self.sites)}
         self._lane_used: dict[tuple[str, int], int] = {}
         self._sku_index = {s: i for i, s in enumerate(self.skus)}
+        self._warmup_demand: np.ndarray | None = None
+        if scenario.warmup_days and scenario.trace is None:
+            self._warm_up(draw_warmup_demand(scenario, self.daily_rate))
+
+    def _warm_up(self, demand: np.ndarray) -> None:
+        """Run the world from hour -len(demand) to 0 without transfers (and without events,
+        KPIs or pooling), so hour 0 finds the replenishment rule's own steady state: stock
+        run down unevenly by the forecast errors behind the targets, and supplier orders in
+        flight. Hours stay negative throughout, so order references stay unique."""
+        emit, pooling = self.emit, self.pooling
+        self.emit = self.pooling = False
+        self._warmup_demand = demand
+        self.hour = -len(demand)
+        while self.hour < 0:
+            self.advance_hour()
+        self.emit, self.pooling = emit, pooling
+        self._warmup_demand = None
+        self.sales_history = self.sales_history[-self.scenario.review_days :]
+        self.kpis = Kpis(unit_cost=self.network.sku_defaults.unit_cost)
+        self._day_demand = self._day_served = self._day_moved = 0
 
     def _fit_storage(self, base_stock: np.ndarray) -> np.ndarray:
         """Each store's targets (and so its opening stock), scaled down alike to fit its
@@ -476,7 +519,41 @@ class Simulation:
         self.pending.extend(orders)
 
     def initial_events(self) -> list[Event]:
-        """Opening counts for every SKU-site, as a store system would publish them."""
+        """Opening counts for every SKU-site, as a store system would publish them, and the
+        supplier orders still on their way (after a warm-up)."""
+        return self._opening_counts() + self._orders_in_flight()
+
+    def scheduled_arrivals(self) -> np.ndarray:
+        """Supplier units [hour, sku, site] already ordered at hour 0 and due within the
+        horizon (after a warm-up; zeros after a cold start)."""
+        due = np.zeros((self.scenario.hours, len(self.skus), len(self.sites)), dtype=np.int64)
+        for hour, items in self.arrivals.items():
+            for kind, k, s, qty, _, _ in items:
+                if kind == "supplier" and self.hour <= hour < self.scenario.hours:
+                    due[hour, k, s] += qty
+        return due
+
+    def _orders_in_flight(self) -> list[Event]:
+        return [
+            (
+                "shipments",
+                {
+                    "event_id": f"po-exp-{ref}",
+                    "ts": self.ts(self.hour),
+                    "sku": self.skus[k],
+                    "site": self.sites[s],
+                    "type": "inbound_expected",
+                    "qty": qty,
+                    "eta": self.ts(hour),
+                    "shipment_id": ref,
+                },
+            )
+            for hour in sorted(self.arrivals)
+            for kind, k, s, qty, ref, _ in self.arrivals[hour]
+            if kind == "supplier"
+        ]
+
+    def _opening_counts(self) -> list[Event]:
         return [
             (
                 "inventory",
@@ -624,7 +701,11 @@ class Simulation:
         return max(lane.capacity_per_day - self._lane_used.get((lane.lane_id, h // 24), 0), 0)
 
     def _sell(self, h: int, events: list[Event]) -> None:
-        demand = self.demand[h]
+        if h < 0:
+            assert self._warmup_demand is not None
+            demand = self._warmup_demand[h + len(self._warmup_demand)]
+        else:
+            demand = self.demand[h]
         served = np.minimum(demand, self.on_hand)
         with np.errstate(invalid="ignore", divide="ignore"):
             transfer_share = np.where(self.on_hand > 0, self.from_transfer / self.on_hand, 0.0)

@@ -245,11 +245,14 @@ def run_hindsight(
     lanes = _lane_specs(network, index)
     storage = [network.sites[site].storage_capacity for site in sim.sites]
     review, lead = scenario.review_days * 24, scenario.supplier_lead_days * 24
+    scheduled = sim.scheduled_arrivals()
     if any(lane.capacity_per_day for lane in lanes) or any(storage):
         # SKUs share the lanes' trucks and the sites' back rooms: one LP for all of them.
         if progress is not None:
             progress("hindsight", 0, 1)
-        result = network_hindsight_bound(sim.demand, sim.on_hand, lanes, review, lead, storage)
+        result = network_hindsight_bound(
+            sim.demand, sim.on_hand, lanes, review, lead, storage, scheduled
+        )
         if progress is not None:
             progress("hindsight", 1, 1)
         return _bound_run(
@@ -258,7 +261,9 @@ def run_hindsight(
     served = moved = cost = 0.0
     demand = 0
     for k in range(len(sim.skus)):
-        result = hindsight_bound(sim.demand[:, k, :], sim.on_hand[k], lanes, review, lead)
+        result = hindsight_bound(
+            sim.demand[:, k, :], sim.on_hand[k], lanes, review, lead, scheduled[:, k, :]
+        )
         served += result.served
         demand += result.demand
         moved += result.units_moved

@@ -49,8 +49,10 @@ def hindsight_bound(
     lanes: list[LaneSpec],
     review_hours: int,
     supplier_lead_hours: int,
+    scheduled: NDArray[np.int64] | None = None,
 ) -> BoundResult:
-    """Solve one SKU: demand is [hour, site]; on_hand the opening stock per site."""
+    """Solve one SKU: demand is [hour, site]; on_hand the opening stock per site; scheduled
+    [hour, site] the supplier units already on order at the start (a warmed-up world)."""
     hours, sites = int(demand.shape[0]), int(demand.shape[1])
     n_lanes = len(lanes)
     n_s = hours * sites
@@ -74,8 +76,8 @@ def hindsight_bound(
         cols.append(col)
         vals.append(value)
 
-    rhs = np.zeros(n_s)
-    rhs[:sites] = on_hand
+    rhs = np.zeros(n_s) if scheduled is None else scheduled.reshape(-1).astype(float)
+    rhs[:sites] += on_hand
     for t in range(hours):
         for i in range(sites):
             row = t * sites + i
@@ -123,11 +125,17 @@ def network_hindsight_bound(
     review_hours: int,
     supplier_lead_hours: int,
     storage: list[int | None],
+    scheduled: NDArray[np.int64] | None = None,
 ) -> BoundResult:
     """Solve every SKU at once: demand is [hour, sku, site], on_hand [sku, site], storage
-    each site's capacity (None: unlimited). Needs a starting stock within storage (the
-    simulator fits its stores' targets to it), as the world does."""
+    each site's capacity (None: unlimited), scheduled [hour, sku, site] the supplier units
+    on order at the start. Needs a starting stock within storage (the simulator fits its
+    stores' targets to it), as the world does."""
     hours, skus, sites = (int(n) for n in demand.shape)
+    if scheduled is None:
+        scheduled = np.zeros_like(demand)
+    # Units ordered before the start and not yet in at each hour's end, per site.
+    still_due = scheduled.sum(axis=1)[::-1].cumsum(axis=0)[::-1] - scheduled.sum(axis=1)
     n_lanes = len(lanes)
     reviews = hours // review_hours
     n_s = hours * sites
@@ -158,7 +166,7 @@ def network_hindsight_bound(
                 review_end = t - supplier_lead_hours
                 if review_end >= 0 and (review_end + 1) % review_hours == 0:
                     eq.put(row, order_var(k, (review_end + 1) // review_hours - 1, i), -1.0)
-                eq.rhs.append(float(on_hand[k, i]) if t == 0 else 0.0)
+                eq.rhs.append(float(scheduled[t, k, i]) + (float(on_hand[k, i]) if t == 0 else 0.0))
         for e, lane in enumerate(lanes):
             for t in range(hours):
                 eq.put(k * n_s + t * sites + lane.from_index, x_var(k, t, e), 1.0)
@@ -199,7 +207,7 @@ def network_hindsight_bound(
                     if lane.to_index == i:
                         for t in range(max(0, end - max(1, lane.lead_hours) + 1), end + 1):
                             ub.put(row, x_var(k, t, e), 1.0)
-            ub.rhs.append(float(capacity))
+            ub.rhs.append(float(capacity) - float(still_due[end, i]))
     cost = np.zeros(n_vars)
     bounds = np.zeros((n_vars, 2))
     bounds[:, 1] = np.inf

@@ -23,18 +23,58 @@ SMALL = Scenario(name="tiny", n_sites=4, n_skus=8, days=7, seed=5, replenishment
 POLICY = Policy(version="test-1")
 
 
-def test_bound_without_lanes_equals_the_simulated_none_run() -> None:
-    """The LP models the simulator's world exactly: with no lanes it can only match `none`."""
-    network = make_network(SMALL)
-    none = run_none(SMALL, network).kpis
-    sim = Simulation(SMALL, network, emit=False)
+@pytest.mark.parametrize("warmup_days", [0, 9])
+def test_bound_without_lanes_equals_the_simulated_none_run(warmup_days: int) -> None:
+    """The LP models the simulator's world exactly: with no lanes it can only match `none`,
+    also from a warmed-up world whose supplier orders in flight the LP is given."""
+    scenario = replace(SMALL, warmup_days=warmup_days)
+    network = make_network(scenario)
+    none = run_none(scenario, network).kpis
+    sim = Simulation(scenario, network, emit=False)
+    scheduled = sim.scheduled_arrivals()
+    assert (scheduled.sum() > 0) == (warmup_days > 0)
+    lead = scenario.supplier_lead_days * 24
     served = sum(
         hindsight_bound(
-            sim.demand[:, k, :], sim.on_hand[k], [], 24, SMALL.supplier_lead_days * 24
+            sim.demand[:, k, :], sim.on_hand[k], [], 24, lead, scheduled[:, k, :]
         ).served
         for k in range(len(sim.skus))
     )
-    assert served == pytest.approx(none["network_fill_rate"] * none["demand_units"], abs=0.5)
+    sold = none["network_fill_rate"] * none["demand_units"]
+    assert served == pytest.approx(sold, abs=0.5)
+    together = network_hindsight_bound(
+        sim.demand, sim.on_hand, [], 24, lead, [None] * len(sim.sites), scheduled
+    )
+    assert together.served == pytest.approx(sold, abs=0.5)
+
+
+def test_a_warm_up_starts_the_world_in_its_own_steady_state() -> None:
+    """After a warm-up each SKU-site's position is back at its target (one-for-one orders
+    what sold), part of it on order; the measured demand is the same draw as a cold start;
+    the opening events announce every order in flight."""
+    cold = Simulation(SMALL, make_network(SMALL))
+    warm_scenario = replace(SMALL, warmup_days=9)
+    warm = Simulation(warm_scenario, make_network(warm_scenario))
+    assert warm.hour == 0 and warm.kpis.demand == 0
+    np.testing.assert_array_equal(warm.demand, cold.demand)
+    np.testing.assert_array_equal(warm.on_hand + warm.supplier_pipeline, warm.base_stock)
+    assert warm.supplier_pipeline.sum() > 0
+    assert (warm.on_hand < warm.base_stock).sum() > 0.5 * warm.on_hand.size
+    announced = [body for _, body in warm.initial_events() if body["type"] == "inbound_expected"]
+    assert sum(body["qty"] for body in announced) == warm.supplier_pipeline.sum()
+    assert len({body["shipment_id"] for body in announced}) == len(announced)
+    assert all(body["eta"] > warm.ts(0) for body in announced)
+    assert not [body for _, body in cold.initial_events() if body["type"] != "snapshot"]
+
+
+@pytest.mark.parametrize("limits", [False, True], ids=["unlimited", "lane-caps-and-storage"])
+def test_a_warmed_up_world_keeps_every_policy_under_the_bound(limits: bool) -> None:
+    scenario = replace(TIGHT if limits else SMALL, warmup_days=9)
+    runs = run_all(scenario, POLICY, ("none", "tie", "stockshift", "hindsight"))
+    bound = runs["hindsight"].kpis["network_fill_rate"]
+    for name in ("none", "tie", "stockshift"):
+        assert runs[name].kpis["network_fill_rate"] <= bound + 1e-9, name
+    assert bound > runs["none"].kpis["network_fill_rate"]
 
 
 def test_no_policy_beats_the_bound_and_transfers_help() -> None:
