@@ -339,6 +339,8 @@ class Kpis:
     transfer_cost: float = 0.0
     proposals: int = 0
     proposals_rejected: int = 0
+    # Proposals whose own evidence priced them below zero: the "never" made visible.
+    proposals_negative_net_benefit: int = 0
     proposals_failed: int = 0
     refused_for_storage: int = 0
     stockout_hours: int = 0
@@ -376,6 +378,7 @@ class Kpis:
             ),
             "proposals": self.proposals,
             "proposals_rejected": self.proposals_rejected,
+            "proposals_negative_net_benefit": self.proposals_negative_net_benefit,
             "proposals_failed": self.proposals_failed,
             "refused_for_storage": self.refused_for_storage,
         }
@@ -514,6 +517,9 @@ class Simulation:
             [TransferOrder(p.sku, p.from_site, p.to_site, p.qty, p.proposal_id) for p in proposals]
         )
         self.kpis.proposals += len(proposals)
+        self.kpis.proposals_negative_net_benefit += sum(
+            p.evidence.net_benefit < 0 for p in proposals
+        )
 
     def order(self, orders: list[TransferOrder]) -> None:
         self.pending.extend(orders)

@@ -100,6 +100,16 @@ def test_several_stockshift_policies_run_side_by_side_on_the_same_demand() -> No
     )
 
 
+def test_the_kpis_count_proposals_priced_below_zero() -> None:
+    """The shipped floor (`min_net_benefit` 0) lets none through; a policy that allows a
+    negative net benefit shows up in the count, so the KPI can catch a regression."""
+    network = make_network(SMALL)
+    floor = run_stockshift(SMALL, network, POLICY).kpis
+    assert floor["proposals"] > 0 and floor["proposals_negative_net_benefit"] == 0
+    loose = run_stockshift(SMALL, network, Policy(version="loose", min_net_benefit=-50.0)).kpis
+    assert loose["proposals_negative_net_benefit"] > 0
+
+
 def test_stockshift_simulation_is_deterministic() -> None:
     network = make_network(SMALL)
     first = run_stockshift(SMALL, network, POLICY).kpis
