@@ -2,6 +2,8 @@
 
 Key layout (prefix default `stockshift:`):
   {prefix}pos:{sku}            hash  site -> JSON live position          TTL positions_ttl
+                                     (refreshed at most every quarter TTL: a key expires
+                                     3/4 to 1 TTL after its last write)
   {prefix}proposal:{id}        hash  state (pending|delivered), status, sku, from_site,
                                      to_site, qty, created_at, expires_at    TTL ledger_ttl
   {prefix}proposal:{id}:trail  list  JSON decision records about the proposal, in order
@@ -115,6 +117,10 @@ class _LiveStatePartition(StatelessSinkPartition[tuple[str, StepOutput]]):
 
     MAX_PENDING_TRAIL = 100_000
     RETRY_POLL_S = 0.5
+    # A positions key's TTL is refreshed when a quarter of it has passed, not on every write:
+    # an EXPIRE per SKU per batch was half the pipeline's commands (bench stream in memory,
+    # 100k events: 6,644-6,801 events/s with it, 7,201-7,334 without).
+    TTL_REFRESH_SHARE = 0.25
 
     def __init__(self, client: redis.Redis, settings: RedisSettings) -> None:
         self._client = client
@@ -123,6 +129,9 @@ class _LiveStatePartition(StatelessSinkPartition[tuple[str, StepOutput]]):
         self._outage = Outage(settings.retry_after_s)
         self._positions: dict[tuple[str, str], bytes] = {}
         self._trail: list[tuple[str, bytes, DecisionRecord]] = []
+        # SKU -> monotonic time its positions key's TTL is next due for a refresh.
+        self._ttl_due: dict[str, float] = {}
+        self._ttl_due_pruned_at = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._retrier = threading.Thread(target=self._retry, name="live-state-retry", daemon=True)
@@ -161,10 +170,14 @@ class _LiveStatePartition(StatelessSinkPartition[tuple[str, StepOutput]]):
         by_sku: dict[str, dict[str, bytes]] = {}
         for (sku, site), body in self._positions.items():
             by_sku.setdefault(sku, {})[site] = body
+        now = time.monotonic()
+        refreshed: list[str] = []
         for sku, fields in by_sku.items():
             key = self._keys.positions(sku)
             pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
-            pipe.expire(key, self._settings.positions_ttl_s)
+            if self._ttl_due.get(sku, 0.0) <= now:
+                pipe.expire(key, self._settings.positions_ttl_s)
+                refreshed.append(sku)
         for pid, body, decision in self._trail:
             trail = self._keys.trail(pid)
             pipe.rpush(trail, body)
@@ -178,6 +191,17 @@ class _LiveStatePartition(StatelessSinkPartition[tuple[str, StepOutput]]):
         self._outage.recovered()
         self._positions.clear()
         self._trail.clear()
+        self._note_refreshed(refreshed, now)
+
+    def _note_refreshed(self, skus: list[str], now: float) -> None:
+        """Remember when each key's TTL is next due; forget SKUs already due (evicted or
+        quiet ones) whenever the table has doubled, so it stays as small as the live set."""
+        due = now + self._settings.positions_ttl_s * self.TTL_REFRESH_SHARE
+        for sku in skus:
+            self._ttl_due[sku] = due
+        if len(self._ttl_due) > 2 * self._ttl_due_pruned_at + 1024:
+            self._ttl_due = {sku: at for sku, at in self._ttl_due.items() if at > now}
+            self._ttl_due_pruned_at = len(self._ttl_due)
 
     def close(self) -> None:
         self._stopping.set()
