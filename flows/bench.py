@@ -69,7 +69,9 @@ def _passthrough(settings: Settings) -> Dataflow:
     return flow
 
 
-def _full(settings: Settings, scenario: Scenario) -> Dataflow:
+def _full(settings: Settings, scenario: Scenario, snapshots: bool = False) -> Dataflow:
+    """The production flow on the bench topics; `snapshots` as `stockshift run` sets it
+    (on only with a recovery directory)."""
     source = MergedKafkaSource(
         settings.brokers,
         settings.input_topics,
@@ -82,6 +84,7 @@ def _full(settings: Settings, scenario: Scenario) -> Dataflow:
         sinks=kafka_sinks(settings),
         network=make_network(scenario),
         policy=Policy(version="bench"),
+        snapshots=snapshots,
     )
 
 
@@ -253,7 +256,7 @@ def run_bench(
         say("full flow, recovery snapshots every 10 s")
         recovery = recovery_config(Path(tempfile.mkdtemp(prefix="stockshift-bench-rec-")), 0)
         rates["stockshift full flow, 1 worker, recovery snapshots every 10 s"] = n_events / _timed(
-            _full(fresh(), scenario), epoch_interval=timedelta(seconds=10),
+            _full(fresh(), scenario, snapshots=True), epoch_interval=timedelta(seconds=10),
             recovery_config=recovery,
         )  # fmt: skip
         say("full flow, 2 workers in one process")

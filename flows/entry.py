@@ -77,7 +77,14 @@ def prepare(settings: Settings) -> Dataflow:
             "redis": settings.redis_url is not None,
         },
     )
-    return build(settings, network=network, policy=policy, policies=policies, control=control)
+    return build(
+        settings,
+        network=network,
+        policy=policy,
+        policies=policies,
+        control=control,
+        snapshots=settings.recovery_dir is not None,
+    )
 
 
 def from_environment() -> Dataflow:

@@ -159,12 +159,19 @@ class SkuLogic(StatefulLogic[Event, StepOutput, bytes]):
     pickle is an immutable snapshot at a fraction of the cost, and what recovery stores anyway.
     """
 
-    __slots__ = ("_ctx", "_idle", "_state", "_touched")
+    __slots__ = ("_ctx", "_idle", "_snapshots", "_state", "_touched")
 
-    def __init__(self, ctx: DecisionContext, idle: timedelta | None, resume: bytes | None) -> None:
+    def __init__(
+        self,
+        ctx: DecisionContext,
+        idle: timedelta | None,
+        snapshots: bool,
+        resume: bytes | None,
+    ) -> None:
         self._ctx = ctx
         self._idle = idle
-        self._state: SkuState | None = pickle.loads(resume) if resume is not None else None
+        self._snapshots = snapshots
+        self._state: SkuState | None = pickle.loads(resume) if resume else None
         self._touched = clock.utc_now()
 
     def on_item(self, value: Event) -> tuple[list[StepOutput], bool]:
@@ -189,7 +196,8 @@ class SkuLogic(StatefulLogic[Event, StepOutput, bytes]):
         return [], StatefulLogic.DISCARD
 
     def snapshot(self) -> bytes:
-        return snapshot_state(self._state)
+        """The pickled state; empty when the run has no recovery to store it."""
+        return snapshot_state(self._state) if self._snapshots else b""
 
 
 class NegotiationLogic(StatefulBatchLogic[ReceivingItem, NegotiationOutcome, ReceivingState]):
@@ -291,8 +299,14 @@ def build(
     policies: dict[str, Policy] | None = None,
     shadow_policy: Policy | None = None,
     control: Control | None = None,
+    snapshots: bool = True,
 ) -> Dataflow:
-    """The production flow on Kafka, or the same flow on the given source and sinks."""
+    """The production flow on Kafka, or the same flow on the given source and sinks.
+
+    `snapshots=False` for a run without recovery: Bytewax asks every SKU touched in an epoch
+    for a snapshot whether or not anything stores it, and pickling thousands of SKU states
+    at each epoch's end stalls the worker for that long (the p99 of trigger-to-proposal
+    latency)."""
     settings = settings or Settings()
     network = network or load_network(settings.network_path)
     policy = policy or load_policy(settings.policy_path)
@@ -355,7 +369,7 @@ def build(
 
     keyed = op.key_on("key_by_sku", events, _event_sku)
     idle = timedelta(seconds=settings.idle_eviction_s) if settings.idle_eviction_s > 0 else None
-    outputs = op.stateful("sku_state", keyed, partial(SkuLogic, context, idle))
+    outputs = op.stateful("sku_state", keyed, partial(SkuLogic, context, idle, snapshots))
     # (sku, StepOutput): exactly one per event that reached the state
     op.inspect("count_outputs", outputs, metrics.count_output)
     # Proposals (and, for sites with a storage capacity, occupancy) keyed by receiving site:

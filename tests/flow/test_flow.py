@@ -14,7 +14,7 @@ from adapters.recovery import recovery_config
 from adapters.settings import Settings
 from adapters.simulator import Scenario, Simulation, SimulatorFeed, make_network
 from flows.demo import run_demo
-from flows.pipeline import Sinks, build
+from flows.pipeline import Sinks, SkuLogic, build
 from operators.engine import DecisionContext, step
 from operators.lanes import ReceivingState, negotiate_all, receiving_items
 from operators.parse import parse_message, topic_kinds_for
@@ -175,3 +175,18 @@ def test_recovery_keeps_each_stateful_steps_snapshot_path(tmp_path: Path) -> Non
         "stockshift.negotiation.stateful_flat_map.stateful.stateful_batch",
     } <= steps
     assert "stockshift.negotiation" not in steps
+
+
+def test_sku_state_is_pickled_for_a_snapshot_only_when_recovery_stores_it() -> None:
+    """Without recovery nothing stores a snapshot, and pickling every touched SKU at each
+    epoch's end stalls the worker; with it, the snapshot resumes the same state."""
+    ctx = DecisionContext.build(two_store_network(), policy())
+    kept = SkuLogic(ctx, None, True, None)
+    skipped = SkuLogic(ctx, None, False, None)
+    for e in warm_history():
+        kept.on_item(e)
+        skipped.on_item(e)
+    snapshot = kept.snapshot()
+    assert snapshot and SkuLogic(ctx, None, True, snapshot).snapshot() == snapshot
+    assert skipped.snapshot() == b""
+    assert SkuLogic(ctx, None, False, b"").snapshot() == b""
