@@ -339,7 +339,7 @@ class Kpis:
     transfer_cost: float = 0.0
     proposals: int = 0
     proposals_rejected: int = 0
-    # Proposals whose own evidence priced them below zero: the issue's "never" made visible.
+    # Proposals their own evidence priced below zero; the policy promises none.
     proposals_negative_net_benefit: int = 0
     proposals_failed: int = 0
     refused_for_storage: int = 0
@@ -467,6 +467,7 @@ class Simulation:
             self.advance_hour()
         self.emit, self.pooling = emit, pooling
         self._warmup_demand = None
+        # The last review window's sales only: the first one-for-one order needs them.
         self.sales_history = self.sales_history[-self.scenario.review_days :]
         self.kpis = Kpis(unit_cost=self.network.sku_defaults.unit_cost)
         self._day_demand = self._day_served = self._day_moved = 0
@@ -541,19 +542,7 @@ class Simulation:
 
     def _orders_in_flight(self) -> list[Event]:
         return [
-            (
-                "shipments",
-                {
-                    "event_id": f"po-exp-{ref}",
-                    "ts": self.ts(self.hour),
-                    "sku": self.skus[k],
-                    "site": self.sites[s],
-                    "type": "inbound_expected",
-                    "qty": qty,
-                    "eta": self.ts(hour),
-                    "shipment_id": ref,
-                },
-            )
+            self._order_announced(ref, k, s, qty, self.ts(self.hour), hour)
             for hour in sorted(self.arrivals)
             for kind, k, s, qty, ref, _ in self.arrivals[hour]
             if kind == "supplier"
@@ -819,21 +808,14 @@ class Simulation:
             self.supplier_pipeline[k, s] += qty
             self.arrivals.setdefault(h + lead, []).append(("supplier", k, s, qty, ref, None))
             if self.emit:
-                events.append(
-                    (
-                        "shipments",
-                        {
-                            "event_id": f"po-exp-{ref}",
-                            "ts": self.ts(h, 59),
-                            "sku": self.skus[k],
-                            "site": self.sites[s],
-                            "type": "inbound_expected",
-                            "qty": qty,
-                            "eta": self.ts(h + lead),
-                            "shipment_id": ref,
-                        },
-                    )
-                )
+                events.append(self._order_announced(ref, k, s, qty, self.ts(h, 59), h + lead))
+
+    def _order_announced(self, ref: str, k: int, s: int, qty: int, ts: int, due: int) -> Event:
+        """The supplier's advance notice of an order due at hour `due`."""
+        body = {"event_id": f"po-exp-{ref}", "ts": ts, "sku": self.skus[k],
+                "site": self.sites[s], "type": "inbound_expected", "qty": qty,
+                "eta": self.ts(due), "shipment_id": ref}  # fmt: skip
+        return ("shipments", body)
 
 
 def _is_hex(text: str) -> bool:
