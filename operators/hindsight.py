@@ -135,7 +135,8 @@ def network_hindsight_bound(
     if scheduled is None:
         scheduled = np.zeros_like(demand)
     # Units ordered before the start and not yet in at each hour's end, per site.
-    still_due = scheduled.sum(axis=1)[::-1].cumsum(axis=0)[::-1] - scheduled.sum(axis=1)
+    arriving = scheduled.sum(axis=1)
+    still_due = arriving.sum(axis=0) - arriving.cumsum(axis=0)
     n_lanes = len(lanes)
     reviews = hours // review_hours
     n_s = hours * sites
