@@ -144,7 +144,7 @@ def _bench(args: argparse.Namespace) -> int:
 
         brokers, process = (args.brokers, None) if args.brokers else start_broker()
         try:
-            skus = args.skus if args.skus < 5000 else 400
+            skus = args.skus or 400
             for rate in (float(r) for r in args.latency.split(",")):
                 for target in ("relay", "stockshift"):
                     print(measure(brokers, rate, args.seconds, skus, target, args.linger_ms))
@@ -153,7 +153,9 @@ def _bench(args: argparse.Namespace) -> int:
                 process.terminate()
         return 0
     low, high = (int(v) for v in args.memory_keys.split(","))
-    results = run_bench(args.brokers, args.events, args.skus, (low, high), quiet=args.quiet)
+    results = run_bench(
+        args.brokers, args.events, args.skus or 2_000, (low, high), quiet=args.quiet
+    )
     print_results(results)
     return 0
 
@@ -324,7 +326,9 @@ def parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="throughput vs ceilings, memory per key, demo time")
     bench.add_argument("--brokers", help="use this Kafka (default: start a Tansu broker)")
     bench.add_argument("--events", type=int, default=200_000)
-    bench.add_argument("--skus", type=int, default=5_000)
+    bench.add_argument(
+        "--skus", type=int, help="SKUs x 8 sites in the stream (default 2,000; --latency: 400)"
+    )
     bench.add_argument(
         "--memory-keys", default="100000,1000000", help="two state sizes for the slope"
     )

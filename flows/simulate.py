@@ -204,11 +204,15 @@ def run_stockshift(
     progress: Progress | None = None,
     name: str = "stockshift",
     decide_with: Network | None = None,
+    record: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> PolicyRun:
     """The same engine.step the Kafka flow runs, called directly on the world's events.
 
     `decide_with`: the network stockshift is told about, when it differs from the world's
-    (a test hides the sites' storage capacity from it, while the world enforces it)."""
+    (a test hides the sites' storage capacity from it, while the world enforces it).
+    `record` collects every event the world published, in order: a stream that, replayed
+    through the flow with the same policy, meets the same proposals with the same execution
+    answers (`stockshift bench` times the flow on it)."""
     started = time.perf_counter()
     sim = Simulation(scenario, network)
     told = decide_with or network
@@ -221,6 +225,8 @@ def run_stockshift(
         """One simulated hour: every event through the engine, then the hour's requests
         through negotiation as one batch (as the flow gets them from the simulator feed)."""
         items: list[ReceivingItem] = []
+        if record is not None:
+            record.extend(events)
         for kind, body in events:
             event = parse_object(kind, body, sites)
             states[event.sku], output = step(states.get(event.sku), event, ctx)
