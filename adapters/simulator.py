@@ -808,7 +808,10 @@ class Simulation:
             self.supplier_pipeline[k, s] += qty
             self.arrivals.setdefault(h + lead, []).append(("supplier", k, s, qty, ref, None))
             if self.emit:
-                events.append(self._order_announced(ref, k, s, qty, self.ts(h, 59), h + lead))
+                # A minute before the day's closing counts: the flow's merged source replays
+                # same-time events by topic (inventory before shipments), so equal times would
+                # put the counts first there and the notices first here.
+                events.append(self._order_announced(ref, k, s, qty, self.ts(h, 58), h + lead))
 
     def _order_announced(self, ref: str, k: int, s: int, qty: int, ts: int, due: int) -> Event:
         """The supplier's advance notice of an order due at hour `due`."""

@@ -1,6 +1,6 @@
-"""The bench's stream: a simulated network's events, which the flow replays into the same
-proposals (so the throughput bench times a flow that decides, and execution's answers in
-the stream match what it proposed)."""
+"""The bench's stream: a simulated network's events, which the flow replays from Kafka into
+the same proposals (so the throughput bench times a flow that decides, and execution's
+answers in the stream match what it proposed)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ def test_the_flow_replaying_the_bench_stream_makes_the_proposals_the_world_answe
         RawMessage(settings.topic(kind), 0, offset, key, value, ts, ts)
         for offset, (kind, key, value, ts) in enumerate(benchgen.encode(stream))
     ]
+    # In the order the Kafka source merges the topics: by time, then topic.
+    raws.sort(key=lambda raw: (raw.timestamp_ms, raw.topic, raw.offset))
     sinks = Sinks(ListSink(), ListSink(), ListSink())
     run_main(
         build(
