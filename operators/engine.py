@@ -256,16 +256,16 @@ def _decide_receiver(
     receiver = state.site(receiver_id)
     widen = signals.extra_safety_z(receiver, now)
     planning = replace(policy, service_level_z=policy.service_level_z + widen) if widen else policy
-    plan = plan_for_receiver(state, receiver_id, ctx.network, planning, now, prior)
+    plan = plan_for_receiver(state, receiver_id, ctx.network, planning, now, prior, screen=True)
     if plan is None:
         receiver.last_logged = ""
         return None
-    reason = plan.suppress_reason.value if plan.suppress_reason else ""
-    if plan.chosen is not None and governance.paused:
-        reason = SuppressReason.PAUSED.value
-    elif plan.chosen is not None and policy.integrity_action == "suppress":
-        if _integrity_hold(state, (plan.chosen.from_site, receiver_id), now):
-            reason = SuppressReason.DATA_QUALITY.value
+    reason = _suppress_reason(state, plan, receiver_id, policy, governance, now)
+    if plan.screened and not (reason and receiver.last_logged == reason):
+        # To be logged or proposed: every alternative's numbers go on the record.
+        plan = plan_for_receiver(state, receiver_id, ctx.network, planning, now, prior)
+        assert plan is not None, "screening changed whether the receiver has a need"
+        reason = _suppress_reason(state, plan, receiver_id, policy, governance, now)
     if reason:
         # Logged when the reason changes, not on every event that finds the same answer.
         if receiver.last_logged != reason:
@@ -293,6 +293,24 @@ def _decide_receiver(
         )
     )
     return proposal
+
+
+def _suppress_reason(
+    state: SkuState,
+    plan: Plan,
+    receiver_id: str,
+    policy: Policy,
+    governance: Governance,
+    now: int,
+) -> str:
+    """Why the plan becomes no proposal ('' when it becomes one)."""
+    reason = plan.suppress_reason.value if plan.suppress_reason else ""
+    if plan.chosen is not None and governance.paused:
+        reason = SuppressReason.PAUSED.value
+    elif plan.chosen is not None and policy.integrity_action == "suppress":
+        if _integrity_hold(state, (plan.chosen.from_site, receiver_id), now):
+            reason = SuppressReason.DATA_QUALITY.value
+    return reason
 
 
 def _approval_reasons(

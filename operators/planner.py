@@ -279,6 +279,17 @@ class ReceiverOutlook:
             best -= expected_shortfall(mean, sd, stock) - expected_shortfall(mean, sd, stock + qty)
         return max(best, 0.0)
 
+    def saved_at_most(self, qty: int) -> float:
+        """A bound on `saved` of any quantity up to `qty`: each checkpoint's cut grows with
+        the quantity, and the cut before arrival only takes away."""
+        best = 0.0
+        for mean, sd, stock in self._after:
+            best = max(
+                best,
+                expected_shortfall(mean, sd, stock) - expected_shortfall(mean, sd, stock + qty),
+            )
+        return best
+
 
 class SenderOutlook:
     """What giving units up now costs a sender: `lost(qty)` is the largest rise in expected
@@ -381,6 +392,9 @@ class Plan:
     sender: SiteView | None
     alternatives: tuple[Candidate, ...]
     suppress_reason: SuppressReason | None
+    # Some alternatives were screened out by a bound on their net benefit: their numbers
+    # were not computed (see `plan_for_receiver`).
+    screened: bool = False
 
 
 def plan_for_receiver(
@@ -390,11 +404,19 @@ def plan_for_receiver(
     policy: Policy,
     now_ms: int,
     prior: float | EllipsisType | None = ...,
+    screen: bool = False,
 ) -> Plan | None:
     """Find the best sender for a receiver, or why none qualifies; None when no need.
 
     `prior` is the SKU's `demand_prior` when the caller has it (one per event serves every
     receiver the event touches); left out, it is computed here.
+
+    `screen=True` rejects a sender without pricing each quantity when even the most the
+    transfer could save, at the cheapest quantity, is below `min_net_benefit`. The outcome
+    (the chosen sender and quantity, or the reason for none) is the same; only a screened
+    alternative's numbers are left out. A receiver short for days is planned at each of its
+    events with the same answer, which nobody reads twice: the engine screens, and plans in
+    full only when the answer is to be logged.
     """
     if prior is ...:
         prior = demand_prior(sku_state, policy, network) if policy.demand_prior_hours > 0 else None
@@ -422,21 +444,23 @@ def plan_for_receiver(
     if any(r.to_site == receiver_id and not r.dispatched for r in sku_state.reservations.values()):
         return suppressed(SuppressReason.RESERVATION_OUTSTANDING)
     params = network.sku_params(sku_state.sku)
-    candidates: list[tuple[Candidate, Lane, Agent, Surplus]] = []
+    candidates: list[_Scored] = []
     for lane in lanes:  # fastest first
         sender_state = sku_state.sites.get(lane.from_site)
         if sender_state is None:
             continue
         candidate = _candidate(
-            sku_state, receiver, lane, sender_state, params, network, policy, now_ms, prior
+            sku_state, receiver, lane, sender_state, params, network, policy, now_ms, prior, screen
         )
         if candidate is not None:
             candidates.append(candidate)
     if not candidates:
         return suppressed(SuppressReason.NO_SENDER_WITH_SURPLUS)
+    screened = any(c[4] for c in candidates)
     viable = [c for c in candidates if c[0].rejected_because is None]
     if not viable:
         reasons = {c[0].rejected_because for c in candidates}
+        alternatives = tuple(c[0] for c in candidates)
         for reason in (
             SuppressReason.NO_NET_BENEFIT,
             SuppressReason.BELOW_MIN_QTY,
@@ -444,14 +468,24 @@ def plan_for_receiver(
             SuppressReason.COOLDOWN,
         ):
             if reason.value in reasons:
-                return suppressed(reason, tuple(c[0] for c in candidates))
-        return suppressed(SuppressReason.NO_SENDER_WITH_SURPLUS, tuple(c[0] for c in candidates))
+                return Plan(view, need, None, None, None, alternatives, reason, screened)
+        return Plan(
+            view, need, None, None, None, alternatives, SuppressReason.NO_SENDER_WITH_SURPLUS,
+            screened,
+        )  # fmt: skip
     viable.sort(key=lambda c: (-c[0].net_benefit, c[0].lead_hours, c[0].from_site))
-    chosen, lane, sender, surplus = viable[0]
+    chosen, lane, sender, surplus, _ = viable[0]
     # Only the chosen sender's view goes into the evidence: built for it alone.
     sender_view = site_view(sender, sender.state.position, surplus.reorder_point, surplus.keep)
     alternatives = tuple(c[0] for c in candidates if c[0] is not chosen)
-    return Plan(view, need, chosen, lane, sender_view, alternatives, None)
+    return Plan(view, need, chosen, lane, sender_view, alternatives, None, screened)
+
+
+# A sender considered: its candidate, the lane, its agent and surplus, and whether it was
+# screened out (its numbers not computed).
+_Scored = tuple[Candidate, Lane, Agent, Surplus, bool]
+# Screen only below the threshold by more than floating-point noise in the bound.
+_SCREEN_MARGIN = 1e-9
 
 
 def _candidate(
@@ -464,7 +498,8 @@ def _candidate(
     policy: Policy,
     now_ms: int,
     prior: float | None,
-) -> tuple[Candidate, Lane, Agent, Surplus] | None:
+    screen: bool,
+) -> _Scored | None:
     sender = agent_for(
         lane.from_site, sender_state, policy, prior, demand_index(network, lane.from_site)
     )
@@ -476,9 +511,9 @@ def _candidate(
         return None
     need = receiver_need(receiver, lane.lead_hours, policy, now_ms)
 
-    def rejected(reason: SuppressReason, qty: int = 0) -> tuple[Candidate, Lane, Agent, Surplus]:
+    def rejected(reason: SuppressReason, qty: int = 0, screened: bool = False) -> _Scored:
         cand = Candidate(lane.from_site, qty, lane.lead_hours, 0.0, 0.0, 0.0, 0.0, reason.value)
-        return cand, lane, sender, surplus
+        return cand, lane, sender, surplus, screened
 
     cooling = policy.cooldown_hours * HOUR_MS
     if (
@@ -506,14 +541,24 @@ def _candidate(
         high = min(high, sellable // pack * pack)
         if high < max(low, pack):
             return rejected(SuppressReason.SHELF_LIFE, max(high, 0))
+    outlook = ReceiverOutlook(receiver, receiver_points, lane.lead_hours)
+    smallest = max(low, pack)
+    if screen:
+        # Net benefit is at most the value of the most any quantity could save (a sender
+        # loses nothing) less the cost of the cheapest quantity.
+        value = params.unit_margin + policy.lost_sale_penalty
+        cheapest = lane.fixed_cost + min(lane.cost_per_unit * smallest, lane.cost_per_unit * high)
+        ceiling = value * outlook.saved_at_most(high) - cheapest
+        if value >= 0 and ceiling < policy.min_net_benefit - _SCREEN_MARGIN:
+            return rejected(SuppressReason.NO_NET_BENEFIT, high, screened=True)
     evaluate = EconomicsFn(
-        ReceiverOutlook(receiver, receiver_points, lane.lead_hours),
+        outlook,
         lane,
         SenderOutlook(sender, stock_checkpoints(sender_state, now_ms, surplus.horizon_hours), high),
         params,
         policy,
     )
-    best = best_quantity(max(low, pack), high, pack, evaluate)
+    best = best_quantity(smallest, high, pack, evaluate)
     cand = Candidate(
         from_site=lane.from_site,
         qty=best.qty,
@@ -528,7 +573,7 @@ def _candidate(
             else SuppressReason.NO_NET_BENEFIT.value
         ),
     )
-    return cand, lane, sender, surplus
+    return cand, lane, sender, surplus, False
 
 
 def proposal_id(

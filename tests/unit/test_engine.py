@@ -449,3 +449,41 @@ def test_no_cover_means_nothing_saved_not_a_crash() -> None:
     zero_cover = policy(cover_hours=0.0, review_hours=0.0)
     plan = plan_for_receiver(state, "B", CTX.network, zero_cover, T0 + 31 * HOUR)
     assert plan is None  # with no review period nothing can be short
+
+
+def test_screening_senders_by_a_bound_changes_no_plan_outcome() -> None:
+    """The engine screens senders whose best possible net benefit is below the threshold;
+    on a simulated network's own events, every plan has the same sender, quantity and
+    suppress reason as when every sender is priced in full."""
+    from adapters.simulator import Scenario, make_network
+    from flows.simulate import run_stockshift
+    from operators.parse import parse_object
+
+    scenario = Scenario(n_sites=6, n_skus=30, days=8, mean_daily_demand=1.0)
+    network = make_network(scenario)
+    base = policy()
+    recorded: list = []
+    run_stockshift(scenario, network, base, record=recorded)
+    ctx = DecisionContext.build(network, base)
+    states: dict[str, SkuState] = {}
+    compared = screened = 0
+    for kind, body in recorded:
+        e = parse_object(kind, body, frozenset(network.sites))
+        states[e.sku], _ = step(states.get(e.sku), e, ctx)
+        state = states[e.sku]
+        quick = plan_for_receiver(state, e.site, network, base, state.clock_ms, screen=True)
+        full = plan_for_receiver(state, e.site, network, base, state.clock_ms)
+        if quick is None or full is None:
+            assert quick is full
+            continue
+        compared += 1
+        screened += quick.screened
+        assert not full.screened
+        assert quick.suppress_reason == full.suppress_reason
+        assert (quick.chosen is None) == (full.chosen is None)
+        if quick.chosen is not None and full.chosen is not None:
+            assert (quick.chosen.from_site, quick.chosen.qty) == (
+                full.chosen.from_site,
+                full.chosen.qty,
+            )
+    assert compared > 100 and screened > 10
