@@ -269,12 +269,7 @@ class ReceiverOutlook:
         self._before = _relevant([exposure(agent, lead_hours, stock_at(points, lead_hours))], 0)
 
     def saved(self, qty: int) -> float:
-        best = 0.0
-        for mean, sd, stock in self._after:
-            best = max(
-                best,
-                expected_shortfall(mean, sd, stock) - expected_shortfall(mean, sd, stock + qty),
-            )
+        best = self.saved_at_most(qty)
         for mean, sd, stock in self._before:
             best -= expected_shortfall(mean, sd, stock) - expected_shortfall(mean, sd, stock + qty)
         return max(best, 0.0)
