@@ -429,8 +429,10 @@ def plan_for_receiver(
         return None
     view = site_view(receiver, need.position, need.reorder_point, need.target)
 
-    def suppressed(reason: SuppressReason, alts: tuple[Candidate, ...] = ()) -> Plan:
-        return Plan(view, need, None, None, None, alts, reason)
+    def suppressed(
+        reason: SuppressReason, alts: tuple[Candidate, ...] = (), screened: bool = False
+    ) -> Plan:
+        return Plan(view, need, None, None, None, alts, reason, screened)
 
     if not receiver.learned:
         return suppressed(SuppressReason.WARMING_UP)
@@ -463,11 +465,8 @@ def plan_for_receiver(
             SuppressReason.COOLDOWN,
         ):
             if reason.value in reasons:
-                return Plan(view, need, None, None, None, alternatives, reason, screened)
-        return Plan(
-            view, need, None, None, None, alternatives, SuppressReason.NO_SENDER_WITH_SURPLUS,
-            screened,
-        )  # fmt: skip
+                return suppressed(reason, alternatives, screened)
+        return suppressed(SuppressReason.NO_SENDER_WITH_SURPLUS, alternatives, screened)
     viable.sort(key=lambda c: (-c[0].net_benefit, c[0].lead_hours, c[0].from_site))
     chosen, lane, sender, surplus, _ = viable[0]
     # Only the chosen sender's view goes into the evidence: built for it alone.

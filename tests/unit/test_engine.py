@@ -7,7 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adapters.simulator import Scenario, make_network
+from flows.simulate import run_stockshift
 from operators.engine import DecisionContext, step
+from operators.parse import parse_object
 from operators.planner import (
     ReceiverOutlook,
     agent_for,
@@ -455,10 +458,6 @@ def test_screening_senders_by_a_bound_changes_no_plan_outcome() -> None:
     """The engine screens senders whose best possible net benefit is below the threshold;
     on a simulated network's own events, every plan has the same sender, quantity and
     suppress reason as when every sender is priced in full."""
-    from adapters.simulator import Scenario, make_network
-    from flows.simulate import run_stockshift
-    from operators.parse import parse_object
-
     scenario = Scenario(n_sites=6, n_skus=30, days=8, mean_daily_demand=1.0)
     network = make_network(scenario)
     base = policy()
