@@ -11,19 +11,24 @@ COPY state state
 COPY adapters adapters
 RUN pip install --no-cache-dir .
 
-# Runtime stage: non-root, configs copied in, Bytewax's runner as the entry point.
+# Runtime stage: non-root, configs copied in, `stockshift run` as the one entry point.
 FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 stockshift
+RUN useradd --create-home --uid 10001 stockshift \
+    && mkdir -p /var/lib/stockshift/recovery \
+    && chown -R stockshift /var/lib/stockshift
 COPY --from=build /opt/venv /opt/venv
 COPY configs /app/configs
 WORKDIR /app
+# Recovery is on: SKU state and input offsets are snapshotted together into the volume, so
+# a restarted container resumes both (the volume is a trust boundary: docs/security.md).
 ENV PATH=/opt/venv/bin:$PATH \
     STOCKSHIFT_NETWORK=/app/configs/network.toml \
     STOCKSHIFT_POLICY=/app/configs/policies/default.toml \
+    STOCKSHIFT_POLICIES_DIR=/app/configs/policies \
+    STOCKSHIFT_RECOVERY_DIR=/var/lib/stockshift/recovery \
     PYTHONUNBUFFERED=1
+VOLUME ["/var/lib/stockshift/recovery"]
 USER stockshift
 EXPOSE 9108
 # STOCKSHIFT_BROKERS (and STOCKSHIFT_KAFKA_* librdkafka settings) come from the environment.
-# Topics must exist (run `stockshift run` once, or create them with your own tooling).
-ENTRYPOINT ["python", "-m", "bytewax.run", "flows.entry:from_environment()"]
-CMD ["-w", "1"]
+ENTRYPOINT ["stockshift", "run"]

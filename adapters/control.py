@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from adapters import metrics
 from adapters.kafka import read_to_end
-from operators.control import NonceMemory, Timeline, envelope, verify
+from operators.control import NonceMemory, Timeline, arrival_ms, envelope, verify
 from state.governance import ControlCommand, ControlRejection, Governance
 
 log = logging.getLogger("stockshift.control")
@@ -94,10 +94,12 @@ def verify_message(
     nonces: NonceMemory,
     max_skew_ms: int,
     versions: set[str],
+    live: bool,
 ) -> ControlCommand | ControlRejection:
-    """A control-topic message checked against the time the broker stamped on it."""
+    """A control-topic message checked against its arrival (operators.control.arrival_ms):
+    `live` for one read as it comes, not re-read at start-up."""
     ts_type, ts = msg.timestamp()
-    arrived = ts if ts_type else time.time_ns() // 1_000_000
+    arrived = arrival_ms(ts_type, ts if ts_type else None, time.time_ns() // 1_000_000, live)
     return verify(msg.value(), keys, arrived, nonces, max_skew_ms, versions, msg.offset())
 
 
@@ -143,17 +145,28 @@ class ControlFollower:
         self._stopping.set()
         self._thread.join(timeout=5)
 
+    def _apply(self, msg: Any) -> None:
+        """One message; a failure is logged and the follower goes on with the next."""
+        try:
+            verdict = verify_message(
+                msg, self._keys, self._nonces, self._max_skew_ms, self._versions, live=True
+            )
+            if isinstance(verdict, ControlCommand):
+                self._board.add(verdict)
+        except Exception:
+            log.exception("control message could not be applied", extra={"offset": msg.offset()})
+
     def _follow(self) -> None:
         try:
             while not self._stopping.is_set():
                 msg = self._consumer.poll(0.2)
                 if msg is None or msg.error() is not None:
                     continue
-                verdict = verify_message(
-                    msg, self._keys, self._nonces, self._max_skew_ms, self._versions
-                )
-                if isinstance(verdict, ControlCommand):
-                    self._board.add(verdict)
+                self._apply(msg)
+        except Exception:  # a follower that dies silently would leave this process's
+            log.exception("control follower stopped")  # board behind: say so loudly
+            metrics.CONTROL_FOLLOWER_DOWN.set(1)
+            raise
         finally:
             self._consumer.close()
 
@@ -189,7 +202,7 @@ def preload(
     versions = set(known_versions)
     next_offset = 0
     for msg in read_to_end(brokers, topic, "stockshift-control-preload", add_config, timeout_s):
-        verdict = verify_message(msg, keys, nonces, max_skew_ms, versions)
+        verdict = verify_message(msg, keys, nonces, max_skew_ms, versions, live=False)
         if isinstance(verdict, ControlCommand):
             board.add(verdict)
         verdicts.append(verdict)

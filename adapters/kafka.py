@@ -19,6 +19,7 @@ from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    TIMESTAMP_LOG_APPEND_TIME,
     Consumer,
     KafkaException,
     Producer,
@@ -60,6 +61,7 @@ def now_ms() -> int:
 
 
 def to_raw(message: KafkaSourceMessage[bytes | None, bytes | None]) -> RawMessage:
+    kind, ts = message.timestamp or (0, 0)
     return RawMessage(
         topic=message.topic or "",
         partition=message.partition,
@@ -67,7 +69,8 @@ def to_raw(message: KafkaSourceMessage[bytes | None, bytes | None]) -> RawMessag
         key=message.key,
         value=message.value,
         received_at_ms=now_ms(),
-        timestamp_ms=message.timestamp[1] if message.timestamp and message.timestamp[0] else None,
+        timestamp_ms=ts if kind else None,
+        broker_time=kind == TIMESTAMP_LOG_APPEND_TIME,
     )
 
 
@@ -278,8 +281,10 @@ def ensure_topics(
     partitions: int,
     add_config: Mapping[str, str] | None = None,
     timeout_s: float = 30.0,
+    topic_config: Mapping[str, str] | None = None,
 ) -> None:
-    """Create missing topics; waits and retries while the broker is not reachable yet."""
+    """Create missing topics (with `topic_config`); waits and retries while the broker is
+    not reachable yet."""
     config: dict[str, str | int | float | bool] = {
         "bootstrap.servers": ",".join(brokers),
         **(add_config or {}),
@@ -301,7 +306,11 @@ def ensure_topics(
             log.warning("kafka not reachable yet; retrying", extra={"error": str(exc)})
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
-    missing = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+    missing = [
+        NewTopic(t, partitions, 1, config=dict(topic_config or {}))
+        for t in topics
+        if t not in existing
+    ]
     if not missing:
         return
     for topic, future in admin.create_topics(missing).items():

@@ -46,7 +46,10 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         batch_size: int,
         stop_at_end: bool = False,
         grace_ms: float = 10.0,
+        max_future_ms: int = 3_600_000,
     ) -> None:
+        self._max_future_ms = max_future_ms
+        self._watermark = -1  # the largest merge time emitted so far
         self._consumer = Consumer(
             {**config, "stats_cb": self._on_stats, "error_cb": on_client_error("input")}
         )
@@ -122,8 +125,7 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         idle = False
         for key, buffer in self._buffers.items():
             if buffer:
-                head = buffer[0]
-                heads.append((head.timestamp_ms or 0, key[0], key[1], head.offset or 0, key))
+                heads.append(self._head(buffer[0], key))
             elif key not in self._caught_up:
                 return []  # its next message may come first: wait for it
             else:
@@ -135,20 +137,28 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
             key = heads[0][4]
             if idle and self._fetched[key][0] > settled:
                 break  # an idle partition may still deliver something older: wait a little
-            heapq.heappop(heads)
+            self._watermark = max(self._watermark, heapq.heappop(heads)[0])
             buffer = self._buffers[key]
             message = buffer.popleft()
             self._fetched[key].popleft()
             merged.append(message)
             self._next[f"{key[1]}-{key[0]}"] = (message.offset or 0) + 1
             if buffer:
-                head = buffer[0]
-                heapq.heappush(
-                    heads, (head.timestamp_ms or 0, key[0], key[1], head.offset or 0, key)
-                )
+                heapq.heappush(heads, self._head(buffer[0], key))
             elif key not in self._caught_up:
                 break
         return merged
+
+    def _head(self, message: RawMessage, key: Key) -> tuple[int, str, int, int, Key]:
+        """A partition's place in the merge: its head's timestamp. A timestamp more than
+        `max_future_ms` after the message reached us is no event time (no clock runs that
+        far ahead): the message takes its place at the merged stream's current time, so one
+        message stamped 2100 cannot hold its partition back until every other partition is
+        drained. Genuine timestamps, live or replayed, are never that far ahead."""
+        ts = message.timestamp_ms or 0
+        if ts > message.received_at_ms + self._max_future_ms:
+            ts = max(self._watermark, 0)
+        return (ts, key[0], key[1], message.offset or 0, key)
 
     def _apply_backpressure(self) -> None:
         full = {k for k, b in self._buffers.items() if len(b) >= _MAX_BUFFERED_PER_PARTITION}
@@ -216,7 +226,9 @@ class MergedKafkaSource(FixedPartitionedSource[RawMessage | DeadLetter, dict[str
         stop_at_end: bool = False,
         consumer_config: Mapping[str, str] | None = None,
         grace_ms: float = 10.0,
+        max_future_ms: int = 3_600_000,
     ) -> None:
+        self._max_future_ms = max_future_ms
         self._brokers = list(brokers)
         self._grace_ms = grace_ms
         self._consumer_config = dict(consumer_config or {})
@@ -257,4 +269,5 @@ class MergedKafkaSource(FixedPartitionedSource[RawMessage | DeadLetter, dict[str
             self._batch_size,
             self._stop_at_end,
             self._grace_ms,
+            self._max_future_ms,
         )

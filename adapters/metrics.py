@@ -36,6 +36,14 @@ RESERVATIONS_OUTSTANDING = Gauge(
 )
 KEYS_HELD = Gauge("stockshift_state_keys", "SKUs held in state by this process")
 KEYS_EVICTED = Counter("stockshift_state_keys_evicted_total", "Idle SKUs dropped from memory")
+CONTROL_FOLLOWER_DOWN = Gauge(
+    "stockshift_control_follower_down",
+    "1 when this process's control-topic follower thread has stopped (see the log)",
+)
+SKUS_REFUSED = Counter(
+    "stockshift_skus_refused_total",
+    "Events of new SKUs dead-lettered because the process holds its maximum (STOCKSHIFT_MAX_SKUS)",
+)
 TRIGGER_TO_PROPOSAL = Histogram(
     "stockshift_trigger_to_proposal_seconds",
     "From consuming the trigger event to the broker acknowledging the proposal",

@@ -107,6 +107,14 @@ def position_json(position: SitePosition) -> bytes:
     )
 
 
+_SET_KNOWN_STATUS = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('HSET', KEYS[1], 'status', ARGV[1])
+end
+return 0
+"""
+
+
 class _LiveStatePartition(StatelessSinkPartition[tuple[str, StepOutput]]):
     """Writes each batch's latest positions and decision trails in one pipeline.
 
@@ -116,6 +124,9 @@ class _LiveStatePartition(StatelessSinkPartition[tuple[str, StepOutput]]):
     """
 
     MAX_PENDING_TRAIL = 100_000
+    # While Redis refuses writes (down, or full under noeviction) the latest position per
+    # SKU-site waits here; SKU-sites beyond this many are dropped and counted.
+    MAX_PENDING_POSITIONS = 200_000
     RETRY_POLL_S = 0.5
     # A positions key's TTL is refreshed when a quarter of it has passed, not on every write:
     # an EXPIRE per SKU per batch was half the pipeline's commands (bench stream in memory,
@@ -132,6 +143,7 @@ class _LiveStatePartition(StatelessSinkPartition[tuple[str, StepOutput]]):
         # SKU -> monotonic time its positions key's TTL is next due for a refresh.
         self._ttl_due: dict[str, float] = {}
         self._ttl_due_pruned_at = 0
+        self._set_known_status = client.register_script(_SET_KNOWN_STATUS)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._retrier = threading.Thread(target=self._retry, name="live-state-retry", daemon=True)
@@ -148,9 +160,15 @@ class _LiveStatePartition(StatelessSinkPartition[tuple[str, StepOutput]]):
             self._write(items)
 
     def _write(self, items: list[tuple[str, StepOutput]]) -> None:
+        positions = self._positions
+        dropped_positions = 0
         for _, output in items:
             for position in output.positions:
-                self._positions[(position.sku, position.site)] = position_json(position)
+                where = (position.sku, position.site)
+                if where in positions or len(positions) < self.MAX_PENDING_POSITIONS:
+                    positions[where] = position_json(position)
+                else:
+                    dropped_positions += 1
             for decision in output.decisions:
                 if decision.proposal_id is not None and not decision.shadow:
                     self._trail.append(
@@ -160,6 +178,10 @@ class _LiveStatePartition(StatelessSinkPartition[tuple[str, StepOutput]]):
             dropped = len(self._trail) - self.MAX_PENDING_TRAIL
             self._trail = self._trail[dropped:]
             metrics.REDIS_WRITE_FAILURES.labels(operation="trail_dropped").inc(dropped)
+        if dropped_positions:
+            metrics.REDIS_WRITE_FAILURES.labels(operation="positions_dropped").inc(
+                dropped_positions
+            )
         if self._outage.may_try():
             self._flush()
 
@@ -182,7 +204,11 @@ class _LiveStatePartition(StatelessSinkPartition[tuple[str, StepOutput]]):
             trail = self._keys.trail(pid)
             pipe.rpush(trail, body)
             pipe.expire(trail, self._settings.ledger_ttl_s)
-            pipe.hset(self._keys.proposal(pid), "status", decision.outcome.value)
+            # Only a proposal the ledger holds gets a status (that key has its TTL): an
+            # event naming a made-up proposal id must not create keys that never expire.
+            self._set_known_status(
+                keys=[self._keys.proposal(pid)], args=[decision.outcome.value], client=pipe
+            )
         try:
             pipe.execute()
         except redis.RedisError as exc:
@@ -267,7 +293,11 @@ class ProposalLedger:
 
 
 def _ledger_fields(proposal: Proposal, state: str) -> dict[str, Any]:
+    """The ledger entry; its first write (pending) also sets the proposal's status, which
+    later decision records about it update (adapters.redis_store._SET_KNOWN_STATUS)."""
+    status = {"status": proposal.status.value} if state == "pending" else {}
     return {
+        **status,
         "state": state,
         "sku": proposal.sku,
         "from_site": proposal.from_site,

@@ -42,6 +42,9 @@ class Settings:
     merge_grace_ms: float = 10.0
     # SKUs with no event for this long (wall clock) leave memory; 0 keeps them forever.
     idle_eviction_s: float = 7 * 24 * 3600.0
+    # The most SKUs one process holds in state; events of further SKUs are dead-lettered
+    # (`sku_limit`) until idle ones leave. About 6 KB each (8 sites): docs/deploy.md.
+    max_skus: int = 500_000
     # At start, how long to wait (retrying with backoff) for an unreachable broker.
     broker_wait_s: float = 300.0
     # librdkafka settings (SASL/SSL, ...) passed through; never logged.
@@ -103,6 +106,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "STOCKSHIFT_BACKUP_INTERVAL_S": ("backup_interval_s", float),
     "STOCKSHIFT_MERGE_GRACE_MS": ("merge_grace_ms", float),
     "STOCKSHIFT_IDLE_EVICTION_S": ("idle_eviction_s", float),
+    "STOCKSHIFT_MAX_SKUS": ("max_skus", int),
     "STOCKSHIFT_BROKER_WAIT_S": ("broker_wait_s", float),
 }
 

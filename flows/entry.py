@@ -7,6 +7,9 @@ A function, not a module-level flow, so nothing connects or listens at import.
 from __future__ import annotations
 
 import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
 
 from bytewax.dataflow import Dataflow
 
@@ -17,9 +20,10 @@ from adapters.settings import Settings, control_topic, from_env
 from flows.pipeline import Control, build
 
 log = logging.getLogger("stockshift")
+CONTROL_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime", "retention.ms": "-1"}
 
 
-def prepare(settings: Settings) -> Dataflow:
+def prepare(settings: Settings, snapshots: bool | None = None) -> Dataflow:
     """Validate config, create missing topics, apply the control log so far, build the flow."""
     network = load_network(settings.network_path)
     policy = load_policy(settings.policy_path)
@@ -35,13 +39,16 @@ def prepare(settings: Settings) -> Dataflow:
             settings.kafka_config,
             timeout_s=settings.broker_wait_s,
         )
-        # One partition: commands are totally ordered.
+        # One partition: commands are totally ordered. The broker stamps each command's
+        # arrival (a signer's clock cannot make a command fresh), and the topic keeps every
+        # command, so start-up rebuilds every nonce ever used (docs/security.md).
         kafka.ensure_topics(
             settings.brokers,
             [control_topic(settings)],
             1,
             settings.kafka_config,
             timeout_s=settings.broker_wait_s,
+            topic_config=CONTROL_TOPIC_CONFIG,
         )
     if not settings.control_keys:
         log.warning("no STOCKSHIFT_CONTROL_KEYS: every control command will be rejected")
@@ -83,9 +90,25 @@ def prepare(settings: Settings) -> Dataflow:
         policy=policy,
         policies=policies,
         control=control,
-        snapshots=settings.recovery_dir is not None,
+        snapshots=settings.recovery_dir is not None if snapshots is None else snapshots,
     )
 
 
+def bytewax_recovery_requested(argv: Sequence[str], env: Mapping[str, str]) -> bool:
+    """Whether `python -m bytewax.run` was given a recovery directory (`-r`,
+    `--recovery-directory` or BYTEWAX_RECOVERY_DIRECTORY): its runner then restores input
+    offsets, and the flow must snapshot SKU state too, or a restart resumes the offsets
+    with empty state and decides on nothing."""
+    flags = ("-r", "--recovery-directory")
+    given = any(a in flags or a.startswith("--recovery-directory=") for a in argv)
+    return given or bool(env.get("BYTEWAX_RECOVERY_DIRECTORY"))
+
+
 def from_environment() -> Dataflow:
-    return prepare(from_env())
+    """The flow for `python -m bytewax.run "flows.entry:from_environment()"` (the image's
+    entry point is `stockshift run`, which manages recovery itself)."""
+    settings = from_env()
+    recovered = settings.recovery_dir is not None
+    return prepare(
+        settings, snapshots=recovered or bytewax_recovery_requested(sys.argv, os.environ)
+    )

@@ -41,6 +41,7 @@ from operators.lanes import (
     receiving_items,
     receiving_site,
 )
+from operators.limits import KeyBudget, over_budget_letter
 from operators.parse import parse_message, topic_kinds_for
 from state.config import Network, Policy
 from state.governance import ControlCommand, ControlRejection
@@ -157,40 +158,58 @@ class SkuLogic(StatefulLogic[Event, StepOutput, bytes]):
     `stateful_map` would deep-copy the whole SKU state at every epoch a key is touched (with
     or without recovery); profiling the flow showed that copy taking 40% of the time. A
     pickle is an immutable snapshot at a fraction of the cost, and what recovery stores anyway.
+    A new SKU is admitted only while the process's `KeyBudget` has room.
     """
 
-    __slots__ = ("_ctx", "_idle", "_snapshots", "_state", "_touched")
+    __slots__ = ("_budget", "_ctx", "_idle", "_idle_rounds", "_snapshots", "_state", "_touched")
 
     def __init__(
         self,
         ctx: DecisionContext,
         idle: timedelta | None,
         snapshots: bool,
+        budget: KeyBudget,
         resume: bytes | None,
     ) -> None:
         self._ctx = ctx
         self._idle = idle
         self._snapshots = snapshots
+        self._budget = budget
         self._state: SkuState | None = pickle.loads(resume) if resume else None
+        if self._state is not None:
+            budget.held += 1  # a restored SKU counts, even past the cap: it was admitted
         self._touched = clock.utc_now()
+        self._idle_rounds = 0
 
     def on_item(self, value: Event) -> tuple[list[StepOutput], bool]:
+        if self._state is None and not self._budget.take():
+            metrics.SKUS_REFUSED.inc()
+            letter = over_budget_letter(value, self._budget.capacity)
+            return [StepOutput(value.event_id, event_ts_ms=value.ts_ms, refused=letter)], (
+                StatefulLogic.DISCARD
+            )
         self._state, output = step(self._state, value, self._ctx)
         self._touched = clock.utc_now()
+        self._idle_rounds = 0
         return [output], StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        """Idle SKUs leave memory (their last positions stay in Redis); a SKU still holding
-        reservations or expecting stock is kept until those resolve."""
+        """Idle SKUs leave memory (their last positions stay in Redis)."""
         return None if self._idle is None else self._touched + self._idle
 
     def on_notify(self) -> tuple[list[StepOutput], bool]:
+        """A SKU with a proposal still unanswered stays for as long as a reservation can
+        live, once; then it goes too. Nothing a producer sends (deliveries that never come,
+        reservations no one answers) can pin a SKU in memory for good."""
         state = self._state
-        if state is not None and (
-            state.reservations or any(site.inbound for site in state.sites.values())
-        ):
-            self._touched = clock.utc_now()
+        pending = state is not None and any(not r.dispatched for r in state.reservations.values())
+        if pending and self._idle_rounds == 0:
+            self._idle_rounds = 1
+            policy = self._ctx.policy
+            lifetime = timedelta(hours=max(policy.proposal_ttl_hours, policy.approval_ttl_hours))
+            self._touched = clock.utc_now() + lifetime - (self._idle or timedelta())
             return [], StatefulLogic.RETAIN
+        self._budget.give_back()
         metrics.KEYS_HELD.dec()
         metrics.KEYS_EVICTED.inc()
         return [], StatefulLogic.DISCARD
@@ -259,6 +278,10 @@ def _control_key(_raw: RawMessage) -> str:
 
 def _to_negotiation(keyed: tuple[str, StepOutput]) -> tuple[Proposal | SiteOccupancy, ...]:
     return receiving_items(keyed[1])
+
+
+def _refused(keyed: tuple[str, StepOutput]) -> DeadLetter | None:
+    return keyed[1].refused
 
 
 def _decisions(keyed: tuple[str, StepOutput]) -> tuple[DecisionRecord, ...]:
@@ -337,6 +360,7 @@ def build(
             settings.kafka_config,
             consumer_config=kafka.SOURCE_DEFAULTS,
             grace_ms=settings.merge_grace_ms,
+            max_future_ms=int(network.limits.max_future_minutes * 60_000),
         )
         merged = op.input("kafka_input", flow, merged_source)
         raw = op.filter_map("consumed_messages", merged, _only(RawMessage))
@@ -358,20 +382,24 @@ def build(
             parse_message,
             topic_kinds=topic_kinds_for(settings.topic_prefix),
             sites=frozenset(network.sites),
+            ceilings=network.unit_ceilings(),
+            max_future_ms=int(network.limits.max_future_minutes * 60_000),
         ),
     )
     events = op.filter_map("events", parsed, _only(Event))
     dead = op.filter_map("dead_letters", parsed, _only(DeadLetter))
-    dead = op.merge("all_dead_letters", dead, consumer_errors)
-    op.inspect("count_dead_letters", dead, metrics.count_dead_letter)
-    op.output("dlq_out", dead, sinks.dead_letters)
     op.inspect("count_events", events, metrics.count_event)
 
     keyed = op.key_on("key_by_sku", events, _event_sku)
     idle = timedelta(seconds=settings.idle_eviction_s) if settings.idle_eviction_s > 0 else None
-    outputs = op.stateful("sku_state", keyed, partial(SkuLogic, context, idle, snapshots))
+    budget = KeyBudget(settings.max_skus)
+    outputs = op.stateful("sku_state", keyed, partial(SkuLogic, context, idle, snapshots, budget))
     # (sku, StepOutput): exactly one per event that reached the state
     op.inspect("count_outputs", outputs, metrics.count_output)
+    refused = op.filter_map("refused_events", outputs, _refused)
+    dead = op.merge("all_dead_letters", dead, consumer_errors, refused)
+    op.inspect("count_dead_letters", dead, metrics.count_dead_letter)
+    op.output("dlq_out", dead, sinks.dead_letters)
     # Proposals (and, for sites with a storage capacity, occupancy) keyed by receiving site:
     # lane capacity and storage are both shared there (operators.lanes).
     receiving = op.key_on(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,13 @@ def rfc3339(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
+# A dead letter keeps at most this much of the original payload (and 1 KiB of its key):
+# escaped as JSON, 16 KiB of control characters grow to 96 KiB, well under the broker's
+# 1 MB message limit, so an oversized input can never make its own dead letter undeliverable.
+DLQ_PAYLOAD_MAX_BYTES = 16 * 1024
+DLQ_KEY_MAX_BYTES = 1024
+
+
 def _payload_text(payload: bytes | None) -> tuple[str | None, str]:
     """The original payload as text when it is UTF-8, else base64, and which one it is."""
     if payload is None:
@@ -28,6 +36,20 @@ def _payload_text(payload: bytes | None) -> tuple[str | None, str]:
         return payload.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         return base64.b64encode(payload).decode("ascii"), "base64"
+
+
+def _kept(data: bytes | None, limit: int) -> bytes | None:
+    """The first `limit` bytes, cut back to a whole UTF-8 character where the text is UTF-8."""
+    if data is None or len(data) <= limit:
+        return data
+    head = data[:limit]
+    for cut in range(4):
+        try:
+            (head[: limit - cut] if cut else head).decode("utf-8")
+            return head[: limit - cut] if cut else head
+        except UnicodeDecodeError:
+            continue
+    return head
 
 
 def proposal_dict(proposal: Proposal) -> dict[str, Any]:
@@ -47,8 +69,11 @@ def decision_dict(decision: DecisionRecord) -> dict[str, Any]:
 
 
 def dead_letter_dict(letter: DeadLetter) -> dict[str, Any]:
-    payload, encoding = _payload_text(letter.payload)
-    key, key_encoding = _payload_text(letter.key)
+    """The DLQ record; an oversized payload is cut to its first 16 KiB, and its size and
+    SHA-256 say what the whole was (the original stays in its topic at `offset`)."""
+    original = letter.payload
+    payload, encoding = _payload_text(_kept(original, DLQ_PAYLOAD_MAX_BYTES))
+    key, key_encoding = _payload_text(_kept(letter.key, DLQ_KEY_MAX_BYTES))
     return {
         "source_topic": letter.source_topic,
         "partition": letter.partition,
@@ -57,6 +82,9 @@ def dead_letter_dict(letter: DeadLetter) -> dict[str, Any]:
         "key_encoding": key_encoding,
         "payload": payload,
         "payload_encoding": encoding,
+        "payload_bytes": len(original) if original is not None else 0,
+        "payload_sha256": hashlib.sha256(original).hexdigest() if original is not None else None,
+        "payload_truncated": original is not None and len(original) > DLQ_PAYLOAD_MAX_BYTES,
         "error": letter.error,
         "reason": letter.reason,
         "received_at": rfc3339(letter.received_at_ms),

@@ -14,6 +14,7 @@ import bisect
 import hashlib
 import hmac
 import math
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
@@ -31,6 +32,9 @@ from state.governance import (
 from state.records import DecisionRecord, Outcome, RawMessage
 
 MAX_CONTROL_BYTES: Final = 4096
+# What `sign` produces: HMAC-SHA256 as 64 lowercase hex digits. Anything else is malformed
+# before any comparison (compare_digest raises on non-ASCII text).
+_SIGNATURE: Final = re.compile(r"[0-9a-f]{64}")
 _NEEDS_TARGET: Final = frozenset(
     {
         Action.ACTIVATE_POLICY,
@@ -54,19 +58,47 @@ def envelope(body: Mapping[str, Any], key_id: str, secret: bytes) -> bytes:
     )
 
 
+# Kafka's timestamp types (confluent_kafka.TIMESTAMP_*): set by the producer, or by the
+# broker when it appended the message (a topic with message.timestamp.type=LogAppendTime).
+CREATE_TIME: Final = 1
+LOG_APPEND_TIME: Final = 2
+# Nonces of accepted commands are kept for as long as a command can be accepted: all of
+# them (only a holder of a key can add one), up to this many, oldest signing time out first.
+MAX_NONCES: Final = 1_000_000
+
+
+def arrival_ms(timestamp_type: int, timestamp_ms: int | None, received_ms: int, live: bool) -> int:
+    """When a control message reached Kafka, as far as can be trusted: staleness is judged
+    against it.
+
+    The broker's append time when the topic has one (a producer cannot set it). Otherwise
+    the producer's timestamp is only a claim: a live message is judged by the time we
+    received it, so a captured command re-published later is stale; a message re-read at
+    start-up by its claimed time, never later than now (the control topic keeps every
+    command, so a replay is caught by its nonce there)."""
+    if timestamp_type == LOG_APPEND_TIME and timestamp_ms is not None:
+        return timestamp_ms
+    if live or timestamp_ms is None:
+        return received_ms
+    return min(timestamp_ms, received_ms)
+
+
 @dataclass(slots=True)
 class NonceMemory:
-    """Nonces seen within the accepted clock skew; older ones would be stale anyway."""
+    """The nonces of every command accepted so far, with their signing times."""
 
     seen: dict[str, int] = field(default_factory=dict)
 
-    def check_and_remember(self, nonce: str, ts_ms: int, window_ms: int) -> bool:
-        """False if the nonce was already used; forgets nonces older than the window."""
+    def check_and_remember(self, nonce: str, ts_ms: int, window_ms: int = 0) -> bool:
+        """False if the nonce was already used. Nothing is forgotten short of MAX_NONCES:
+        a nonce dropped by time would let a captured command be replayed once the skew
+        window is judged by a clock the sender controls."""
         if nonce in self.seen:
             return False
-        horizon = ts_ms - 2 * window_ms
-        if len(self.seen) > 1024:
-            self.seen = {n: t for n, t in self.seen.items() if t >= horizon}
+        if len(self.seen) >= MAX_NONCES:
+            oldest = sorted(self.seen.items(), key=lambda item: item[1])[: MAX_NONCES // 10]
+            for old, _ in oldest:
+                del self.seen[old]
         self.seen[nonce] = ts_ms
         return True
 
@@ -80,12 +112,26 @@ def verify(
     known_versions: Collection[str],
     offset: int | None = None,
 ) -> ControlCommand | ControlRejection:
-    """Authenticate and validate one control message against the message's own timestamp.
+    """Authenticate and validate one control message against its arrival time
+    (`arrival_ms`): the broker's clock, not the signer's, so a command cannot be made fresh
+    by the clock of whoever publishes it. Never raises: any failure is a rejection."""
 
-    The clock used for staleness is the Kafka message timestamp, not the wall clock, so
-    re-reading the topic after a restart gives the same verdicts.
-    """
+    try:
+        return _verify(value, keys, message_ts_ms, nonces, max_skew_ms, known_versions, offset)
+    except Exception as exc:  # authentication fails closed: a rejection, never a raise
+        detail = f"control message could not be checked: {type(exc).__name__}"
+        return ControlRejection("malformed", detail, None, None, message_ts_ms, offset)
 
+
+def _verify(
+    value: bytes | None,
+    keys: Mapping[str, bytes],
+    message_ts_ms: int,
+    nonces: NonceMemory,
+    max_skew_ms: int,
+    known_versions: Collection[str],
+    offset: int | None,
+) -> ControlCommand | ControlRejection:
     def reject(
         reason: str, detail: str, key_id: str | None = None, nonce: str | None = None
     ) -> ControlRejection:
@@ -110,6 +156,8 @@ def verify(
         or not isinstance(body_text, str)
     ):
         return reject("unsigned", "control message needs key_id, signature and body")
+    if _SIGNATURE.fullmatch(signature) is None:
+        return reject("malformed", "signature must be 64 lowercase hex digits", key_id[:64])
     secret = keys.get(key_id)
     if secret is None:
         return reject("unknown_key", f"no control key with id {key_id!r:.40}", key_id)
@@ -238,9 +286,12 @@ def authenticate(
     known_versions: Collection[str],
     initial: NonceMemory,
 ) -> tuple[NonceMemory, ControlCommand | ControlRejection]:
-    """The flow's `control_auth` step: verify against the nonces seen so far."""
+    """The flow's `control_auth` step: verify against the nonces seen so far. The flow reads
+    the control topic live (from where start-up left off)."""
     nonces = state if state is not None else NonceMemory(dict(initial.seen))
-    ts = raw.timestamp_ms if raw.timestamp_ms is not None else raw.received_at_ms
+    kind = LOG_APPEND_TIME if raw.broker_time else CREATE_TIME
+    live = raw.received_at_ms > 0
+    ts = arrival_ms(kind, raw.timestamp_ms, raw.received_at_ms, live)
     return nonces, verify(raw.value, keys, ts, nonces, max_skew_ms, known_versions, raw.offset)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from operators import signals
 from operators.demand import advance, mean_per_hour, observed_hours, smoothing_alpha
+from operators.limits import expire_inbound, refusal, refused_letter
 from operators.planner import HOUR_MS, Plan, demand_prior, plan_for_receiver, proposal_id
 from operators.position import apply_event, expire_reservations, reserve
 from state.config import ConfigError, Network, Policy
@@ -75,6 +76,9 @@ class DecisionContext:
     emit_positions: bool = True
     # Sites with a storage capacity: their occupancy goes to negotiation after each event.
     storage_sites: frozenset[str] = frozenset()
+    # How long an event id is remembered; how long past its ETA a delivery is expected.
+    dedupe_horizon_ms: int = 72 * 3_600_000
+    inbound_grace_ms: int = 168 * 3_600_000
 
     @classmethod
     def build(
@@ -114,6 +118,8 @@ class DecisionContext:
             storage_sites=frozenset(
                 s for s, site in network.sites.items() if site.storage_capacity is not None
             ),
+            dedupe_horizon_ms=int(policy.dedupe_horizon_hours * 3_600_000),
+            inbound_grace_ms=int(network.limits.inbound_grace_hours * 3_600_000),
         )
 
     def policy_for(self, governance: Governance) -> Policy:
@@ -133,7 +139,18 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
     new_key = state is None
     if state is None:
         state = SkuState(event.sku)
-    if state.seen_before(event.event_id, ctx.policy.dedupe_capacity):
+    refused = refusal(state, event, ctx.network)
+    if refused is not None:
+        letter = refused_letter(event, *refused, event.received_ms or event.ts_ms)
+        return state, StepOutput(
+            event.event_id, event_ts_ms=event.ts_ms, new_key=new_key, refused=letter
+        )
+    if state.seen_before(
+        event.event_id,
+        max(state.clock_ms, event.ts_ms),
+        ctx.dedupe_horizon_ms,
+        ctx.policy.dedupe_capacity,
+    ):
         return state, StepOutput(event.event_id, duplicate=True, event_ts_ms=event.ts_ms)
     governance = ctx.governance_at(event.ts_ms)
     policy = ctx.policy_for(governance)
@@ -143,6 +160,9 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
     now = max(state.clock_ms, event.ts_ms)
     state.clock_ms = now
     decisions: list[DecisionRecord] = []
+    findings: list[Finding] = []
+    if new_hour:  # once per SKU per hour of its event time is enough
+        findings += expire_inbound(state, now, ctx.inbound_grace_ms)
     touched = {event.site}
     for pid, reservation in expire_reservations(state, now):
         decisions.append(_released(state, event, pid, reservation, ReleaseReason.EXPIRED))
@@ -159,10 +179,10 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
         out_now=site.on_hand <= 0 or silent,
     ):
         site.stocked_out_in_window = site.on_hand <= 0
-    findings: list[Finding] = []
     counts_as_demand = True
     if policy.signal_checks:
-        findings, counts_as_demand = signals.check_event(state, site, event, policy)
+        checked, counts_as_demand = signals.check_event(state, site, event, policy)
+        findings += checked
         findings += signals.close_days(site, event.site, event, policy)
         if counts_as_demand and event.type is EventType.SALE:
             signals.count_demand(site, event.qty)

@@ -7,6 +7,7 @@ on bad input.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
@@ -43,6 +44,9 @@ _DEFAULT_TYPE: Final = {POS: EventType.SALE}
 _TYPE_BY_NAME: Final = {t.value: t for t in EventType}
 
 
+DEFAULT_MAX_FUTURE_MS: Final = 3_600_000
+
+
 class Invalid(Exception):
     """Raised inside this module only; always turned into a DeadLetter before leaving it."""
 
@@ -73,6 +77,37 @@ def _integer(obj: Mapping[str, Any], name: str, minimum: int, maximum: int = MAX
     if not minimum <= value <= maximum:
         raise Invalid("out_of_range", f"field `{name}` must be in [{minimum}, {maximum}]")
     return value
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise Invalid("duplicate_key", f"field `{key:.40}` appears more than once")
+        obj[key] = value
+    return obj
+
+
+def _check_unique_keys(value: bytes, obj: Mapping[str, Any]) -> None:
+    """Duplicate keys are refused: parsers disagree on which one wins (orjson keeps the
+    last), so `"qty":1,"qty":1000000000` could mean either. The fast test: no escapes
+    anywhere and every key exactly once in its plain spelling; otherwise (a repeated or an
+    escaped key, or a key's text as a value) the payload is parsed again key by key."""
+    if b"\\" not in value and all(value.count(b'"' + key.encode() + b'"') == 1 for key in obj):
+        return
+    try:
+        json.loads(value, object_pairs_hook=_reject_duplicate_keys)
+    except ValueError:
+        pass  # orjson accepted it; the stdlib's stricter reading is no reason to refuse
+
+
+def _plausible(qty: int, site: str, ceilings: Mapping[str, int] | None, what: str) -> None:
+    ceiling = ceilings.get(site) if ceilings is not None else None
+    if ceiling is not None and abs(qty) > ceiling:
+        raise Invalid(
+            "implausible_quantity",
+            f"{what} of {qty} units is more than site {site!r} can hold ({ceiling})",
+        )
 
 
 def parse_timestamp(value: Any, name: str = "ts") -> int:
@@ -109,6 +144,8 @@ def _event(
     source: SourceRef | None,
     ingested_ms: int | None = None,
     received_ms: int | None = None,
+    ceilings: Mapping[str, int] | None = None,
+    max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
 ) -> Event:
     event_id = _string(obj, "event_id", MAX_ID_LEN)
     sku = _string(obj, "sku", MAX_SKU_LEN)
@@ -117,6 +154,12 @@ def _event(
     ts_ms = parse_timestamp(obj.get("ts"))
     if site not in sites:
         raise Invalid("unknown_site", f"site {site!r} is not in the network config")
+    if received_ms is not None and ts_ms > received_ms + max_future_ms:
+        raise Invalid(
+            "future_timestamp",
+            f"event time is {(ts_ms - received_ms) / 3_600_000:.1f} h after the message "
+            f"reached stockshift (at most {max_future_ms / 60_000:g} min ahead accepted)",
+        )
     raw_type = obj.get("type", None)
     if raw_type is None:
         default = _DEFAULT_TYPE.get(topic_kind)
@@ -155,6 +198,10 @@ def _event(
             EventType.TRANSFER_FAILED,
         )
         proposal_id = _string(obj, "proposal_id", MAX_ID_LEN, required=needs_id)
+    if event_type is not EventType.SALE:
+        _plausible(qty, site, ceilings, event_type.value)
+        if from_site is not None:
+            _plausible(qty, from_site, ceilings, event_type.value)
     return Event(
         event_id=event_id,
         type=event_type,
@@ -173,9 +220,16 @@ def _event(
 
 
 def parse_message(
-    raw: RawMessage, topic_kinds: Mapping[str, str], sites: frozenset[str]
+    raw: RawMessage,
+    topic_kinds: Mapping[str, str],
+    sites: frozenset[str],
+    ceilings: Mapping[str, int] | None = None,
+    max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
 ) -> Event | DeadLetter:
-    """Turn one consumed message into an Event, or a DeadLetter saying why it cannot be one."""
+    """Turn one consumed message into an Event, or a DeadLetter saying why it cannot be one.
+
+    `ceilings`: the most units of one SKU each site can hold (`Network.unit_ceilings`);
+    `max_future_ms`: how far event time may run ahead of the message's arrival."""
     try:
         topic_kind = topic_kinds.get(raw.topic)
         if topic_kind is None:
@@ -192,11 +246,16 @@ def parse_message(
             raise Invalid("not_json", f"payload is not UTF-8 JSON: {exc}") from None
         if not isinstance(obj, dict):
             raise Invalid("not_object", "payload must be a JSON object")
+        _check_unique_keys(raw.value, obj)
         source = None
         if raw.partition is not None and raw.offset is not None:
             source = SourceRef(raw.topic, raw.partition, raw.offset)
         ingested = raw.timestamp_ms if raw.timestamp_ms is not None else raw.received_at_ms
-        return _event(topic_kind, obj, sites, source, ingested or None, raw.received_at_ms or None)
+        # A receive time before 2000 is no wall clock (tests, replays that leave it unset).
+        received = raw.received_at_ms if raw.received_at_ms >= MIN_TS_MS else None
+        return _event(
+            topic_kind, obj, sites, source, ingested or None, received, ceilings, max_future_ms
+        )
     except Invalid as bad:
         return DeadLetter(
             source_topic=raw.topic,

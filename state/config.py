@@ -87,17 +87,49 @@ class SkuParams:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """Hard limits against hostile or broken input: what one producer may make the flow hold.
+
+    Each is a ceiling past which input is refused (dead-lettered with a reason) or expired,
+    so one bad producer can neither exhaust memory nor poison the decisions for others.
+    """
+
+    # The most units of one SKU a site can plausibly hold (a site's storage_capacity lowers
+    # it further): a larger count, return or delivery is refused as implausible.
+    max_units_per_sku_site: int = 1_000_000
+    # Expected deliveries one SKU-site may have open at once; more are refused.
+    max_inbound_per_sku_site: int = 64
+    # An expected delivery that has not arrived this long after its ETA is forgotten.
+    inbound_grace_hours: float = 168.0
+    # Event time may run at most this far ahead of the time the message reached stockshift
+    # (Kafka's own default for log.message.timestamp.after.max.ms is one hour).
+    max_future_minutes: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class Network:
     sites: Mapping[str, Site]
     lanes: Mapping[tuple[str, str], Lane]
     sku_defaults: SkuParams = SkuParams()
     sku_overrides: Mapping[str, SkuParams] = field(default_factory=dict)
+    limits: Limits = Limits()
     # Lanes by destination, filled on first use (the network never changes after start).
     _into: dict[str, list[Lane]] = field(default_factory=dict, compare=False, repr=False)
     _from: dict[str, list[Lane]] = field(default_factory=dict, compare=False, repr=False)
 
     def sku_params(self, sku: str) -> SkuParams:
         return self.sku_overrides.get(sku, self.sku_defaults)
+
+    def unit_ceiling(self, site_id: str) -> int:
+        """The most units of one SKU the site can plausibly hold."""
+        site = self.sites.get(site_id)
+        cap = self.limits.max_units_per_sku_site
+        if site is not None and site.storage_capacity is not None:
+            return min(cap, site.storage_capacity)
+        return cap
+
+    def unit_ceilings(self) -> dict[str, int]:
+        return {site_id: self.unit_ceiling(site_id) for site_id in self.sites}
 
     def lanes_from(self, from_site: str) -> list[Lane]:
         """Lanes out of a site, in the network file's order."""
@@ -140,7 +172,10 @@ class Policy:
     # estimate, against the site's own hours up to the half-life (0: each site on its own).
     demand_prior_hours: float = 72.0
     warmup_hours: float = 24.0
-    dedupe_capacity: int = 64
+    # Event ids are remembered for this long of a SKU's event time (a producer's retry is
+    # recognised within it), at most `dedupe_capacity` per SKU (a hard cap per key).
+    dedupe_horizon_hours: float = 72.0
+    dedupe_capacity: int = 2048
     # Proposals that wait for a human keep their reservation this long.
     approval_ttl_hours: float = 24.0
     # A receiver whose demand was observed for less than this is "low confidence": its
@@ -265,7 +300,30 @@ def network_from_dict(
         sku: sku_params_from_dict(values, f"sku_overrides[{sku!r}]", defaults)
         for sku, values in (sku_overrides or {}).items()
     }
-    return Network(sites=sites, lanes=lanes, sku_defaults=defaults, sku_overrides=overrides)
+    return Network(
+        sites=sites,
+        lanes=lanes,
+        sku_defaults=defaults,
+        sku_overrides=overrides,
+        limits=limits_from_dict(raw.get("limits", {})),
+    )
+
+
+def limits_from_dict(raw: Mapping[str, Any]) -> Limits:
+    """The network file's optional `[limits]` table; unknown keys are errors."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("network.limits: expected a table")
+    known = {"max_units_per_sku_site", "max_inbound_per_sku_site"}
+    floats = {"inbound_grace_hours", "max_future_minutes"}
+    unknown = set(raw) - known - floats
+    if unknown:
+        raise ConfigError(f"network.limits: unknown field(s) {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for key in known & set(raw):
+        values[key] = _integer(raw[key], f"network.limits.{key}")
+    for key in floats & set(raw):
+        values[key] = _number(raw[key], f"network.limits.{key}", strict=True)
+    return Limits(**values)
 
 
 _POLICY_FLOATS = {
@@ -285,6 +343,7 @@ _POLICY_FLOATS = {
     "drift_buffer_hours": 0.0,
     "approval_ttl_hours": 0.0,
     "confidence_hours": 0.0,
+    "dedupe_horizon_hours": 0.0,
 }
 _POLICY_INTS = {"demand_window_minutes": 1, "dedupe_capacity": 1}
 

@@ -72,6 +72,8 @@ class RawMessage:
     received_at_ms: int
     # The message's own timestamp (producer or broker time), when the client gives one.
     timestamp_ms: int | None = None
+    # The timestamp was set by the broker when it appended the message (LogAppendTime).
+    broker_time: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,3 +273,6 @@ class StepOutput:
     positions: tuple[SitePosition, ...] = ()
     findings: tuple[Finding, ...] = ()
     occupancy: tuple[SiteOccupancy, ...] = ()
+    # The event was refused (a limit or an implausible quantity): it changed nothing and
+    # goes to the dead-letter topic as this record.
+    refused: DeadLetter | None = None

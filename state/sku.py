@@ -132,10 +132,11 @@ class SkuState:
     sku: str
     sites: dict[str, SiteState] = field(default_factory=dict)
     reservations: dict[str, Reservation] = field(default_factory=dict)
-    # The last `dedupe_capacity` event ids as 8-byte digests, a ring once full: 8 bytes an
-    # id where a dict of the id strings took about 85 (a third of a SKU-site's memory).
-    recent_events: bytearray = field(default_factory=bytearray)
-    recent_next: int = 0
+    # Event ids seen in the last `dedupe_horizon` of the SKU's event time (at most
+    # `dedupe_capacity` of them), oldest first: 12 bytes each, an 8-byte digest of the id and
+    # the SKU's clock in minutes when it was seen. Sized by time, not by a count, so a
+    # retried event is recognised however busy the SKU was in between.
+    recent_seen: bytearray = field(default_factory=bytearray)
     clock_ms: int = -1
     # Transfers whose receipt came before their dispatch event (key -> receipt time), so the
     # late dispatch does not take the goods from the sender a second time. Rarely non-empty.
@@ -143,21 +144,25 @@ class SkuState:
     # The same SKU as a shadow policy sees it (decisions logged, never proposed).
     shadow: SkuState | None = None
 
-    def seen_before(self, event_id: str, capacity: int) -> bool:
-        """Whether the event id is among the last `capacity` seen; remembers it if not."""
+    def seen_before(self, event_id: str, now_ms: int, horizon_ms: int, capacity: int) -> bool:
+        """Whether the event id was seen within the horizon; remembers it if not."""
         digest = event_digest(event_id)
-        ring = self.recent_events
-        at = ring.find(digest)
+        seen = self.recent_seen
+        now_min = max(now_ms, 0) // 60_000
+        cutoff = now_min - horizon_ms // 60_000
+        at = seen.find(digest)
         while at >= 0:
-            if at % DIGEST_BYTES == 0:
+            if at % SEEN_BYTES == 0 and _stamp(seen, at) >= cutoff:
                 return True
-            at = ring.find(digest, at + 1)
-        if len(ring) < capacity * DIGEST_BYTES:
-            ring += digest
-        else:
-            start = self.recent_next * DIGEST_BYTES
-            ring[start : start + DIGEST_BYTES] = digest
-            self.recent_next = (self.recent_next + 1) % (len(ring) // DIGEST_BYTES)
+            at = seen.find(digest, at + 1)
+        drop = 0
+        while drop < len(seen) and _stamp(seen, drop) < cutoff:
+            drop += SEEN_BYTES
+        if len(seen) - drop >= capacity * SEEN_BYTES:
+            drop = len(seen) - (capacity - 1) * SEEN_BYTES
+        if drop:
+            del seen[:drop]
+        seen += digest + now_min.to_bytes(4, "little")
         return False
 
     def site(self, site_id: str) -> SiteState:
@@ -168,6 +173,11 @@ class SkuState:
 
 
 DIGEST_BYTES = 8
+SEEN_BYTES = DIGEST_BYTES + 4
+
+
+def _stamp(seen: bytearray, at: int) -> int:
+    return int.from_bytes(seen[at + DIGEST_BYTES : at + SEEN_BYTES], "little")
 
 
 def event_digest(event_id: str) -> bytes:
@@ -176,12 +186,27 @@ def event_digest(event_id: str) -> bytes:
     return hashlib.blake2b(event_id.encode(), digest_size=DIGEST_BYTES).digest()
 
 
-def _recent_events_from_ids(values: dict[str, Any]) -> None:
-    """Snapshots before 2026-11-26 kept the ids themselves, oldest first."""
+def _recent_seen_from_older(values: dict[str, Any]) -> None:
+    """Snapshots before 2026-11-26 kept the last ids themselves, oldest first; those before
+    2026-12-02 a ring of 8-byte digests with no time. Both are taken as seen at the SKU's
+    clock, so they are remembered for one more horizon."""
     ids = values.pop("recent_event_ids", None)
-    if ids is not None and "recent_events" not in values:
-        values["recent_events"] = bytearray(b"".join(event_digest(e) for e in ids))
-        values["recent_next"] = 0
+    ring = values.pop("recent_events", None)
+    start = values.pop("recent_next", 0)
+    if "recent_seen" in values:
+        return
+    if ring is None and ids is not None:
+        ring, start = bytearray(b"".join(event_digest(e) for e in ids)), 0
+    if ring is None:
+        return
+    oldest_first = ring[start * DIGEST_BYTES :] + ring[: start * DIGEST_BYTES]
+    stamp = (max(values.get("clock_ms", 0), 0) // 60_000).to_bytes(4, "little")
+    values["recent_seen"] = bytearray(
+        b"".join(
+            bytes(oldest_first[i : i + DIGEST_BYTES]) + stamp
+            for i in range(0, len(oldest_first), DIGEST_BYTES)
+        )
+    )
 
 
 class StateVersionError(ValueError):
@@ -207,7 +232,7 @@ def _restore(record: Any, state: Any) -> None:
         if old in values and new not in values:
             values[new] = values.pop(old)
     if cls is SkuState:
-        _recent_events_from_ids(values)
+        _recent_seen_from_older(values)
     known = _FIELDS.get(cls)
     if known is None:
         known = _FIELDS[cls] = fields(cls)

@@ -17,6 +17,7 @@ from flows.demo import run_demo
 from flows.pipeline import Sinks, SkuLogic, build
 from operators.engine import DecisionContext, step
 from operators.lanes import ReceivingState, negotiate_all, receiving_items
+from operators.limits import KeyBudget
 from operators.parse import parse_message, topic_kinds_for
 from state.records import Event, EventType, RawMessage
 from tests.helpers import event, policy, raw_of, two_store_network, warm_history
@@ -181,12 +182,14 @@ def test_sku_state_is_pickled_for_a_snapshot_only_when_recovery_stores_it() -> N
     """Without recovery nothing stores a snapshot, and pickling every touched SKU at each
     epoch's end stalls the worker; with it, the snapshot resumes the same state."""
     ctx = DecisionContext.build(two_store_network(), policy())
-    kept = SkuLogic(ctx, None, True, None)
-    skipped = SkuLogic(ctx, None, False, None)
+    budget = KeyBudget(10)
+    kept = SkuLogic(ctx, None, True, budget, None)
+    skipped = SkuLogic(ctx, None, False, budget, None)
     for e in warm_history():
         kept.on_item(e)
         skipped.on_item(e)
     snapshot = kept.snapshot()
-    assert snapshot and SkuLogic(ctx, None, True, snapshot).snapshot() == snapshot
+    assert snapshot and SkuLogic(ctx, None, True, budget, snapshot).snapshot() == snapshot
     assert skipped.snapshot() == b""
-    assert SkuLogic(ctx, None, False, b"").snapshot() == b""
+    assert SkuLogic(ctx, None, False, budget, b"").snapshot() == b""
+    assert budget.held == 3  # two admitted SKUs and one restored

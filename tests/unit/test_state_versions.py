@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-from collections import OrderedDict
 
 import pytest
 from hypothesis import given
@@ -11,7 +10,7 @@ from hypothesis import strategies as st
 
 from operators.engine import step
 from state.records import EventType
-from state.sku import Signals, SiteState, SkuState, StateVersionError
+from state.sku import Signals, SiteState, SkuState, StateVersionError, event_digest
 from tests.helpers import event, warm_history
 from tests.unit.test_engine import CTX
 
@@ -39,7 +38,7 @@ def test_an_older_sku_state_gets_new_fields_defaulted() -> None:
     old = SkuState.__new__(SkuState)
     old.__setstate__((None, fields_then))
     assert old.received_early is None and old.reservations == {} and old.sites["A"].on_hand == 3
-    assert old.recent_events == fresh.recent_events
+    assert old.recent_seen == fresh.recent_seen
 
 
 def test_a_snapshot_missing_a_required_field_fails_clearly() -> None:
@@ -56,24 +55,55 @@ def test_the_engine_accepts_a_restored_state() -> None:
     assert out.event_id == "next" and restored.sites["A"].on_hand == state.sites["A"].on_hand - 1
 
 
+HORIZON = 72 * 3_600_000
+
+
 def test_an_older_snapshots_event_ids_still_deduplicate() -> None:
     old = SkuState.__new__(SkuState)
     old.__setstate__((None, {"sku": "SKU-1", "recent_event_ids": {"e1": None, "e2": None}}))
-    assert old.seen_before("e1", 64) and old.seen_before("e2", 64)
-    assert not old.seen_before("e3", 64)
+    assert old.seen_before("e1", 0, HORIZON, 64) and old.seen_before("e2", 0, HORIZON, 64)
+    assert not old.seen_before("e3", 0, HORIZON, 64)
 
 
-@given(st.lists(st.integers(0, 30), max_size=300), st.integers(1, 12))
-def test_the_digest_ring_remembers_exactly_the_last_ids(ids: list[int], capacity: int) -> None:
-    """The same answers as keeping the last `capacity` new ids themselves, oldest out."""
+def test_a_digest_ring_snapshot_is_remembered_for_one_more_horizon() -> None:
+    """Snapshots of 2026-11-26..12-01 kept a ring of 8-byte digests, `recent_next` its
+    oldest slot; they are taken as seen at the SKU's clock."""
+    ring = bytearray(event_digest("e2") + event_digest("e1"))  # e1 is the oldest (slot 1)
+    clock = 1_767_225_600_000
+    old = SkuState.__new__(SkuState)
+    old.__setstate__(
+        (None, {"sku": "S", "recent_events": ring, "recent_next": 1, "clock_ms": clock})
+    )
+    assert old.recent_seen[:8] == event_digest("e1")
+    assert old.seen_before("e2", clock + HORIZON - 60_000, HORIZON, 64)
+    assert not old.seen_before("e1", clock + HORIZON + 120_000, HORIZON, 64)
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 30), st.integers(0, 10)), max_size=300),
+    st.integers(1, 12),
+    st.integers(1, 6),
+)
+def test_event_ids_are_remembered_for_the_horizon_up_to_the_cap(
+    ids: list[tuple[int, int]], capacity: int, horizon_h: int
+) -> None:
+    """The same answers as a list of (id, time seen) whose entries count within the
+    horizon, that drops expired entries from its front and its oldest entry when full;
+    never more than `capacity`."""
     state = SkuState("SKU-1")
-    model: OrderedDict[str, None] = OrderedDict()
-    for n in ids:
+    model: list[tuple[str, int]] = []
+    horizon = horizon_h * 3_600_000
+    now = 1_767_225_600_000
+    for n, hours in ids:
+        now += hours * 1_800_000  # event time moves on 0-5 h between events
         event_id = f"event-{n}"
-        expected = event_id in model
+        cutoff = now // 60_000 - horizon // 60_000
+        expected = any(seen_id == event_id and at >= cutoff for seen_id, at in model)
         if not expected:
-            model[event_id] = None
-            if len(model) > capacity:
-                model.popitem(last=False)
-        assert state.seen_before(event_id, capacity) is expected
-    assert len(state.recent_events) <= capacity * 8
+            while model and model[0][1] < cutoff:
+                model.pop(0)
+            if len(model) >= capacity:
+                model = model[len(model) - capacity + 1 :]
+            model.append((event_id, now // 60_000))
+        assert state.seen_before(event_id, now, horizon, capacity) is expected
+        assert len(state.recent_seen) == len(model) * 12 <= capacity * 12
