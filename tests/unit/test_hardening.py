@@ -1,0 +1,215 @@
+"""What one bad producer, clock or message can do to the decision core: each case is refused
+with a reason and disturbs nothing else (issue #18's table, at the level of pure functions;
+`stockshift reliability --adversarial` runs the same rows against the real process)."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from operators.codec import DLQ_PAYLOAD_MAX_BYTES, dead_letter_dict
+from operators.control import (
+    CREATE_TIME,
+    LOG_APPEND_TIME,
+    NonceMemory,
+    arrival_ms,
+    envelope,
+    verify,
+)
+from operators.engine import DecisionContext, step
+from operators.limits import KeyBudget
+from operators.parse import parse_message, topic_kinds_for
+from state.config import ConfigError, network_from_dict
+from state.governance import ControlCommand, ControlRejection
+from state.records import DeadLetter, Event, EventType, RawMessage
+from tests.helpers import HOUR, T0, event, policy, two_store_network, warm_history
+
+KINDS = topic_kinds_for("stockshift.")
+SITES = frozenset({"A", "B", "C"})
+KEYS = {"ops-1": b"s3cret-one-0123456789"}
+
+
+def raw(kind: str, body: dict[str, object] | bytes, received: int = T0) -> RawMessage:
+    value = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return RawMessage(f"stockshift.{kind}", 0, 7, b"SKU-1", value, received, received)
+
+
+def sale(**extra: object) -> dict[str, object]:
+    return {"event_id": "e1", "ts": T0, "sku": "SKU-1", "site": "A", "qty": 1, **extra}
+
+
+# Row 1: one control message with a non-ASCII signature stopped the process for good.
+@pytest.mark.parametrize(
+    "signature", ["é", "E" * 64, "0" * 63, "g" * 64, "0" * 65, "\x00" * 64, "０" * 64]
+)
+def test_a_malformed_signature_is_a_rejection_never_an_exception(signature: str) -> None:
+    value = orjson.dumps({"key_id": "ops-1", "signature": signature, "body": "{}"})
+    verdict = verify(value, KEYS, T0, NonceMemory(), 300_000, set())
+    assert isinstance(verdict, ControlRejection) and verdict.reason == "malformed"
+
+
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_no_control_message_can_raise(value: bytes) -> None:
+    verdict = verify(value, KEYS, T0, NonceMemory(), 300_000, set())
+    assert isinstance(verdict, ControlRejection)
+
+
+# Row 8: freshness by the broker's clock; a captured command stays used forever.
+def test_a_live_command_is_judged_by_its_arrival_not_the_signers_clock() -> None:
+    now = T0 + 400 * HOUR
+    assert arrival_ms(LOG_APPEND_TIME, now - 5, now, live=True) == now - 5
+    assert arrival_ms(CREATE_TIME, T0, now, live=True) == now  # a replayed capture: stale
+    assert arrival_ms(CREATE_TIME, 7_000_000_000_000, now, live=False) == now  # 2191: now
+    assert arrival_ms(CREATE_TIME, T0, now, live=False) == T0  # re-read at start-up
+
+
+def test_a_replayed_command_is_stale_and_its_nonce_is_never_forgotten() -> None:
+    body = {"command": "pause", "nonce": "nonce-0001", "ts": T0}
+    signed = envelope(body, "ops-1", KEYS["ops-1"])
+    nonces = NonceMemory()
+    assert isinstance(verify(signed, KEYS, T0, nonces, 300_000, set()), ControlCommand)
+    later = T0 + 90 * 24 * HOUR
+    stale = verify(signed, KEYS, arrival_ms(CREATE_TIME, T0, later, True), nonces, 300_000, set())
+    assert isinstance(stale, ControlRejection) and stale.reason == "stale"
+    again = verify(signed, KEYS, T0, nonces, 300_000, set())  # even at its claimed time
+    assert isinstance(again, ControlRejection) and again.reason == "replayed"
+
+
+# Row 2: an event far ahead of its arrival moved the SKU's clock to 2199.
+def test_event_time_far_ahead_of_arrival_is_dead_lettered() -> None:
+    letter = parse_message(raw("pos", sale(ts=7_000_000_000_000)), KINDS, SITES)
+    assert isinstance(letter, DeadLetter) and letter.reason == "future_timestamp"
+    near = parse_message(raw("pos", sale(ts=T0 + HOUR // 2)), KINDS, SITES)
+    assert isinstance(near, Event)
+
+
+def test_without_a_real_receive_clock_future_time_is_not_judged() -> None:
+    """Replays and tests that leave the receive time unset (0) parse as before."""
+    message = RawMessage("stockshift.pos", 0, 1, None, orjson.dumps(sale(ts=T0 + 99 * HOUR)), 0)
+    assert isinstance(parse_message(message, KINDS, SITES), Event)
+
+
+# Rows 3 and 11: a count of 1e9, or returns of 1e9, poisoned storage and on-hand.
+def test_a_quantity_a_site_cannot_hold_is_dead_lettered() -> None:
+    ceilings = {"A": 500, "B": 1_000_000, "C": 1_000_000}
+    count = {"event_id": "c", "ts": T0, "sku": "S", "site": "A", "type": "snapshot"}
+    letter = parse_message(
+        raw("inventory", {**count, "on_hand": 1_000_000_000}), KINDS, SITES, ceilings
+    )
+    assert isinstance(letter, DeadLetter) and letter.reason == "implausible_quantity"
+    fits = parse_message(raw("inventory", {**count, "on_hand": 500}), KINDS, SITES, ceilings)
+    assert isinstance(fits, Event)
+    big_sale = parse_message(raw("pos", sale(qty=10_000)), KINDS, SITES, ceilings)
+    assert isinstance(big_sale, Event)  # a sale takes stock away: not capped here
+
+
+def test_duplicate_json_keys_are_refused() -> None:
+    value = b'{"event_id":"e1","ts":%d,"sku":"S","site":"A","qty":1,"qty":1000000000}' % T0
+    letter = parse_message(raw("pos", value), KINDS, SITES)
+    assert isinstance(letter, DeadLetter) and letter.reason == "duplicate_key"
+    escaped = b'{"event_id":"e1","ts":%d,"sku":"S","site":"A","q\\u0074y":1,"qty":9}' % T0
+    letter = parse_message(raw("pos", escaped), KINDS, SITES)
+    assert isinstance(letter, DeadLetter) and letter.reason == "duplicate_key"
+    quoted = b'{"event_id":"\\"qty\\"","ts":%d,"sku":"S","site":"A","qty":2}' % T0
+    ok = parse_message(raw("pos", quoted), KINDS, SITES)
+    assert isinstance(ok, Event) and ok.qty == 2  # a key's text inside a value is fine
+
+
+def ctx(**limits: object) -> DecisionContext:
+    base = {
+        "sites": [{"id": s} for s in ("A", "B", "C")],
+        "lanes": [{"from": "A", "to": "B", "lead_hours": 6, "bidirectional": True}],
+        "limits": limits,
+    }
+    return DecisionContext.build(network_from_dict(base), policy())
+
+
+def test_repeated_returns_cannot_lift_on_hand_past_the_ceiling() -> None:
+    context = ctx(max_units_per_sku_site=1000)
+    state, _ = step(None, event("n", EventType.SNAPSHOT, 0, "A", 900), context)
+    state, out = step(state, event("r1", EventType.RETURN, 1, "A", 100), context)
+    assert out.refused is None and state.sites["A"].on_hand == 1000
+    state, out = step(state, event("r2", EventType.RETURN, 2, "A", 1), context)
+    assert out.refused is not None and out.refused.reason == "implausible_quantity"
+    assert state.sites["A"].on_hand == 1000
+    body = orjson.loads(out.refused.payload or b"{}")
+    assert (body["event_id"], body["qty"]) == ("r2", 1)  # the event, as a producer re-sends it
+
+
+# Row 4: 50,000 expected deliveries on one SKU-site, never expiring.
+def test_expected_deliveries_are_capped_and_expire_after_their_eta() -> None:
+    context = ctx(max_inbound_per_sku_site=3, inbound_grace_hours=24)
+    state = None
+    refused = []
+    for n in range(5):
+        e = event(f"in{n}", EventType.INBOUND_EXPECTED, n * 0.1, "A", 5)
+        e = Event(**{**_fields(e), "shipment_id": f"sh{n}", "eta_ms": T0 + 10 * HOUR})
+        state, out = step(state, e, context)
+        refused.append(out.refused.reason if out.refused else None)
+    assert refused == [None, None, None, "inbound_limit", "inbound_limit"]
+    assert state is not None and state.sites["A"].inbound_qty == 15
+    state, out = step(state, event("late", EventType.SALE, 10 + 25, "B", 1), context)
+    assert state.sites["A"].inbound is None
+    assert [f.kind for f in out.findings].count("inbound_overdue") == 3
+
+
+def _fields(e: Event) -> dict[str, object]:
+    return {name: getattr(e, name) for name in Event.__slots__}
+
+
+def test_limits_are_validated_with_the_key_named() -> None:
+    with pytest.raises(ConfigError, match="max_inbound_per_sku_sit"):
+        ctx(max_inbound_per_sku_sit=3)
+    with pytest.raises(ConfigError, match="inbound_grace_hours"):
+        ctx(inbound_grace_hours=0)
+
+
+# Row 5: no cap on SKUs per process.
+def test_the_key_budget_admits_up_to_its_capacity() -> None:
+    budget = KeyBudget(2)
+    assert budget.take() and budget.take() and not budget.take()
+    budget.give_back()
+    assert budget.take() and budget.held == 2
+
+
+# Row 10: a 170 KB payload made a dead letter the broker refused.
+def test_an_oversized_payload_is_kept_cut_with_its_size_and_hash() -> None:
+    payload = ("\x01" * 170_000).encode()
+    record = dead_letter_dict(
+        DeadLetter("stockshift.pos", 0, 1, b"k" * 5000, payload, "too large", "too_large", T0)
+    )
+    assert record["payload_truncated"] and record["payload_bytes"] == 170_000
+    assert len(record["payload"]) == DLQ_PAYLOAD_MAX_BYTES and len(record["key"]) == 1024
+    assert len(orjson.dumps(record)) < 200_000  # far under the broker's 1 MB
+    import hashlib
+
+    assert record["payload_sha256"] == hashlib.sha256(payload).hexdigest()
+
+
+def test_a_cut_never_splits_a_utf8_character() -> None:
+    payload = ("é" * 20_000).encode()  # 2 bytes each: the cut falls inside one
+    record = dead_letter_dict(DeadLetter("t", 0, 1, None, payload, "e", "too_large", T0))
+    assert record["payload_encoding"] == "utf-8" and set(record["payload"]) == {"é"}
+
+
+def test_the_engine_still_decides_for_other_skus_after_refusals() -> None:
+    """A refused event leaves the SKU's state as it was: the same proposal as a clean run."""
+    network = two_store_network()
+    context = DecisionContext.build(network, policy())
+    clean = None
+    dirty = None
+    for e in warm_history():
+        clean, _ = step(clean, e, context)
+        dirty, _ = step(dirty, e, context)
+    bogus = event("bogus", EventType.RETURN, 30.1, "A", 999_999_999)
+    dirty, out = step(dirty, bogus, context)
+    assert out.refused is not None
+    trigger = event("count-B", EventType.SNAPSHOT, 30.2, "B", 20)
+    _, want = step(clean, trigger, context)
+    _, got = step(dirty, trigger, context)
+    assert [p.proposal_id for p in got.proposals] == [p.proposal_id for p in want.proposals]
+    assert want.proposals
