@@ -34,11 +34,13 @@ class FlowNotLive(RuntimeError):
 
 
 class FlowHarness:
-    def __init__(self, brokers: str, prefix: str, folder: Path, **env: str) -> None:
+    def __init__(
+        self, brokers: str, prefix: str, folder: Path, network_toml: str = NETWORK, **env: str
+    ) -> None:
         self.brokers = brokers
         self.prefix = prefix
         network = folder / "network.toml"
-        network.write_text(NETWORK)
+        network.write_text(network_toml)
         self.env = {
             **os.environ,
             "STOCKSHIFT_BROKERS": brokers,

@@ -141,6 +141,7 @@ class ScenarioRun:
     services: Services
     folder: Path
     env: dict[str, str] = field(default_factory=dict)
+    network_toml: str = NETWORK
 
     def __post_init__(self) -> None:
         tag = uuid.uuid4().hex[:8]
@@ -151,6 +152,7 @@ class ScenarioRun:
             self.services.brokers,
             f"rel{tag}.",
             self.folder,
+            self.network_toml,
             STOCKSHIFT_REDIS_URL=self.services.redis_url,
             STOCKSHIFT_REDIS_PREFIX=self.redis_prefix,
             STOCKSHIFT_METRICS_PORT=str(free_port()),

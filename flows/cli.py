@@ -163,7 +163,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _reliability(args: argparse.Namespace) -> int:
     from flows.reliability import run
 
-    return run(args.quick, args.runs)
+    return run(args.quick, args.runs, args.adversarial)
 
 
 def _soak(args: argparse.Namespace) -> int:
@@ -348,6 +348,11 @@ def parser() -> argparse.ArgumentParser:
     )
     rel.add_argument("--quick", action="store_true", help="small sizes (what CI runs)")
     rel.add_argument("--runs", type=int, help="kill -9 runs (default 5; quick 2)")
+    rel.add_argument(
+        "--adversarial",
+        action="store_true",
+        help="hostile producers, clocks and control messages instead (issue #18's table)",
+    )
     rel.set_defaults(handler=_reliability)
 
     soak = sub.add_parser(

@@ -21,10 +21,17 @@ def print_lines(lines: list[Line]) -> None:
         print(f"    {line.note}")
 
 
-def run(quick: bool, runs: int | None = None) -> int:
+def run(quick: bool, runs: int | None = None, adversarial: bool = False) -> int:
+    say = lambda text: print(f"... {text}", file=sys.stderr, flush=True)  # noqa: E731
+    if adversarial:
+        from adapters.adversarial import run_adversarial
+
+        lines = run_adversarial(say)
+        print_lines(lines)
+        return 0 if all(line.passed for line in lines) else 1
     sizes = Sizes.quick() if quick else Sizes()
     if runs is not None:
         sizes.kill_runs = runs
-    lines = run_matrix(sizes, say=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
+    lines = run_matrix(sizes, say=say)
     print_lines(lines)
     return 0 if all(line.passed for line in lines) else 1
