@@ -43,8 +43,8 @@ class Settings:
     # SKUs with no event for this long (wall clock) leave memory; 0 keeps them forever.
     idle_eviction_s: float = 7 * 24 * 3600.0
     # The most SKUs one process holds in state; events of further SKUs are dead-lettered
-    # (`sku_limit`) until idle ones leave. About 6 KB each (8 sites): docs/deploy.md.
-    max_skus: int = 500_000
+    # (`sku_limit`) until idle ones leave. About 7.4 KB each at 8 sites: docs/deploy.md.
+    max_skus: int = 400_000
     # At start, how long to wait (retrying with backoff) for an unreachable broker.
     broker_wait_s: float = 300.0
     # librdkafka settings (SASL/SSL, ...) passed through; never logged.

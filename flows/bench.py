@@ -40,11 +40,13 @@ from adapters.recovery import recovery_config
 from adapters.settings import INPUT_KINDS, OUTPUT_KINDS, Settings
 from adapters.simulator import Scenario, load_scenario, make_network
 from flows.cli import DEFAULT_POLICY, DEFAULT_SCENARIOS
-from flows.pipeline import build, kafka_sinks, snapshot_state
+from flows.pipeline import SkuLogic, build, kafka_sinks, snapshot_state
 from flows.simulate import run_stockshift
-from operators.engine import DecisionContext, step
+from operators.engine import DecisionContext
+from operators.limits import KeyBudget
+from operators.parse import parse_message, topic_kinds_for
 from state.config import Policy
-from state.records import DeadLetter, Event, EventType, RawMessage
+from state.records import DeadLetter, Event, RawMessage
 
 
 def _passthrough(settings: Settings) -> Dataflow:
@@ -178,36 +180,48 @@ def _rss_bytes() -> int:
 def memory_per_key(
     counts: tuple[int, int] = (100_000, 1_000_000),
 ) -> tuple[float, dict[int, float], float]:
-    """Resident bytes per SKU-site key held in state (slope between two sizes), detectors
-    included. Keys come as a live network holds them: SKUs at 8 sites each, every site with
-    a count and a sale a day for 3 days (so each has its demand estimate, its detectors and
-    its share of the SKU's recent event ids: 32 of the 64 the default policy keeps)."""
+    """Resident bytes per SKU-site key as the flow holds it (slope between two sizes): each
+    SKU's stateful-step object (`SkuLogic`) and state, detectors included, fed messages parsed
+    from JSON as the flow parses them. Keys come as a live network holds them: SKUs at 8
+    sites each, every site with a count and a sale a day for 3 days (so each has its demand
+    estimate, its detectors and its share of the SKU's recent event ids)."""
     scenario = Scenario(n_sites=8)
     network = make_network(scenario)
     sites = sorted(network.sites)
     ctx = DecisionContext.build(network, BENCH_POLICY, emit_positions=False)
+    budget = KeyBudget(max(counts))
+    kinds = topic_kinds_for("stockshift.")
+    known = frozenset(sites)
+
+    def parsed(kind: str, body: dict[str, Any]) -> Event:
+        raw = RawMessage(f"stockshift.{kind}", 0, 0, None, orjson.dumps(body), 0)
+        event = parse_message(raw, kinds, known)
+        assert isinstance(event, Event)
+        return event
+
     t0 = 1_767_225_600_000
-    states: dict[str, Any] = {}
+    held: dict[str, SkuLogic] = {}
     sizes: dict[int, float] = {}
     gc.collect()
     base = _rss_bytes()
     for i in range(max(counts) // len(sites)):
         sku = f"SKU-{i:07d}"
-        state = None
+        logic = SkuLogic(ctx, timedelta(days=7), False, budget, None)
         for site in sites:
-            state, _ = step(state, Event(f"c{i}{site}", EventType.SNAPSHOT, t0, sku, site, 50), ctx)
+            body = {"event_id": f"c{i}{site}", "ts": t0, "sku": sku, "site": site}
+            logic.on_item(parsed("inventory", {**body, "type": "snapshot", "on_hand": 50}))
         for day in range(3):
             for site in sites:
                 ts = t0 + day * 86_400_000 + 36_000_000
-                state, _ = step(
-                    state, Event(f"s{i}{site}{day}", EventType.SALE, ts, sku, site, 1), ctx
-                )
-        states[sku] = state
+                body = {"event_id": f"s{i}{site}{day}", "ts": ts, "sku": sku, "site": site}
+                logic.on_item(parsed("pos", {**body, "qty": 1}))
+        held[sku] = logic
         keys = (i + 1) * len(sites)
         if keys in counts:
             gc.collect()
             sizes[keys] = _rss_bytes() - base
     low, high = counts
+    states = {sku: logic.state for sku, logic in held.items()}
     return (sizes[high] - sizes[low]) / (high - low), sizes, snapshot_seconds(states)
 
 

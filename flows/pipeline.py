@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import pickle
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Generic, TypeVar
 
@@ -178,7 +178,7 @@ class SkuLogic(StatefulLogic[Event, StepOutput, bytes]):
         self._state: SkuState | None = pickle.loads(resume) if resume else None
         if self._state is not None:
             budget.held += 1  # a restored SKU counts, even past the cap: it was admitted
-        self._touched = clock.utc_now()
+        self._touched = clock.utc_now().timestamp()  # a float: half a datetime's memory
         self._idle_rounds = 0
 
     def on_item(self, value: Event) -> tuple[list[StepOutput], bool]:
@@ -189,13 +189,15 @@ class SkuLogic(StatefulLogic[Event, StepOutput, bytes]):
                 StatefulLogic.DISCARD
             )
         self._state, output = step(self._state, value, self._ctx)
-        self._touched = clock.utc_now()
+        self._touched = clock.utc_now().timestamp()
         self._idle_rounds = 0
         return [output], StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         """Idle SKUs leave memory (their last positions stay in Redis)."""
-        return None if self._idle is None else self._touched + self._idle
+        if self._idle is None:
+            return None
+        return datetime.fromtimestamp(self._touched, UTC) + self._idle
 
     def on_notify(self) -> tuple[list[StepOutput], bool]:
         """A SKU with a proposal still unanswered stays for as long as a reservation can
@@ -207,12 +209,17 @@ class SkuLogic(StatefulLogic[Event, StepOutput, bytes]):
             self._idle_rounds = 1
             policy = self._ctx.policy
             lifetime = timedelta(hours=max(policy.proposal_ttl_hours, policy.approval_ttl_hours))
-            self._touched = clock.utc_now() + lifetime - (self._idle or timedelta())
+            later = clock.utc_now() + lifetime - (self._idle or timedelta())
+            self._touched = later.timestamp()
             return [], StatefulLogic.RETAIN
         self._budget.give_back()
         metrics.KEYS_HELD.dec()
         metrics.KEYS_EVICTED.inc()
         return [], StatefulLogic.DISCARD
+
+    @property
+    def state(self) -> SkuState | None:
+        return self._state
 
     def snapshot(self) -> bytes:
         """The pickled state; empty when the run has no recovery to store it."""

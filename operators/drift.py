@@ -7,14 +7,17 @@ log-likelihood-ratio CUSUM on counts is the optimal detector for a rate change o
 size (Lorden; Moustakides), and its reference must not learn from the days being tested,
 or a shift is absorbed before it is found. Measured on `stockshift signal-bench` (24
 SKU-sites shifted +50%): PageHinkley on standardised daily totals found none. The class
-implements River's `DriftDetector` interface, so it is used (and swapped) like River's own.
+has River's `DriftDetector` interface (`update`, `drift_detected`), so it is used (and
+swapped) like River's own, but it does not inherit River's base class: that base has no
+`__slots__`, and a per-instance `__dict__` made one detector per selling SKU-site the
+largest part of the flow's memory (docs/deploy.md).
 """
 
 from __future__ import annotations
 
 import math
-
-from river.base import DriftDetector
+from dataclasses import dataclass
+from typing import Any, Final
 
 
 def _binomial_llr(hits: float, total: float, share: float, expected: float) -> float:
@@ -24,7 +27,30 @@ def _binomial_llr(hits: float, total: float, share: float, expected: float) -> f
     return term(hits, share, expected) + term(total - hits, 1 - share, 1 - expected)
 
 
-class PoissonCusum(DriftDetector):
+@dataclass(frozen=True, slots=True)
+class CusumParams:
+    """A detector's settings; one shared object for all detectors with the defaults."""
+
+    threshold: float = 8.0
+    up: float = 1.5
+    down: float = 0.5
+    min_reference_days: int = 10
+    confirm: float = 5.0
+
+
+DEFAULT_PARAMS: Final = CusumParams()
+_STATE: Final = (
+    "reference_qty",
+    "reference_days",
+    "pending_qty",
+    "pending_days",
+    "score_up",
+    "score_down",
+    "_drift_detected",
+)
+
+
+class PoissonCusum:
     """Alarms when daily counts move to `up`× or `down`× the reference rate.
 
     The downward alternative is the larger change (half, against +50 % upward): a drop is
@@ -35,6 +61,8 @@ class PoissonCusum(DriftDetector):
     excursion become the new reference, so the detector follows the new level.
     """
 
+    __slots__ = ("params", *_STATE)
+
     def __init__(
         self,
         threshold: float = 8.0,
@@ -43,18 +71,62 @@ class PoissonCusum(DriftDetector):
         min_reference_days: int = 10,
         confirm: float = 5.0,
     ) -> None:
-        super().__init__()
-        self.threshold = threshold
-        self.up = up
-        self.down = down
-        self.min_reference_days = min_reference_days
-        self.confirm = confirm
+        params = CusumParams(threshold, up, down, min_reference_days, confirm)
+        self.params = DEFAULT_PARAMS if params == DEFAULT_PARAMS else params
         self.reference_qty = 0.0
         self.reference_days = 0
         self.pending_qty = 0.0
         self.pending_days = 0
         self.score_up = 0.0
         self.score_down = 0.0
+        self._drift_detected = False
+
+    @property
+    def drift_detected(self) -> bool:
+        """Whether the last `update` found a drift (River's interface)."""
+        return self._drift_detected
+
+    @property
+    def threshold(self) -> float:
+        return self.params.threshold
+
+    @property
+    def up(self) -> float:
+        return self.params.up
+
+    @property
+    def down(self) -> float:
+        return self.params.down
+
+    @property
+    def min_reference_days(self) -> int:
+        return self.params.min_reference_days
+
+    @property
+    def confirm(self) -> float:
+        return self.params.confirm
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {name: getattr(self, name) for name in _STATE}
+        if self.params != DEFAULT_PARAMS:
+            state["params"] = self.params
+        return state
+
+    def __setstate__(self, state: Any) -> None:
+        """This version's state, or an older one: a River-based detector pickled its
+        `__dict__`, settings included (recovery snapshots outlive upgrades)."""
+        values: dict[str, Any] = {}
+        for part in state if isinstance(state, tuple) else (state,):
+            if part:
+                values.update(part)
+        params = values.get("params")
+        if not isinstance(params, CusumParams):
+            fields = {k: values[k] for k in CusumParams.__slots__ if k in values}
+            params = CusumParams(**fields)
+        self.params = DEFAULT_PARAMS if params == DEFAULT_PARAMS else params
+        fresh = PoissonCusum()
+        for name in _STATE:
+            setattr(self, name, values.get(name, getattr(fresh, name)))
 
     @property
     def reference_rate(self) -> float:

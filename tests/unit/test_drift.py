@@ -97,3 +97,23 @@ def test_within_a_day_the_usual_pace_never_alarms_and_a_fast_one_does() -> None:
     assert first < 23  # twice the pace shows before the day ends
     # Checking changes nothing: the day still ends through `update`.
     assert detector.pending_days == 0 and detector.score_up == 0.0
+
+
+def test_a_detector_pickled_by_the_river_based_version_loads() -> None:
+    """Recovery snapshots hold detectors pickled with their `__dict__` (settings included)."""
+    import pickle
+
+    fresh = PoissonCusum()
+    for count in [6] * 12:
+        fresh.update(count)
+    old = PoissonCusum.__new__(PoissonCusum)
+    old.__setstate__(
+        {"threshold": 8.0, "up": 1.5, "down": 0.5, "min_reference_days": 10, "confirm": 5.0,
+         "reference_qty": 72.0, "reference_days": 12, "pending_qty": 0.0, "pending_days": 0,
+         "score_up": 0.0, "score_down": 0.0, "_drift_detected": False}
+    )  # fmt: skip
+    assert pickle.dumps(old) == pickle.dumps(fresh)
+    custom = PoissonCusum(threshold=4.0)
+    restored = pickle.loads(pickle.dumps(custom))
+    assert restored.threshold == 4.0 and restored.params is not fresh.params
+    assert not hasattr(fresh, "__dict__")  # slotted: no per-instance dict
