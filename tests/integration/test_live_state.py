@@ -40,3 +40,37 @@ def test_positions_land_and_their_key_ttl_is_refreshed_each_quarter_ttl(redis_ur
     finally:
         sink.close()
         client.delete(key)
+
+
+def test_while_redis_refuses_writes_waiting_positions_are_capped_and_drops_counted(
+    redis_url: str,
+) -> None:
+    """Redis full (maxmemory reached under noeviction): writes fail, the latest position per
+    SKU-site waits, at most MAX_PENDING_POSITIONS of them; the rest are counted as dropped,
+    and what waited lands once Redis has room again."""
+    from adapters import metrics
+
+    client = redis.Redis.from_url(redis_url)
+    settings = RedisSettings(url=redis_url, prefix=f"full{uuid.uuid4().hex[:6]}:")
+    sink = LiveStateSink(settings).build("live", 0, 1)
+    sink.MAX_PENDING_POSITIONS = 3  # type: ignore[misc]
+    dropped = metrics.REDIS_WRITE_FAILURES.labels(operation="positions_dropped")
+    before = dropped._value.get()
+    policy = client.config_get("maxmemory-policy")["maxmemory-policy"]
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", str(client.info("memory")["used_memory"]))
+    try:
+        for n in range(5):
+            position = SitePosition(f"SKU-{n}", "S01", n, 0, 0, 0, n, 0.5, 1_767_571_200_000)
+            sink.write_batch([(f"SKU-{n}", StepOutput(f"e{n}", positions=(position,)))])
+        assert dropped._value.get() - before == 2
+        assert client.exists(Keys(settings.prefix).positions("SKU-0")) == 0
+    finally:
+        client.config_set("maxmemory", "0")
+        client.config_set("maxmemory-policy", policy)
+    sink._outage._next_try = 0.0  # retry now rather than after the back-off
+    sink.write_batch([])
+    for n in range(3):
+        assert client.hget(Keys(settings.prefix).positions(f"SKU-{n}"), "S01") is not None
+    assert client.exists(Keys(settings.prefix).positions("SKU-4")) == 0
+    sink.close()
