@@ -247,7 +247,7 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
         findings=tuple(findings),
         occupancy=(
             tuple(
-                SiteOccupancy(state.sku, s, _occupancy(state.sites[s]), now)
+                SiteOccupancy(state.sku, s, _occupancy(state.sites[s], now), now)
                 for s in sorted(touched & ctx.storage_sites)
                 if s in state.sites
             )
@@ -257,9 +257,13 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
     )
 
 
-def _occupancy(site: SiteState) -> int:
-    """What counts against a site's storage: on hand, inbound and transfers reserved in."""
-    return max(site.on_hand, 0) + site.inbound_qty + site.reserved_in
+def _occupancy(site: SiteState, now_ms: int) -> int:
+    """What counts against a site's storage: on hand, inbound and transfers reserved in;
+    units a count added against the books stay out while the site's hold is open."""
+    on_hand = max(site.on_hand, 0)
+    if site.unexplained_qty and site.integrity_until_ms >= now_ms:
+        on_hand = max(on_hand - site.unexplained_qty, 0)
+    return on_hand + site.inbound_qty + site.reserved_in
 
 
 def _decide_receiver(

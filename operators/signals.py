@@ -139,6 +139,8 @@ def check_event(
     elif kind is EventType.SNAPSHOT and site.last_event_ms >= 0:
         implied, counted = site.on_hand, event.qty
         gap = counted - implied
+        phantom = gap > max(3, 0.25 * max(implied, counted))
+        site.unexplained_qty = gap if phantom else 0
         if abs(gap) > max(3, 0.25 * max(implied, counted)):
             findings.append(
                 _finding("phantom_stock" if gap > 0 else "shrink", event, event.site,

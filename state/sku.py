@@ -79,6 +79,10 @@ class SiteState:
     # when they stay in doubt (a mis-keyed quantity is not a reason to send stock).
     disputed_qty: int = 0
     disputed_until_ms: int = -1
+    # Units a count added that the site's books cannot explain (a phantom_stock finding):
+    # under the hold they do not count against the site's storage, so one bad count cannot
+    # block every transfer into the site.
+    unexplained_qty: int = 0
     signals: Signals | None = None
 
     @property

@@ -5,6 +5,7 @@ with a reason and disturbs nothing else (issue #18's table, at the level of pure
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -213,3 +214,22 @@ def test_the_engine_still_decides_for_other_skus_after_refusals() -> None:
     _, got = step(dirty, trigger, context)
     assert [p.proposal_id for p in got.proposals] == [p.proposal_id for p in want.proposals]
     assert want.proposals
+
+
+def test_a_count_the_books_cannot_explain_stays_out_of_storage_while_held() -> None:
+    """Row 3 against history: a plausible count far above the books opens a hold, and its
+    unexplained units do not fill the site's storage for other SKUs until the hold ends."""
+    network = network_from_dict(
+        {
+            "sites": [{"id": "A"}, {"id": "B", "storage_capacity": 1000}],
+            "lanes": [{"from": "A", "to": "B", "lead_hours": 6}],
+        }
+    )
+    context = DecisionContext.build(network, replace(policy(), signal_checks=True))
+    state, out = step(None, event("c1", EventType.SNAPSHOT, 0, "B", 10), context)
+    assert [o.units for o in out.occupancy] == [10]
+    state, out = step(state, event("c2", EventType.SNAPSHOT, 1, "B", 900), context)
+    assert "phantom_stock" in [f.kind for f in out.findings]
+    assert [o.units for o in out.occupancy] == [10] and state.sites["B"].on_hand == 900
+    state, out = step(state, event("c3", EventType.SNAPSHOT, 2, "B", 900), context)
+    assert [o.units for o in out.occupancy] == [900]  # a second count confirms it
