@@ -50,10 +50,10 @@ format: $(VENV)/.dev
 ## services: a local broker (Tansu, port 9092) and Redis (6379, if none runs) for trying `stockshift run`
 services: $(VENV)/.dev
 	mkdir -p $(SERVICES_DIR)
-	$(BIN)/python -m adapters.devservices start --dir $(SERVICES_DIR)
+	$(BIN)/python -m adapters.lab.devservices start --dir $(SERVICES_DIR)
 
 stop-services:
-	$(BIN)/python -m adapters.devservices stop --dir $(SERVICES_DIR)
+	$(BIN)/python -m adapters.lab.devservices stop --dir $(SERVICES_DIR)
 
 clean:
 	rm -rf $(VENV) out $(SERVICES_DIR) *.egg-info

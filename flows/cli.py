@@ -110,8 +110,8 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from adapters.configfiles import load_network, load_policy
-    from adapters.simulator import load_scenario
-    from flows.compare import compare_log, compare_scenario, print_comparison
+    from adapters.lab.simulator import load_scenario
+    from flows.lab.compare import compare_log, compare_scenario, print_comparison
 
     a, b = load_policy(args.policy_a), load_policy(args.policy_b)
     if a.version == b.version:
@@ -128,19 +128,19 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _signal_bench(args: argparse.Namespace) -> int:
-    from flows.signal_bench import bench
+    from flows.lab.signal_bench import bench
 
     bench()
     return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from flows.bench import print_results, run_bench
+    from flows.lab.bench import print_results, run_bench
 
     logging.getLogger("stockshift").setLevel(logging.WARNING)  # no line per proposal here
     if args.latency:
-        from adapters.devservices import start_broker
-        from adapters.latency import measure
+        from adapters.lab.devservices import start_broker
+        from adapters.lab.latency import measure
 
         brokers, process = (args.brokers, None) if args.brokers else start_broker()
         try:
@@ -161,20 +161,20 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _reliability(args: argparse.Namespace) -> int:
-    from flows.reliability import run
+    from flows.lab.reliability import run
 
     return run(args.quick, args.runs, args.adversarial)
 
 
 def _soak(args: argparse.Namespace) -> int:
-    from flows.soak import run
+    from flows.lab.soak import run
 
     return run(args.minutes, args.rate, args.sample_s, args.idle_eviction_s)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from adapters.simulator import Scenario
-    from flows.demo import run_demo
+    from adapters.lab.simulator import Scenario
+    from flows.lab.demo import run_demo
 
     # The demo prints its own summary; one log line per proposal would bury it.
     logging.getLogger("stockshift.decisions").setLevel(logging.WARNING)
@@ -185,8 +185,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     from adapters.configfiles import load_policy
-    from adapters.simulator import load_scenario
-    from flows.simulate import OPTIONAL_POLICIES, POLICIES, simulate
+    from adapters.lab.simulator import load_scenario
+    from flows.lab.simulate import OPTIONAL_POLICIES, POLICIES, simulate
 
     paths = args.policy or [str(DEFAULT_POLICY), str(SERVICE_FIRST_POLICY)]
     policy = {Path(path).stem: load_policy(path) for path in paths}
@@ -392,6 +392,24 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"stockshift: configuration error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in _LAB_MODULES and not _is_lab(exc.name or ""):
+            raise
+        print(
+            f"stockshift {args.command}: part of the lab, not installed here ({exc.name}); "
+            "pip install 'stockshift[lab]' from a source checkout",
+            file=sys.stderr,
+        )
+        return 2
+
+
+# What the lab commands need beyond the core: their own subpackages (absent from the
+# production image) and the lab extra's libraries.
+_LAB_MODULES = frozenset({"matplotlib", "scipy"})
+
+
+def _is_lab(module: str) -> bool:
+    return module.startswith(("adapters.lab", "flows.lab", "operators.reference"))
 
 
 if __name__ == "__main__":

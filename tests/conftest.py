@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.devservices import (
+from adapters.lab.devservices import (
     broker_command,
     free_port,
     redis_answers,

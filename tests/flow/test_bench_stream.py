@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from bytewax.testing import TestingSource, run_main
 
-from adapters import benchgen
-from adapters.memory import ListSink
+from adapters.lab import benchgen
+from adapters.lab.memory import ListSink
+from adapters.lab.simulator import make_network
 from adapters.settings import Settings
-from adapters.simulator import make_network
-from flows.bench import BENCH_POLICY, bench_scenario, bench_stream
+from flows.lab.bench import BENCH_POLICY, bench_scenario, bench_stream
 from flows.pipeline import Sinks, build
 from state.records import RawMessage
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import orjson
 
-from flows.compare import compare_log
+from flows.lab.compare import compare_log
 from operators.codec import event_message
 from state.records import EventType
 from tests.helpers import event, policy, two_store_network, warm_history

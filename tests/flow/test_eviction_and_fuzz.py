@@ -10,7 +10,7 @@ from bytewax.testing import TestingSource, run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.memory import ListSink, PullSource
+from adapters.lab.memory import ListSink, PullSource
 from adapters.settings import Settings
 from flows.pipeline import Sinks, build
 from state.records import EventType, RawMessage, StepOutput

@@ -9,11 +9,11 @@ import orjson
 import pytest
 from bytewax.testing import TestingSource, run_main
 
-from adapters.memory import ListSink, PullSource
+from adapters.lab.memory import ListSink, PullSource
+from adapters.lab.simulator import Scenario, Simulation, SimulatorFeed, make_network
 from adapters.recovery import recovery_config
 from adapters.settings import Settings
-from adapters.simulator import Scenario, Simulation, SimulatorFeed, make_network
-from flows.demo import run_demo
+from flows.lab.demo import run_demo
 from flows.pipeline import Sinks, SkuLogic, build
 from operators.engine import DecisionContext, step
 from operators.lanes import ReceivingState, negotiate_all, receiving_items

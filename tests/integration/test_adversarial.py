@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.adversarial import run_adversarial
-from flows.reliability import print_lines
+from adapters.lab.adversarial import run_adversarial
+from flows.lab.reliability import print_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

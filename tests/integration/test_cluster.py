@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.devservices import free_port
-from adapters.flowproc import FlowHarness
+from adapters.lab.devservices import free_port
+from adapters.lab.flowproc import FlowHarness
 from state.records import Event
 from tests.helpers import T0
 from tests.integration.test_recovery import expected, scenario

@@ -12,8 +12,8 @@ import orjson
 import pytest
 import redis
 
-from adapters.devservices import free_port, redis_command
-from adapters.flowproc import ROOT, FlowHarness, flow_harness
+from adapters.lab.devservices import free_port, redis_command
+from adapters.lab.flowproc import ROOT, FlowHarness, flow_harness
 from operators.control import envelope
 from state.records import EventType
 from tests.conftest import running

@@ -12,8 +12,8 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from adapters.flowproc import NETWORK
 from adapters.kafka import ProducingSink, ensure_topics
+from adapters.lab.flowproc import NETWORK
 from state.records import EventType
 from tests.helpers import (
     E2E_B_STOCK,

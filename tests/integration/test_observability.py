@@ -18,8 +18,8 @@ import yaml
 from prometheus_client import REGISTRY
 
 import adapters.metrics  # noqa: F401  (registers every metric)
-from adapters.devservices import free_port
-from adapters.flowproc import flow_harness
+from adapters.lab.devservices import free_port
+from adapters.lab.flowproc import flow_harness
 from tests.conftest import running
 from tests.helpers import E2E_B_STOCK, E2E_HOURS, HOUR, T0, warm_history
 

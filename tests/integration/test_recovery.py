@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from adapters.configfiles import load_policy
-from adapters.devservices import free_port
-from adapters.flowproc import NETWORK, ROOT, FlowHarness
+from adapters.lab.devservices import free_port
+from adapters.lab.flowproc import NETWORK, ROOT, FlowHarness
 from operators.engine import DecisionContext, step
 from state.config import network_from_dict
 from state.records import EventType

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.reliability import Sizes, run_matrix
-from flows.reliability import print_lines
+from adapters.lab.reliability import Sizes, run_matrix
+from flows.lab.reliability import print_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

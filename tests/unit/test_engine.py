@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.simulator import Scenario, make_network
-from flows.simulate import run_stockshift
+from adapters.lab.simulator import Scenario, make_network
+from flows.lab.simulate import run_stockshift
 from operators.engine import DecisionContext, step
 from operators.parse import parse_object
 from operators.planner import (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.simulator import continuous_review_fill
-from operators.erlang import erlang_b, fill_with_complete_pooling, fill_without_transfers
+from adapters.lab.simulator import continuous_review_fill
+from operators.reference.erlang import erlang_b, fill_with_complete_pooling, fill_without_transfers
 
 # (N, λL, S, fill without transfers, fill with complete pooling) from the issue / literature.
 CASES = [

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters import metrics
-from adapters.memory import ListSink
+from adapters.lab.memory import ListSink
 from adapters.settings import Settings
 from flows.pipeline import Sinks, build
 from operators.engine import DecisionContext, step

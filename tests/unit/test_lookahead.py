@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapters.simulator import Scenario, make_network
-from flows.simulate import run_all
-from operators.hindsight import LaneSpec
-from operators.lookahead import first_stage_moves
+from adapters.lab.simulator import Scenario, make_network
+from flows.lab.simulate import run_all
+from operators.reference.hindsight import LaneSpec
+from operators.reference.lookahead import first_stage_moves
 from state.config import Policy
 
 LANES = [LaneSpec(0, 1, 6, 0.5), LaneSpec(1, 0, 6, 0.5)]  # one 6-hour bucket each way

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.simulator import Scenario, Simulation, load_scenario, make_network
-from flows.simulate import _lane_specs as lane_specs
-from flows.simulate import run_all, run_none, run_stockshift
-from operators.baselines import tie_moves
-from operators.hindsight import LaneSpec, hindsight_bound, network_hindsight_bound
+from adapters.lab.simulator import Scenario, Simulation, load_scenario, make_network
+from flows.lab.simulate import _lane_specs as lane_specs
+from flows.lab.simulate import run_all, run_none, run_stockshift
+from operators.reference.baselines import tie_moves
+from operators.reference.hindsight import LaneSpec, hindsight_bound, network_hindsight_bound
 from state.config import ConfigError, Network, Policy
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "configs" / "scenarios"
@@ -129,7 +129,7 @@ def test_units_are_conserved_in_the_world() -> None:
         ordered += sum(b["qty"] for kind, b in events if b.get("type") == "inbound_expected")
         # Move a unit between the first two sites every hour to exercise transfers.
         if sim.on_hand[0, 0] > 0:
-            from adapters.simulator import TransferOrder
+            from adapters.lab.simulator import TransferOrder
 
             sim.order(
                 [TransferOrder(sim.skus[0], sim.sites[0], sim.sites[1], 1, f"{sim.hour:08x}")]
@@ -217,7 +217,7 @@ def test_trace_replay_puts_every_unit_in_the_grid(tmp_path: Path) -> None:
 
 
 def test_the_world_enforces_lane_capacity_per_day() -> None:
-    from adapters.simulator import TransferOrder
+    from adapters.lab.simulator import TransferOrder
 
     scenario = replace(SMALL, lane_capacity_per_day=5, reject_share=0.0)
     sim = Simulation(scenario, make_network(scenario), emit=False)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.simulator import Scenario, Simulation, make_network
-from flows.simulate import run_stockshift
+from adapters.lab.simulator import Scenario, Simulation, make_network
+from flows.lab.simulate import run_stockshift
 from operators.engine import DecisionContext, step
 from operators.lanes import ReceivingState, negotiate
 from state.config import ConfigError, Network, network_from_dict

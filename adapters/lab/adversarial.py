@@ -27,12 +27,12 @@ import redis
 from confluent_kafka import Producer
 
 from adapters import kafka
-from adapters.flowproc import NETWORK, ROOT, TEST_CONTROL_KEYS
+from adapters.lab.flowproc import NETWORK, ROOT, TEST_CONTROL_KEYS
+from adapters.lab.reliability import Line, ScenarioRun, Services, _phases
 from adapters.redis_store import Keys
-from adapters.reliability import Line, ScenarioRun, Services, _phases
 from operators.codec import event_message
 from operators.control import envelope
-from operators.verify import HOUR_MS, T0_MS, Reference, reference_run, workload
+from operators.reference.verify import HOUR_MS, T0_MS, Reference, reference_run, workload
 from state.config import network_from_dict
 from state.records import Event, EventType
 
@@ -379,7 +379,7 @@ def run_adversarial(say: Callable[[str], None] = lambda _: None) -> list[Line]:
     import tempfile
     from contextlib import suppress
 
-    from adapters.reliability import services_in
+    from adapters.lab.reliability import services_in
 
     folder = Path(tempfile.mkdtemp(prefix="stockshift-adversarial-"))
     lines: list[Line] = []

@@ -14,7 +14,7 @@ Message = tuple[str, bytes, bytes, int]  # topic kind, key, value, timestamp
 
 
 def encode(events: Iterable[tuple[str, dict[str, Any]]]) -> list[Message]:
-    """A simulated world's published events (`flows.simulate.run_stockshift(record=...)`)
+    """A simulated world's published events (`flows.lab.simulate.run_stockshift(record=...)`)
     as Kafka messages keyed by SKU, with the event time as the message timestamp."""
     return [
         (kind, str(body["sku"]).encode(), orjson.dumps(body), int(body["ts"]))

@@ -1,6 +1,6 @@
 """`stockshift simulate`: every policy on the same simulated demand, side by side.
 
-Wiring only: the world is adapters.simulator, the decisions are operators (engine.step for
+Wiring only: the world is adapters.lab.simulator, the decisions are operators (engine.step for
 stockshift, baselines for tie, hindsight for the bound).
 """
 
@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from adapters import reports
-from adapters.simulator import Scenario, Simulation, TransferOrder, make_network
-from operators.baselines import Move, tie_moves
+from adapters.lab import reports
+from adapters.lab.simulator import Scenario, Simulation, TransferOrder, make_network
 from operators.engine import DecisionContext, step
-from operators.hindsight import LaneSpec, hindsight_bound, network_hindsight_bound
 from operators.lanes import ReceivingItem, ReceivingState, negotiate_all, receiving_items
-from operators.lookahead import first_stage_moves
 from operators.parse import parse_object
+from operators.reference.baselines import Move, tie_moves
+from operators.reference.hindsight import LaneSpec, hindsight_bound, network_hindsight_bound
+from operators.reference.lookahead import first_stage_moves
 from state.config import Network, Policy
 from state.sku import SkuState
 
@@ -162,8 +162,8 @@ LOOKAHEAD = Lookahead()
 def run_lookahead(
     scenario: Scenario, network: Network, progress: Progress | None = None
 ) -> PolicyRun:
-    """An online reference that knows the true demand rates (operators.lookahead): how far a
-    policy gets that plans well but does not see the realised demand."""
+    """An online reference that knows the true demand rates (operators.reference.lookahead):
+    how far a policy gets that plans well but does not see the realised demand."""
     started = time.perf_counter()
     sim = Simulation(scenario, network, emit=False)
     index = {s: i for i, s in enumerate(sim.sites)}

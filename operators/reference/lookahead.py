@@ -22,8 +22,8 @@ from numpy.typing import NDArray
 from scipy.optimize import linprog
 from scipy.sparse import coo_matrix
 
-from operators.baselines import Move
-from operators.hindsight import LaneSpec
+from operators.reference.baselines import Move
+from operators.reference.hindsight import LaneSpec
 
 
 def first_stage_moves(

@@ -32,16 +32,17 @@ import orjson
 from bytewax.dataflow import Dataflow
 from bytewax.testing import cluster_main, run_main
 
-from adapters import benchgen, kafka
+from adapters import kafka
 from adapters.configfiles import load_policy
-from adapters.devservices import free_port, redis_answers, start_broker
 from adapters.kafka_source import MergedKafkaSource
+from adapters.lab import benchgen
+from adapters.lab.devservices import free_port, redis_answers, start_broker
+from adapters.lab.simulator import Scenario, load_scenario, make_network
 from adapters.recovery import recovery_config
 from adapters.settings import INPUT_KINDS, OUTPUT_KINDS, Settings
-from adapters.simulator import Scenario, load_scenario, make_network
 from flows.cli import DEFAULT_POLICY, DEFAULT_SCENARIOS
+from flows.lab.simulate import run_stockshift
 from flows.pipeline import SkuLogic, build, kafka_sinks, snapshot_state
-from flows.simulate import run_stockshift
 from operators.engine import DecisionContext
 from operators.limits import KeyBudget
 from operators.parse import parse_message, topic_kinds_for
@@ -152,7 +153,7 @@ def _timed_processes(settings: Settings, n_skus: int, processes: int) -> float:
     started = time.perf_counter()
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "flows.bench", str(n_skus), addresses, str(i)],
+            [sys.executable, "-m", "flows.lab.bench", str(n_skus), addresses, str(i)],
             env=env, stdout=subprocess.DEVNULL,
         )
         for i in range(processes)
@@ -164,7 +165,7 @@ def _timed_processes(settings: Settings, n_skus: int, processes: int) -> float:
 
 
 def _cluster_process(argv: list[str]) -> None:
-    """One process of the `_timed_processes` cluster (python -m flows.bench SKUS ADDRS ID)."""
+    """One process of the `_timed_processes` cluster (python -m flows.lab.bench SKUS ADDRS ID)."""
     n_skus, addresses, proc_id = int(argv[0]), argv[1].split(";"), int(argv[2])
     from adapters.settings import from_env
 
@@ -342,7 +343,7 @@ def run_bench(
     results["snapshot_ms_per_sku_key"] = round(snapshot_s * 1000, 4)
     say("demo run time")
     started = time.perf_counter()
-    from flows.demo import run_demo
+    from flows.lab.demo import run_demo
 
     with contextlib.redirect_stdout(io.StringIO()):
         run_demo(Path(tempfile.mkdtemp(prefix="stockshift-bench-demo-")), quiet=True)

@@ -85,7 +85,7 @@ def _produce(producer: Producer, prefix: str, kind: str, body: dict[str, Any]) -
 def relay(brokers: str, prefix: str) -> None:
     """The baseline beside the flow: a plain confluent-kafka loop that consumes the input
     topics, parses each message, and answers every damage write-off with a message on the
-    proposals topic naming it (python -m adapters.latency BROKERS PREFIX)."""
+    proposals topic naming it (python -m adapters.lab.latency BROKERS PREFIX)."""
     consumer = Consumer(
         {"bootstrap.servers": brokers, "group.id": "relay", "enable.auto.commit": False,
          **kafka.SOURCE_DEFAULTS}
@@ -138,7 +138,7 @@ def measure(
     command = (
         [sys.executable, "-m", "flows.cli", "run"]
         if target == "stockshift"
-        else [sys.executable, "-m", "adapters.latency", brokers, prefix]
+        else [sys.executable, "-m", "adapters.lab.latency", brokers, prefix]
     )
     flow = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     producer = Producer(

@@ -8,8 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from adapters.reliability import services_in
-from adapters.soak import LIFE_HOURS, SLOT_S, flat, run_soak, warmup_s
+from adapters.lab.reliability import services_in
+from adapters.lab.soak import LIFE_HOURS, SLOT_S, flat, run_soak, warmup_s
 
 
 def run(minutes: float, rate: float, sample_s: float, idle_eviction_s: float) -> int:

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from river import anomaly, compose, preprocessing
 
-from adapters import reports
-from adapters.faults import FaultPlan, corrupt, prepare
-from adapters.simulator import HOUR_MS, HOURLY_PROFILE, Scenario, Simulation, make_network
+from adapters.lab import reports
+from adapters.lab.faults import FaultPlan, corrupt, prepare
+from adapters.lab.simulator import HOUR_MS, HOURLY_PROFILE, Scenario, Simulation, make_network
 from operators.engine import DecisionContext, step
 from operators.parse import parse_object
 from operators.signals import new_drift_detector, sale_spread

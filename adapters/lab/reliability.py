@@ -27,15 +27,16 @@ import orjson
 import redis
 from confluent_kafka import Producer
 
-from adapters import benchgen, kafka
+from adapters import kafka
 from adapters.configfiles import load_policy
-from adapters.devservices import broker_command, free_port, redis_command, wait_for_port
-from adapters.faultproxy import FaultProxy
-from adapters.flowproc import NETWORK, FlowHarness
+from adapters.lab import benchgen
+from adapters.lab.devservices import broker_command, free_port, redis_command, wait_for_port
+from adapters.lab.faultproxy import FaultProxy
+from adapters.lab.flowproc import NETWORK, FlowHarness
 from adapters.redis_store import Keys
 from adapters.settings import CONTROL_KIND, DEFAULT_CONFIG_DIR
 from operators.control import MAX_CONTROL_BYTES, envelope
-from operators.verify import (
+from operators.reference.verify import (
     HOUR_MS,
     T0_MS,
     Reconciliation,

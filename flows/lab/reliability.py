@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from adapters.reliability import Line, Sizes, run_matrix
+from adapters.lab.reliability import Line, Sizes, run_matrix
 
 
 def print_lines(lines: list[Line]) -> None:
@@ -24,7 +24,7 @@ def print_lines(lines: list[Line]) -> None:
 def run(quick: bool, runs: int | None = None, adversarial: bool = False) -> int:
     say = lambda text: print(f"... {text}", file=sys.stderr, flush=True)  # noqa: E731
     if adversarial:
-        from adapters.adversarial import run_adversarial
+        from adapters.lab.adversarial import run_adversarial
 
         lines = run_adversarial(say)
         print_lines(lines)

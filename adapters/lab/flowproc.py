@@ -18,12 +18,12 @@ import orjson
 from confluent_kafka import Producer
 
 from adapters.kafka import read_topic
-from adapters.latency import NETWORK as LATENCY_NETWORK
+from adapters.lab.latency import NETWORK as LATENCY_NETWORK
 from adapters.settings import DEFAULT_CONFIG_DIR
 from operators.codec import event_message
 from state.records import Event
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEST_CONTROL_KEYS = "ops-1=test-secret-0123456789,ops-2=rotated-secret-9876543210"
 # The two-store network the end-to-end tests (and the latency bench) run on.
 NETWORK = LATENCY_NETWORK

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,8 @@ def comparison_table(columns: Mapping[str, Mapping[str, float]], rows: Sequence[
     return "\n".join(lines)
 
 
-def fill_chart(path: Path, series: Mapping[str, Sequence[float]], title: str) -> None:
-    series_chart(path, series, "network unit fill rate", title)
+def fill_chart(path: Path, series: Mapping[str, Sequence[float]], title: str) -> bool:
+    return series_chart(path, series, "network unit fill rate", title)
 
 
 def write_markdown_table(
@@ -60,14 +61,33 @@ def write_markdown_table(
     path.write_text("\n".join(lines) + "\n")
 
 
-def series_chart(
-    path: Path, series: Mapping[str, Sequence[float]], ylabel: str, title: str
-) -> None:
-    import matplotlib
-
+def _pyplot() -> Any | None:
+    """matplotlib's pyplot on a file backend, or None (with a one-line hint, once) when the
+    lab extra is not installed: charts are the only thing the demo needs it for."""
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        global _HINTED
+        if not _HINTED:
+            print("(no charts: pip install 'stockshift[lab]' adds matplotlib)", file=sys.stderr)
+            _HINTED = True
+        return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+_HINTED = False
+
+
+def series_chart(
+    path: Path, series: Mapping[str, Sequence[float]], ylabel: str, title: str
+) -> bool:
+    """Writes the chart; False when matplotlib is not installed."""
+    plt = _pyplot()
+    if plt is None:
+        return False
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     for name, values in series.items():
         ax.plot(range(1, len(values) + 1), values, marker=".", label=name)
@@ -79,14 +99,13 @@ def series_chart(
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+    return True
 
 
 def distribution_chart(path: Path, series: Mapping[str, Sequence[float]], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
+    if plt is None:
+        return
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     names = list(series)
     ax.boxplot([list(series[n]) for n in names], showfliers=False)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters.simulator import HOUR_MS, HOURLY_PROFILE, Simulation
+from adapters.lab.simulator import HOUR_MS, HOURLY_PROFILE, Simulation
 
 Event = tuple[str, dict[str, Any]]
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
-from adapters import reports
-from adapters.simulator import Scenario, make_network
-from flows.simulate import run_stockshift
+from adapters.lab import reports
+from adapters.lab.simulator import Scenario, make_network
+from flows.lab.simulate import run_stockshift
 from operators.engine import DecisionContext, step
 from operators.parse import parse_message, topic_kinds_for
 from state.config import Network, Policy

@@ -10,10 +10,9 @@ from typing import Any
 
 from bytewax.testing import run_main
 
-from adapters import reports
-from adapters.memory import ListSink, PullSource
-from adapters.settings import Settings
-from adapters.simulator import (
+from adapters.lab import reports
+from adapters.lab.memory import ListSink, PullSource
+from adapters.lab.simulator import (
     Kpis,
     Scenario,
     Simulation,
@@ -22,6 +21,7 @@ from adapters.simulator import (
     make_network,
     run_without_transfers,
 )
+from adapters.settings import Settings
 from flows.pipeline import Sinks, build
 from state.config import Policy
 from state.records import DecisionRecord, Proposal
@@ -102,7 +102,7 @@ def run_demo(
     }
     reports.write_proposals(out_dir / "proposals.jsonl", proposals)
     reports.write_json(out_dir / "kpis.json", summary)
-    reports.fill_chart(
+    charted = reports.fill_chart(
         out_dir / "fill_rate.png",
         daily,
         f"stockshift demo: {scenario.n_sites} sites, {scenario.n_skus} SKUs",
@@ -110,6 +110,6 @@ def run_demo(
     print(reports.comparison_table(columns, KPI_ROWS))
     print(
         f"\n{len(proposals)} proposals, {len(decisions)} decision records in {elapsed:.1f} s; "
-        f"wrote {out_dir}/proposals.jsonl, kpis.json, fill_rate.png"
+        f"wrote {out_dir}/proposals.jsonl, kpis.json{', fill_rate.png' if charted else ''}"
     )
     return summary
