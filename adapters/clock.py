@@ -1,9 +1,21 @@
-"""The wall clock, in one place (decisions use event time; this is for housekeeping)."""
+"""The wall clock, in one place. Decisions use event time only; the wall clock is for when a
+message arrived, housekeeping (idle eviction) and latency metrics."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def now_ms() -> int:
+    """Epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def now_s() -> float:
+    """Epoch seconds."""
+    return time.time()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from adapters import metrics
+from adapters import clock, metrics
 from adapters.kafka import read_to_end
 from operators.control import NonceMemory, Timeline, arrival_ms, envelope, verify
 from state.governance import ControlCommand, ControlRejection, Governance
@@ -42,7 +41,7 @@ class GovernanceBoard:
             self._publish_version()
 
     def _publish_version(self) -> None:
-        now = self.at(time.time_ns() // 1_000_000)
+        now = self.at(clock.now_ms())
         version = now.policy_version or self._default_version
         if version is not None:
             metrics.policy_active(version, self._active)
@@ -54,7 +53,7 @@ class GovernanceBoard:
                 return
             self._applied.add(command.nonce)
             self._timeline.add(command)
-        metrics.PAUSED.set(1 if self.at(time.time_ns() // 1_000_000).paused else 0)
+        metrics.PAUSED.set(1 if self.at(clock.now_ms()).paused else 0)
         self._publish_version()
         log.info(
             "control command applied",
@@ -99,7 +98,7 @@ def verify_message(
     """A control-topic message checked against its arrival (operators.control.arrival_ms):
     `live` for one read as it comes, not re-read at start-up."""
     ts_type, ts = msg.timestamp()
-    arrived = arrival_ms(ts_type, ts if ts_type else None, time.time_ns() // 1_000_000, live)
+    arrived = arrival_ms(ts_type, ts if ts_type else None, clock.now_ms(), live)
     return verify(msg.value(), keys, arrived, nonces, max_skew_ms, versions, msg.offset())
 
 
@@ -223,7 +222,7 @@ def send_command(
     body: dict[str, Any] = {
         "command": command,
         "nonce": uuid.uuid4().hex,
-        "ts": time.time_ns() // 1_000_000,
+        "ts": clock.now_ms(),
         **{k: v for k, v in fields.items() if v is not None},
     }
     producer = Producer({"bootstrap.servers": ",".join(brokers), **(add_config or {})})

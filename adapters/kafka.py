@@ -29,6 +29,7 @@ from confluent_kafka import KafkaError as ClientError
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from adapters import metrics
+from adapters.clock import now_ms
 from adapters.redis_store import ProposalLedger, RedisSettings, connect
 from state.records import DeadLetter, Proposal, RawMessage
 
@@ -54,10 +55,6 @@ SINK_DEFAULTS: Mapping[str, str] = {
     "acks": "all",
     "enable.idempotence": "true",
 }
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def to_raw(message: KafkaSourceMessage[bytes | None, bytes | None]) -> RawMessage:

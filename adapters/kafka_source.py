@@ -29,7 +29,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from confluent_kafka.admin import AdminClient
 
 from adapters import metrics
-from adapters.kafka import now_ms, on_client_error
+from adapters.clock import now_ms
+from adapters.kafka import on_client_error
 from state.records import DeadLetter, RawMessage
 
 log = logging.getLogger("stockshift.kafka")

@@ -6,11 +6,11 @@ The flow updates them from dedicated `inspect` steps so that operators stay pure
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from adapters import clock
 from operators.lanes import NegotiationOutcome
 from state.governance import ControlCommand, ControlRejection
 from state.records import DeadLetter, Event, StepOutput
@@ -119,7 +119,7 @@ def count_output(_step_id: str, keyed: tuple[str, StepOutput]) -> None:
     if output.duplicate:
         DUPLICATES.inc()
         return
-    EVENT_TIME_LAG.observe(max(time.time() - output.event_ts_ms / 1000, 0.0))
+    EVENT_TIME_LAG.observe(max(clock.now_s() - output.event_ts_ms / 1000, 0.0))
     if output.new_key:
         KEYS_HELD.inc()
     if output.late:
@@ -169,7 +169,7 @@ def count_control(_step_id: str, verdict: ControlCommand | ControlRejection) -> 
 
 def proposal_acknowledged(trigger_received_ms: int | None) -> None:
     if trigger_received_ms is not None:
-        TRIGGER_TO_PROPOSAL.observe(max(time.time() - trigger_received_ms / 1000, 0.0))
+        TRIGGER_TO_PROPOSAL.observe(max(clock.now_s() - trigger_received_ms / 1000, 0.0))
 
 
 def policy_active(version: str, previous: str | None = None) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from operators import signals
 from operators.demand import advance, mean_per_hour, observed_hours, smoothing_alpha
 from operators.limits import expire_inbound, refusal, refused_letter
-from operators.planner import HOUR_MS, Plan, demand_prior, plan_for_receiver, proposal_id
+from operators.planner import Plan, demand_prior, plan_for_receiver, proposal_id
 from operators.position import apply_event, expire_reservations, reserve
 from state.config import ConfigError, Network, Policy
 from state.governance import DEFAULT_GOVERNANCE, Governance
@@ -35,6 +35,7 @@ from state.records import (
     SuppressReason,
 )
 from state.sku import Reservation, SiteState, SkuState
+from state.units import HOUR_MS
 
 # Events after which the touched site may have stock to give to others.
 _RECOUNTS = frozenset({EventType.SNAPSHOT, EventType.ADJUSTMENT})

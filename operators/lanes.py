@@ -47,8 +47,7 @@ from state.records import (
     StepOutput,
     SuppressReason,
 )
-
-DAY_MS = 24 * 3_600_000
+from state.units import DAY_MS
 
 ReceivingItem = Proposal | SiteOccupancy
 

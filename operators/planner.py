@@ -29,10 +29,10 @@ from operators.demand import mean_per_hour, observed_hours, sd_per_hour
 from state.config import Lane, Network, Policy, SkuParams
 from state.records import Candidate, SiteView, SuppressReason
 from state.sku import SiteState, SkuState
+from state.units import HOUR_MS
 
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-HOUR_MS = 3_600_000
 
 
 def expected_shortfall(mean: float, sd: float, stock: float) -> float:

@@ -28,9 +28,8 @@ from operators.drift import PoissonCusum
 from state.config import Policy
 from state.records import Event, EventType, Finding
 from state.sku import Signals, SiteState, SkuState
+from state.units import DAY_MS, HOUR_MS
 
-HOUR_MS: Final = 3_600_000
-DAY_MS: Final = 24 * HOUR_MS
 _SALE_ALPHA: Final = 0.05
 _OUTLIER_MIN_QTY: Final = 5
 _OUTLIER_K: Final = 8.0

@@ -32,9 +32,10 @@ from adapters.lab.reliability import Line, ScenarioRun, Services, _phases
 from adapters.redis_store import Keys
 from operators.codec import event_message
 from operators.control import envelope
-from operators.reference.verify import HOUR_MS, T0_MS, Reference, reference_run, workload
+from operators.reference.verify import T0_MS, Reference, reference_run, workload
 from state.config import network_from_dict
 from state.records import Event, EventType
+from state.units import HOUR_MS
 
 # The two-store network with a storage limit at B: a poisoned count there would block
 # every transfer into B, for every SKU (row 3).

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from adapters.lab.simulator import HOUR_MS, HOURLY_PROFILE, Simulation
+from adapters.lab.simulator import HOURLY_PROFILE, Simulation
+from state.units import HOUR_MS
 
 Event = tuple[str, dict[str, Any]]
 

@@ -19,8 +19,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from adapters import kafka
 from adapters.settings import DEFAULT_CONFIG_DIR, INPUT_KINDS, OUTPUT_KINDS
+from state.units import HOUR_MS
 
-HOUR_MS = 3_600_000
 T0 = 1_767_225_600_000
 NETWORK = """
 [sku_defaults]

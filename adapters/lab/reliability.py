@@ -37,7 +37,6 @@ from adapters.redis_store import Keys
 from adapters.settings import CONTROL_KIND, DEFAULT_CONFIG_DIR
 from operators.control import MAX_CONTROL_BYTES, envelope
 from operators.reference.verify import (
-    HOUR_MS,
     T0_MS,
     Reconciliation,
     Reference,
@@ -49,6 +48,7 @@ from operators.reference.verify import (
 )
 from state.config import network_from_dict
 from state.records import Event
+from state.units import HOUR_MS
 
 
 class Services:

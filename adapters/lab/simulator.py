@@ -24,8 +24,8 @@ import orjson
 from operators.lanes import NegotiationOutcome
 from state.config import ConfigError, Network, Policy, network_from_dict
 from state.records import DeadLetter, Proposal, RawMessage, StepOutput
+from state.units import HOUR_MS
 
-HOUR_MS = 3_600_000
 # Share of a day's demand in each hour: stores open 08-21, busiest late afternoon.
 _OPEN = np.array([0, 0, 0, 0, 0, 0, 0, 0, 2, 4, 5, 6, 7, 6, 6, 7, 8, 9, 9, 8, 5, 3, 0, 0], float)
 HOURLY_PROFILE = _OPEN / _OPEN.sum()

@@ -26,7 +26,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from adapters import kafka
 from adapters.lab.reliability import ScenarioRun, Services
 from adapters.settings import CONTROL_KIND, INPUT_KINDS, OUTPUT_KINDS
-from operators.reference.verify import HOUR_MS, T0_MS
+from operators.reference.verify import T0_MS
+from state.units import HOUR_MS
 
 SPEEDUP = 1800  # one wall-clock second is half an event-hour
 LIFE_HOURS = 60  # sales per SKU and site before its damage write-off

@@ -18,13 +18,14 @@ from river import anomaly, compose, preprocessing
 
 from adapters.lab import reports
 from adapters.lab.faults import FaultPlan, corrupt, prepare
-from adapters.lab.simulator import HOUR_MS, HOURLY_PROFILE, Scenario, Simulation, make_network
+from adapters.lab.simulator import HOURLY_PROFILE, Scenario, Simulation, make_network
 from operators.engine import DecisionContext, step
 from operators.parse import parse_object
 from operators.signals import new_drift_detector, sale_spread
 from state.config import Policy
 from state.records import EventType, Finding, Proposal
 from state.sku import SkuState
+from state.units import HOUR_MS
 
 DEFAULT_SCENARIO = Scenario(
     name="signal-bench", n_sites=8, n_skus=60, days=28, seed=41, replenishment="one_for_one"

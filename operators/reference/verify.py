@@ -24,8 +24,8 @@ from operators.lanes import ReceivingState, negotiate_all, receiving_items
 from state.config import Network, Policy
 from state.records import Event, EventType, SitePosition
 from state.sku import SkuState
+from state.units import HOUR_MS
 
-HOUR_MS = 3_600_000
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 # Fields of a live position (adapters.redis_store.position_json) compared with the reference.
 POSITION_FIELDS = ("on_hand", "inbound", "reserved_in", "reserved_out", "position")
