@@ -8,7 +8,14 @@ from typing import Any
 
 import polars as pl
 
-from state.config import ConfigError, Network, Policy, network_from_dict, policy_from_dict
+from state.config import (
+    ConfigError,
+    LoadedConfig,
+    Network,
+    Policy,
+    network_from_dict,
+    policy_from_dict,
+)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -50,6 +57,23 @@ def load_network(path: str | Path) -> Network:
 
 def load_policy(path: str | Path) -> Policy:
     return policy_from_dict(_read_toml(Path(path)))
+
+
+def load_config(
+    network_path: Path,
+    policy_path: Path,
+    policies_dir: Path | None = None,
+    shadow_policy_path: Path | None = None,
+) -> LoadedConfig:
+    """The one place start-up reads configuration: network, default policy, the versions
+    `activate_policy` may switch to, and the shadow policy."""
+    policy = load_policy(policy_path)
+    policies = (
+        load_policies(policies_dir) if policies_dir is not None and policies_dir.is_dir() else {}
+    )
+    policies.setdefault(policy.version, policy)
+    shadow = load_policy(shadow_policy_path) if shadow_policy_path is not None else None
+    return LoadedConfig(load_network(network_path), policy, policies, shadow)
 
 
 def load_policies(folder: str | Path) -> dict[str, Policy]:

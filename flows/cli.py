@@ -207,13 +207,21 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from adapters.configfiles import load_network, load_policy
+    """The same loading `run` does (one code path), without connecting to anything."""
+    from adapters.configfiles import load_config
 
-    network = load_network(args.network)
-    policy = load_policy(args.policy)
+    settings = _settings(args)
+    config = load_config(
+        settings.network_path,
+        settings.policy_path,
+        settings.policies_dir,
+        settings.shadow_policy_path,
+    )
+    network = config.network
     print(
         f"network: {len(network.sites)} sites, {len(network.lanes)} lanes, "
-        f"{len(network.sku_overrides)} SKU overrides; policy {policy.version}: ok"
+        f"{len(network.sku_overrides)} SKU overrides; policy {config.policy.version} "
+        f"(versions: {', '.join(sorted(config.policies))}): ok"
     )
     return 0
 
@@ -375,9 +383,12 @@ def parser() -> argparse.ArgumentParser:
     why.add_argument("--redis-url", help="[STOCKSHIFT_REDIS_URL]")
     why.set_defaults(handler=_explain)
 
-    check = sub.add_parser("check-config", help="validate network and policy files")
-    check.add_argument("--network", default="configs/network.toml")
-    check.add_argument("--policy", default="configs/policies/default.toml")
+    check = sub.add_parser(
+        "check-config",
+        help="validate the configuration `run` would load (flags, STOCKSHIFT_* variables)",
+    )
+    check.add_argument("--network", help="network TOML [STOCKSHIFT_NETWORK]")
+    check.add_argument("--policy", help="default policy TOML [STOCKSHIFT_POLICY]")
     check.set_defaults(handler=_check_config)
     return root
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from bytewax.dataflow import Dataflow
 
 from adapters import kafka, metrics
-from adapters.configfiles import load_network, load_policies, load_policy
+from adapters.configfiles import load_config
 from adapters.control import ControlFollower, GovernanceBoard, preload
 from adapters.settings import Settings, control_topic, from_env
 from flows.pipeline import Control, build
@@ -25,10 +25,13 @@ CONTROL_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime", "retention.ms
 
 def prepare(settings: Settings, snapshots: bool | None = None) -> Dataflow:
     """Validate config, create missing topics, apply the control log so far, build the flow."""
-    network = load_network(settings.network_path)
-    policy = load_policy(settings.policy_path)
-    policies = load_policies(settings.policies_dir) if settings.policies_dir.is_dir() else {}
-    policies.setdefault(policy.version, policy)
+    config = load_config(
+        settings.network_path,
+        settings.policy_path,
+        settings.policies_dir,
+        settings.shadow_policy_path,
+    )
+    policy, policies = config.policy, dict(config.policies)
     if settings.metrics_port is not None:
         metrics.serve(settings.metrics_port)  # first: a flow waiting for its broker is visible
     if settings.create_topics:
@@ -86,9 +89,10 @@ def prepare(settings: Settings, snapshots: bool | None = None) -> Dataflow:
     )
     return build(
         settings,
-        network=network,
+        network=config.network,
         policy=policy,
         policies=policies,
+        shadow_policy=config.shadow_policy,
         control=control,
         snapshots=settings.recovery_dir is not None if snapshots is None else snapshots,
     )

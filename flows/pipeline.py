@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -25,7 +26,6 @@ from bytewax.operators import KeyedStream, StatefulBatchLogic, StatefulLogic
 from bytewax.outputs import DynamicSink
 
 from adapters import clock, kafka, metrics
-from adapters.configfiles import load_network, load_policies, load_policy
 from adapters.control import GovernanceBoard, GovernanceSink
 from adapters.kafka_source import MergedKafkaSource
 from adapters.redis_store import LiveStateSink, RedisSettings
@@ -320,14 +320,14 @@ def _verdict(
 
 
 def build(
-    settings: Settings | None = None,
+    settings: Settings,
     *,
+    network: Network,
+    policy: Policy,
+    policies: Mapping[str, Policy] | None = None,
+    shadow_policy: Policy | None = None,
     source: Source[Any] | None = None,
     sinks: Sinks | None = None,
-    network: Network | None = None,
-    policy: Policy | None = None,
-    policies: dict[str, Policy] | None = None,
-    shadow_policy: Policy | None = None,
     control: Control | None = None,
     snapshots: bool = True,
 ) -> Dataflow:
@@ -337,13 +337,6 @@ def build(
     for a snapshot whether or not anything stores it, and pickling thousands of SKU states
     at each epoch's end stalls the worker for that long (the p99 of trigger-to-proposal
     latency)."""
-    settings = settings or Settings()
-    network = network or load_network(settings.network_path)
-    policy = policy or load_policy(settings.policy_path)
-    if policies is None:
-        policies = load_policies(settings.policies_dir) if settings.policies_dir.is_dir() else {}
-    if shadow_policy is None and settings.shadow_policy_path is not None:
-        shadow_policy = load_policy(settings.shadow_policy_path)
     control = control or Control(
         keys=dict(settings.control_keys), max_skew_ms=int(settings.control_max_skew_s * 1000)
     )

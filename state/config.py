@@ -191,6 +191,18 @@ class Policy:
     lost_sale_penalty: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """Everything a flow decides with, read and validated once at start (adapters.configfiles
+    .load_config); the flow's builder takes it and reads no file itself."""
+
+    network: Network
+    policy: Policy
+    # Every version `activate_policy` may switch to, the default one included.
+    policies: Mapping[str, Policy]
+    shadow_policy: Policy | None = None
+
+
 def _require(table: Mapping[str, Any], key: str, where: str) -> Any:
     if key not in table:
         raise ConfigError(f"{where}: missing required field `{key}`")
