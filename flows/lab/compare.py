@@ -17,19 +17,18 @@ import orjson
 from adapters.lab import reports
 from adapters.lab.simulator import Scenario, make_network
 from flows.lab.simulate import run_stockshift
-from operators.engine import DecisionContext, step
+from operators.engine import DecisionContext
 from operators.parse import parse_message, topic_kinds_for
+from operators.replay import Replay
 from state.config import Network, Policy
 from state.records import Event, Outcome, RawMessage
-from state.sku import SkuState
 
 
 def replay_log(
     lines: Iterable[bytes], network: Network, policy: Policy, prefix: str
 ) -> dict[str, Any]:
-    ctx = DecisionContext.build(network, policy)
+    replay = Replay.of(DecisionContext.build(network, policy))
     kinds = topic_kinds_for(prefix)
-    states: dict[str, SkuState] = {}
     summary: Counter[str] = Counter()
     units = cost = benefit = 0.0
     for offset, line in enumerate(lines):
@@ -41,13 +40,15 @@ def replay_log(
         if not isinstance(parsed, Event):
             summary["dead_letters"] += 1
             continue
-        states[parsed.sku], output = step(states.get(parsed.sku), parsed, ctx)
-        for proposal in output.proposals:
+        replayed = replay.batch([parsed])
+        for proposal in replayed.granted:  # as negotiation granted them, like the flow
             summary[f"proposals_{proposal.status.value}"] += 1
             units += proposal.qty
             cost += proposal.evidence.transfer_cost
             benefit += proposal.evidence.net_benefit
-        for decision in output.decisions:
+        decisions = [*replayed.outputs[0].decisions]
+        decisions += [o.decision for o in replayed.negotiated if o.decision is not None]
+        for decision in decisions:
             if decision.outcome is Outcome.SUPPRESSED:
                 summary[f"suppressed_{decision.reason}"] += 1
     return {

@@ -9,6 +9,7 @@ import os
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -19,12 +20,12 @@ from river import anomaly, compose, preprocessing
 from adapters.lab import reports
 from adapters.lab.faults import FaultPlan, corrupt, prepare
 from adapters.lab.simulator import HOURLY_PROFILE, Scenario, Simulation, make_network
-from operators.engine import DecisionContext, step
+from operators.engine import DecisionContext
 from operators.parse import parse_object
+from operators.replay import Replay
 from operators.signals import new_drift_detector, sale_spread
 from state.config import Policy
-from state.records import EventType, Finding, Proposal
-from state.sku import SkuState
+from state.records import Event, EventType, Finding
 from state.units import HOUR_MS
 
 DEFAULT_SCENARIO = Scenario(
@@ -59,27 +60,27 @@ def run(
     if plan is not None:
         prepare(sim, plan)
     rng = np.random.default_rng(7)
-    ctx = DecisionContext.build(network, policy)
+    replay = Replay.of(DecisionContext.build(network, policy))
     sites = frozenset(network.sites)
-    states: dict[str, SkuState] = {}
     findings: list[Finding] = []
 
-    def decide(events: list[tuple[str, dict[str, Any]]]) -> None:
-        proposals: list[Proposal] = []
+    def parsed(events: list[tuple[str, dict[str, Any]]]) -> Iterator[Event]:
         for kind, body in events:
             ingested = body.pop("_ingested", body["ts"])
             event = parse_object(kind, body, sites, ingested)
             if sales is not None and event.type is EventType.SALE:
-                known = states.get(event.sku)
+                known = replay.states.get(event.sku)
                 site = known.sites.get(event.site) if known is not None else None
                 signals = site.signals if site is not None else None
                 if signals is not None:
                     spread = sale_spread(signals.sale_mean, signals.sale_dev)
                     sales.append((event.event_id, event.qty, signals.sale_mean, spread))
-            states[event.sku], output = step(states.get(event.sku), event, ctx)
-            proposals.extend(output.proposals)
-            findings.extend(output.findings)
-        sim.accept(proposals)
+            yield event
+
+    def decide(events: list[tuple[str, dict[str, Any]]]) -> None:
+        replayed = replay.batch(parsed(events))
+        findings.extend(f for output in replayed.outputs for f in output.findings)
+        sim.accept(replayed.granted)
 
     decide(sim.initial_events())
     while not sim.done:

@@ -18,14 +18,13 @@ import numpy as np
 
 from adapters.lab import reports
 from adapters.lab.simulator import Scenario, Simulation, TransferOrder, make_network
-from operators.engine import DecisionContext, step
-from operators.lanes import ReceivingItem, ReceivingState, negotiate_all, receiving_items
+from operators.engine import DecisionContext
 from operators.parse import parse_object
 from operators.reference.baselines import Move, tie_moves
 from operators.reference.hindsight import LaneSpec, hindsight_bound, network_hindsight_bound
 from operators.reference.lookahead import first_stage_moves
+from operators.replay import Replay
 from state.config import Network, Policy
-from state.sku import SkuState
 
 POLICIES = ("none", "tie", "pooling", "stockshift", "hindsight")
 # Not run unless asked for: a reference, and slow (minutes on the small scenarios).
@@ -216,23 +215,15 @@ def run_stockshift(
     started = time.perf_counter()
     sim = Simulation(scenario, network)
     told = decide_with or network
-    ctx = DecisionContext.build(told, policy)
+    replay = Replay.of(DecisionContext.build(told, policy))
     sites = frozenset(network.sites)
-    states: dict[str, SkuState] = {}
-    receiving: dict[str, ReceivingState] = {}
 
     def decide(events: list[tuple[str, dict[str, Any]]]) -> None:
         """One simulated hour: every event through the engine, then the hour's requests
         through negotiation as one batch (as the flow gets them from the simulator feed)."""
-        items: list[ReceivingItem] = []
         if record is not None:
             record.extend(events)
-        for kind, body in events:
-            event = parse_object(kind, body, sites)
-            states[event.sku], output = step(states.get(event.sku), event, ctx)
-            items.extend(receiving_items(output))
-        outcomes = negotiate_all(receiving, items, told)
-        sim.accept([outcome.proposal for outcome in outcomes if outcome.proposal is not None])
+        sim.accept(replay.batch(parse_object(kind, body, sites) for kind, body in events).granted)
 
     decide(sim.initial_events())
     _loop(sim, name, progress, lambda: decide(sim.advance_hour()))

@@ -19,11 +19,10 @@ from typing import Any
 import orjson
 
 from operators.codec import event_message
-from operators.engine import DecisionContext, step
-from operators.lanes import ReceivingState, negotiate_all, receiving_items
+from operators.engine import DecisionContext
+from operators.replay import Replay
 from state.config import Network, Policy
 from state.records import Event, EventType, SitePosition
-from state.sku import SkuState
 from state.units import HOUR_MS
 
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -42,20 +41,16 @@ class Reference:
 
 def reference_run(events: Iterable[Event], network: Network, policy: Policy) -> Reference:
     """Every event through `engine.step` in order, proposals through lane negotiation."""
-    ctx = DecisionContext.build(network, policy, emit_positions=True)
-    states: dict[str, SkuState] = {}
-    receiving: dict[str, ReceivingState] = {}
+    replay = Replay.of(DecisionContext.build(network, policy, emit_positions=True))
     ids: set[str] = set()
     positions: dict[tuple[str, str], SitePosition] = {}
     count = 0
     for event in events:
         count += 1
-        states[event.sku], output = step(states.get(event.sku), event, ctx)
-        for position in output.positions:
+        replayed = replay.batch([event])
+        for position in replayed.outputs[0].positions:
             positions[(position.sku, position.site)] = position
-        for outcome in negotiate_all(receiving, receiving_items(output), network):
-            if outcome.proposal is not None:
-                ids.add(outcome.proposal.proposal_id)
+        ids.update(proposal.proposal_id for proposal in replayed.granted)
     return Reference(frozenset(ids), positions, count)
 
 
