@@ -124,7 +124,25 @@ def count_output(_step_id: str, keyed: tuple[str, StepOutput]) -> None:
         KEYS_HELD.inc()
     if output.late:
         LATE_EVENTS.inc()
-    for proposal in output.proposals:
+    # A proposal reserves its units when the engine makes it, whatever negotiation grants;
+    # it is counted and logged as a proposal once granted (count_negotiated).
+    RESERVATIONS_OUTSTANDING.inc(len(output.proposals))
+    for decision in output.decisions:
+        if decision.shadow:
+            continue
+        DECISIONS.labels(outcome=decision.outcome.value, reason=decision.reason).inc()
+        if decision.outcome.value == "reservation_released":
+            RESERVATIONS_OUTSTANDING.dec()
+    for finding in output.findings:
+        FINDINGS.labels(kind=finding.kind).inc()
+
+
+def count_negotiated(_step_id: str, outcome: NegotiationOutcome) -> None:
+    """A proposal is counted and logged as negotiation granted it (the units published);
+    its decision record (proposed, granted in part, or dropped) joins the engine's in
+    `stockshift_decisions_total`, as it does in the decision log."""
+    proposal = outcome.proposal
+    if proposal is not None:
         log.info(
             "proposal",
             extra={
@@ -141,20 +159,6 @@ def count_output(_step_id: str, keyed: tuple[str, StepOutput]) -> None:
         PROPOSALS.labels(status=proposal.status.value).inc()
         UNITS_PROPOSED.inc(proposal.qty)
         VALUE_PROPOSED.inc(proposal.evidence.value)
-        RESERVATIONS_OUTSTANDING.inc()
-    for decision in output.decisions:
-        if decision.shadow:
-            continue
-        DECISIONS.labels(outcome=decision.outcome.value, reason=decision.reason).inc()
-        if decision.outcome.value == "reservation_released":
-            RESERVATIONS_OUTSTANDING.dec()
-    for finding in output.findings:
-        FINDINGS.labels(kind=finding.kind).inc()
-
-
-def count_negotiated(_step_id: str, outcome: NegotiationOutcome) -> None:
-    """Negotiation's decision records (cut, deferred, dropped) join the engine's in
-    `stockshift_decisions_total`, as they do in the decision log."""
     decision = outcome.decision
     if decision is not None and not decision.shadow:
         DECISIONS.labels(outcome=decision.outcome.value, reason=decision.reason).inc()

@@ -115,7 +115,12 @@ return 0
 """
 
 
-class _LiveStatePartition(StatelessSinkPartition[tuple[str, StepOutput]]):
+# What the live-state sink takes: an engine step's output (positions and its decisions), or
+# a decision record from negotiation (a proposal's record once granted, or its refusal).
+LiveStateItem = tuple[str, StepOutput] | DecisionRecord
+
+
+class _LiveStatePartition(StatelessSinkPartition[LiveStateItem]):
     """Writes each batch's latest positions and decision trails in one pipeline.
 
     While Redis is down, the latest position per SKU-site and the trail entries are kept
@@ -155,25 +160,18 @@ class _LiveStatePartition(StatelessSinkPartition[tuple[str, StepOutput]]):
                 with self._lock:
                     self._flush()
 
-    def write_batch(self, items: list[tuple[str, StepOutput]]) -> None:
+    def write_batch(self, items: list[LiveStateItem]) -> None:
         with self._lock:
             self._write(items)
 
-    def _write(self, items: list[tuple[str, StepOutput]]) -> None:
-        positions = self._positions
+    def _write(self, items: list[LiveStateItem]) -> None:
         dropped_positions = 0
-        for _, output in items:
-            for position in output.positions:
-                where = (position.sku, position.site)
-                if where in positions or len(positions) < self.MAX_PENDING_POSITIONS:
-                    positions[where] = position_json(position)
-                else:
-                    dropped_positions += 1
-            for decision in output.decisions:
-                if decision.proposal_id is not None and not decision.shadow:
-                    self._trail.append(
-                        (decision.proposal_id, orjson.dumps(decision_dict(decision)), decision)
-                    )
+        for item in items:
+            if isinstance(item, DecisionRecord):
+                self._take_trail((item,))
+            else:
+                dropped_positions += self._take_positions(item[1])
+                self._take_trail(item[1].decisions)
         if len(self._trail) > self.MAX_PENDING_TRAIL:
             dropped = len(self._trail) - self.MAX_PENDING_TRAIL
             self._trail = self._trail[dropped:]
@@ -184,6 +182,23 @@ class _LiveStatePartition(StatelessSinkPartition[tuple[str, StepOutput]]):
             )
         if self._outage.may_try():
             self._flush()
+
+    def _take_positions(self, output: StepOutput) -> int:
+        """Keep the latest position per SKU-site; returns how many found no room."""
+        positions, dropped = self._positions, 0
+        for position in output.positions:
+            where = (position.sku, position.site)
+            if where in positions or len(positions) < self.MAX_PENDING_POSITIONS:
+                positions[where] = position_json(position)
+            else:
+                dropped += 1
+        return dropped
+
+    def _take_trail(self, decisions: Iterable[DecisionRecord]) -> None:
+        for decision in decisions:
+            if decision.proposal_id is not None and not decision.shadow:
+                body = orjson.dumps(decision_dict(decision))
+                self._trail.append((decision.proposal_id, body, decision))
 
     def _flush(self) -> None:
         if not self._positions and not self._trail:
@@ -237,7 +252,7 @@ class _LiveStatePartition(StatelessSinkPartition[tuple[str, StepOutput]]):
         self._client.close()
 
 
-class LiveStateSink(DynamicSink[tuple[str, StepOutput]]):
+class LiveStateSink(DynamicSink[LiveStateItem]):
     def __init__(self, settings: RedisSettings) -> None:
         self._settings = settings
 

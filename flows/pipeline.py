@@ -28,7 +28,7 @@ from bytewax.outputs import DynamicSink
 from adapters import clock, kafka, metrics
 from adapters.control import GovernanceBoard, GovernanceSink
 from adapters.kafka_source import MergedKafkaSource
-from adapters.redis_store import LiveStateSink, RedisSettings
+from adapters.redis_store import LiveStateItem, LiveStateSink, RedisSettings
 from adapters.settings import Settings, control_topic
 from operators import codec
 from operators.control import NonceMemory, as_command, authenticate, control_decision
@@ -68,7 +68,8 @@ class Sinks:
     # Optional: one StepOutput per event that reached the state (the demo's lockstep).
     step_outputs: DynamicSink[tuple[str, StepOutput]] | None = None
     # Optional: live positions and decision trails (Redis).
-    live_state: DynamicSink[tuple[str, StepOutput]] | None = None
+    # (the engine's outputs, and negotiation's decision records for the proposals' trails).
+    live_state: DynamicSink[LiveStateItem] | None = None
     # Optional: signal-health findings (stockshift.anomalies).
     anomalies: DynamicSink[Finding] | None = None
     # Optional: every proposal's negotiation outcome (the demo's lockstep feeds granted ones
@@ -418,10 +419,12 @@ def build(
     if sinks.negotiated is not None:
         op.output("negotiated_out", negotiated, sinks.negotiated)
     op.output("proposals_out", op.filter_map("granted", negotiated, _granted), sinks.proposals)
+    # A proposal's record comes from negotiation, once granted (with the units granted).
+    lane_decisions = op.filter_map("lane_decisions", negotiated, _negotiation_decision)
     decisions = op.merge(
         "engine_and_negotiation_decisions",
         op.flat_map("decisions", outputs, _decisions),
-        op.filter_map("lane_decisions", negotiated, _negotiation_decision),
+        lane_decisions,
     )
     if control_raw is not None:
         verdicts = op.map(
@@ -450,7 +453,8 @@ def build(
     if sinks.step_outputs is not None:
         op.output("step_outputs_out", outputs, sinks.step_outputs)
     if sinks.live_state is not None:
-        op.output("live_state_out", outputs, sinks.live_state)
+        trail: Stream[LiveStateItem] = op.merge("live_state_items", outputs, lane_decisions)
+        op.output("live_state_out", trail, sinks.live_state)
     if sinks.anomalies is not None:
         op.output("anomalies_out", op.flat_map("findings", outputs, _findings), sinks.anomalies)
     return flow

@@ -53,7 +53,8 @@ def _kept(data: bytes | None, limit: int) -> bytes | None:
 
 
 def proposal_dict(proposal: Proposal) -> dict[str, Any]:
-    body = dataclasses.asdict(proposal)
+    body = dataclasses.asdict(dataclasses.replace(proposal, record=None))
+    body.pop("record")
     body["created_at"] = rfc3339(body.pop("created_at_ms"))
     body["expires_at"] = rfc3339(body.pop("expires_at_ms"))
     body["status"] = proposal.status.value

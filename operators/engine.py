@@ -233,6 +233,8 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
     if ctx.shadow is not None and in_shadow_share(event.sku, ctx.shadow_share):
         state.shadow, shadow_output = step(state.shadow, event, ctx.shadow)
         decisions.extend(_as_shadow(d) for d in shadow_output.decisions)
+        # A shadow proposal is never negotiated or published: its record is logged here.
+        decisions.extend(_as_shadow(p.record) for p in shadow_output.proposals if p.record)
     return state, StepOutput(
         event.event_id,
         late=late,
@@ -297,27 +299,8 @@ def _decide_receiver(
             receiver.last_logged = reason
             decisions.append(_suppressed(state, event, receiver_id, plan, reason, policy, now))
         return None
-    proposal = _propose(state, event, plan, ctx, policy, governance, now)
     receiver.last_logged = ""
-    decisions.append(
-        DecisionRecord(
-            sku=state.sku,
-            site=receiver_id,
-            ts_ms=now,
-            outcome=Outcome(proposal.status.value),
-            reason=proposal.status.value,
-            detail=proposal.reason,
-            policy_version=policy.version,
-            trigger_event_id=event.event_id,
-            trigger_source=event.source,
-            proposal_id=proposal.proposal_id,
-            receiver=plan.receiver,
-            alternatives=plan.alternatives,
-            evidence=proposal.evidence,
-            approval_reasons=_approval_reasons(state, proposal, ctx, policy, governance),
-        )
-    )
-    return proposal
+    return _propose(state, event, plan, ctx, policy, governance, now)
 
 
 def _suppress_reason(
@@ -425,21 +408,24 @@ def _propose(
     reserve(
         state, pid, Reservation(chosen.from_site, receiver_id, chosen.qty, expires, lane.lead_hours)
     )
-    return Proposal(
-        proposal_id=pid,
+    record = DecisionRecord(
         sku=state.sku,
-        from_site=chosen.from_site,
-        to_site=receiver_id,
-        qty=chosen.qty,
-        created_at_ms=now,
-        expires_at_ms=expires,
+        site=receiver_id,
+        ts_ms=now,
+        outcome=Outcome(status.value),
+        reason=status.value,
+        detail=reason,
         policy_version=policy.version,
-        status=status,
-        reason=reason,
+        trigger_event_id=event.event_id,
+        trigger_source=event.source,
+        proposal_id=pid,
+        receiver=plan.receiver,
+        alternatives=plan.alternatives,
         evidence=evidence,
-        trigger_event_ids=(event.event_id,),
-        trigger_received_ms=event.received_ms,
+        approval_reasons=approvals,
     )
+    return replace(draft, expires_at_ms=expires, status=status, reason=reason,
+                   trigger_received_ms=event.received_ms, record=record)  # fmt: skip
 
 
 def _approve(state: SkuState, event: Event, policy: Policy, now: int) -> list[DecisionRecord]:

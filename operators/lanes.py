@@ -178,16 +178,24 @@ def negotiate(
             notes.append(f"deferred to the next departure on lane {lane.lane_id}")
         qty = booked
     if not notes:
-        return state, NegotiationOutcome(proposal, None)
-    detail = "; ".join(notes)
-    changed = replace(
-        proposal,
-        qty=qty,
-        reason=f"{proposal.reason} {detail}.",
-        # The working capital it moves, for the units granted.
-        evidence=replace(proposal.evidence, value=round(qty * params.unit_cost, 2)),
+        return state, NegotiationOutcome(proposal, proposal.record)
+    return state, _granted_in_part(proposal, qty, "; ".join(notes), params.unit_cost)
+
+
+def _granted_in_part(
+    proposal: Proposal, qty: int, detail: str, unit_cost: float
+) -> NegotiationOutcome:
+    """The proposal with the units granted, and its one decision record saying so."""
+    reason = f"{proposal.reason} {detail}."
+    # The working capital it moves, for the units granted.
+    evidence = replace(proposal.evidence, value=round(qty * unit_cost, 2))
+    record = (
+        replace(proposal.record, reason="granted in part", detail=reason, evidence=evidence)
+        if proposal.record is not None
+        else None
     )
-    return state, NegotiationOutcome(changed, _record(changed, None, detail))
+    changed = replace(proposal, qty=qty, reason=reason, evidence=evidence, record=record)
+    return NegotiationOutcome(changed, record or _record(changed, None, detail))
 
 
 def _book(

@@ -157,6 +157,9 @@ class Proposal:
     trigger_event_ids: tuple[str, ...]
     # When the trigger was consumed (wall clock), for latency metrics; not published.
     trigger_received_ms: int | None = None
+    # The decision record that goes to the audit log once negotiation has granted the
+    # proposal (with the units granted); not published with it.
+    record: DecisionRecord | None = field(default=None, compare=False, repr=False)
 
 
 class Outcome(StrEnum):

@@ -34,6 +34,8 @@ def run(events, ctx=CTX, state=None):
         state, out = step(state, e, ctx)
         proposals.extend(out.proposals)
         decisions.extend(out.decisions)
+        # A proposal's own record rides with it to negotiation (logged once granted).
+        decisions.extend(p.record for p in out.proposals if p.record is not None)
     return state, proposals, decisions
 
 

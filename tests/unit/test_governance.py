@@ -98,6 +98,7 @@ def run_with(timeline: Timeline, events, **ctx_kwargs):
         state, out = step(state, e, ctx)
         proposals.extend(out.proposals)
         decisions.extend(out.decisions)
+        decisions.extend(p.record for p in out.proposals if p.record is not None)
     return state, proposals, decisions
 
 

@@ -50,8 +50,11 @@ def a_proposal(sku: str = "SKU-1", qty: int = 20, hour: float = 10.0) -> Proposa
 
 
 def test_within_capacity_passes_untouched() -> None:
-    _, outcome = negotiate(None, a_proposal(qty=20), network(30))
-    assert outcome.proposal is not None and outcome.proposal.qty == 20 and outcome.decision is None
+    proposal = a_proposal(qty=20)
+    _, outcome = negotiate(None, proposal, network(30))
+    assert outcome.proposal is not None and outcome.proposal.qty == 20
+    # The engine's own record, logged now that the proposal is granted, unchanged.
+    assert outcome.decision is proposal.record is not None
 
 
 def test_second_request_gets_what_is_left_then_waits_then_is_dropped() -> None:
@@ -116,6 +119,35 @@ def test_the_flow_negotiates_competing_skus_on_a_shared_lane() -> None:
     assert lane_records, [d.reason for d in out.decisions.items]
     # Negotiation's records count in stockshift_decisions_total like the engine's.
     assert _counted_negotiation_decisions() - counted_before == len(lane_records)
+
+
+def test_the_audit_log_holds_one_record_per_published_proposal_with_its_granted_units() -> None:
+    """A proposal is logged after negotiation: one record per proposal the flow published,
+    with the units it was granted, and none for a proposal negotiation dropped."""
+    events = []
+    skus = ("SKU-1", "SKU-2", "SKU-3", "SKU-4", "SKU-5", "SKU-6")
+    for sku in skus:
+        events += warm_history(sku=sku)
+    events += [event(f"count-{sku}", EventType.SNAPSHOT, 30.2, "B", 20, sku=sku) for sku in skus]
+    out = Sinks(ListSink(), ListSink(), ListSink(), ListSink())
+    run_main(
+        build(
+            Settings(),
+            source=TestingSource([raw_of(e, i) for i, e in enumerate(events)]),
+            sinks=out,
+            network=network(25),
+            policy=policy(),
+        )
+    )
+    published = {p.proposal_id: p for p in out.proposals.items}
+    made = {d.proposal_id for d in out.decisions.items if d.proposal_id is not None}
+    logged = [d for d in out.decisions.items if d.outcome is Outcome.PROPOSED]
+    dropped = [d for d in out.decisions.items if d.reason == "lane_capacity"]
+    assert dropped and len(made) == len(published) + len(dropped)
+    assert sorted(d.proposal_id for d in logged) == sorted(published)
+    for record in logged:
+        assert record.evidence is not None
+        assert record.evidence.value == published[record.proposal_id].evidence.value
 
 
 def _counted_negotiation_decisions() -> float:

@@ -55,9 +55,10 @@ def test_occupancy_updates_replace_each_skus_number() -> None:
 def test_a_transfer_that_fits_passes_untouched() -> None:
     # The engine's number for SKU-1 already includes this proposal's 20 reserved units.
     state = occupied({"SKU-1": 25, "SKU-2": 20})
-    _, outcome = negotiate(state, a_proposal("SKU-1", 20), storage_network(50))
+    proposal = a_proposal("SKU-1", 20)
+    _, outcome = negotiate(state, proposal, storage_network(50))
     assert outcome.proposal is not None and outcome.proposal.qty == 20
-    assert outcome.decision is None
+    assert outcome.decision is proposal.record is not None
 
 
 def test_a_transfer_is_cut_to_the_room_left() -> None:
