@@ -135,41 +135,78 @@ def in_shadow_share(sku: str, share: float) -> bool:
     return int.from_bytes(digest, "big") / 2**64 < share
 
 
+@dataclass(slots=True)
+class _Step:
+    """What one event does to its SKU, gathered as the step goes: the governance and policy
+    in force at its time, the SKU's clock, and every output so far."""
+
+    event: Event
+    policy: Policy
+    governance: Governance
+    now: int
+    new_hour: bool
+    touched: set[str]
+    decisions: list[DecisionRecord] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    proposals: list[Proposal] = field(default_factory=list)
+
+
 def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[SkuState, StepOutput]:
     """Apply one event to its SKU's state and decide; the shape `stateful_map` expects."""
     new_key = state is None
-    if state is None:
-        state = SkuState(event.sku)
+    state = state if state is not None else SkuState(event.sku)
+    turned_away = _admit(state, event, ctx, new_key)
+    if turned_away is not None:
+        return state, turned_away
+    governance = ctx.governance_at(event.ts_ms)
+    site = state.site(event.site)
+    late = 0 <= event.ts_ms < site.demand.window_start_ms
+    run = _Step(
+        event,
+        ctx.policy_for(governance),
+        governance,
+        now=max(state.clock_ms, event.ts_ms),
+        new_hour=event.ts_ms // HOUR_MS > state.clock_ms // HOUR_MS,
+        touched={event.site},
+    )
+    state.clock_ms = run.now
+    _expire(state, run, ctx)
+    _observe_demand(site, event, ctx)
+    counts_as_demand = _check_signals(state, site, run, ctx) if run.policy.signal_checks else True
+    site.last_event_ms = max(site.last_event_ms, event.ts_ms)
+    rejudge_neighbours = _apply(state, site, run, counts_as_demand)
+    _decide(state, run, ctx, rejudge_neighbours)
+    _shadow(state, run, ctx)
+    return state, _output(state, run, ctx, new_key, late)
+
+
+def _admit(state: SkuState, event: Event, ctx: DecisionContext, new_key: bool) -> StepOutput | None:
+    """The output for an event that changes nothing (refused by a limit, or a duplicate);
+    None for one the step takes."""
     refused = refusal(state, event, ctx.network)
     if refused is not None:
         letter = refused_letter(event, *refused, event.received_ms or event.ts_ms)
-        return state, StepOutput(
-            event.event_id, event_ts_ms=event.ts_ms, new_key=new_key, refused=letter
-        )
-    if state.seen_before(
-        event.event_id,
-        max(state.clock_ms, event.ts_ms),
-        ctx.dedupe_horizon_ms,
-        ctx.policy.dedupe_capacity,
-    ):
-        return state, StepOutput(event.event_id, duplicate=True, event_ts_ms=event.ts_ms)
-    governance = ctx.governance_at(event.ts_ms)
-    policy = ctx.policy_for(governance)
-    site = state.site(event.site)
-    late = 0 <= event.ts_ms < site.demand.window_start_ms
-    new_hour = event.ts_ms // 3_600_000 > state.clock_ms // 3_600_000
+        return StepOutput(event.event_id, event_ts_ms=event.ts_ms, new_key=new_key, refused=letter)
     now = max(state.clock_ms, event.ts_ms)
-    state.clock_ms = now
-    decisions: list[DecisionRecord] = []
-    findings: list[Finding] = []
-    if new_hour:  # once per SKU per hour of its event time is enough
-        findings += expire_inbound(state, now, ctx.inbound_grace_ms)
-    touched = {event.site}
-    for pid, reservation in expire_reservations(state, now):
-        decisions.append(_released(state, event, pid, reservation, ReleaseReason.EXPIRED))
-        touched.update((reservation.from_site, reservation.to_site))
-    # A site whose sales feed has gone silent still sells: like a stockout, its empty
-    # windows say nothing about demand and must not pull the estimate down.
+    if state.seen_before(event.event_id, now, ctx.dedupe_horizon_ms, ctx.policy.dedupe_capacity):
+        return StepOutput(event.event_id, duplicate=True, event_ts_ms=event.ts_ms)
+    return None
+
+
+def _expire(state: SkuState, run: _Step, ctx: DecisionContext) -> None:
+    """Deliveries long overdue (once per SKU per hour is enough) and reservations whose
+    proposal was never dispatched."""
+    if run.new_hour:
+        run.findings += expire_inbound(state, run.now, ctx.inbound_grace_ms)
+    for pid, reservation in expire_reservations(state, run.now):
+        run.decisions.append(_released(state, run.event, pid, reservation, ReleaseReason.EXPIRED))
+        run.touched.update((reservation.from_site, reservation.to_site))
+
+
+def _observe_demand(site: SiteState, event: Event, ctx: DecisionContext) -> None:
+    """Close the demand windows the event's time has passed. A site whose sales feed has
+    gone silent still sells: like a stockout, its empty windows say nothing about demand
+    and must not pull the estimate down."""
     silent = site.signals is not None and site.signals.silent
     if advance(
         site.demand,
@@ -180,83 +217,102 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
         out_now=site.on_hand <= 0 or silent,
     ):
         site.stocked_out_in_window = site.on_hand <= 0
-    counts_as_demand = True
-    if policy.signal_checks:
-        checked, counts_as_demand = signals.check_event(state, site, event, policy)
-        findings += checked
-        findings += signals.close_days(site, event.site, event, policy)
-        if counts_as_demand and event.type is EventType.SALE:
-            signals.count_demand(site, event.qty)
-            profiled = ctx.network.sites.get(event.site)
-            if profiled is not None and profiled.sales_profile is not None:
-                findings += signals.check_rise_within_day(
-                    site, event.site, event, policy, profiled.share_of_day(event.ts_ms)
-                )
-        if new_hour:  # silence is judged in hours: once per SKU per hour is enough
-            findings += signals.check_silence(state, event, policy)
-        signals.hold(state, findings, policy)
-    site.last_event_ms = max(site.last_event_ms, event.ts_ms)
+
+
+def _check_signals(state: SkuState, site: SiteState, run: _Step, ctx: DecisionContext) -> bool:
+    """Signal health before the event is applied; whether its sale counts as demand."""
+    event, policy = run.event, run.policy
+    checked, counts_as_demand = signals.check_event(state, site, event, policy)
+    run.findings += checked
+    run.findings += signals.close_days(site, event.site, event, policy)
+    if counts_as_demand and event.type is EventType.SALE:
+        signals.count_demand(site, event.qty)
+        profiled = ctx.network.sites.get(event.site)
+        if profiled is not None and profiled.sales_profile is not None:
+            run.findings += signals.check_rise_within_day(
+                site, event.site, event, policy, profiled.share_of_day(event.ts_ms)
+            )
+    if run.new_hour:  # silence is judged in hours: once per SKU per hour is enough
+        run.findings += signals.check_silence(state, event, policy)
+    signals.hold(state, run.findings, policy)
+    return counts_as_demand
+
+
+def _apply(state: SkuState, site: SiteState, run: _Step, counts_as_demand: bool) -> bool:
+    """Move the stock; whether the site's neighbours may now have a new sender in it."""
+    event = run.event
     if event.type is EventType.TRANSFER_APPROVED:
-        decisions.extend(_approve(state, event, policy, now))
+        run.decisions.extend(_approve(state, event, run.policy, run.now))
     on_hand_before = site.on_hand
     released = apply_event(state, event, counts_as_demand)
     if not counts_as_demand and event.type is EventType.SALE:
-        signals.dispute(site, on_hand_before - site.on_hand, event.ts_ms, policy)
+        signals.dispute(site, on_hand_before - site.on_hand, event.ts_ms, run.policy)
     if released is not None:
-        decisions.append(_released(state, event, *released))
-        touched.update((released[1].from_site, released[1].to_site))
+        run.decisions.append(_released(state, event, *released))
+        run.touched.update((released[1].from_site, released[1].to_site))
     if event.type is EventType.TRANSFER_RECEIVED:
-        decisions.append(_received(state, event))
+        run.decisions.append(_received(state, event))
     if event.from_site is not None:
-        touched.add(event.from_site)
-    receivers = [event.site]
+        run.touched.add(event.from_site)
     # A count or an adjustment that did not raise the site's stock gives no neighbour a new
     # sender (each neighbour is judged on its own events anyway).
     gained = event.type in _ADDS_STOCK and (
         event.type not in _RECOUNTS or site.on_hand > on_hand_before
     )
-    if gained or released is not None:
+    return gained or released is not None
+
+
+def _decide(state: SkuState, run: _Step, ctx: DecisionContext, rejudge_neighbours: bool) -> None:
+    """Judge the event's site as a receiver and, when it may now have stock to give, its
+    neighbours too (the event that changes a site is what evaluates it: no batch timer)."""
+    receivers = [run.event.site]
+    if rejudge_neighbours:
         receivers.extend(
             lane.to_site
-            for lane in ctx.network.lanes_from(event.site)
+            for lane in ctx.network.lanes_from(run.event.site)
             if lane.to_site in state.sites
         )
-    proposals: list[Proposal] = []
+    policy = run.policy
     prior = demand_prior(state, policy, ctx.network) if policy.demand_prior_hours > 0 else None
     for receiver_id in receivers:
-        proposal = _decide_receiver(
-            state, event, receiver_id, ctx, policy, governance, now, decisions, prior
-        )
+        proposal = _decide_receiver(state, run, receiver_id, ctx, prior)
         if proposal is not None:
-            proposals.append(proposal)
-            touched.update((proposal.from_site, proposal.to_site))
-    if ctx.shadow is not None and in_shadow_share(event.sku, ctx.shadow_share):
-        state.shadow, shadow_output = step(state.shadow, event, ctx.shadow)
-        decisions.extend(_as_shadow(d) for d in shadow_output.decisions)
-        # A shadow proposal is never negotiated or published: its record is logged here.
-        decisions.extend(_as_shadow(p.record) for p in shadow_output.proposals if p.record)
-    return state, StepOutput(
-        event.event_id,
+            run.proposals.append(proposal)
+            run.touched.update((proposal.from_site, proposal.to_site))
+
+
+def _shadow(state: SkuState, run: _Step, ctx: DecisionContext) -> None:
+    """The same event as the shadow policy sees it: logged (flagged), never proposed."""
+    if ctx.shadow is None or not in_shadow_share(run.event.sku, ctx.shadow_share):
+        return
+    state.shadow, shadow_output = step(state.shadow, run.event, ctx.shadow)
+    run.decisions.extend(_as_shadow(d) for d in shadow_output.decisions)
+    # A shadow proposal is never negotiated or published: its record is logged here.
+    run.decisions.extend(_as_shadow(p.record) for p in shadow_output.proposals if p.record)
+
+
+def _output(
+    state: SkuState, run: _Step, ctx: DecisionContext, new_key: bool, late: bool
+) -> StepOutput:
+    touched = sorted(s for s in run.touched if s in state.sites)
+    positions = (
+        tuple(_position(state, s, run.policy) for s in touched) if ctx.emit_positions else ()
+    )
+    occupancy = tuple(
+        SiteOccupancy(state.sku, s, _occupancy(state.sites[s], run.now), run.now)
+        for s in touched
+        if s in ctx.storage_sites
+    )
+    return StepOutput(
+        run.event.event_id,
         late=late,
-        event_ts_ms=event.ts_ms,
+        event_ts_ms=run.event.ts_ms,
         new_key=new_key,
-        proposals=tuple(proposals),
-        decisions=tuple(decisions),
-        positions=(
-            tuple(_position(state, s, policy) for s in sorted(touched) if s in state.sites)
-            if ctx.emit_positions
-            else ()
-        ),
-        findings=tuple(findings),
-        occupancy=(
-            tuple(
-                SiteOccupancy(state.sku, s, _occupancy(state.sites[s], now), now)
-                for s in sorted(touched & ctx.storage_sites)
-                if s in state.sites
-            )
-            if ctx.storage_sites
-            else ()
-        ),
+        proposals=tuple(run.proposals),
+        decisions=tuple(run.decisions),
+        positions=positions,
+        findings=tuple(run.findings),
+        occupancy=occupancy,
     )
 
 
@@ -270,16 +326,11 @@ def _occupancy(site: SiteState, now_ms: int) -> int:
 
 
 def _decide_receiver(
-    state: SkuState,
-    event: Event,
-    receiver_id: str,
-    ctx: DecisionContext,
-    policy: Policy,
-    governance: Governance,
-    now: int,
-    decisions: list[DecisionRecord],
-    prior: float | None,
+    state: SkuState, run: _Step, receiver_id: str, ctx: DecisionContext, prior: float | None
 ) -> Proposal | None:
+    """A proposal into the receiver, or None; a suppression is logged when its reason
+    changes, not on every event that finds the same answer."""
+    event, policy, governance, now = run.event, run.policy, run.governance, run.now
     receiver = state.site(receiver_id)
     widen = signals.extra_safety_z(receiver, now)
     planning = replace(policy, service_level_z=policy.service_level_z + widen) if widen else policy
@@ -297,7 +348,7 @@ def _decide_receiver(
         # Logged when the reason changes, not on every event that finds the same answer.
         if receiver.last_logged != reason:
             receiver.last_logged = reason
-            decisions.append(_suppressed(state, event, receiver_id, plan, reason, policy, now))
+            run.decisions.append(_suppressed(state, event, receiver_id, plan, reason, policy, now))
         return None
     receiver.last_logged = ""
     return _propose(state, event, plan, ctx, policy, governance, now)
