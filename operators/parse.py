@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -138,6 +139,22 @@ def parse_timestamp(value: Any, name: str = "ts") -> int:
     return ts_ms
 
 
+@dataclass(frozen=True, slots=True)
+class _Movement:
+    """The fields only some event types carry."""
+
+    eta_ms: int | None = None
+    shipment_id: str | None = None
+    from_site: str | None = None
+    proposal_id: str | None = None
+
+
+_NO_MOVEMENT: Final = _Movement()
+_NEEDS_PROPOSAL_ID: Final = frozenset(
+    {EventType.TRANSFER_APPROVED, EventType.TRANSFER_REJECTED, EventType.TRANSFER_FAILED}
+)
+
+
 def _event(
     topic_kind: str,
     obj: Mapping[str, Any],
@@ -150,63 +167,22 @@ def _event(
 ) -> Event:
     event_id = _string(obj, "event_id", MAX_ID_LEN)
     sku = _string(obj, "sku", MAX_SKU_LEN)
-    site = _string(obj, "site", MAX_SKU_LEN)
-    assert event_id is not None and sku is not None and site is not None
+    assert event_id is not None and sku is not None
+    site = _site(obj, "site", sites)
     ts_ms = parse_timestamp(obj.get("ts"))
-    if site not in sites:
-        raise Invalid("unknown_site", f"site {site!r} is not in the network config")
-    # One string object per site id, whatever message it came in: state keys every SKU's
-    # sites by it, and a copy per SKU-site was ~55 bytes of memory each.
-    site = sys.intern(site)
     if received_ms is not None and ts_ms > received_ms + max_future_ms:
         raise Invalid(
             "future_timestamp",
             f"event time is {(ts_ms - received_ms) / 3_600_000:.1f} h after the message "
             f"reached stockshift (at most {max_future_ms / 60_000:g} min ahead accepted)",
         )
-    raw_type = obj.get("type", None)
-    if raw_type is None:
-        default = _DEFAULT_TYPE.get(topic_kind)
-        if default is None:
-            raise Invalid("missing_field", "field `type` is required")
-        event_type = default
-    else:
-        found = _TYPE_BY_NAME.get(raw_type) if isinstance(raw_type, str) else None
-        if found is None or found not in TYPES_BY_TOPIC[topic_kind]:
-            allowed = sorted(t.value for t in TYPES_BY_TOPIC[topic_kind])
-            raise Invalid("unknown_type", f"type {raw_type!r:.40} not allowed here; use {allowed}")
-        event_type = found
-    eta_ms = shipment_id = from_site = proposal_id = None
-    if event_type is EventType.SNAPSHOT:
-        qty = _integer(obj, "on_hand", 0)
-    elif event_type is EventType.ADJUSTMENT:
-        qty = _integer(obj, "delta", -MAX_QTY)
-        if qty == 0:
-            raise Invalid("out_of_range", "field `delta` must not be 0")
-    else:
-        qty = _integer(obj, "qty", 1)
-    if event_type is EventType.INBOUND_EXPECTED:
-        eta_ms = parse_timestamp(obj.get("eta"), "eta")
-        shipment_id = _string(obj, "shipment_id", MAX_ID_LEN)
-    elif event_type is EventType.INBOUND_RECEIVED:
-        shipment_id = _string(obj, "shipment_id", MAX_ID_LEN, required=False)
-    elif event_type.value.startswith("transfer_"):
-        from_site = _string(obj, "from_site", MAX_SKU_LEN)
-        if from_site not in sites:
-            raise Invalid("unknown_site", f"from_site {from_site!r} is not in the network config")
-        from_site = sys.intern(from_site)
-        if from_site == site:
-            raise Invalid("out_of_range", "from_site and site must differ")
-        needs_id = event_type in (
-            EventType.TRANSFER_APPROVED,
-            EventType.TRANSFER_REJECTED,
-            EventType.TRANSFER_FAILED,
-        )
-        proposal_id = _string(obj, "proposal_id", MAX_ID_LEN, required=needs_id)
+    event_type = _event_type(topic_kind, obj)
+    qty = _quantity(event_type, obj)
+    moved = _movement(event_type, obj, site, sites)
     if event_type is not EventType.SALE:
         _plausible(qty, site, ceilings, event_type.value)
-        if from_site is not None:
-            _plausible(qty, from_site, ceilings, event_type.value)
+        if moved.from_site is not None:
+            _plausible(qty, moved.from_site, ceilings, event_type.value)
     return Event(
         event_id=event_id,
         type=event_type,
@@ -214,14 +190,68 @@ def _event(
         sku=sku,
         site=site,
         qty=qty,
-        eta_ms=eta_ms,
-        shipment_id=shipment_id,
-        from_site=from_site,
-        proposal_id=proposal_id,
+        eta_ms=moved.eta_ms,
+        shipment_id=moved.shipment_id,
+        from_site=moved.from_site,
+        proposal_id=moved.proposal_id,
         source=source,
         ingested_ms=ingested_ms,
         received_ms=received_ms,
     )
+
+
+def _site(obj: Mapping[str, Any], name: str, sites: frozenset[str]) -> str:
+    """A site id from the network. One string object per site id, whatever message it came
+    in: state keys every SKU's sites by it, and a copy per SKU-site was ~55 bytes each."""
+    site = _string(obj, name, MAX_SKU_LEN)
+    assert site is not None
+    if site not in sites:
+        raise Invalid("unknown_site", f"{name} {site!r} is not in the network config")
+    return sys.intern(site)
+
+
+def _event_type(topic_kind: str, obj: Mapping[str, Any]) -> EventType:
+    raw_type = obj.get("type", None)
+    if raw_type is None:
+        default = _DEFAULT_TYPE.get(topic_kind)
+        if default is None:
+            raise Invalid("missing_field", "field `type` is required")
+        return default
+    found = _TYPE_BY_NAME.get(raw_type) if isinstance(raw_type, str) else None
+    if found is None or found not in TYPES_BY_TOPIC[topic_kind]:
+        allowed = sorted(t.value for t in TYPES_BY_TOPIC[topic_kind])
+        raise Invalid("unknown_type", f"type {raw_type!r:.40} not allowed here; use {allowed}")
+    return found
+
+
+def _quantity(event_type: EventType, obj: Mapping[str, Any]) -> int:
+    """The event's one quantity: on-hand counted, a signed adjustment, or units moved."""
+    if event_type is EventType.SNAPSHOT:
+        return _integer(obj, "on_hand", 0)
+    if event_type is EventType.ADJUSTMENT:
+        delta = _integer(obj, "delta", -MAX_QTY)
+        if delta == 0:
+            raise Invalid("out_of_range", "field `delta` must not be 0")
+        return delta
+    return _integer(obj, "qty", 1)
+
+
+def _movement(
+    event_type: EventType, obj: Mapping[str, Any], site: str, sites: frozenset[str]
+) -> _Movement:
+    if event_type is EventType.INBOUND_EXPECTED:
+        eta_ms = parse_timestamp(obj.get("eta"), "eta")
+        return _Movement(eta_ms=eta_ms, shipment_id=_string(obj, "shipment_id", MAX_ID_LEN))
+    if event_type is EventType.INBOUND_RECEIVED:
+        return _Movement(shipment_id=_string(obj, "shipment_id", MAX_ID_LEN, required=False))
+    if not event_type.value.startswith("transfer_"):
+        return _NO_MOVEMENT
+    from_site = _site(obj, "from_site", sites)
+    if from_site == site:
+        raise Invalid("out_of_range", "from_site and site must differ")
+    needs_id = event_type in _NEEDS_PROPOSAL_ID
+    proposal_id = _string(obj, "proposal_id", MAX_ID_LEN, required=needs_id)
+    return _Movement(from_site=from_site, proposal_id=proposal_id)
 
 
 def parse_message(
