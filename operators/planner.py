@@ -24,6 +24,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 from types import EllipsisType
+from typing import Final
 
 from operators.demand import mean_per_hour, observed_hours, sd_per_hour
 from state.config import Lane, Network, Policy, SkuParams
@@ -440,62 +441,96 @@ def plan_for_receiver(
         return suppressed(SuppressReason.NO_ALLOWED_LANE)
     if any(r.to_site == receiver_id and not r.dispatched for r in sku_state.reservations.values()):
         return suppressed(SuppressReason.RESERVATION_OUTSTANDING)
-    params = network.sku_params(sku_state.sku)
-    candidates: list[_Scored] = []
-    for lane in lanes:  # fastest first
-        sender_state = sku_state.sites.get(lane.from_site)
-        if sender_state is None:
-            continue
-        candidate = _candidate(
-            sku_state, receiver, lane, sender_state, params, network, policy, now_ms, prior, screen
-        )
-        if candidate is not None:
-            candidates.append(candidate)
+    inputs = _PlanInputs(
+        sku_state,
+        receiver,
+        network.sku_params(sku_state.sku),
+        network,
+        policy,
+        now_ms,
+        prior,
+        screen,
+    )
+    candidates = [
+        scored
+        for lane in lanes  # fastest first
+        if (scored := _candidate(inputs, lane)) is not None
+    ]
     if not candidates:
         return suppressed(SuppressReason.NO_SENDER_WITH_SURPLUS)
-    screened = any(c[4] for c in candidates)
-    viable = [c for c in candidates if c[0].rejected_because is None]
+    return _choose(view, need, candidates)
+
+
+# When no sender is viable, the reason the plan gives: the first of these its senders hit.
+_REASON_ORDER: Final = (
+    SuppressReason.NO_NET_BENEFIT,
+    SuppressReason.BELOW_MIN_QTY,
+    SuppressReason.SHELF_LIFE,
+    SuppressReason.COOLDOWN,
+)
+
+
+def _choose(view: SiteView, need: Need, candidates: list[ScoredSender]) -> Plan:
+    """The best viable sender (net benefit, then the faster lane, then the sender's id), the
+    others as alternatives; or why none qualifies."""
+    screened = any(c.screened for c in candidates)
+    viable = [c for c in candidates if c.candidate.rejected_because is None]
     if not viable:
-        reasons = {c[0].rejected_because for c in candidates}
-        alternatives = tuple(c[0] for c in candidates)
-        for reason in (
-            SuppressReason.NO_NET_BENEFIT,
-            SuppressReason.BELOW_MIN_QTY,
-            SuppressReason.SHELF_LIFE,
-            SuppressReason.COOLDOWN,
-        ):
-            if reason.value in reasons:
-                return suppressed(reason, alternatives, screened)
-        return suppressed(SuppressReason.NO_SENDER_WITH_SURPLUS, alternatives, screened)
-    viable.sort(key=lambda c: (-c[0].net_benefit, c[0].lead_hours, c[0].from_site))
-    chosen, lane, sender, surplus, _ = viable[0]
+        reasons = {c.candidate.rejected_because for c in candidates}
+        alternatives = tuple(c.candidate for c in candidates)
+        reason = next(
+            (r for r in _REASON_ORDER if r.value in reasons), SuppressReason.NO_SENDER_WITH_SURPLUS
+        )
+        return Plan(view, need, None, None, None, alternatives, reason, screened)
+    best = min(
+        viable,
+        key=lambda c: (-c.candidate.net_benefit, c.candidate.lead_hours, c.candidate.from_site),
+    )
+    sender, surplus = best.sender, best.surplus
     # Only the chosen sender's view goes into the evidence: built for it alone.
     sender_view = site_view(sender, sender.state.position, surplus.reorder_point, surplus.keep)
-    alternatives = tuple(c[0] for c in candidates if c[0] is not chosen)
-    return Plan(view, need, chosen, lane, sender_view, alternatives, None, screened)
+    alternatives = tuple(c.candidate for c in candidates if c is not best)
+    return Plan(view, need, best.candidate, best.lane, sender_view, alternatives, None, screened)
 
 
-# A sender considered: its candidate, the lane, its agent and surplus, and whether it was
-# screened out (its numbers not computed).
-_Scored = tuple[Candidate, Lane, Agent, Surplus, bool]
+@dataclass(frozen=True, slots=True)
+class ScoredSender:
+    """A sender considered: its candidate, the lane, its agent and surplus, and whether it
+    was screened out (its numbers not computed)."""
+
+    candidate: Candidate
+    lane: Lane
+    sender: Agent
+    surplus: Surplus
+    screened: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _PlanInputs:
+    """What pricing every sender of one receiver shares."""
+
+    sku_state: SkuState
+    receiver: Agent
+    params: SkuParams
+    network: Network
+    policy: Policy
+    now_ms: int
+    prior: float | None
+    screen: bool
+
+
 # Screen only below the threshold by more than floating-point noise in the bound.
 _SCREEN_MARGIN = 1e-9
 
 
-def _candidate(
-    sku_state: SkuState,
-    receiver: Agent,
-    lane: Lane,
-    sender_state: SiteState,
-    params: SkuParams,
-    network: Network,
-    policy: Policy,
-    now_ms: int,
-    prior: float | None,
-    screen: bool,
-) -> _Scored | None:
+def _candidate(inputs: _PlanInputs, lane: Lane) -> ScoredSender | None:
+    """The sender at the lane's far end, priced; None when it has nothing to give."""
+    sender_state = inputs.sku_state.sites.get(lane.from_site)
+    if sender_state is None:
+        return None
+    network, policy = inputs.network, inputs.policy
     sender = agent_for(
-        lane.from_site, sender_state, policy, prior, demand_index(network, lane.from_site)
+        lane.from_site, sender_state, policy, inputs.prior, demand_index(network, lane.from_site)
     )
     if not sender.learned:
         return None
@@ -503,57 +538,66 @@ def _candidate(
     surplus = sender_surplus(sender, replenishment, policy)
     if surplus.qty <= 0:
         return None
-    need = receiver_need(receiver, lane.lead_hours, policy, now_ms)
 
-    def rejected(reason: SuppressReason, qty: int = 0, screened: bool = False) -> _Scored:
+    def rejected(reason: SuppressReason, qty: int = 0, screened: bool = False) -> ScoredSender:
         cand = Candidate(lane.from_site, qty, lane.lead_hours, 0.0, 0.0, 0.0, 0.0, reason.value)
-        return cand, lane, sender, surplus, screened
+        return ScoredSender(cand, lane, sender, surplus, screened)
 
-    cooling = policy.cooldown_hours * HOUR_MS
-    if (
-        sender_state.last_transfer_in_ms >= 0
-        and now_ms - sender_state.last_transfer_in_ms < cooling
-    ):
+    if _cooling_down(inputs, lane, sender_state):
         return rejected(SuppressReason.COOLDOWN)
-    if any(
-        r.from_site == receiver.site_id and r.to_site == lane.from_site
-        for r in sku_state.reservations.values()
-    ):
-        return rejected(SuppressReason.COOLDOWN)
-    pack = params.pack_size
+    need = receiver_need(inputs.receiver, lane.lead_hours, policy, inputs.now_ms)
+    pack = inputs.params.pack_size
     high = min(need.qty, surplus.qty) // pack * pack
-    low = math.ceil(params.min_transfer_qty / pack) * pack
-    if need.qty <= 0 or high < max(low, pack):
+    smallest = max(math.ceil(inputs.params.min_transfer_qty / pack) * pack, pack)
+    if need.qty <= 0 or high < smallest:
         return rejected(SuppressReason.BELOW_MIN_QTY, max(high, 0))
     receiver_points = stock_checkpoints(
-        receiver.state, now_ms, lane.lead_hours + policy.cover_hours, receiving=True
+        inputs.receiver.state, inputs.now_ms, lane.lead_hours + policy.cover_hours, receiving=True
     )
-    if params.shelf_life_hours is not None:
+    if inputs.params.shelf_life_hours is not None:
         sellable = sellable_before_expiry(
-            receiver, receiver_points, sender, lane, params.shelf_life_hours
+            inputs.receiver, receiver_points, sender, lane, inputs.params.shelf_life_hours
         )
         high = min(high, sellable // pack * pack)
-        if high < max(low, pack):
+        if high < smallest:
             return rejected(SuppressReason.SHELF_LIFE, max(high, 0))
-    outlook = ReceiverOutlook(receiver, receiver_points, lane.lead_hours)
-    smallest = max(low, pack)
-    if screen:
-        # Net benefit is at most the value of the most any quantity could save (a sender
-        # loses nothing) less the cost of the cheapest quantity.
-        value = params.unit_margin + policy.lost_sale_penalty
-        cheapest = lane.fixed_cost + min(lane.cost_per_unit * smallest, lane.cost_per_unit * high)
-        ceiling = value * outlook.saved_at_most(high) - cheapest
-        if value >= 0 and ceiling < policy.min_net_benefit - _SCREEN_MARGIN:
-            return rejected(SuppressReason.NO_NET_BENEFIT, high, screened=True)
+    outlook = ReceiverOutlook(inputs.receiver, receiver_points, lane.lead_hours)
+    if inputs.screen and _ruled_out(inputs, lane, outlook, smallest, high):
+        return rejected(SuppressReason.NO_NET_BENEFIT, high, screened=True)
+    sender_points = stock_checkpoints(sender_state, inputs.now_ms, surplus.horizon_hours)
     evaluate = EconomicsFn(
-        outlook,
-        lane,
-        SenderOutlook(sender, stock_checkpoints(sender_state, now_ms, surplus.horizon_hours), high),
-        params,
-        policy,
+        outlook, lane, SenderOutlook(sender, sender_points, high), inputs.params, policy
     )
     best = best_quantity(smallest, high, pack, evaluate)
-    cand = Candidate(
+    return ScoredSender(_priced(lane, best, policy), lane, sender, surplus)
+
+
+def _cooling_down(inputs: _PlanInputs, lane: Lane, sender_state: SiteState) -> bool:
+    """A sender that received a transfer lately, or one the receiver is sending to now,
+    does not send (stock must not ping-pong)."""
+    cooling = inputs.policy.cooldown_hours * HOUR_MS
+    received = sender_state.last_transfer_in_ms
+    if received >= 0 and inputs.now_ms - received < cooling:
+        return True
+    return any(
+        r.from_site == inputs.receiver.site_id and r.to_site == lane.from_site
+        for r in inputs.sku_state.reservations.values()
+    )
+
+
+def _ruled_out(
+    inputs: _PlanInputs, lane: Lane, outlook: ReceiverOutlook, smallest: int, high: int
+) -> bool:
+    """Screening: net benefit is at most the value of the most any quantity could save (a
+    sender loses nothing) less the cost of the cheapest quantity."""
+    value = inputs.params.unit_margin + inputs.policy.lost_sale_penalty
+    cheapest = lane.fixed_cost + min(lane.cost_per_unit * smallest, lane.cost_per_unit * high)
+    ceiling = value * outlook.saved_at_most(high) - cheapest
+    return value >= 0 and ceiling < inputs.policy.min_net_benefit - _SCREEN_MARGIN
+
+
+def _priced(lane: Lane, best: Economics, policy: Policy) -> Candidate:
+    return Candidate(
         from_site=lane.from_site,
         qty=best.qty,
         lead_hours=lane.lead_hours,
@@ -567,7 +611,6 @@ def _candidate(
             else SuppressReason.NO_NET_BENEFIT.value
         ),
     )
-    return cand, lane, sender, surplus, False
 
 
 def proposal_id(
