@@ -6,10 +6,11 @@ flow consumes a single event, with a message that names the field.
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 
 class ConfigError(ValueError):
@@ -226,9 +227,7 @@ def _integer(value: Any, where: str, *, minimum: int = 1) -> int:
 
 def sku_params_from_dict(raw: Mapping[str, Any], where: str, base: SkuParams) -> SkuParams:
     known = {"unit_cost", "unit_margin", "pack_size", "min_transfer_qty", "shelf_life_hours"}
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
+    reject_unknown(raw, known, where)
     return SkuParams(
         unit_cost=_number(raw.get("unit_cost", base.unit_cost), f"{where}.unit_cost"),
         unit_margin=_number(raw.get("unit_margin", base.unit_margin), f"{where}.unit_margin"),
@@ -244,67 +243,58 @@ def sku_params_from_dict(raw: Mapping[str, Any], where: str, base: SkuParams) ->
     )
 
 
+_NETWORK_KEYS: Final = frozenset({"sites", "lanes", "sku_defaults", "limits"})
+_SITE_KEYS: Final = frozenset(
+    {"id", "kind", "replenishment_lead_hours", "demand_index", "storage_capacity", "sales_profile"}
+)
+_LANE_KEYS: Final = frozenset(
+    {
+        "from",
+        "to",
+        "lead_hours",
+        "cost_per_unit",
+        "fixed_cost",
+        "capacity_per_day",
+        "cutoff_hour",
+        "bidirectional",
+    }
+)
+
+
+def reject_unknown(table: Mapping[str, Any], known: Collection[str], where: str) -> None:
+    """A misspelled key is an error that names it and the key it most likely meant: left
+    alone, `storage_capcity` would silently mean "no storage limit"."""
+    unknown = sorted(set(table) - set(known))
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise ConfigError(f"{where}: unknown field(s) {', '.join(hints)}")
+
+
 def network_from_dict(
     raw: Mapping[str, Any], sku_overrides: Mapping[str, Mapping[str, Any]] | None = None
 ) -> Network:
     """Validate a parsed network file. Lanes must join known sites; ids must be unique."""
+    reject_unknown(raw, _NETWORK_KEYS, "network")
     sites: dict[str, Site] = {}
     for i, entry in enumerate(_require(raw, "sites", "network")):
-        where = f"network.sites[{i}]"
-        site_id = _require(entry, "id", where)
-        if not isinstance(site_id, str) or not site_id or len(site_id) > 64:
-            raise ConfigError(f"{where}.id: expected a 1-64 character string, got {site_id!r}")
-        if site_id in sites:
-            raise ConfigError(f"{where}.id: duplicate site id {site_id!r}")
-        sites[site_id] = Site(
-            site_id=site_id,
-            kind=str(entry.get("kind", "store")),
-            replenishment_lead_hours=_number(
-                entry.get("replenishment_lead_hours", 72.0),
-                f"{where}.replenishment_lead_hours",
-            ),
-            demand_index=_number(
-                entry.get("demand_index", 1.0), f"{where}.demand_index", strict=True
-            ),
-            storage_capacity=(
-                _integer(entry["storage_capacity"], f"{where}.storage_capacity")
-                if entry.get("storage_capacity") is not None
-                else None
-            ),
-            sales_profile=(
-                _sales_profile(entry["sales_profile"], f"{where}.sales_profile")
-                if entry.get("sales_profile") is not None
-                else None
-            ),
-        )
+        site = _site_from_dict(entry, f"network.sites[{i}]")
+        if site.site_id in sites:
+            raise ConfigError(f"network.sites[{i}].id: duplicate site id {site.site_id!r}")
+        sites[site.site_id] = site
     if len(sites) < 2:
         raise ConfigError("network.sites: a network needs at least two sites")
     lanes: dict[tuple[str, str], Lane] = {}
     for i, entry in enumerate(raw.get("lanes", [])):
-        where = f"network.lanes[{i}]"
-        src = _require(entry, "from", where)
-        dst = _require(entry, "to", where)
-        for end, name in ((src, "from"), (dst, "to")):
-            if end not in sites:
-                raise ConfigError(f"{where}.{name}: unknown site {end!r}")
-        if src == dst:
-            raise ConfigError(f"{where}: a lane cannot start and end at {src!r}")
-        lead = _number(_require(entry, "lead_hours", where), f"{where}.lead_hours")
-        per_unit = _number(entry.get("cost_per_unit", 0.0), f"{where}.cost_per_unit")
-        fixed = _number(entry.get("fixed_cost", 0.0), f"{where}.fixed_cost")
-        capacity = entry.get("capacity_per_day")
-        if capacity is not None:
-            capacity = _integer(capacity, f"{where}.capacity_per_day")
-        cutoff = entry.get("cutoff_hour")
-        if cutoff is not None:
-            cutoff = _number(cutoff, f"{where}.cutoff_hour")
-            if cutoff > 24:
-                raise ConfigError(f"{where}.cutoff_hour: must be within 0-24, got {cutoff!r}")
-        pairs = [(src, dst), (dst, src)] if entry.get("bidirectional", False) else [(src, dst)]
-        for a, b in pairs:
-            if (a, b) in lanes:
-                raise ConfigError(f"{where}: duplicate lane {a!r} -> {b!r}")
-            lanes[(a, b)] = Lane(a, b, lead, per_unit, fixed, capacity, cutoff)
+        for lane in _lanes_from_dict(entry, f"network.lanes[{i}]", sites):
+            if (lane.from_site, lane.to_site) in lanes:
+                raise ConfigError(
+                    f"network.lanes[{i}]: duplicate lane {lane.from_site!r} -> {lane.to_site!r}"
+                )
+            lanes[(lane.from_site, lane.to_site)] = lane
     defaults = sku_params_from_dict(
         raw.get("sku_defaults", {}), "network.sku_defaults", SkuParams()
     )
@@ -321,15 +311,59 @@ def network_from_dict(
     )
 
 
+def _site_from_dict(entry: Mapping[str, Any], where: str) -> Site:
+    reject_unknown(entry, _SITE_KEYS, where)
+    site_id = _require(entry, "id", where)
+    if not isinstance(site_id, str) or not site_id or len(site_id) > 64:
+        raise ConfigError(f"{where}.id: expected a 1-64 character string, got {site_id!r}")
+    capacity, profile = entry.get("storage_capacity"), entry.get("sales_profile")
+    return Site(
+        site_id=site_id,
+        kind=str(entry.get("kind", "store")),
+        replenishment_lead_hours=_number(
+            entry.get("replenishment_lead_hours", 72.0), f"{where}.replenishment_lead_hours"
+        ),
+        demand_index=_number(entry.get("demand_index", 1.0), f"{where}.demand_index", strict=True),
+        storage_capacity=(
+            _integer(capacity, f"{where}.storage_capacity") if capacity is not None else None
+        ),
+        sales_profile=(
+            _sales_profile(profile, f"{where}.sales_profile") if profile is not None else None
+        ),
+    )
+
+
+def _lanes_from_dict(entry: Mapping[str, Any], where: str, sites: Mapping[str, Site]) -> list[Lane]:
+    """One lane entry: one lane, or two when `bidirectional`."""
+    reject_unknown(entry, _LANE_KEYS, where)
+    src, dst = _require(entry, "from", where), _require(entry, "to", where)
+    for end, name in ((src, "from"), (dst, "to")):
+        if end not in sites:
+            raise ConfigError(f"{where}.{name}: unknown site {end!r}")
+    if src == dst:
+        raise ConfigError(f"{where}: a lane cannot start and end at {src!r}")
+    lead = _number(_require(entry, "lead_hours", where), f"{where}.lead_hours")
+    per_unit = _number(entry.get("cost_per_unit", 0.0), f"{where}.cost_per_unit")
+    fixed = _number(entry.get("fixed_cost", 0.0), f"{where}.fixed_cost")
+    capacity = entry.get("capacity_per_day")
+    if capacity is not None:
+        capacity = _integer(capacity, f"{where}.capacity_per_day")
+    cutoff = entry.get("cutoff_hour")
+    if cutoff is not None:
+        cutoff = _number(cutoff, f"{where}.cutoff_hour")
+        if cutoff > 24:
+            raise ConfigError(f"{where}.cutoff_hour: must be within 0-24, got {cutoff!r}")
+    pairs = [(src, dst), (dst, src)] if entry.get("bidirectional", False) else [(src, dst)]
+    return [Lane(a, b, lead, per_unit, fixed, capacity, cutoff) for a, b in pairs]
+
+
 def limits_from_dict(raw: Mapping[str, Any]) -> Limits:
     """The network file's optional `[limits]` table; unknown keys are errors."""
     if not isinstance(raw, Mapping):
         raise ConfigError("network.limits: expected a table")
     known = {"max_units_per_sku_site", "max_inbound_per_sku_site"}
     floats = {"inbound_grace_hours", "max_future_minutes"}
-    unknown = set(raw) - known - floats
-    if unknown:
-        raise ConfigError(f"network.limits: unknown field(s) {sorted(unknown)}")
+    reject_unknown(raw, known | floats, "network.limits")
     values: dict[str, Any] = {}
     for key in known & set(raw):
         values[key] = _integer(raw[key], f"network.limits.{key}")
@@ -366,16 +400,9 @@ def policy_from_dict(raw: Mapping[str, Any]) -> Policy:
     if not isinstance(version, str) or not version:
         raise ConfigError(f"policy.version: expected a non-empty string, got {version!r}")
     extra = {"version", "description", "signal_checks", "integrity_action"}
-    unknown = set(raw) - set(_POLICY_FLOATS) - set(_POLICY_INTS) - extra
-    if unknown:
-        raise ConfigError(f"policy: unknown field(s) {sorted(unknown)}")
+    reject_unknown(raw, set(_POLICY_FLOATS) | set(_POLICY_INTS) | extra, "policy")
     values: dict[str, Any] = {"version": version, "description": str(raw.get("description", ""))}
-    for key, minimum in _POLICY_FLOATS.items():
-        if key in raw:
-            values[key] = _number(raw[key], f"policy.{key}", minimum=minimum)
-    for key, int_minimum in _POLICY_INTS.items():
-        if key in raw:
-            values[key] = _integer(raw[key], f"policy.{key}", minimum=int_minimum)
+    values.update(_policy_numbers(raw))
     if "signal_checks" in raw:
         if not isinstance(raw["signal_checks"], bool):
             raise ConfigError("policy.signal_checks: expected true or false")
@@ -384,8 +411,18 @@ def policy_from_dict(raw: Mapping[str, Any]) -> Policy:
         if raw["integrity_action"] not in ("approve", "suppress"):
             raise ConfigError("policy.integrity_action: expected 'approve' or 'suppress'")
         values["integrity_action"] = raw["integrity_action"]
-    if values.get("demand_halflife_hours", 1.0) <= 0:
-        raise ConfigError("policy.demand_halflife_hours: must be > 0")
-    if values.get("proposal_ttl_hours", 1.0) <= 0:
-        raise ConfigError("policy.proposal_ttl_hours: must be > 0")
+    for positive in ("demand_halflife_hours", "proposal_ttl_hours"):
+        if values.get(positive, 1.0) <= 0:
+            raise ConfigError(f"policy.{positive}: must be > 0")
     return Policy(**values)
+
+
+def _policy_numbers(raw: Mapping[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, minimum in _POLICY_FLOATS.items():
+        if key in raw:
+            values[key] = _number(raw[key], f"policy.{key}", minimum=minimum)
+    for key, int_minimum in _POLICY_INTS.items():
+        if key in raw:
+            values[key] = _integer(raw[key], f"policy.{key}", minimum=int_minimum)
+    return values

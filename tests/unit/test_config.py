@@ -84,3 +84,37 @@ def test_settings_from_env_read_types_and_reject_bad_values_by_name() -> None:
     with pytest.raises(ConfigError, match="STOCKSHIFT_CONTROL_KEYS") as caught:
         from_env({"STOCKSHIFT_CONTROL_KEYS": "ops=short"})
     assert "short" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("where", "typo", "meant"),
+    [
+        ("site", "storage_capcity", "storage_capacity"),
+        ("lane", "capacty_per_day", "capacity_per_day"),
+        ("top", "sku_defualts", "sku_defaults"),
+        ("limits", "max_inbound_per_sku_sit", "max_inbound_per_sku_site"),
+    ],
+)
+def test_a_misspelled_network_key_fails_naming_it_and_what_it_meant(
+    where: str, typo: str, meant: str
+) -> None:
+    """Left alone, a misspelled limit silently meant "unlimited"."""
+    raw: dict = {
+        "sites": [{"id": "A"}, {"id": "B"}],
+        "lanes": [{"from": "A", "to": "B", "lead_hours": 6}],
+    }
+    if where == "site":
+        raw["sites"][0][typo] = 100
+    elif where == "lane":
+        raw["lanes"][0][typo] = 10
+    elif where == "top":
+        raw[typo] = {}
+    else:
+        raw["limits"] = {typo: 3}
+    with pytest.raises(ConfigError, match=rf"'{typo}' \(did you mean '{meant}'\?\)"):
+        network_from_dict(raw)
+
+
+def test_a_misspelled_policy_key_fails_naming_it() -> None:
+    with pytest.raises(ConfigError, match=r"'min_net_benefitt' \(did you mean 'min_net_benefit'"):
+        policy_from_dict({"version": "v", "min_net_benefitt": 1})
