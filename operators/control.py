@@ -123,6 +123,21 @@ def verify(
         return ControlRejection("malformed", detail, None, None, message_ts_ms, offset)
 
 
+@dataclass(frozen=True, slots=True)
+class _Envelope:
+    key_id: str
+    signature: str
+    body_text: str
+
+
+class _Rejected(Exception):
+    """Raised inside this module only; always turned into a ControlRejection."""
+
+    def __init__(self, reason: str, detail: str, key_id: str | None = None) -> None:
+        super().__init__(detail)
+        self.reason, self.key_id = reason, key_id
+
+
 def _verify(
     value: bytes | None,
     keys: Mapping[str, bytes],
@@ -132,48 +147,56 @@ def _verify(
     known_versions: Collection[str],
     offset: int | None,
 ) -> ControlCommand | ControlRejection:
-    def reject(
-        reason: str, detail: str, key_id: str | None = None, nonce: str | None = None
-    ) -> ControlRejection:
-        return ControlRejection(reason, detail, key_id, nonce, message_ts_ms, offset)
+    try:
+        outer = _envelope(value)
+        body = _authenticated_body(outer, keys)
+    except _Rejected as bad:
+        return ControlRejection(bad.reason, str(bad), bad.key_id, None, message_ts_ms, offset)
+    try:
+        return _command(body, outer.key_id, message_ts_ms, nonces, max_skew_ms, known_versions)
+    except Invalid as bad:
+        nonce = body.get("nonce")
+        nonce = nonce if isinstance(nonce, str) else None
+        return ControlRejection(bad.reason, str(bad), outer.key_id, nonce, message_ts_ms, offset)
 
+
+def _envelope(value: bytes | None) -> _Envelope:
+    """The outer JSON: which key signed what body, with what signature."""
     if value is None or not value:
-        return reject("malformed", "empty control message")
+        raise _Rejected("malformed", "empty control message")
     if len(value) > MAX_CONTROL_BYTES:
-        return reject(
+        raise _Rejected(
             "oversized", f"control message is {len(value)} bytes; max {MAX_CONTROL_BYTES}"
         )
     try:
         outer = orjson.loads(value)
     except orjson.JSONDecodeError:
-        return reject("malformed", "control message is not UTF-8 JSON")
+        raise _Rejected("malformed", "control message is not UTF-8 JSON") from None
     if not isinstance(outer, dict):
-        return reject("malformed", "control message must be a JSON object")
+        raise _Rejected("malformed", "control message must be a JSON object")
     key_id, signature, body_text = outer.get("key_id"), outer.get("signature"), outer.get("body")
-    if (
-        not isinstance(signature, str)
-        or not isinstance(key_id, str)
-        or not isinstance(body_text, str)
-    ):
-        return reject("unsigned", "control message needs key_id, signature and body")
-    if _SIGNATURE.fullmatch(signature) is None:
-        return reject("malformed", "signature must be 64 lowercase hex digits", key_id[:64])
-    secret = keys.get(key_id)
+    if isinstance(key_id, str) and isinstance(signature, str) and isinstance(body_text, str):
+        return _Envelope(key_id, signature, body_text)
+    raise _Rejected("unsigned", "control message needs key_id, signature and body")
+
+
+def _authenticated_body(outer: _Envelope, keys: Mapping[str, bytes]) -> dict[str, Any]:
+    """The body, once its signature checks out against the named key."""
+    if _SIGNATURE.fullmatch(outer.signature) is None:
+        raise _Rejected("malformed", "signature must be 64 lowercase hex digits", outer.key_id[:64])
+    secret = keys.get(outer.key_id)
     if secret is None:
-        return reject("unknown_key", f"no control key with id {key_id!r:.40}", key_id)
-    body_bytes = body_text.encode("utf-8")
-    if not hmac.compare_digest(sign(body_bytes, secret), signature):
-        return reject("bad_signature", "signature does not match the body", key_id)
+        raise _Rejected("unknown_key", f"no control key with id {outer.key_id!r:.40}", outer.key_id)
+    body_bytes = outer.body_text.encode("utf-8")
+    if not hmac.compare_digest(sign(body_bytes, secret), outer.signature):
+        raise _Rejected("bad_signature", "signature does not match the body", outer.key_id)
     try:
         body = orjson.loads(body_bytes)
-        if not isinstance(body, dict):
-            raise Invalid("malformed", "body must be a JSON object")
-        return _command(body, key_id, message_ts_ms, nonces, max_skew_ms, known_versions)
-    except Invalid as bad:
-        nonce = body.get("nonce") if isinstance(body, dict) else None
-        return reject(bad.reason, str(bad), key_id, nonce if isinstance(nonce, str) else None)
     except orjson.JSONDecodeError:
-        return reject("malformed", "body is not JSON", key_id)
+        raise _Rejected("malformed", "body is not JSON", outer.key_id) from None
+    if not isinstance(body, dict):
+        raise _Rejected("malformed", "body must be a JSON object", outer.key_id)
+    return body
 
 
 def _command(
