@@ -125,6 +125,47 @@ def measure(
     prefix = f"lat{uuid.uuid4().hex[:6]}."
     kafka.ensure_topics([brokers], [prefix + k for k in (*INPUT_KINDS, *OUTPUT_KINDS)], 3)
     folder = Path(tempfile.mkdtemp(prefix="stockshift-latency-"))
+    flow = _start_target(brokers, prefix, folder, target)
+    producer = Producer(
+        {"bootstrap.servers": brokers, "linger.ms": linger_ms,
+         "queue.buffering.max.messages": 200000}
+    )  # fmt: skip
+    watcher = _ProposalWatcher(brokers, prefix + "proposals")
+    sent_at: dict[str, float] = {}
+    try:
+        names = [f"SKU-{i:05d}" for i in range(skus)]
+        for sku in names:
+            for kind, body in _history(sku):
+                _produce(producer, prefix, kind, body)
+        producer.flush(60)
+        # Let the flow finish the warm-up before the clock starts.
+        time.sleep(max(5.0, len(names) * 102 / 5000))
+        watcher.start()
+        _drive(producer, prefix, names, rate, seconds, sent_at)
+        deadline = time.time() + 10
+        while time.time() < deadline and len(set(sent_at) & set(watcher.received)) < len(sent_at):
+            time.sleep(0.1)
+    finally:
+        watcher.stop()
+        flow.terminate()
+        flow.wait(timeout=15)
+    received = watcher.received
+    latencies = sorted((received[e] - sent_at[e]) * 1000 for e in sent_at if e in received)
+    if not latencies:
+        raise RuntimeError(f"no proposal arrived; flow log: {folder / 'flow.log'}")
+    return {
+        "target": target,
+        "linger_ms": linger_ms,
+        "rate_events_per_s": rate,
+        "seconds": seconds,
+        "triggers": len(sent_at),
+        "proposals_received": len(latencies),
+        **_percentiles(latencies),
+    }
+
+
+def _start_target(brokers: str, prefix: str, folder: Path, target: str) -> subprocess.Popen[bytes]:
+    """`stockshift run`, or the plain relay, as its own process on the given topics."""
     (folder / "network.toml").write_text(NETWORK)
     env = {
         **os.environ,
@@ -134,108 +175,91 @@ def measure(
         "STOCKSHIFT_POLICY": str(DEFAULT_CONFIG_DIR / "policies" / "default.toml"),
         "STOCKSHIFT_LOG_LEVEL": "WARNING",
     }
-    log = (folder / "flow.log").open("wb")
     command = (
         [sys.executable, "-m", "flows.cli", "run"]
         if target == "stockshift"
         else [sys.executable, "-m", "adapters.lab.latency", brokers, prefix]
     )
-    flow = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    producer = Producer(
-        {"bootstrap.servers": brokers, "linger.ms": linger_ms,
-         "queue.buffering.max.messages": 200000}
-    )  # fmt: skip
-    sent_at: dict[str, float] = {}
-    received: dict[str, float] = {}
-    stop = threading.Event()
+    log = (folder / "flow.log").open("wb")
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
-    def consume() -> None:
+
+class _ProposalWatcher:
+    """Reads the proposals topic in a thread: when each trigger's proposal arrived."""
+
+    def __init__(self, brokers: str, topic: str) -> None:
+        self.received: dict[str, float] = {}
+        self._brokers, self._topic = brokers, topic
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._consume, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _consume(self) -> None:
         consumer = Consumer(
             {
-                "bootstrap.servers": brokers,
+                "bootstrap.servers": self._brokers,
                 "group.id": "latency",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 1,
             }
         )
-        topic = prefix + "proposals"
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        while not stop.is_set():
+        parts = consumer.list_topics(self._topic, timeout=10).topics[self._topic].partitions
+        consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in parts])
+        while not self._stop.is_set():
             msg = consumer.poll(0.01)
             if msg is None or msg.error():
                 continue
             now = time.time()
             for trigger in orjson.loads(msg.value() or b"{}").get("trigger_event_ids", []):
-                received.setdefault(trigger, now)
+                self.received.setdefault(trigger, now)
         consumer.close()
 
-    reader = threading.Thread(target=consume, daemon=True)
-    try:
-        names = [f"SKU-{i:05d}" for i in range(skus)]
-        for sku in names:
-            for kind, body in _history(sku):
-                _produce(producer, prefix, kind, body)
-        producer.flush(60)
-        # Let the flow finish the warm-up before the clock starts.
-        time.sleep(max(5.0, len(names) * 102 / 5000))
-        reader.start()
-        total = int(rate * seconds)
-        every = max(total // max(len(names), 1), 1)
-        started = time.perf_counter()
-        triggered = 0
-        for n in range(total):
-            due = started + n / rate
-            pause = due - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-            ts = T0 + 50 * HOUR_MS + n * 10
-            if n % every == 0 and triggered < len(names):
-                sku = names[triggered]
-                triggered += 1
-                body = {
-                    "event_id": f"damage-{sku}",
-                    "ts": ts,
-                    "sku": sku,
-                    "site": "B",
-                    "type": "adjustment",
-                    "delta": -15,
-                }
-                sent_at[body["event_id"]] = time.time()
-                _produce(producer, prefix, "inventory", body)
-            else:
-                # Background sales on other SKUs, so the triggered SKUs keep their surplus.
-                body = {
-                    "event_id": f"x{n}",
-                    "ts": ts,
-                    "sku": f"BG-{n % 5000:04d}",
-                    "site": "A",
-                    "qty": 1,
-                }
-                _produce(producer, prefix, "pos", body)
-            producer.poll(0)
-        producer.flush(30)
-        deadline = time.time() + 10
-        while time.time() < deadline and len(set(sent_at) & set(received)) < len(sent_at):
-            time.sleep(0.1)
-    finally:
-        stop.set()
-        flow.terminate()
-        flow.wait(timeout=15)
-    latencies = sorted((received[e] - sent_at[e]) * 1000 for e in sent_at if e in received)
-    if not latencies:
-        raise RuntimeError(f"no proposal arrived; flow log: {folder / 'flow.log'}")
 
+def _drive(
+    producer: Producer,
+    prefix: str,
+    names: list[str],
+    rate: float,
+    seconds: float,
+    sent_at: dict[str, float],
+) -> None:
+    """`rate` events/s for `seconds`: each SKU's trigger spread over the run, background
+    sales on other SKUs in between (so the triggered SKUs keep their surplus)."""
+    total = int(rate * seconds)
+    every = max(total // max(len(names), 1), 1)
+    started = time.perf_counter()
+    triggered = 0
+    for n in range(total):
+        pause = started + n / rate - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        ts = T0 + 50 * HOUR_MS + n * 10
+        if n % every == 0 and triggered < len(names):
+            sku = names[triggered]
+            triggered += 1
+            trigger = f"damage-{sku}"
+            body: dict[str, Any] = {"event_id": trigger, "ts": ts, "sku": sku, "site": "B",
+                                    "type": "adjustment", "delta": -15}  # fmt: skip
+            sent_at[trigger] = time.time()
+            _produce(producer, prefix, "inventory", body)
+        else:
+            body = {"event_id": f"x{n}", "ts": ts, "sku": f"BG-{n % 5000:04d}", "site": "A",
+                    "qty": 1}  # fmt: skip
+            _produce(producer, prefix, "pos", body)
+        producer.poll(0)
+    producer.flush(30)
+
+
+def _percentiles(latencies: list[float]) -> dict[str, float]:
     def pct(q: float) -> float:
         return round(latencies[min(int(q * len(latencies)), len(latencies) - 1)], 1)
 
     return {
-        "target": target,
-        "linger_ms": linger_ms,
-        "rate_events_per_s": rate,
-        "seconds": seconds,
-        "triggers": len(sent_at),
-        "proposals_received": len(latencies),
         "p50_ms": pct(0.5),
         "p95_ms": pct(0.95),
         "p99_ms": pct(0.99),

@@ -57,45 +57,9 @@ def hindsight_bound(
     n_lanes = len(lanes)
     n_s = hours * sites
     n_vars = 2 * n_s + hours * n_lanes
-
-    def s_var(t: int, i: int) -> int:
-        return t * sites + i
-
-    def inv_var(t: int, i: int) -> int:
-        return n_s + t * sites + i
-
-    def x_var(t: int, e: int) -> int:
-        return 2 * n_s + t * n_lanes + e
-
-    rows: list[int] = []
-    cols: list[int] = []
-    vals: list[float] = []
-
-    def put(row: int, col: int, value: float) -> None:
-        rows.append(row)
-        cols.append(col)
-        vals.append(value)
-
+    rows, cols, vals = _flow_balance(hours, sites, lanes, review_hours, supplier_lead_hours)
     rhs = np.zeros(n_s) if scheduled is None else scheduled.reshape(-1).astype(float)
     rhs[:sites] += on_hand
-    for t in range(hours):
-        for i in range(sites):
-            row = t * sites + i
-            put(row, inv_var(t, i), 1.0)
-            if t > 0:
-                put(row, inv_var(t - 1, i), -1.0)
-            put(row, s_var(t, i), 1.0)
-            # Supplier arrival now: what sold in the review window that ended `lead` ago.
-            review_end = t - supplier_lead_hours  # hour whose end placed the order
-            if review_end >= 0 and (review_end + 1) % review_hours == 0:
-                for past in range(review_end + 1 - review_hours, review_end + 1):
-                    put(row, s_var(past, i), -1.0)
-    for e, lane in enumerate(lanes):
-        for t in range(hours):
-            put(t * sites + lane.from_index, x_var(t, e), 1.0)
-            arrive = t + max(1, lane.lead_hours)
-            if arrive < hours:
-                put(arrive * sites + lane.to_index, x_var(t, e), -1.0)
     a_eq = coo_matrix((vals, (rows, cols)), shape=(n_s, n_vars)).tocsr()
     cost = np.zeros(n_vars)
     cost[:n_s] = -_SALE_WEIGHT
@@ -116,6 +80,43 @@ def hindsight_bound(
         units_moved=float(moved.sum()),
         variable_cost=float(moved @ lane_cost),
     )
+
+
+def _flow_balance(
+    hours: int, sites: int, lanes: list[LaneSpec], review_hours: int, supplier_lead_hours: int
+) -> tuple[list[int], list[int], list[float]]:
+    """The single-SKU LP's equality rows, one per (hour, site): stock carried in and out,
+    units sold, supplier arrivals (what sold in the review window that ended `lead` ago)
+    and transfers out and in. Variables: sold [hour, site], stock [hour, site], moved
+    [hour, lane]."""
+    n_s, n_lanes = hours * sites, len(lanes)
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+
+    def put(row: int, col: int, value: float) -> None:
+        rows.append(row)
+        cols.append(col)
+        vals.append(value)
+
+    for t in range(hours):
+        for i in range(sites):
+            row = t * sites + i
+            put(row, n_s + row, 1.0)
+            if t > 0:
+                put(row, n_s + row - sites, -1.0)
+            put(row, row, 1.0)
+            review_end = t - supplier_lead_hours  # hour whose end placed the order
+            if review_end >= 0 and (review_end + 1) % review_hours == 0:
+                for past in range(review_end + 1 - review_hours, review_end + 1):
+                    put(row, past * sites + i, -1.0)
+    for e, lane in enumerate(lanes):
+        for t in range(hours):
+            put(t * sites + lane.from_index, 2 * n_s + t * n_lanes + e, 1.0)
+            arrive = t + max(1, lane.lead_hours)
+            if arrive < hours:
+                put(arrive * sites + lane.to_index, 2 * n_s + t * n_lanes + e, -1.0)
+    return rows, cols, vals
 
 
 def network_hindsight_bound(
