@@ -320,6 +320,16 @@ def _verdict(
     return keyed[1]
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """The flow's input streams: raw input messages, the consumers' own errors, and control
+    messages (None when the run has no control input)."""
+
+    raw: Stream[RawMessage]
+    consumer_errors: Stream[DeadLetter]
+    control_raw: Stream[RawMessage] | None
+
+
 def build(
     settings: Settings,
     *,
@@ -351,31 +361,76 @@ def build(
         shadow_share=settings.shadow_share,
         emit_positions=sinks.live_state is not None,
     )
-
     flow = Dataflow("stockshift")
-    control_raw: Stream[RawMessage] | None = None
-    if source is None:
-        merged_source: Source[RawMessage | DeadLetter] = MergedKafkaSource(
-            settings.brokers,
-            settings.input_topics,
-            settings.kafka_config,
-            consumer_config=kafka.SOURCE_DEFAULTS,
-            grace_ms=settings.merge_grace_ms,
-            max_future_ms=int(network.limits.max_future_minutes * 60_000),
-        )
-        merged = op.input("kafka_input", flow, merged_source)
-        raw = op.filter_map("consumed_messages", merged, _only(RawMessage))
-        input_errors = op.filter_map("consumer_errors", merged, _only(DeadLetter))
-        control_raw, control_errors = _kafka_input(
-            "control_input", flow, settings, [control_topic(settings)], control.start_offset
-        )
-        consumer_errors = op.merge("consumer_errors_all", input_errors, control_errors)
-    else:
+    inputs = _inputs(flow, settings, network, source, control)
+    events, dead = _parse(inputs.raw, settings, network)
+    keyed = op.key_on("key_by_sku", events, _event_sku)
+    idle = timedelta(seconds=settings.idle_eviction_s) if settings.idle_eviction_s > 0 else None
+    budget = KeyBudget(settings.max_skus)
+    outputs = op.stateful("sku_state", keyed, partial(SkuLogic, context, idle, snapshots, budget))
+    # (sku, StepOutput): exactly one per event that reached the state
+    op.inspect("count_outputs", outputs, metrics.count_output)
+    refused = op.filter_map("refused_events", outputs, _refused)
+    dead = op.merge("all_dead_letters", dead, inputs.consumer_errors, refused)
+    op.inspect("count_dead_letters", dead, metrics.count_dead_letter)
+    op.output("dlq_out", dead, sinks.dead_letters)
+    lane_decisions = _negotiate(outputs, network, sinks)
+    decisions = op.merge(
+        "engine_and_negotiation_decisions",
+        op.flat_map("decisions", outputs, _decisions),
+        lane_decisions,
+    )
+    if inputs.control_raw is not None:
+        audit = _control(inputs.control_raw, control, frozenset(context.policies), policy)
+        decisions = op.merge("all_decisions", decisions, audit)
+    op.output("decisions_out", decisions, sinks.decisions)
+    _optional_outputs(outputs, lane_decisions, sinks)
+    return flow
+
+
+def _inputs(
+    flow: Dataflow,
+    settings: Settings,
+    network: Network,
+    source: Source[Any] | None,
+    control: Control,
+) -> _Inputs:
+    """Kafka (the three input topics merged in order, and the control topic), or the given
+    source (and control source)."""
+    if source is not None:
         given = op.input("input", flow, source)
-        raw = op.filter_map("given_messages", given, _only(RawMessage))
-        consumer_errors = op.filter_map("given_errors", given, _only(DeadLetter))
+        control_raw = None
         if control.source is not None:
             control_raw = op.input("control_input", flow, control.source)
+        return _Inputs(
+            op.filter_map("given_messages", given, _only(RawMessage)),
+            op.filter_map("given_errors", given, _only(DeadLetter)),
+            control_raw,
+        )
+    merged_source: Source[RawMessage | DeadLetter] = MergedKafkaSource(
+        settings.brokers,
+        settings.input_topics,
+        settings.kafka_config,
+        consumer_config=kafka.SOURCE_DEFAULTS,
+        grace_ms=settings.merge_grace_ms,
+        max_future_ms=int(network.limits.max_future_minutes * 60_000),
+    )
+    merged = op.input("kafka_input", flow, merged_source)
+    input_errors = op.filter_map("consumer_errors", merged, _only(DeadLetter))
+    control_raw, control_errors = _kafka_input(
+        "control_input", flow, settings, [control_topic(settings)], control.start_offset
+    )
+    return _Inputs(
+        op.filter_map("consumed_messages", merged, _only(RawMessage)),
+        op.merge("consumer_errors_all", input_errors, control_errors),
+        control_raw,
+    )
+
+
+def _parse(
+    raw: Stream[RawMessage], settings: Settings, network: Network
+) -> tuple[Stream[Event], Stream[DeadLetter]]:
+    """Every message an event or a dead letter with its reason (operators.parse)."""
     parsed = op.map(
         "parse",
         raw,
@@ -390,19 +445,16 @@ def build(
     events = op.filter_map("events", parsed, _only(Event))
     dead = op.filter_map("dead_letters", parsed, _only(DeadLetter))
     op.inspect("count_events", events, metrics.count_event)
+    return events, dead
 
-    keyed = op.key_on("key_by_sku", events, _event_sku)
-    idle = timedelta(seconds=settings.idle_eviction_s) if settings.idle_eviction_s > 0 else None
-    budget = KeyBudget(settings.max_skus)
-    outputs = op.stateful("sku_state", keyed, partial(SkuLogic, context, idle, snapshots, budget))
-    # (sku, StepOutput): exactly one per event that reached the state
-    op.inspect("count_outputs", outputs, metrics.count_output)
-    refused = op.filter_map("refused_events", outputs, _refused)
-    dead = op.merge("all_dead_letters", dead, consumer_errors, refused)
-    op.inspect("count_dead_letters", dead, metrics.count_dead_letter)
-    op.output("dlq_out", dead, sinks.dead_letters)
-    # Proposals (and, for sites with a storage capacity, occupancy) keyed by receiving site:
-    # lane capacity and storage are both shared there (operators.lanes).
+
+def _negotiate(
+    outputs: KeyedStream[StepOutput], network: Network, sinks: Sinks
+) -> Stream[DecisionRecord]:
+    """Proposals (and, for sites with a storage capacity, occupancy) keyed by receiving
+    site, where lane capacity and storage are both shared (operators.lanes); granted
+    proposals to their sink. Returns negotiation's decision records: a proposal's record
+    comes from here, once granted (with the units granted), or its refusal."""
     receiving = op.key_on(
         "key_by_receiving_site",
         op.flat_map("to_negotiation", outputs, _to_negotiation),
@@ -413,43 +465,47 @@ def build(
         _negotiation("negotiation", receiving, network),
         _negotiation_outcome,
     )
-    # NegotiationOutcome: the proposal as granted (maybe fewer units, maybe deferred) or none,
-    # and a decision record when negotiation changed or refused it
     op.inspect("count_negotiation", negotiated, metrics.count_negotiated)
     if sinks.negotiated is not None:
         op.output("negotiated_out", negotiated, sinks.negotiated)
     op.output("proposals_out", op.filter_map("granted", negotiated, _granted), sinks.proposals)
-    # A proposal's record comes from negotiation, once granted (with the units granted).
-    lane_decisions = op.filter_map("lane_decisions", negotiated, _negotiation_decision)
-    decisions = op.merge(
-        "engine_and_negotiation_decisions",
-        op.flat_map("decisions", outputs, _decisions),
-        lane_decisions,
-    )
-    if control_raw is not None:
-        verdicts = op.map(
-            "control_verdicts",
-            op.stateful_map(
-                "control_auth",
-                op.key_on("key_control", control_raw, _control_key),
-                partial(
-                    authenticate,
-                    keys=control.keys,
-                    max_skew_ms=control.max_skew_ms,
-                    known_versions=frozenset(context.policies),
-                    initial=control.nonces,
-                ),
+    return op.filter_map("lane_decisions", negotiated, _negotiation_decision)
+
+
+def _control(
+    control_raw: Stream[RawMessage],
+    control: Control,
+    versions: frozenset[str],
+    policy: Policy,
+) -> Stream[DecisionRecord]:
+    """Authenticate control messages; accepted commands go to the governance board. Returns
+    the audit line of every control message, applied or rejected."""
+    verdicts = op.map(
+        "control_verdicts",
+        op.stateful_map(
+            "control_auth",
+            op.key_on("key_control", control_raw, _control_key),
+            partial(
+                authenticate,
+                keys=control.keys,
+                max_skew_ms=control.max_skew_ms,
+                known_versions=versions,
+                initial=control.nonces,
             ),
-            _verdict,
-        )
-        op.inspect("count_control", verdicts, metrics.count_control)
-        commands = op.filter_map("accepted_commands", verdicts, as_command)
-        op.output("governance_out", commands, GovernanceSink(control.board))
-        audit = op.map(
-            "control_audit", verdicts, partial(control_decision, policy_version=policy.version)
-        )
-        decisions = op.merge("all_decisions", decisions, audit)
-    op.output("decisions_out", decisions, sinks.decisions)
+        ),
+        _verdict,
+    )
+    op.inspect("count_control", verdicts, metrics.count_control)
+    commands = op.filter_map("accepted_commands", verdicts, as_command)
+    op.output("governance_out", commands, GovernanceSink(control.board))
+    return op.map(
+        "control_audit", verdicts, partial(control_decision, policy_version=policy.version)
+    )
+
+
+def _optional_outputs(
+    outputs: KeyedStream[StepOutput], lane_decisions: Stream[DecisionRecord], sinks: Sinks
+) -> None:
     if sinks.step_outputs is not None:
         op.output("step_outputs_out", outputs, sinks.step_outputs)
     if sinks.live_state is not None:
@@ -457,4 +513,3 @@ def build(
         op.output("live_state_out", trail, sinks.live_state)
     if sinks.anomalies is not None:
         op.output("anomalies_out", op.flat_map("findings", outputs, _findings), sinks.anomalies)
-    return flow
