@@ -1,4 +1,9 @@
-"""The `stockshift` command: run (Kafka), demo (embedded), check-config."""
+"""The `stockshift` command.
+
+Production: run (the flow on Kafka), check-config, control (sign and send a command),
+explain (why a proposal was made). Lab (`pip install 'stockshift[lab]'`): demo, simulate,
+compare, bench, reliability, soak, signal-bench.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TypeAlias
 
 from adapters.settings import Settings
 from state.config import ConfigError
@@ -15,6 +21,8 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_SCENARIOS = CONFIGS / "scenarios"
 DEFAULT_POLICY = CONFIGS / "policies" / "default.toml"
 SERVICE_FIRST_POLICY = CONFIGS / "policies" / "service-first.toml"
+# What add_subparsers returns.
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -227,10 +235,26 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="stockshift", description=__doc__)
+    root = argparse.ArgumentParser(
+        prog="stockshift", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     root.add_argument("--log-level", default=os.environ.get("STOCKSHIFT_LOG_LEVEL", "INFO"))
     sub = root.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_check_config(sub)
+    _add_control(sub)
+    _add_explain(sub)
+    _add_demo(sub)
+    _add_simulate(sub)
+    _add_compare(sub)
+    _add_bench(sub)
+    _add_reliability(sub)
+    _add_soak(sub)
+    _add_signal_bench(sub)
+    return root
 
+
+def _add_run(sub: Subcommands) -> None:
     run = sub.add_parser("run", help="run the flow on Kafka (STOCKSHIFT_* env vars also work)")
     run.add_argument("--redis-url", help="live state and proposal ledger [STOCKSHIFT_REDIS_URL]")
     run.add_argument(
@@ -258,6 +282,48 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     run.set_defaults(handler=_run)
 
+
+def _add_check_config(sub: Subcommands) -> None:
+    check = sub.add_parser(
+        "check-config",
+        help="validate the configuration `run` would load (flags, STOCKSHIFT_* variables)",
+    )
+    check.add_argument("--network", help="network TOML [STOCKSHIFT_NETWORK]")
+    check.add_argument("--policy", help="default policy TOML [STOCKSHIFT_POLICY]")
+    check.set_defaults(handler=_check_config)
+
+
+def _add_control(sub: Subcommands) -> None:
+    ctl = sub.add_parser("control", help="sign and send a control command")
+    ctl.add_argument(
+        "command",
+        choices=[
+            "pause", "resume", "activate_policy", "freeze_site", "unfreeze_site",
+            "freeze_sku", "unfreeze_sku", "set_approval_threshold",
+        ],
+    )  # fmt: skip
+    ctl.add_argument("target", nargs="?", help="policy version, site or SKU")
+    ctl.add_argument("--value", type=float, help="approval threshold")
+    ctl.add_argument("--reason", help="why (kept in the decision log)")
+    ctl.add_argument("--actor", help="who (default $USER)")
+    ctl.add_argument("--effective-at", help="event time it applies from (default: now)")
+    ctl.add_argument("--key-id", help="signing key id [STOCKSHIFT_CONTROL_KEY_ID]")
+    ctl.add_argument("--brokers", help="[STOCKSHIFT_BROKERS]")
+    ctl.add_argument("--topic-prefix", help="[STOCKSHIFT_TOPIC_PREFIX]")
+    ctl.set_defaults(handler=_control)
+
+
+def _add_explain(sub: Subcommands) -> None:
+    why = sub.add_parser("explain", help="why a proposal was made, and what happened to it")
+    why.add_argument("proposal_id")
+    why.add_argument("--source", choices=["auto", "redis", "kafka"], default="auto")
+    why.add_argument("--brokers", help="[STOCKSHIFT_BROKERS]")
+    why.add_argument("--topic-prefix", help="[STOCKSHIFT_TOPIC_PREFIX]")
+    why.add_argument("--redis-url", help="[STOCKSHIFT_REDIS_URL]")
+    why.set_defaults(handler=_explain)
+
+
+def _add_demo(sub: Subcommands) -> None:
     demo = sub.add_parser("demo", help="run the flow on an embedded simulated network")
     demo.add_argument("--out", default="out/demo", help="output folder")
     demo.add_argument("--sites", type=int, default=8)
@@ -267,6 +333,8 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress lines")
     demo.set_defaults(handler=_demo)
 
+
+def _add_simulate(sub: Subcommands) -> None:
     sim = sub.add_parser("simulate", help="compare policies on simulated scenarios")
     sim.add_argument(
         "scenarios",
@@ -299,24 +367,8 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true")
     sim.set_defaults(handler=_simulate)
 
-    ctl = sub.add_parser("control", help="sign and send a control command")
-    ctl.add_argument(
-        "command",
-        choices=[
-            "pause", "resume", "activate_policy", "freeze_site", "unfreeze_site",
-            "freeze_sku", "unfreeze_sku", "set_approval_threshold",
-        ],
-    )  # fmt: skip
-    ctl.add_argument("target", nargs="?", help="policy version, site or SKU")
-    ctl.add_argument("--value", type=float, help="approval threshold")
-    ctl.add_argument("--reason", help="why (kept in the decision log)")
-    ctl.add_argument("--actor", help="who (default $USER)")
-    ctl.add_argument("--effective-at", help="event time it applies from (default: now)")
-    ctl.add_argument("--key-id", help="signing key id [STOCKSHIFT_CONTROL_KEY_ID]")
-    ctl.add_argument("--brokers", help="[STOCKSHIFT_BROKERS]")
-    ctl.add_argument("--topic-prefix", help="[STOCKSHIFT_TOPIC_PREFIX]")
-    ctl.set_defaults(handler=_control)
 
+def _add_compare(sub: Subcommands) -> None:
     cmp = sub.add_parser("compare", help="replay the same input under two policy versions")
     cmp.add_argument("policy_a")
     cmp.add_argument("policy_b")
@@ -331,6 +383,8 @@ def parser() -> argparse.ArgumentParser:
     cmp.add_argument("--topic-prefix", default="stockshift.", help="of the recorded topics")
     cmp.set_defaults(handler=_compare)
 
+
+def _add_bench(sub: Subcommands) -> None:
     bench = sub.add_parser("bench", help="throughput vs ceilings, memory per key, demo time")
     bench.add_argument("--brokers", help="use this Kafka (default: start a Tansu broker)")
     bench.add_argument("--events", type=int, default=200_000)
@@ -350,6 +404,8 @@ def parser() -> argparse.ArgumentParser:
     )
     bench.set_defaults(handler=_bench)
 
+
+def _add_reliability(sub: Subcommands) -> None:
     rel = sub.add_parser(
         "reliability",
         help="fault matrix: kill -9, broker and Redis outages, bad input, control abuse",
@@ -363,6 +419,8 @@ def parser() -> argparse.ArgumentParser:
     )
     rel.set_defaults(handler=_reliability)
 
+
+def _add_soak(sub: Subcommands) -> None:
     soak = sub.add_parser(
         "soak", help="steady rate with churning SKUs: memory, state, latency over time"
     )
@@ -372,25 +430,10 @@ def parser() -> argparse.ArgumentParser:
     soak.add_argument("--idle-eviction-s", type=float, default=30.0)
     soak.set_defaults(handler=_soak)
 
+
+def _add_signal_bench(sub: Subcommands) -> None:
     sig = sub.add_parser("signal-bench", help="inject faults; score the signal-health detectors")
     sig.set_defaults(handler=_signal_bench)
-
-    why = sub.add_parser("explain", help="why a proposal was made, and what happened to it")
-    why.add_argument("proposal_id")
-    why.add_argument("--source", choices=["auto", "redis", "kafka"], default="auto")
-    why.add_argument("--brokers", help="[STOCKSHIFT_BROKERS]")
-    why.add_argument("--topic-prefix", help="[STOCKSHIFT_TOPIC_PREFIX]")
-    why.add_argument("--redis-url", help="[STOCKSHIFT_REDIS_URL]")
-    why.set_defaults(handler=_explain)
-
-    check = sub.add_parser(
-        "check-config",
-        help="validate the configuration `run` would load (flags, STOCKSHIFT_* variables)",
-    )
-    check.add_argument("--network", help="network TOML [STOCKSHIFT_NETWORK]")
-    check.add_argument("--policy", help="default policy TOML [STOCKSHIFT_POLICY]")
-    check.set_defaults(handler=_check_config)
-    return root
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from adapters.configfiles import load_config
 from adapters.control import ControlFollower, GovernanceBoard, preload
 from adapters.settings import Settings, control_topic, from_env
 from flows.pipeline import Control, build
+from state.config import Policy
 
 log = logging.getLogger("stockshift")
 CONTROL_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime", "retention.ms": "-1"}
@@ -31,32 +32,63 @@ def prepare(settings: Settings, snapshots: bool | None = None) -> Dataflow:
         settings.policies_dir,
         settings.shadow_policy_path,
     )
-    policy, policies = config.policy, dict(config.policies)
     if settings.metrics_port is not None:
         metrics.serve(settings.metrics_port)  # first: a flow waiting for its broker is visible
     if settings.create_topics:
-        kafka.ensure_topics(
-            settings.brokers,
-            settings.input_topics + settings.output_topics,
-            settings.partitions,
-            settings.kafka_config,
-            timeout_s=settings.broker_wait_s,
-        )
-        # One partition: commands are totally ordered. The broker stamps each command's
-        # arrival (a signer's clock cannot make a command fresh), and the topic keeps every
-        # command, so start-up rebuilds every nonce ever used (docs/security.md).
-        kafka.ensure_topics(
-            settings.brokers,
-            [control_topic(settings)],
-            1,
-            settings.kafka_config,
-            timeout_s=settings.broker_wait_s,
-            topic_config=CONTROL_TOPIC_CONFIG,
-        )
+        _create_topics(settings)
+    control, replayed = _start_control(settings, config.policy.version, config.policies)
+    log.info(
+        "starting flow",
+        extra={
+            "brokers": settings.brokers,
+            "policy_version": config.policy.version,
+            "policy_versions": sorted(config.policies),
+            "control_commands_replayed": replayed,
+            "redis": settings.redis_url is not None,
+        },
+    )
+    return build(
+        settings,
+        network=config.network,
+        policy=config.policy,
+        policies=config.policies,
+        shadow_policy=config.shadow_policy,
+        control=control,
+        snapshots=settings.recovery_dir is not None if snapshots is None else snapshots,
+    )
+
+
+def _create_topics(settings: Settings) -> None:
+    kafka.ensure_topics(
+        settings.brokers,
+        settings.input_topics + settings.output_topics,
+        settings.partitions,
+        settings.kafka_config,
+        timeout_s=settings.broker_wait_s,
+    )
+    # One partition: commands are totally ordered. The broker stamps each command's arrival
+    # (a signer's clock cannot make a command fresh), and the topic keeps every command, so
+    # start-up rebuilds every nonce ever used (docs/security.md).
+    kafka.ensure_topics(
+        settings.brokers,
+        [control_topic(settings)],
+        1,
+        settings.kafka_config,
+        timeout_s=settings.broker_wait_s,
+        topic_config=CONTROL_TOPIC_CONFIG,
+    )
+
+
+def _start_control(
+    settings: Settings, default_version: str, policies: Mapping[str, Policy]
+) -> tuple[Control, int]:
+    """Apply the control log so far to a new governance board, then follow the topic in
+    this process (in a cluster the flow's control input runs in one process only). Returns
+    the flow's control settings and how many commands were replayed."""
     if not settings.control_keys:
         log.warning("no STOCKSHIFT_CONTROL_KEYS: every control command will be rejected")
     control = Control(
-        board=GovernanceBoard(policy.version),
+        board=GovernanceBoard(default_version),
         keys=dict(settings.control_keys),
         max_skew_ms=int(settings.control_max_skew_s * 1000),
     )
@@ -70,32 +102,12 @@ def prepare(settings: Settings, snapshots: bool | None = None) -> Dataflow:
         settings.kafka_config,
         timeout_s=settings.broker_wait_s,
     )
-    # Every process follows the control topic itself: in a cluster the flow's control input
-    # runs in one process only.
     ControlFollower(
         control.board, settings.brokers, control_topic(settings), control.keys,
         control.max_skew_ms, policies, control.start_offset, control.nonces,
         settings.kafka_config,
     ).start()  # fmt: skip
-    log.info(
-        "starting flow",
-        extra={
-            "brokers": settings.brokers,
-            "policy_version": policy.version,
-            "policy_versions": sorted(policies),
-            "control_commands_replayed": len(verdicts),
-            "redis": settings.redis_url is not None,
-        },
-    )
-    return build(
-        settings,
-        network=config.network,
-        policy=policy,
-        policies=policies,
-        shadow_policy=config.shadow_policy,
-        control=control,
-        snapshots=settings.recovery_dir is not None if snapshots is None else snapshots,
-    )
+    return control, len(verdicts)
 
 
 def bytewax_recovery_requested(argv: Sequence[str], env: Mapping[str, str]) -> bool:
