@@ -17,7 +17,7 @@ from operators.demand import advance, mean_per_hour, observed_hours, smoothing_a
 from operators.limits import expire_inbound, refusal, refused_letter
 from operators.planner import Plan, demand_prior, plan_for_receiver, proposal_id
 from operators.position import apply_event, expire_reservations, reserve
-from state.config import ConfigError, Network, Policy
+from state.config import ConfigError, Network, Policy, SkuParams
 from state.governance import DEFAULT_GOVERNANCE, Governance
 from state.records import (
     DecisionRecord,
@@ -351,7 +351,7 @@ def _decide_receiver(
             run.decisions.append(_suppressed(state, event, receiver_id, plan, reason, policy, now))
         return None
     receiver.last_logged = ""
-    return _propose(state, event, plan, ctx, policy, governance, now)
+    return _propose(state, run, plan, ctx)
 
 
 def _suppress_reason(
@@ -409,48 +409,23 @@ def _integrity_hold(state: SkuState, sites: tuple[str, ...], now: int) -> str:
     )
 
 
-def _propose(
-    state: SkuState,
-    event: Event,
-    plan: Plan,
-    ctx: DecisionContext,
-    policy: Policy,
-    governance: Governance,
-    now: int,
-) -> Proposal:
-    chosen, lane, sender = plan.chosen, plan.lane, plan.sender
-    assert chosen is not None and lane is not None and sender is not None
-    params = ctx.network.sku_params(state.sku)
+def _propose(state: SkuState, run: _Step, plan: Plan, ctx: DecisionContext) -> Proposal:
+    """The plan as a proposal: its evidence, its status (a person must look first, or not),
+    its reservation at both ends, and its decision record, all computed once."""
+    event, policy, now = run.event, run.policy, run.now
+    chosen, lane = plan.chosen, plan.lane
+    assert chosen is not None and lane is not None
     receiver_id = plan.receiver.site
     pid = proposal_id(
         state.sku, chosen.from_site, receiver_id, chosen.qty, event.event_id, policy.version
     )
-    evidence = Evidence(
-        receiver=plan.receiver,
-        sender=sender,
-        lead_hours=lane.lead_hours,
-        cost_per_unit=lane.cost_per_unit,
-        fixed_cost=lane.fixed_cost,
-        transfer_cost=chosen.transfer_cost,
-        unit_margin=params.unit_margin,
-        expected_units_saved=chosen.expected_units_saved,
-        expected_units_lost_at_sender=chosen.expected_units_lost_at_sender,
-        net_benefit=chosen.net_benefit,
-        alternatives=plan.alternatives,
-        value=round(chosen.qty * params.unit_cost, 2),
-    )
-    reason = (
-        f"{receiver_id} holds {plan.receiver.position} units against a reorder point of "
-        f"{plan.receiver.reorder_point:.0f} over the next {plan.need.horizon_hours:.0f} h, "
-        f"while {chosen.from_site} holds more than it needs; moving {chosen.qty} units is "
-        f"expected to save {chosen.expected_units_saved:.1f} lost sales for a transfer cost "
-        f"of {chosen.transfer_cost:.2f} (net benefit {chosen.net_benefit:.2f})."
-    )
+    evidence = _evidence(plan, ctx.network.sku_params(state.sku))
+    reason = _reason_text(plan)
     draft = Proposal(
         pid, state.sku, chosen.from_site, receiver_id, chosen.qty, now, now,
         policy.version, ProposalStatus.PROPOSED, reason, evidence, (event.event_id,),
     )  # fmt: skip
-    approvals = _approval_reasons(state, draft, ctx, policy, governance)
+    approvals = _approval_reasons(state, draft, ctx, policy, run.governance)
     status = ProposalStatus.NEEDS_APPROVAL if approvals else ProposalStatus.PROPOSED
     ttl = policy.approval_ttl_hours if approvals else policy.proposal_ttl_hours
     expires = now + int(ttl * HOUR_MS)
@@ -477,6 +452,38 @@ def _propose(
     )
     return replace(draft, expires_at_ms=expires, status=status, reason=reason,
                    trigger_received_ms=event.received_ms, record=record)  # fmt: skip
+
+
+def _evidence(plan: Plan, params: SkuParams) -> Evidence:
+    """The numbers a planner checks: both sites, the lane, and what the transfer is worth."""
+    chosen, lane, sender = plan.chosen, plan.lane, plan.sender
+    assert chosen is not None and lane is not None and sender is not None
+    return Evidence(
+        receiver=plan.receiver,
+        sender=sender,
+        lead_hours=lane.lead_hours,
+        cost_per_unit=lane.cost_per_unit,
+        fixed_cost=lane.fixed_cost,
+        transfer_cost=chosen.transfer_cost,
+        unit_margin=params.unit_margin,
+        expected_units_saved=chosen.expected_units_saved,
+        expected_units_lost_at_sender=chosen.expected_units_lost_at_sender,
+        net_benefit=chosen.net_benefit,
+        alternatives=plan.alternatives,
+        value=round(chosen.qty * params.unit_cost, 2),
+    )
+
+
+def _reason_text(plan: Plan) -> str:
+    chosen = plan.chosen
+    assert chosen is not None
+    return (
+        f"{plan.receiver.site} holds {plan.receiver.position} units against a reorder point of "
+        f"{plan.receiver.reorder_point:.0f} over the next {plan.need.horizon_hours:.0f} h, "
+        f"while {chosen.from_site} holds more than it needs; moving {chosen.qty} units is "
+        f"expected to save {chosen.expected_units_saved:.1f} lost sales for a transfer cost "
+        f"of {chosen.transfer_cost:.2f} (net benefit {chosen.net_benefit:.2f})."
+    )
 
 
 def _approve(state: SkuState, event: Event, policy: Policy, now: int) -> list[DecisionRecord]:

@@ -96,58 +96,88 @@ def apply_event(
     return None
 
 
-def _apply_transfer(
-    state: SkuState, event: Event, receiver: SiteState
-) -> tuple[str, Reservation, ReleaseReason] | None:
+Released = tuple[str, Reservation, ReleaseReason]
+
+
+def _apply_transfer(state: SkuState, event: Event, receiver: SiteState) -> Released | None:
     assert event.from_site is not None
     sender = state.site(event.from_site)
     key = TRANSFER_INBOUND_PREFIX + (event.proposal_id or event.event_id)
-    pid = event.proposal_id
-    reservation = state.reservations.get(pid) if pid is not None else None
     kind = event.type
-    released: tuple[str, Reservation, ReleaseReason] | None = None
     if kind is EventType.TRANSFER_APPROVED:
         return None  # an answer, not a movement: the engine extends the reservation
     if kind is EventType.TRANSFER_DISPATCHED:
-        if state.received_early is not None and key in state.received_early:
-            # Received already: the receipt took the goods from the sender and put them
-            # on the receiver's shelf; this late news moves nothing.
-            del state.received_early[key]
-            return None
-        lead_hours = 0.0
+        return _dispatched(state, event, sender, receiver, key)
+    if kind is EventType.TRANSFER_RECEIVED:
+        return _received(state, event, sender, receiver, key)
+    return _not_done(state, event, sender, receiver, key)
+
+
+def _dispatched(
+    state: SkuState, event: Event, sender: SiteState, receiver: SiteState, key: str
+) -> Released | None:
+    """The goods leave the sender and are expected at the receiver after the lane's lead
+    time; the proposal's reservation turns into that inbound."""
+    if state.received_early is not None and key in state.received_early:
+        # Received already: the receipt took the goods from the sender and put them on the
+        # receiver's shelf; this late news moves nothing.
+        del state.received_early[key]
+        return None
+    pid = event.proposal_id
+    reservation = state.reservations.get(pid) if pid is not None else None
+    lead_hours = 0.0
+    released: Released | None = None
+    if reservation is not None and pid is not None and not reservation.dispatched:
+        release(state, pid)
+        lead_hours = reservation.lead_hours
+        reservation.dispatched = True
+        state.reservations[pid] = reservation
+        released = (pid, reservation, ReleaseReason.DISPATCHED)
+    _take(sender, event.qty)
+    receiver.expect(key, Inbound(event.qty, event.ts_ms + int(lead_hours * 3_600_000)))
+    return released
+
+
+def _received(
+    state: SkuState, event: Event, sender: SiteState, receiver: SiteState, key: str
+) -> Released | None:
+    pid = event.proposal_id
+    reservation = state.reservations.get(pid) if pid is not None else None
+    released: Released | None = None
+    if not receiver.expects(key):
+        # The dispatch event never reached us: the receipt proves the goods left the sender
+        # (also when the proposal's reservation had already expired).
+        _take(sender, event.qty)
+        _remember_early_receipt(state, key, event.ts_ms)
         if reservation is not None and pid is not None and not reservation.dispatched:
             release(state, pid)
-            lead_hours = reservation.lead_hours
-            reservation.dispatched = True
-            state.reservations[pid] = reservation
             released = (pid, reservation, ReleaseReason.DISPATCHED)
-        _take(sender, event.qty)
-        receiver.expect(key, Inbound(event.qty, event.ts_ms + int(lead_hours * 3_600_000)))
-    elif kind is EventType.TRANSFER_RECEIVED:
-        if not receiver.expects(key):
-            # The dispatch event never reached us: the receipt proves the goods left the
-            # sender (also when the proposal's reservation had already expired).
-            _take(sender, event.qty)
-            _remember_early_receipt(state, key, event.ts_ms)
-            if reservation is not None and pid is not None and not reservation.dispatched:
-                release(state, pid)
-                released = (pid, reservation, ReleaseReason.DISPATCHED)
-        receiver.take_inbound(key)
-        receiver.on_hand += event.qty
-        receiver.last_transfer_in_ms = event.ts_ms
-        if pid is not None:
-            state.reservations.pop(pid, None)
-    else:
-        reason = (
-            ReleaseReason.REJECTED if kind is EventType.TRANSFER_REJECTED else ReleaseReason.FAILED
-        )
-        if reservation is not None and pid is not None:
-            if reservation.dispatched:
-                # Failed in transit: the goods go back to the sender.
-                if receiver.take_inbound(key) is not None:
-                    sender.on_hand += event.qty
-                state.reservations.pop(pid, None)
-            else:
-                release(state, pid)
-                released = (pid, reservation, reason)
+    receiver.take_inbound(key)
+    receiver.on_hand += event.qty
+    receiver.last_transfer_in_ms = event.ts_ms
+    if pid is not None:
+        state.reservations.pop(pid, None)
     return released
+
+
+def _not_done(
+    state: SkuState, event: Event, sender: SiteState, receiver: SiteState, key: str
+) -> Released | None:
+    """Rejected or failed: an undispatched reservation is released; goods that failed in
+    transit go back to the sender."""
+    pid = event.proposal_id
+    reservation = state.reservations.get(pid) if pid is not None else None
+    if reservation is None or pid is None:
+        return None
+    if reservation.dispatched:
+        if receiver.take_inbound(key) is not None:
+            sender.on_hand += event.qty
+        state.reservations.pop(pid, None)
+        return None
+    release(state, pid)
+    why = (
+        ReleaseReason.REJECTED
+        if event.type is EventType.TRANSFER_REJECTED
+        else ReleaseReason.FAILED
+    )
+    return (pid, reservation, why)

@@ -88,69 +88,85 @@ def check_event(
     state: SkuState, site: SiteState, event: Event, policy: Policy
 ) -> tuple[list[Finding], bool]:
     """Findings the event raises before it is applied, and whether its demand counts."""
-    findings: list[Finding] = []
+    findings = _clock_findings(event)
     counts_as_demand = True
-    if event.ingested_ms is not None:
-        ahead = event.ts_ms - event.ingested_ms
-        if ahead > _FUTURE_MS:
-            hours = ahead / HOUR_MS
-            findings.append(
-                _finding("future_timestamp", event, event.site, hours, "clock", hours_ahead=hours)
-            )
-        elif -ahead > _LATE_MS:
-            days = -ahead / DAY_MS
-            findings.append(
-                _finding("late_event", event, event.site, days, "clock", days_late=days)
-            )
     kind = event.type
     if kind in (EventType.SALE, EventType.RETURN):
-        signals = _signals(site)
-        spread = sale_spread(signals.sale_mean, signals.sale_dev)
-        score = (event.qty - signals.sale_mean) / spread
-        if (
-            signals.sales_seen >= _OUTLIER_WARMUP
-            and event.qty >= _OUTLIER_MIN_QTY
-            and score > _OUTLIER_K
-        ):
-            findings.append(
-                _finding("sale_outlier" if kind is EventType.SALE else "return_outlier",
-                         event, event.site, score, "robust_ewma",
-                         qty=event.qty, typical_qty=signals.sale_mean, spread=spread)
-            )  # fmt: skip
-            counts_as_demand = False
-        else:
-            signals.sales_seen += 1
-            # A plain average over the first sales, then exponential forgetting: the early
-            # estimate is not pulled towards zero, so a new site's huge order still shows.
-            alpha = max(_SALE_ALPHA, 1.0 / signals.sales_seen)
-            signals.sale_dev += alpha * (abs(event.qty - signals.sale_mean) - signals.sale_dev)
-            signals.sale_mean += alpha * (event.qty - signals.sale_mean)
-        if kind is EventType.SALE:
-            if event.qty >= site.on_hand:
-                signals.day_short = True  # sold out: today's count understates demand
-            if event.qty > site.on_hand:
-                findings.append(
-                    _finding("negative_implied_stock", event, event.site, event.qty - site.on_hand,
-                             "books", qty=event.qty, on_hand=site.on_hand)
-                )  # fmt: skip
-            signals.quiet_since_ms = max(signals.quiet_since_ms, event.ts_ms)
-            signals.silent = False
+        counts_as_demand = _check_sale(site, event, findings)
     elif kind is EventType.SNAPSHOT and site.last_event_ms >= 0:
-        implied, counted = site.on_hand, event.qty
-        gap = counted - implied
-        phantom = gap > max(3, 0.25 * max(implied, counted))
-        site.unexplained_qty = gap if phantom else 0
-        if abs(gap) > max(3, 0.25 * max(implied, counted)):
-            findings.append(
-                _finding("phantom_stock" if gap > 0 else "shrink", event, event.site,
-                         gap / max(implied, 1), "count_vs_books", counted=counted, implied=implied)
-            )  # fmt: skip
+        _check_count(site, event, findings)
     elif kind is EventType.ADJUSTMENT and abs(event.qty) > max(10, 0.5 * site.on_hand):
         findings.append(
             _finding("adjustment_outlier", event, event.site, abs(event.qty) / max(site.on_hand, 1),
                      "books", delta=event.qty, on_hand=site.on_hand)
         )  # fmt: skip
     return findings, counts_as_demand
+
+
+def _clock_findings(event: Event) -> list[Finding]:
+    """Event time far after, or far before, the message reached Kafka."""
+    if event.ingested_ms is None:
+        return []
+    ahead = event.ts_ms - event.ingested_ms
+    if ahead > _FUTURE_MS:
+        hours = ahead / HOUR_MS
+        return [_finding("future_timestamp", event, event.site, hours, "clock", hours_ahead=hours)]
+    if -ahead > _LATE_MS:
+        days = -ahead / DAY_MS
+        return [_finding("late_event", event, event.site, days, "clock", days_late=days)]
+    return []
+
+
+def _check_sale(site: SiteState, event: Event, findings: list[Finding]) -> bool:
+    """An outlier sale or return (its demand does not count), and a sale of more than the
+    books hold; otherwise it teaches the usual quantity per transaction."""
+    signals = _signals(site)
+    spread = sale_spread(signals.sale_mean, signals.sale_dev)
+    score = (event.qty - signals.sale_mean) / spread
+    counts_as_demand = True
+    if (
+        signals.sales_seen >= _OUTLIER_WARMUP
+        and event.qty >= _OUTLIER_MIN_QTY
+        and score > _OUTLIER_K
+    ):
+        findings.append(
+            _finding("sale_outlier" if event.type is EventType.SALE else "return_outlier",
+                     event, event.site, score, "robust_ewma",
+                     qty=event.qty, typical_qty=signals.sale_mean, spread=spread)
+        )  # fmt: skip
+        counts_as_demand = False
+    else:
+        signals.sales_seen += 1
+        # A plain average over the first sales, then exponential forgetting: the early
+        # estimate is not pulled towards zero, so a new site's huge order still shows.
+        alpha = max(_SALE_ALPHA, 1.0 / signals.sales_seen)
+        signals.sale_dev += alpha * (abs(event.qty - signals.sale_mean) - signals.sale_dev)
+        signals.sale_mean += alpha * (event.qty - signals.sale_mean)
+    if event.type is EventType.SALE:
+        if event.qty >= site.on_hand:
+            signals.day_short = True  # sold out: today's count understates demand
+        if event.qty > site.on_hand:
+            findings.append(
+                _finding("negative_implied_stock", event, event.site, event.qty - site.on_hand,
+                         "books", qty=event.qty, on_hand=site.on_hand)
+            )  # fmt: skip
+        signals.quiet_since_ms = max(signals.quiet_since_ms, event.ts_ms)
+        signals.silent = False
+    return counts_as_demand
+
+
+def _check_count(site: SiteState, event: Event, findings: list[Finding]) -> None:
+    """A count far above or below the on-hand the events imply. Units above it are
+    unexplained: kept out of the site's storage while its hold is open."""
+    implied, counted = site.on_hand, event.qty
+    gap = counted - implied
+    off = abs(gap) > max(3, 0.25 * max(implied, counted))
+    site.unexplained_qty = gap if off and gap > 0 else 0
+    if off:
+        findings.append(
+            _finding("phantom_stock" if gap > 0 else "shrink", event, event.site,
+                     gap / max(implied, 1), "count_vs_books", counted=counted, implied=implied)
+        )  # fmt: skip
 
 
 def close_days(site: SiteState, site_id: str, event: Event, policy: Policy) -> list[Finding]:
