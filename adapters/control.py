@@ -22,7 +22,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from adapters import clock, metrics
 from adapters.kafka import read_to_end
-from operators.control import NonceMemory, Timeline, arrival_ms, envelope, verify
+from operators.control import (
+    ControlAuth,
+    NonceMemory,
+    Timeline,
+    arrival_ms,
+    envelope,
+    verify,
+)
 from state.governance import ControlCommand, ControlRejection, Governance
 
 log = logging.getLogger("stockshift.control")
@@ -88,18 +95,13 @@ class GovernanceSink(DynamicSink[ControlCommand]):
 
 
 def verify_message(
-    msg: Any,
-    keys: Mapping[str, bytes],
-    nonces: NonceMemory,
-    max_skew_ms: int,
-    versions: set[str],
-    live: bool,
+    msg: Any, auth: ControlAuth, nonces: NonceMemory, live: bool
 ) -> ControlCommand | ControlRejection:
     """A control-topic message checked against its arrival (operators.control.arrival_ms):
     `live` for one read as it comes, not re-read at start-up."""
     ts_type, ts = msg.timestamp()
     arrived = arrival_ms(ts_type, ts if ts_type else None, clock.now_ms(), live)
-    return verify(msg.value(), keys, arrived, nonces, max_skew_ms, versions, msg.offset())
+    return verify(msg.value(), auth, arrived, nonces, msg.offset())
 
 
 class ControlFollower:
@@ -111,17 +113,13 @@ class ControlFollower:
         board: GovernanceBoard,
         brokers: Iterable[str],
         topic: str,
-        keys: Mapping[str, bytes],
-        max_skew_ms: int,
-        known_versions: Iterable[str],
+        auth: ControlAuth,
         start_offset: int,
         nonces: NonceMemory,
         add_config: Mapping[str, str] | None = None,
     ) -> None:
         self._board = board
-        self._keys = dict(keys)
-        self._max_skew_ms = max_skew_ms
-        self._versions = set(known_versions)
+        self._auth = auth
         self._nonces = copy.deepcopy(nonces)
         self._consumer = Consumer(
             {
@@ -147,9 +145,7 @@ class ControlFollower:
     def _apply(self, msg: Any) -> None:
         """One message; a failure is logged and the follower goes on with the next."""
         try:
-            verdict = verify_message(
-                msg, self._keys, self._nonces, self._max_skew_ms, self._versions, live=True
-            )
+            verdict = verify_message(msg, self._auth, self._nonces, live=True)
             if isinstance(verdict, ControlCommand):
                 self._board.add(verdict)
         except Exception:
@@ -185,9 +181,7 @@ def preload(
     board: GovernanceBoard,
     brokers: Iterable[str],
     topic: str,
-    keys: Mapping[str, bytes],
-    max_skew_ms: int,
-    known_versions: Iterable[str],
+    auth: ControlAuth,
     add_config: Mapping[str, str] | None = None,
     timeout_s: float = 30.0,
 ) -> tuple[int, NonceMemory, list[ControlCommand | ControlRejection]]:
@@ -198,10 +192,9 @@ def preload(
     """
     nonces = NonceMemory()
     verdicts: list[ControlCommand | ControlRejection] = []
-    versions = set(known_versions)
     next_offset = 0
     for msg in read_to_end(brokers, topic, "stockshift-control-preload", add_config, timeout_s):
-        verdict = verify_message(msg, keys, nonces, max_skew_ms, versions, live=False)
+        verdict = verify_message(msg, auth, nonces, live=False)
         if isinstance(verdict, ControlCommand):
             board.add(verdict)
         verdicts.append(verdict)

@@ -17,7 +17,7 @@ from adapters import kafka, metrics
 from adapters.configfiles import load_config
 from adapters.control import ControlFollower, GovernanceBoard, preload
 from adapters.settings import Settings, control_topic, from_env
-from flows.pipeline import Control, build
+from flows.pipeline import Control, build, control_auth
 from state.config import Policy
 
 log = logging.getLogger("stockshift")
@@ -87,24 +87,15 @@ def _start_control(
     the flow's control settings and how many commands were replayed."""
     if not settings.control_keys:
         log.warning("no STOCKSHIFT_CONTROL_KEYS: every control command will be rejected")
-    control = Control(
-        board=GovernanceBoard(default_version),
-        keys=dict(settings.control_keys),
-        max_skew_ms=int(settings.control_max_skew_s * 1000),
-    )
+    auth = control_auth(settings, policies)
+    control = Control(board=GovernanceBoard(default_version), auth=auth)
+    topic = control_topic(settings)
     control.start_offset, control.nonces, verdicts = preload(
-        control.board,
-        settings.brokers,
-        control_topic(settings),
-        control.keys,
-        control.max_skew_ms,
-        policies,
-        settings.kafka_config,
+        control.board, settings.brokers, topic, auth, settings.kafka_config,
         timeout_s=settings.broker_wait_s,
-    )
+    )  # fmt: skip
     ControlFollower(
-        control.board, settings.brokers, control_topic(settings), control.keys,
-        control.max_skew_ms, policies, control.start_offset, control.nonces,
+        control.board, settings.brokers, topic, auth, control.start_offset, control.nonces,
         settings.kafka_config,
     ).start()  # fmt: skip
     return control, len(verdicts)

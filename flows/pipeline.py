@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -31,7 +31,13 @@ from adapters.kafka_source import MergedKafkaSource
 from adapters.redis_store import LiveStateItem, LiveStateSink, RedisSettings
 from adapters.settings import Settings, control_topic
 from operators import codec
-from operators.control import NonceMemory, as_command, authenticate, control_decision
+from operators.control import (
+    ControlAuth,
+    NonceMemory,
+    as_command,
+    authenticate,
+    control_decision,
+)
 from operators.engine import DecisionContext, step
 from operators.lanes import (
     NegotiationOutcome,
@@ -86,11 +92,21 @@ class Control:
     """
 
     board: GovernanceBoard = field(default_factory=GovernanceBoard)
-    keys: dict[str, bytes] = field(default_factory=dict)
-    max_skew_ms: int = 300_000
+    # None: built from the settings' keys and skew, and the policy versions the flow loads.
+    auth: ControlAuth | None = None
     start_offset: int = 0
     nonces: NonceMemory = field(default_factory=NonceMemory)
     source: Source[RawMessage] | None = None
+
+
+def control_auth(settings: Settings, versions: Iterable[str]) -> ControlAuth:
+    """How control messages are checked: the configured keys and skew, and the policy
+    versions this flow can activate."""
+    return ControlAuth(
+        keys=dict(settings.control_keys),
+        max_skew_ms=int(settings.control_max_skew_s * 1000),
+        known_versions=frozenset(versions),
+    )
 
 
 def redis_settings(settings: Settings) -> RedisSettings | None:
@@ -348,9 +364,7 @@ def build(
     for a snapshot whether or not anything stores it, and pickling thousands of SKU states
     at each epoch's end stalls the worker for that long (the p99 of trigger-to-proposal
     latency)."""
-    control = control or Control(
-        keys=dict(settings.control_keys), max_skew_ms=int(settings.control_max_skew_s * 1000)
-    )
+    control = control or Control()
     sinks = sinks or kafka_sinks(settings)
     context = DecisionContext.build(
         network,
@@ -381,7 +395,8 @@ def build(
         lane_decisions,
     )
     if inputs.control_raw is not None:
-        audit = _control(inputs.control_raw, control, frozenset(context.policies), policy)
+        auth = control.auth or control_auth(settings, context.policies)
+        audit = _control(inputs.control_raw, control, auth, policy)
         decisions = op.merge("all_decisions", decisions, audit)
     op.output("decisions_out", decisions, sinks.decisions)
     _optional_outputs(outputs, lane_decisions, sinks)
@@ -473,10 +488,7 @@ def _negotiate(
 
 
 def _control(
-    control_raw: Stream[RawMessage],
-    control: Control,
-    versions: frozenset[str],
-    policy: Policy,
+    control_raw: Stream[RawMessage], control: Control, auth: ControlAuth, policy: Policy
 ) -> Stream[DecisionRecord]:
     """Authenticate control messages; accepted commands go to the governance board. Returns
     the audit line of every control message, applied or rejected."""
@@ -487,9 +499,7 @@ def _control(
             op.key_on("key_control", control_raw, _control_key),
             partial(
                 authenticate,
-                keys=control.keys,
-                max_skew_ms=control.max_skew_ms,
-                known_versions=versions,
+                auth=auth,
                 initial=control.nonces,
             ),
         ),

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import math
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -83,6 +83,17 @@ def arrival_ms(timestamp_type: int, timestamp_ms: int | None, received_ms: int, 
     return min(timestamp_ms, received_ms)
 
 
+@dataclass(frozen=True, slots=True)
+class ControlAuth:
+    """What checking a control message needs: the signing secrets by key id (several during
+    a rotation), how far a command's signing time may be from its arrival, and the policy
+    versions `activate_policy` may name."""
+
+    keys: Mapping[str, bytes]
+    max_skew_ms: int = 300_000
+    known_versions: frozenset[str] = frozenset()
+
+
 @dataclass(slots=True)
 class NonceMemory:
     """The nonces of every command accepted so far, with their signing times."""
@@ -105,11 +116,9 @@ class NonceMemory:
 
 def verify(
     value: bytes | None,
-    keys: Mapping[str, bytes],
+    auth: ControlAuth,
     message_ts_ms: int,
     nonces: NonceMemory,
-    max_skew_ms: int,
-    known_versions: Collection[str],
     offset: int | None = None,
 ) -> ControlCommand | ControlRejection:
     """Authenticate and validate one control message against its arrival time
@@ -117,7 +126,7 @@ def verify(
     by the clock of whoever publishes it. Never raises: any failure is a rejection."""
 
     try:
-        return _verify(value, keys, message_ts_ms, nonces, max_skew_ms, known_versions, offset)
+        return _verify(value, auth, message_ts_ms, nonces, offset)
     except Exception as exc:  # authentication fails closed: a rejection, never a raise
         detail = f"control message could not be checked: {type(exc).__name__}"
         return ControlRejection("malformed", detail, None, None, message_ts_ms, offset)
@@ -140,20 +149,18 @@ class _Rejected(Exception):
 
 def _verify(
     value: bytes | None,
-    keys: Mapping[str, bytes],
+    auth: ControlAuth,
     message_ts_ms: int,
     nonces: NonceMemory,
-    max_skew_ms: int,
-    known_versions: Collection[str],
     offset: int | None,
 ) -> ControlCommand | ControlRejection:
     try:
         outer = _envelope(value)
-        body = _authenticated_body(outer, keys)
+        body = _authenticated_body(outer, auth.keys)
     except _Rejected as bad:
         return ControlRejection(bad.reason, str(bad), bad.key_id, None, message_ts_ms, offset)
     try:
-        return _command(body, outer.key_id, message_ts_ms, nonces, max_skew_ms, known_versions)
+        return _command(body, outer.key_id, message_ts_ms, nonces, auth)
     except Invalid as bad:
         nonce = body.get("nonce")
         nonce = nonce if isinstance(nonce, str) else None
@@ -204,8 +211,7 @@ def _command(
     key_id: str,
     message_ts_ms: int,
     nonces: NonceMemory,
-    max_skew_ms: int,
-    known_versions: Collection[str],
+    auth: ControlAuth,
 ) -> ControlCommand:
     try:
         action = Action(str(body.get("command")))
@@ -215,14 +221,16 @@ def _command(
     if not isinstance(nonce, str) or not 8 <= len(nonce) <= 128:
         raise Invalid("malformed", "nonce must be a string of 8-128 characters")
     ts_ms = parse_timestamp(body.get("ts"))
-    if abs(ts_ms - message_ts_ms) > max_skew_ms:
-        raise Invalid("stale", f"signed at {ts_ms}, more than {max_skew_ms} ms from its arrival")
+    if abs(ts_ms - message_ts_ms) > auth.max_skew_ms:
+        raise Invalid(
+            "stale", f"signed at {ts_ms}, more than {auth.max_skew_ms} ms from its arrival"
+        )
     effective = body.get("effective_at")
     effective_ms = ts_ms if effective is None else parse_timestamp(effective, "effective_at")
     target = body.get("target")
     if action in _NEEDS_TARGET and (not isinstance(target, str) or not 1 <= len(target) <= 64):
         raise Invalid("malformed", f"{action.value} needs a `target`")
-    if action is Action.ACTIVATE_POLICY and target not in known_versions:
+    if action is Action.ACTIVATE_POLICY and target not in auth.known_versions:
         raise Invalid("unknown_policy_version", f"policy version {target!r} is not loaded")
     value = body.get("value")
     if action is Action.SET_APPROVAL_THRESHOLD:
@@ -233,7 +241,7 @@ def _command(
             or value < 0
         ):
             raise Invalid("malformed", "set_approval_threshold needs a non-negative `value`")
-    if not nonces.check_and_remember(nonce, ts_ms, max_skew_ms):
+    if not nonces.check_and_remember(nonce, ts_ms, auth.max_skew_ms):
         raise Invalid("replayed", f"nonce {nonce!r} was already used")
     reason, actor = body.get("reason", ""), body.get("actor", "")
     return ControlCommand(
@@ -304,9 +312,7 @@ def authenticate(
     state: NonceMemory | None,
     raw: RawMessage,
     *,
-    keys: Mapping[str, bytes],
-    max_skew_ms: int,
-    known_versions: Collection[str],
+    auth: ControlAuth,
     initial: NonceMemory,
 ) -> tuple[NonceMemory, ControlCommand | ControlRejection]:
     """The flow's `control_auth` step: verify against the nonces seen so far. The flow reads
@@ -315,7 +321,7 @@ def authenticate(
     kind = LOG_APPEND_TIME if raw.broker_time else CREATE_TIME
     live = raw.received_at_ms > 0
     ts = arrival_ms(kind, raw.timestamp_ms, raw.received_at_ms, live)
-    return nonces, verify(raw.value, keys, ts, nonces, max_skew_ms, known_versions, raw.offset)
+    return nonces, verify(raw.value, auth, ts, nonces, raw.offset)
 
 
 def control_decision(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from operators.control import NonceMemory, Timeline, envelope, sign, verify
+from operators.control import ControlAuth, NonceMemory, Timeline, envelope, sign, verify
 from operators.engine import DecisionContext, in_shadow_share, step
 from state.governance import Action, ControlCommand, ControlRejection
 from state.records import EventType, Outcome, ProposalStatus
@@ -21,7 +21,8 @@ def body(command: str, nonce: str = "nonce-0001", ts: int = NOW, **extra: object
 
 
 def check(value: bytes | None, nonces: NonceMemory | None = None, msg_ts: int = NOW):
-    return verify(value, KEYS, msg_ts, nonces or NonceMemory(), SKEW, {"test-1", "test-2"})
+    auth = ControlAuth(KEYS, SKEW, frozenset({"test-1", "test-2"}))
+    return verify(value, auth, msg_ts, nonces or NonceMemory())
 
 
 def test_a_signed_command_is_accepted_with_its_fields() -> None:

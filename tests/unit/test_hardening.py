@@ -16,6 +16,7 @@ from operators.codec import DLQ_PAYLOAD_MAX_BYTES, dead_letter_dict
 from operators.control import (
     CREATE_TIME,
     LOG_APPEND_TIME,
+    ControlAuth,
     NonceMemory,
     arrival_ms,
     envelope,
@@ -32,6 +33,7 @@ from tests.helpers import HOUR, T0, event, policy, two_store_network, warm_histo
 KINDS = topic_kinds_for("stockshift.")
 SITES = frozenset({"A", "B", "C"})
 KEYS = {"ops-1": b"s3cret-one-0123456789"}
+AUTH = ControlAuth(KEYS, 300_000)
 
 
 def raw(kind: str, body: dict[str, object] | bytes, received: int = T0) -> RawMessage:
@@ -49,13 +51,13 @@ def sale(**extra: object) -> dict[str, object]:
 )
 def test_a_malformed_signature_is_a_rejection_never_an_exception(signature: str) -> None:
     value = orjson.dumps({"key_id": "ops-1", "signature": signature, "body": "{}"})
-    verdict = verify(value, KEYS, T0, NonceMemory(), 300_000, set())
+    verdict = verify(value, AUTH, T0, NonceMemory())
     assert isinstance(verdict, ControlRejection) and verdict.reason == "malformed"
 
 
 @given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
 def test_no_control_message_can_raise(value: bytes) -> None:
-    verdict = verify(value, KEYS, T0, NonceMemory(), 300_000, set())
+    verdict = verify(value, AUTH, T0, NonceMemory())
     assert isinstance(verdict, ControlRejection)
 
 
@@ -72,11 +74,11 @@ def test_a_replayed_command_is_stale_and_its_nonce_is_never_forgotten() -> None:
     body = {"command": "pause", "nonce": "nonce-0001", "ts": T0}
     signed = envelope(body, "ops-1", KEYS["ops-1"])
     nonces = NonceMemory()
-    assert isinstance(verify(signed, KEYS, T0, nonces, 300_000, set()), ControlCommand)
+    assert isinstance(verify(signed, AUTH, T0, nonces), ControlCommand)
     later = T0 + 90 * 24 * HOUR
-    stale = verify(signed, KEYS, arrival_ms(CREATE_TIME, T0, later, True), nonces, 300_000, set())
+    stale = verify(signed, AUTH, arrival_ms(CREATE_TIME, T0, later, True), nonces)
     assert isinstance(stale, ControlRejection) and stale.reason == "stale"
-    again = verify(signed, KEYS, T0, nonces, 300_000, set())  # even at its claimed time
+    again = verify(signed, AUTH, T0, nonces)  # even at its claimed time
     assert isinstance(again, ControlRejection) and again.reason == "replayed"
 
 
