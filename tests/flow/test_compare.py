@@ -7,7 +7,7 @@ import orjson
 from flows.lab.compare import compare_log
 from operators.codec import event_message
 from state.records import EventType
-from tests.helpers import event, policy, two_store_network, warm_history
+from tests.support.helpers import event, policy, two_store_network, warm_history
 
 
 def test_compare_replays_a_recorded_log_under_two_policies(tmp_path: Path) -> None:

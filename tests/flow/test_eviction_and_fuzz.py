@@ -6,7 +6,7 @@ import time
 from dataclasses import replace
 
 import orjson
-from bytewax.testing import TestingSource, run_main
+from bytewax.testing import run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,7 +14,7 @@ from adapters.lab.memory import ListSink, PullSource
 from adapters.settings import Settings
 from flows.pipeline import Sinks, build
 from state.records import EventType, RawMessage, StepOutput
-from tests.helpers import event, policy, raw_of, two_store_network, warm_history
+from tests.support.helpers import event, policy, raw_of, run_raw, two_store_network, warm_history
 
 
 def sinks() -> Sinks:
@@ -98,16 +98,7 @@ def test_any_mix_of_valid_and_broken_input_is_accounted_for(items) -> None:
             stream.append(raw_of(valid[value % len(valid)], n))
         else:
             stream.append(RawMessage("stockshift.pos", 0, n, b"k", value, 0))
-    out = sinks()
-    run_main(
-        build(
-            Settings(),
-            source=TestingSource(stream),
-            sinks=out,
-            network=two_store_network(),
-            policy=policy(signal_checks=True),
-        )
-    )
+    out = run_raw(stream, two_store_network(), policy(signal_checks=True), sinks())
     # Every message ends up processed (one StepOutput) or dead-lettered, never both, never lost.
     assert len(out.step_outputs.items) + len(out.dead_letters.items) == len(stream)  # type: ignore[union-attr]
     for letter in out.dead_letters.items:

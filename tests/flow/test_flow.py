@@ -20,7 +20,7 @@ from operators.lanes import ReceivingState, negotiate_all, receiving_items
 from operators.limits import KeyBudget
 from operators.parse import parse_message, topic_kinds_for
 from state.records import Event, EventType, RawMessage
-from tests.helpers import event, policy, raw_of, two_store_network, warm_history
+from tests.support.helpers import event, policy, raw_of, run_raw, two_store_network, warm_history
 
 NEGOTIATION_REASONS = {"granted in part", "lane_capacity", "storage_capacity"}
 
@@ -39,16 +39,7 @@ def test_flow_turns_events_into_a_proposal_and_bad_input_into_dead_letters() -> 
     ]
     # Bad input in the middle of the stream must not stop what follows.
     stream = raws[:10] + bad + raws[10:]
-    sinks = memory_sinks()
-    run_main(
-        build(
-            Settings(),
-            source=TestingSource(stream),
-            sinks=sinks,
-            network=two_store_network(),
-            policy=policy(),
-        )
-    )
+    sinks = run_raw(stream, two_store_network(), policy(), memory_sinks())
     assert [(p.from_site, p.to_site) for p in sinks.proposals.items] == [("A", "B")]
     assert sinks.proposals.items[0].trigger_event_ids == ("count-B",)
     assert sorted(d.offset for d in sinks.dead_letters.items) == [900, 901, 902]

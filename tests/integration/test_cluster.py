@@ -11,8 +11,8 @@ import pytest
 from adapters.lab.devservices import free_port
 from adapters.lab.flowproc import FlowHarness
 from state.records import Event
-from tests.helpers import T0
 from tests.integration.test_recovery import expected, scenario
+from tests.support.helpers import T0
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

@@ -17,7 +17,7 @@ from adapters.lab.flowproc import ROOT, FlowHarness, flow_harness
 from operators.control import envelope
 from state.records import EventType
 from tests.conftest import running
-from tests.helpers import E2E_B_STOCK, E2E_HOURS, HOUR, T0, e2e_trigger, event, warm_history
+from tests.support.helpers import E2E_B_STOCK, E2E_HOURS, HOUR, T0, e2e_trigger, event, warm_history
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

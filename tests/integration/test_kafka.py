@@ -15,7 +15,7 @@ from confluent_kafka import Producer
 from adapters.kafka import ProducingSink, ensure_topics
 from adapters.lab.flowproc import NETWORK
 from state.records import EventType
-from tests.helpers import (
+from tests.support.helpers import (
     E2E_B_STOCK,
     E2E_HOURS,
     HOUR,

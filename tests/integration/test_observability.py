@@ -21,7 +21,7 @@ import adapters.metrics  # noqa: F401  (registers every metric)
 from adapters.lab.devservices import free_port
 from adapters.lab.flowproc import flow_harness
 from tests.conftest import running
-from tests.helpers import E2E_B_STOCK, E2E_HOURS, HOUR, T0, warm_history
+from tests.support.helpers import E2E_B_STOCK, E2E_HOURS, HOUR, T0, warm_history
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "configs" / "prometheus" / "alerts.yml"

@@ -20,7 +20,7 @@ from adapters.lab.flowproc import NETWORK, ROOT, FlowHarness
 from operators.engine import DecisionContext, step
 from state.config import network_from_dict
 from state.records import EventType
-from tests.helpers import E2E_B_STOCK, E2E_HOURS, event, warm_history
+from tests.support.helpers import E2E_B_STOCK, E2E_HOURS, event, warm_history
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

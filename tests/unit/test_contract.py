@@ -13,7 +13,7 @@ from operators.codec import dead_letter_dict, proposal_dict
 from operators.engine import DecisionContext, step
 from operators.parse import parse_message, topic_kinds_for
 from state.records import DeadLetter, Event, EventType, RawMessage
-from tests.helpers import event, policy, two_store_network, warm_history
+from tests.support.helpers import event, policy, two_store_network, warm_history
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "configs" / "schemas"
 

@@ -23,20 +23,21 @@ from operators.planner import (
 from operators.position import TRANSFER_INBOUND_PREFIX
 from state.records import Event, EventType, Outcome, Proposal
 from state.sku import Inbound, SiteState, SkuState
-from tests.helpers import HOUR, T0, event, policy, two_store_network, warm_history
+from tests.support.helpers import (
+    HOUR,
+    T0,
+    event,
+    policy,
+    run_engine,
+    two_store_network,
+    warm_history,
+)
 
 CTX = DecisionContext.build(two_store_network(), policy())
 
 
 def run(events, ctx=CTX, state=None):
-    proposals, decisions = [], []
-    for e in events:
-        state, out = step(state, e, ctx)
-        proposals.extend(out.proposals)
-        decisions.extend(out.decisions)
-        # A proposal's own record rides with it to negotiation (logged once granted).
-        decisions.extend(p.record for p in out.proposals if p.record is not None)
-    return state, proposals, decisions
+    return run_engine(events, ctx, state)
 
 
 def trigger():

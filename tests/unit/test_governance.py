@@ -9,7 +9,15 @@ from operators.control import ControlAuth, NonceMemory, Timeline, envelope, sign
 from operators.engine import DecisionContext, in_shadow_share, step
 from state.governance import Action, ControlCommand, ControlRejection
 from state.records import EventType, Outcome, ProposalStatus
-from tests.helpers import HOUR, T0, event, policy, two_store_network, warm_history
+from tests.support.helpers import (
+    HOUR,
+    T0,
+    event,
+    policy,
+    run_engine,
+    two_store_network,
+    warm_history,
+)
 
 KEYS = {"ops-1": b"s3cret-one", "ops-2": b"s3cret-two"}
 NOW = T0 + 30 * HOUR
@@ -94,13 +102,7 @@ def run_with(timeline: Timeline, events, **ctx_kwargs):
     ctx = DecisionContext.build(
         two_store_network(), policy(), governance_at=timeline.at, **ctx_kwargs
     )
-    state, proposals, decisions = None, [], []
-    for e in events:
-        state, out = step(state, e, ctx)
-        proposals.extend(out.proposals)
-        decisions.extend(out.decisions)
-        decisions.extend(p.record for p in out.proposals if p.record is not None)
-    return state, proposals, decisions
+    return run_engine(events, ctx)
 
 
 def scenario_events():

@@ -28,7 +28,7 @@ from operators.parse import parse_message, topic_kinds_for
 from state.config import ConfigError, network_from_dict
 from state.governance import ControlCommand, ControlRejection
 from state.records import DeadLetter, Event, EventType, RawMessage
-from tests.helpers import HOUR, T0, event, policy, two_store_network, warm_history
+from tests.support.helpers import HOUR, T0, event, policy, two_store_network, warm_history
 
 KINDS = topic_kinds_for("stockshift.")
 SITES = frozenset({"A", "B", "C"})

@@ -7,14 +7,10 @@ import random
 from dataclasses import replace
 
 import pytest
-from bytewax.testing import TestingSource, run_main
 from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters import metrics
-from adapters.lab.memory import ListSink
-from adapters.settings import Settings
-from flows.pipeline import Sinks, build
 from operators.engine import DecisionContext, step
 from operators.lanes import (
     ReceivingItem,
@@ -26,7 +22,15 @@ from operators.lanes import (
 )
 from state.config import ConfigError, network_from_dict
 from state.records import EventType, Outcome, Proposal, SiteOccupancy
-from tests.helpers import HOUR, T0, event, policy, raw_of, two_store_network, warm_history
+from tests.support.helpers import (
+    HOUR,
+    T0,
+    event,
+    policy,
+    run_flow,
+    two_store_network,
+    warm_history,
+)
 
 
 def network(capacity: int = 30, cutoff: float | None = None):
@@ -100,17 +104,8 @@ def test_the_flow_negotiates_competing_skus_on_a_shared_lane() -> None:
         event(f"count-{sku}", EventType.SNAPSHOT, 30.2, "B", 20, sku=sku)
         for sku in ("SKU-1", "SKU-2", "SKU-3")
     ]
-    out = Sinks(ListSink(), ListSink(), ListSink(), ListSink())
     counted_before = _counted_negotiation_decisions()
-    run_main(
-        build(
-            Settings(),
-            source=TestingSource([raw_of(e, i) for i, e in enumerate(events)]),
-            sinks=out,
-            network=network(25),
-            policy=policy(),
-        )
-    )
+    out = run_flow(events, network(25), policy())
     granted = out.proposals.items
     assert sum(p.qty for p in granted) <= 2 * 25  # today and the next departure
     lane_records = [
@@ -129,16 +124,7 @@ def test_the_audit_log_holds_one_record_per_published_proposal_with_its_granted_
     for sku in skus:
         events += warm_history(sku=sku)
     events += [event(f"count-{sku}", EventType.SNAPSHOT, 30.2, "B", 20, sku=sku) for sku in skus]
-    out = Sinks(ListSink(), ListSink(), ListSink(), ListSink())
-    run_main(
-        build(
-            Settings(),
-            source=TestingSource([raw_of(e, i) for i, e in enumerate(events)]),
-            sinks=out,
-            network=network(25),
-            policy=policy(),
-        )
-    )
+    out = run_flow(events, network(25), policy())
     published = {p.proposal_id: p for p in out.proposals.items}
     made = {d.proposal_id for d in out.decisions.items if d.proposal_id is not None}
     logged = [d for d in out.decisions.items if d.outcome is Outcome.PROPOSED]

@@ -11,7 +11,7 @@ from operators.engine import DecisionContext, step
 from state.config import ConfigError, network_from_dict
 from state.records import Event, EventType, Finding, ProposalStatus
 from state.sku import SkuState
-from tests.helpers import HOUR, T0, event, policy, two_store_network, warm_history
+from tests.support.helpers import HOUR, T0, event, policy, two_store_network, warm_history
 
 CHECKED = policy(signal_checks=True)
 

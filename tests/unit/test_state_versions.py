@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from operators.engine import step
 from state.records import EventType
 from state.sku import Signals, SiteState, SkuState, StateVersionError, event_digest
-from tests.helpers import event, warm_history
+from tests.support.helpers import event, warm_history
 from tests.unit.test_engine import CTX
 
 

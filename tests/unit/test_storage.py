@@ -16,7 +16,7 @@ from operators.engine import DecisionContext, step
 from operators.lanes import ReceivingState, negotiate
 from state.config import ConfigError, Network, network_from_dict
 from state.records import EventType, Outcome, Proposal, SiteOccupancy
-from tests.helpers import event, policy, warm_history
+from tests.support.helpers import event, policy, warm_history
 from tests.unit.test_lanes import a_proposal
 
 

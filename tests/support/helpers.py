@@ -8,6 +8,7 @@ import orjson
 
 from adapters.kafka import read_topic  # noqa: F401  (re-exported for tests)
 from operators.codec import event_message
+from operators.engine import step
 from state.config import Network, Policy, network_from_dict
 from state.records import Event, EventType, RawMessage
 
@@ -80,3 +81,40 @@ def warm_history(hours: int = 30, sku: str = "SKU-1", b_stock: int = 75) -> list
 def raw_of(e: Event, offset: int, prefix: str = "stockshift.") -> RawMessage:
     kind, body = event_message(e)
     return RawMessage(prefix + kind, 0, offset, e.sku.encode(), orjson.dumps(body), 0)
+
+
+def run_engine(
+    events: list[Event], ctx: Any, state: Any = None
+) -> tuple[Any, list[Any], list[Any]]:
+    """Every event through `engine.step` (no negotiation): the SKU's final state, the
+    proposals, and every decision record, a proposal's own record included (it rides with
+    the proposal to negotiation and is logged once granted)."""
+    proposals: list[Any] = []
+    decisions: list[Any] = []
+    for e in events:
+        state, out = step(state, e, ctx)
+        proposals.extend(out.proposals)
+        decisions.extend(out.decisions)
+        decisions.extend(p.record for p in out.proposals if p.record is not None)
+    return state, proposals, decisions
+
+
+def run_flow(events: list[Event], network: Network, policy_: Policy) -> Any:
+    """The production flow (flows.pipeline.build) over the events, in memory: its sinks."""
+    return run_raw([raw_of(e, i) for i, e in enumerate(events)], network, policy_)
+
+
+def run_raw(raws: list[RawMessage], network: Network, policy_: Policy, sinks: Any = None) -> Any:
+    """The production flow over messages as consumed, into the given in-memory sinks (by
+    default proposals, decisions, dead letters and step outputs); returns them."""
+    from bytewax.testing import TestingSource, run_main
+
+    from adapters.lab.memory import ListSink
+    from adapters.settings import Settings
+    from flows.pipeline import Sinks, build
+
+    out = sinks if sinks is not None else Sinks(ListSink(), ListSink(), ListSink(), ListSink())
+    run_main(
+        build(Settings(), source=TestingSource(raws), sinks=out, network=network, policy=policy_)
+    )
+    return out
