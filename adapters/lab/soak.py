@@ -84,220 +84,225 @@ def run_soak(
     idle_eviction_s: float = 30.0,
     say: Callable[[str], None] = lambda _: None,
 ) -> SoakResult:
-    recovery = folder / "recovery"
-    run = ScenarioRun(
-        services,
-        folder,
-        {
-            "STOCKSHIFT_RECOVERY_DIR": str(recovery),
-            "STOCKSHIFT_SNAPSHOT_INTERVAL_S": "10",
-            "STOCKSHIFT_IDLE_EVICTION_S": str(idle_eviction_s),
-        },
-    )
-    kafka.ensure_topics(
-        [services.brokers], [run.topic(k) for k in (*INPUT_KINDS, *OUTPUT_KINDS)], 3
-    )
-    kafka.ensure_topics([services.brokers], [run.topic(CONTROL_KIND)], 1)
-    producer = Producer(
-        {
-            "bootstrap.servers": services.brokers,
-            "linger.ms": 20,
-            "queue.buffering.max.messages": 500_000,
-        }
-    )
-    result = SoakResult()
-    lock = threading.Lock()
-    sent_at: dict[str, float] = {}
-    latencies: list[float] = []
-    proposals = 0
-    stop = threading.Event()
+    """Drive `stockshift run` at `rate` events/s for `minutes` with churning SKUs, an
+    execution service answering every proposal, and a sample every `sample_s` seconds."""
+    return _Soak(services, folder, rate, sample_s, idle_eviction_s, say).run(minutes)
 
-    def delivered(err: Any, _msg: Any) -> None:
-        with lock:
+
+Message = tuple[str, dict[str, Any]]  # (topic kind, body)
+
+
+class _Soak:
+    """One soak run: the flow process, the producer, and what the helper threads share."""
+
+    def __init__(
+        self,
+        services: Services,
+        folder: Path,
+        rate: float,
+        sample_s: float,
+        idle_eviction_s: float,
+        say: Callable[[str], None],
+    ) -> None:
+        self.recovery = folder / "recovery"
+        self.flow_run = ScenarioRun(
+            services,
+            folder,
+            {
+                "STOCKSHIFT_RECOVERY_DIR": str(self.recovery),
+                "STOCKSHIFT_SNAPSHOT_INTERVAL_S": "10",
+                "STOCKSHIFT_IDLE_EVICTION_S": str(idle_eviction_s),
+            },
+        )
+        topics = [self.flow_run.topic(k) for k in (*INPUT_KINDS, *OUTPUT_KINDS)]
+        kafka.ensure_topics([services.brokers], topics, 3)
+        kafka.ensure_topics([services.brokers], [self.flow_run.topic(CONTROL_KIND)], 1)
+        self.brokers = services.brokers
+        self.producer = Producer(
+            {"bootstrap.servers": services.brokers, "linger.ms": 20,
+             "queue.buffering.max.messages": 500_000}
+        )  # fmt: skip
+        self.rate, self.sample_s, self.say = rate, sample_s, say
+        self.result = SoakResult()
+        self.lock = threading.Lock()
+        self.sent_at: dict[str, float] = {}
+        self.latencies: list[float] = []
+        self.proposals = 0
+        self.stop = threading.Event()
+        self.started = time.monotonic()
+
+    def run(self, minutes: float) -> SoakResult:
+        flow = self.flow_run.flow
+        flow.start()
+        self.started = time.monotonic()
+        threads = [
+            threading.Thread(target=f, daemon=True) for f in (self._execution, self._sampler)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            self._drive(minutes)
+            self.producer.flush(60)
+            self.result.accounted = self._wait_accounted(60)
+        finally:
+            self.stop.set()
+            for thread in threads:
+                thread.join(timeout=5)
+            flow.stop()
+        return self.result
+
+    def event_ms(self, now: float) -> int:
+        return T0_MS + int((now - self.started) * SPEEDUP * 1000)
+
+    def _delivered(self, err: Any, _msg: Any) -> None:
+        with self.lock:
             if err is None:
-                result.produced += 1
+                self.result.produced += 1
             else:
-                result.errors += 1
+                self.result.errors += 1
 
-    def send(kind: str, body: dict[str, Any]) -> None:
+    def send(self, kind: str, body: dict[str, Any]) -> None:
         while True:
             try:
-                producer.produce(
-                    run.topic(kind),
-                    orjson.dumps(body),
-                    body["sku"].encode(),
-                    timestamp=body["ts"],
-                    on_delivery=delivered,
-                )
+                self.producer.produce(
+                    self.flow_run.topic(kind), orjson.dumps(body), body["sku"].encode(),
+                    timestamp=body["ts"], on_delivery=self._delivered,
+                )  # fmt: skip
                 return
             except BufferError:
-                producer.poll(0.01)
+                self.producer.poll(0.01)
 
-    def execution() -> None:
-        """Reads proposals like an ERP adapter: dispatch and receive each one."""
-        nonlocal proposals
-        consumer = Consumer(
-            {
-                "bootstrap.servers": services.brokers,
-                "group.id": "soak-exec",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 5,
-            }
-        )
-        topic = run.topic("proposals")
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        while not stop.is_set():
-            msg = consumer.poll(0.05)
-            if msg is None or msg.error():
-                continue
-            now = time.time()
-            body = orjson.loads(msg.value() or b"{}")
-            with lock:
-                proposals += 1
-                for trigger in body.get("trigger_event_ids", []):
-                    if trigger in sent_at:
-                        latencies.append((now - sent_at.pop(trigger)) * 1000)
-            ts = event_ms(time.monotonic())
-            for step, kind in ((0, "transfer_dispatched"), (1, "transfer_received")):
-                send(
-                    "shipments",
-                    {
-                        "event_id": f"{kind}-{body['proposal_id']}",
-                        "ts": ts + step,
-                        "sku": body["sku"],
-                        "site": body["to_site"],
-                        "from_site": body["from_site"],
-                        "type": kind,
-                        "qty": body["qty"],
-                        "proposal_id": body["proposal_id"],
-                    },
-                )
-        consumer.close()
-
-    started = time.monotonic()
-
-    def event_ms(now: float) -> int:
-        return T0_MS + int((now - started) * SPEEDUP * 1000)
-
-    def sampler() -> None:
-        last = 0.0
-        while not stop.wait(1.0):
-            now = time.monotonic() - started
-            if now - last < sample_s:
-                continue
-            last = now
-            pid = run.flow.process.pid if run.flow.process is not None else 0
-            with lock:
-                window = list(latencies)
-                latencies.clear()
-                produced = result.produced
-            accounted = int(
-                run.flow.metric("stockshift_events_consumed_total")
-                + run.flow.metric("stockshift_dead_letters_total")
-            )
-            sample = Sample(
-                round(now),
-                produced,
-                accounted,
-                round(_rss_mb(pid), 1),
-                int(run.flow.metric("stockshift_state_keys")),
-                round(_dir_mb(recovery), 1),
-                proposals,
-                _pct(window, 0.5),
-                _pct(window, 0.99),
-            )
-            result.samples.append(sample)
-            say(str(sample))
-
-    run.flow.start()
-    threads = [threading.Thread(target=f, daemon=True) for f in (execution, sampler)]
-    for thread in threads:
-        thread.start()
-    # Per event-hour slot: `births` new SKUs; every living SKU sells at A and B.
-    births = max(1, round(rate * SLOT_S / (2 * LIFE_HOURS)))
-    alive: list[tuple[str, int]] = []  # (sku, hour born)
-    slot = 0
-    try:
-        while time.monotonic() - started < minutes * 60:
-            slot_start = started + slot * SLOT_S
+    def _drive(self, minutes: float) -> None:
+        """Per event-hour slot: `births` new SKUs; every living SKU sells at A and B for
+        LIFE_HOURS, then gets a damage write-off that needs a transfer."""
+        births = max(1, round(self.rate * SLOT_S / (2 * LIFE_HOURS)))
+        alive: list[tuple[str, int]] = []  # (sku, hour born)
+        slot = 0
+        while time.monotonic() - self.started < minutes * 60:
             hour_ms = T0_MS + slot * HOUR_MS
             for i in range(births):
                 sku = f"SOAK-{slot:06d}-{i:03d}"
                 alive.append((sku, slot))
-                result.births += 1
+                self.result.births += 1
                 for site, stock in (("A", 300), ("B", 91)):
-                    send(
-                        "inventory",
-                        {
-                            "event_id": f"snap-{site}-{sku}",
-                            "ts": hour_ms,
-                            "sku": sku,
-                            "site": site,
-                            "type": "snapshot",
-                            "on_hand": stock,
-                        },
-                    )
-            keep: list[tuple[str, int]] = []
-            todo: list[tuple[str, dict[str, Any]]] = []
-            for sku, born in alive:
-                age = slot - born
-                if age < LIFE_HOURS:
-                    for site in ("A", "B"):
-                        todo.append(
-                            (
-                                "pos",
-                                {
-                                    "event_id": f"s-{site}-{age}-{sku}",
-                                    "sku": sku,
-                                    "site": site,
-                                    "qty": 1,
-                                },
-                            )
-                        )
-                    keep.append((sku, born))
-                else:
-                    todo.append(
-                        (
-                            "inventory",
-                            {
-                                "event_id": f"damage-{sku}",
-                                "sku": sku,
-                                "site": "B",
-                                "type": "adjustment",
-                                "delta": -15,
-                            },
-                        )
-                    )
-            alive = keep
-            for n, (kind, body) in enumerate(todo):
-                due = slot_start + SLOT_S * n / max(len(todo), 1)
-                pause = due - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
-                body["ts"] = max(hour_ms + HOUR_MS // 2, event_ms(time.monotonic()))
-                if body["event_id"].startswith("damage-"):
-                    with lock:
-                        sent_at[body["event_id"]] = time.time()
-                send(kind, body)
-                producer.poll(0)
+                    self.send("inventory", {"event_id": f"snap-{site}-{sku}", "ts": hour_ms,
+                                            "sku": sku, "site": site, "type": "snapshot",
+                                            "on_hand": stock})  # fmt: skip
+            alive, todo = _slot_events(alive, slot)
+            self._pace(todo, self.started + slot * SLOT_S, hour_ms)
             slot += 1
-        producer.flush(60)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            accounted = run.flow.metric("stockshift_events_consumed_total") + run.flow.metric(
-                "stockshift_dead_letters_total"
-            )
-            if accounted >= result.produced:
-                break
+
+    def _pace(
+        self, todo: list[tuple[str, dict[str, Any]]], slot_start: float, hour_ms: int
+    ) -> None:
+        """The slot's events spread evenly over its wall-clock second(s)."""
+        for n, (kind, body) in enumerate(todo):
+            pause = slot_start + SLOT_S * n / max(len(todo), 1) - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            body["ts"] = max(hour_ms + HOUR_MS // 2, self.event_ms(time.monotonic()))
+            if body["event_id"].startswith("damage-"):
+                with self.lock:
+                    self.sent_at[body["event_id"]] = time.time()
+            self.send(kind, body)
+            self.producer.poll(0)
+
+    def _accounted(self) -> int:
+        flow = self.flow_run.flow
+        consumed = flow.metric("stockshift_events_consumed_total")
+        return int(consumed + flow.metric("stockshift_dead_letters_total"))
+
+    def _wait_accounted(self, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        accounted = self._accounted()
+        while accounted < self.result.produced and time.monotonic() < deadline:
             time.sleep(0.5)
-        result.accounted = int(accounted)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=5)
-        run.flow.stop()
-    return result
+            accounted = self._accounted()
+        return accounted
+
+    def _execution(self) -> None:
+        """Reads proposals like an ERP adapter: dispatch and receive each one."""
+        consumer = Consumer(
+            {"bootstrap.servers": self.brokers, "group.id": "soak-exec",
+             "enable.auto.commit": False, "fetch.wait.max.ms": 5}
+        )  # fmt: skip
+        topic = self.flow_run.topic("proposals")
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        while not self.stop.is_set():
+            msg = consumer.poll(0.05)
+            if msg is None or msg.error():
+                continue
+            self._answer(orjson.loads(msg.value() or b"{}"), time.time())
+        consumer.close()
+
+    def _answer(self, proposal: dict[str, Any], now: float) -> None:
+        with self.lock:
+            self.proposals += 1
+            for trigger in proposal.get("trigger_event_ids", []):
+                if trigger in self.sent_at:
+                    self.latencies.append((now - self.sent_at.pop(trigger)) * 1000)
+        ts = self.event_ms(time.monotonic())
+        for offset, kind in ((0, "transfer_dispatched"), (1, "transfer_received")):
+            self.send("shipments", {
+                "event_id": f"{kind}-{proposal['proposal_id']}", "ts": ts + offset,
+                "sku": proposal["sku"], "site": proposal["to_site"],
+                "from_site": proposal["from_site"], "type": kind, "qty": proposal["qty"],
+                "proposal_id": proposal["proposal_id"],
+            })  # fmt: skip
+
+    def _sampler(self) -> None:
+        last = 0.0
+        while not self.stop.wait(1.0):
+            now = time.monotonic() - self.started
+            if now - last >= self.sample_s:
+                last = now
+                sample = self._sample(now)
+                self.result.samples.append(sample)
+                self.say(str(sample))
+
+    def _sample(self, now: float) -> Sample:
+        flow = self.flow_run.flow
+        pid = flow.process.pid if flow.process is not None else 0
+        with self.lock:
+            window = list(self.latencies)
+            self.latencies.clear()
+            produced = self.result.produced
+        return Sample(
+            round(now),
+            produced,
+            self._accounted(),
+            round(_rss_mb(pid), 1),
+            int(flow.metric("stockshift_state_keys")),
+            round(_dir_mb(self.recovery), 1),
+            self.proposals,
+            _pct(window, 0.5),
+            _pct(window, 0.99),
+        )
+
+
+def _slot_events(
+    alive: list[tuple[str, int]], slot: int
+) -> tuple[list[tuple[str, int]], list[Message]]:
+    """The SKUs still alive after this slot, and the slot's events: a sale at each store
+    for the living, a damage write-off at B for those whose life ends."""
+    keep: list[tuple[str, int]] = []
+    todo: list[Message] = []
+    for sku, born in alive:
+        age = slot - born
+        if age < LIFE_HOURS:
+            for site in ("A", "B"):
+                todo.append(
+                    ("pos", {"event_id": f"s-{site}-{age}-{sku}", "sku": sku, "site": site,
+                             "qty": 1})
+                )  # fmt: skip
+            keep.append((sku, born))
+        else:
+            todo.append(
+                ("inventory", {"event_id": f"damage-{sku}", "sku": sku, "site": "B",
+                               "type": "adjustment", "delta": -15})
+            )  # fmt: skip
+    return keep, todo
 
 
 def flat(samples: list[Sample], name: str) -> tuple[float, float, bool]:
