@@ -1,9 +1,9 @@
 """The decision core: one event in, the SKU's new state and everything it caused out.
 
-The Bytewax flow (via `stateful_map`), the simulator and the tests all call `step`; there is
-no second decision path. It is deterministic: the same events in the same order, under the
-same governance timeline, give the same proposals, ids included, because time comes only
-from event timestamps.
+The Bytewax flow (via `flows.pipeline.SkuLogic`), the simulator and the tests (via
+`operators.replay`) all call `step`; there is no second decision path. It is deterministic:
+the same events in the same order, under the same governance timeline, give the same
+proposals, ids included, because time comes only from event timestamps.
 """
 
 from __future__ import annotations
@@ -152,7 +152,8 @@ class _Step:
 
 
 def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[SkuState, StepOutput]:
-    """Apply one event to its SKU's state and decide; the shape `stateful_map` expects."""
+    """Apply one event to its SKU's state and decide: the SKU's state after, and everything
+    the event caused."""
     new_key = state is None
     state = state if state is not None else SkuState(event.sku)
     turned_away = _admit(state, event, ctx, new_key)

@@ -128,7 +128,7 @@ def departure_day(lane: Lane, created_ms: int) -> int:
 def negotiate(
     state: ReceivingState | None, item: ReceivingItem, network: Network
 ) -> tuple[ReceivingState, NegotiationOutcome]:
-    """One item for a receiving site; the shape `stateful_map` expects."""
+    """One item for a receiving site: its state after, and the item's outcome."""
     state = state or ReceivingState()
     if isinstance(item, SiteOccupancy):
         state.occupied += item.units - state.occupancy.get(item.sku, 0)
