@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import heapq
 import math
+import sys
 import tomllib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -24,7 +26,7 @@ import orjson
 from operators.lanes import NegotiationOutcome
 from state.config import ConfigError, Network, Policy, network_from_dict
 from state.records import DeadLetter, Proposal, RawMessage, StepOutput
-from state.units import HOUR_MS
+from state.units import DAY_MS, HOUR_MS
 
 # Share of a day's demand in each hour: stores open 08-21, busiest late afternoon.
 _OPEN = np.array([0, 0, 0, 0, 0, 0, 0, 0, 2, 4, 5, 6, 7, 6, 6, 7, 8, 9, 9, 8, 5, 3, 0, 0], float)
@@ -59,6 +61,11 @@ class Scenario:
     weekly: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
     shocks: tuple[Shock, ...] = ()
     trace: str | None = None
+    # The trace's first day becomes the scenario's first day (False: its dates as they are).
+    align_trace: bool = True
+    # Rows a trace holds that the world cannot place (a day past the scenario's end):
+    # "error" refuses the trace with a count; "warn" drops them and says how many.
+    trace_unplaced: str = "error"
     # replenishment
     replenishment: str = "base_stock"
     supplier_lead_days: int = 5
@@ -106,6 +113,8 @@ def load_scenario(path: str | Path, **overrides: Any) -> Scenario:
     scenario = replace(Scenario(), **{**raw, **overrides})
     if scenario.replenishment not in REPLENISHMENT_RULES:
         raise ConfigError(f"{path}: replenishment must be one of {REPLENISHMENT_RULES}")
+    if scenario.trace_unplaced not in ("error", "warn"):
+        raise ConfigError(f"{path}: trace_unplaced must be error or warn")
     if scenario.distribution not in ("poisson", "negbin"):
         raise ConfigError(f"{path}: distribution must be poisson or negbin")
     _check_ranges(path, scenario)
@@ -135,6 +144,10 @@ def _check_ranges(path: Path, scenario: Scenario) -> None:
 
 
 def site_ids(scenario: Scenario) -> list[str]:
+    """The network's sites: a trace's own store ids (the network is sized to the trace), or
+    S01, S02, ... for generated demand."""
+    if scenario.trace is not None:
+        return trace_keys(scenario.trace)[1]
     return [f"S{i + 1:02d}" for i in range(scenario.n_sites)]
 
 
@@ -166,6 +179,8 @@ def network_dict(scenario: Scenario) -> dict[str, Any]:
         for i, j in sorted(pairs)
     ]
     storage: list[int | None] = [None] * len(ids)
+    if scenario.storage_capacity_days > 0 and scenario.trace is not None:
+        raise ConfigError("storage_capacity_days needs generated demand, not a trace")
     if scenario.storage_capacity_days > 0:
         per_day = expected_daily_rate(scenario).sum(axis=0)
         storage = [math.ceil(scenario.storage_capacity_days * float(v)) for v in per_day]
@@ -212,7 +227,7 @@ def site_demand_index(scenario: Scenario) -> list[float]:
     """Each site's sales volume relative to the mean site: what a retailer knows from its
     total sales by store (the same draw as `draw_demand`'s site scale; 1 for a trace)."""
     if scenario.trace is not None:
-        return [1.0] * scenario.n_sites
+        return [1.0] * len(site_ids(scenario))
     rng = np.random.default_rng(scenario.seed)
     _, scale = _popularity_and_scale(rng, scenario, scenario.n_skus, scenario.n_sites)
     return [round(float(v), 3) for v in scale]
@@ -277,55 +292,93 @@ def _sample(rng: np.random.Generator, scenario: Scenario, hourly_mean: np.ndarra
 
 
 def _trace_demand(scenario: Scenario, skus: list[str], sites: list[str]) -> np.ndarray:
-    """Replay a CSV or Parquet of (date or ts, sku, site, qty) into the hourly grid."""
-    import polars as pl
-
+    """Replay a CSV or Parquet of (date or ts, sku, site, qty) into the hourly grid. Every
+    row lands in the grid or is accounted for: rows the world cannot place (unknown SKU or
+    site, a time outside the scenario) fail the run, or with `trace_unplaced = "warn"` are
+    dropped with a count (a trace that silently missed its window looked like no demand)."""
     assert scenario.trace is not None
     path = Path(scenario.trace)
-    frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+    frame = _read_trace(path)
+    hours = _trace_hours(frame, scenario, path)
+    spread = "ts" not in frame.columns
+    grid = np.zeros((scenario.hours, len(skus), len(sites)), dtype=np.int64)
+    sku_index = {s: i for i, s in enumerate(skus)}
+    site_index = {s: i for i, s in enumerate(sites)}
+    rng = np.random.default_rng(scenario.seed + 2)
+    unplaced: Counter[str] = Counter()
+    rows = zip(hours, frame["sku"].to_list(), frame["site"].to_list(), frame["qty"].to_list(),
+               strict=True)  # fmt: skip
+    for hour, sku, site, qty in rows:
+        k, s = sku_index.get(str(sku)), site_index.get(str(site))
+        why = _unplaced(k, s, hour, scenario.hours)
+        if why or k is None or s is None or hour is None:
+            unplaced[why] += 1
+        elif spread:  # a daily total: spread over the day's trading hours
+            for h, n in enumerate(rng.multinomial(int(qty), HOURLY_PROFILE)):
+                if n and hour + h < scenario.hours:
+                    grid[hour + h, k, s] += n
+        else:
+            grid[hour, k, s] += int(qty)
+    _report_unplaced(path, unplaced, len(frame), scenario.trace_unplaced)
+    return grid
+
+
+def _read_trace(path: Path) -> Any:
+    import polars as pl
+
+    try:
+        return pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise ConfigError(f"{path}: cannot read the trace: {exc}") from None
+
+
+def _trace_hours(frame: Any, scenario: Scenario, path: Path) -> list[int | None]:
+    """Each row's hour from the scenario's start (its day's first hour for daily totals);
+    with `align_trace`, the trace's first day is the scenario's first day."""
+    import polars as pl
+
     if "ts" in frame.columns:
         when = frame["ts"]
         if when.dtype == pl.String:
             when = when.str.to_datetime(time_zone="UTC")
         else:
             when = when.cast(pl.Int64).cast(pl.Datetime("ms", "UTC"))
-        hour_col = (when.dt.epoch("ms") - scenario.start_ms) // HOUR_MS
-        spread = False
+        epoch = when.dt.epoch("ms")
     elif "date" in frame.columns:
         day = frame["date"].cast(pl.String).str.to_date().cast(pl.Datetime("ms", "UTC"))
-        hour_col = (day.dt.epoch("ms") - scenario.start_ms) // HOUR_MS
-        spread = True
+        epoch = day.dt.epoch("ms")
     else:
         raise ConfigError(f"{path}: a trace needs a `ts` or a `date` column")
-    grid = np.zeros((scenario.hours, len(skus), len(sites)), dtype=np.int64)
-    sku_index = {s: i for i, s in enumerate(skus)}
-    site_index = {s: i for i, s in enumerate(sites)}
-    rng = np.random.default_rng(scenario.seed + 2)
-    for hour, sku, site, qty in zip(
-        hour_col.to_list(),
-        frame["sku"].to_list(),
-        frame["site"].to_list(),
-        frame["qty"].to_list(),
-        strict=True,
-    ):
-        k, s = sku_index.get(str(sku)), site_index.get(str(site))
-        if k is None or s is None or hour is None or not 0 <= hour < scenario.hours:
-            continue
-        if spread:  # a daily total: spread over the day's trading hours
-            for h, n in enumerate(rng.multinomial(int(qty), HOURLY_PROFILE)):
-                if n and hour + h < scenario.hours:
-                    grid[hour + h, k, s] += n
-        else:
-            grid[hour, k, s] += int(qty)
-    return grid
+    start = scenario.start_ms
+    if scenario.align_trace and len(epoch):
+        first = int(epoch.min())
+        start = first - first % DAY_MS
+    return list(((epoch - start) // HOUR_MS).to_list())
+
+
+def _unplaced(k: int | None, s: int | None, hour: int | None, hours: int) -> str:
+    if k is None:
+        return "unknown SKU"
+    if s is None:
+        return "unknown site"
+    if hour is None or not 0 <= hour < hours:
+        return "outside the scenario's days"
+    return ""
+
+
+def _report_unplaced(path: Path, unplaced: Counter[str], total: int, mode: str) -> None:
+    if not unplaced:
+        return
+    detail = ", ".join(f"{n} rows: {why}" for why, n in sorted(unplaced.items()))
+    message = f"{path}: {sum(unplaced.values())} of {total} trace rows cannot be placed ({detail})"
+    if mode != "warn":
+        raise ConfigError(f'{message}; set trace_unplaced = "warn" to drop them')
+    print(f"warning: {message}; dropped", file=sys.stderr)
 
 
 def trace_keys(path: str | Path) -> tuple[list[str], list[str]]:
     """SKUs and sites named in a trace, sorted, so the world can be sized to it."""
-    import polars as pl
-
-    path = Path(path)
-    frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+    frame = _read_trace(Path(path))
     return sorted(map(str, frame["sku"].unique())), sorted(map(str, frame["site"].unique()))
 
 

@@ -203,17 +203,34 @@ def test_shock_multiplies_demand_where_and_when_it_says() -> None:
 
 
 def test_trace_replay_puts_every_unit_in_the_grid(tmp_path: Path) -> None:
+    """The network is sized from the trace's own store ids, and its first day is the
+    scenario's first day (a 2016 sales file replays into any scenario)."""
     trace = tmp_path / "trace.csv"
     trace.write_text(
-        "date,sku,site,qty\n2026-01-05,SKU-A,S01,10\n2026-01-06,SKU-A,S02,4\n2026-01-06,SKU-B,S01,7\n"
-        "2030-01-01,SKU-B,S01,99\n"
+        "date,sku,site,qty\n2016-04-25,SKU-A,CA_1,10\n2016-04-26,SKU-A,TX_1,4\n"
+        "2016-04-26,SKU-B,CA_1,7\n"
     )
-    scenario = replace(SMALL, trace=str(trace), n_sites=2, days=3)
+    scenario = replace(SMALL, trace=str(trace), days=3)
     sim = Simulation(scenario, make_network(scenario), emit=False)
-    assert sim.skus == ["SKU-A", "SKU-B"]
-    assert int(sim.demand.sum()) == 21  # the 2030 row is outside the horizon
+    assert sim.skus == ["SKU-A", "SKU-B"] and sim.sites == ["CA_1", "TX_1"]
+    assert int(sim.demand.sum()) == 21
     assert int(sim.demand[:24, 0, 0].sum()) == 10
     assert math.isclose(float(sim.demand[24:48].sum()), 11)
+
+
+def test_a_trace_row_the_world_cannot_place_fails_unless_told_to_drop_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trace that silently missed its window looked like no demand and a fill of 1.0."""
+    trace = tmp_path / "trace.csv"
+    trace.write_text("date,sku,site,qty\n2026-01-05,SKU-A,S01,10\n2030-01-01,SKU-A,S02,99\n")
+    scenario = replace(SMALL, trace=str(trace), days=3)
+    with pytest.raises(ConfigError, match=r"1 of 2 trace rows cannot be placed.*outside"):
+        Simulation(scenario, make_network(scenario), emit=False)
+    dropping = replace(scenario, trace_unplaced="warn")
+    sim = Simulation(dropping, make_network(dropping), emit=False)
+    assert int(sim.demand.sum()) == 10
+    assert "1 of 2 trace rows cannot be placed" in capsys.readouterr().err
 
 
 def test_the_world_enforces_lane_capacity_per_day() -> None:
