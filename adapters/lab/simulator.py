@@ -410,6 +410,7 @@ class Kpis:
         days = self.hours / 24 if self.hours else 1.0
         return {
             "demand_units": self.demand,
+            "served_units": self.served,
             "network_fill_rate": round(network_fill, 4),
             "local_fill_rate": round(network_fill - by_transfer, 4),
             "share_served_by_transfer": round(

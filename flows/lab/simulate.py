@@ -276,6 +276,7 @@ def _bound_run(served: float, demand: int, moved: float, cost: float, started: f
     summary: dict[str, Any] = {row: None for row in KPI_ROWS}
     summary.update(
         demand_units=demand,
+        served_units=round(served, 1),
         network_fill_rate=round(served / demand, 4) if demand else 1.0,
         units_moved=round(moved),
         transfer_cost=round(cost, 2),
@@ -328,6 +329,8 @@ def run_all(
             runs[name] = run_lookahead(scenario, network, progress)
         else:
             raise ValueError(f"unknown policy {name!r}; choose from {POLICIES + OPTIONAL_POLICIES}")
+    if "none" in runs:
+        _money(runs, network.sku_defaults.unit_margin, stockshift_columns(policy))
     if "none" in runs and "hindsight" in runs:
         none_fill = runs["none"].kpis["network_fill_rate"]
         bound = runs["hindsight"].kpis["network_fill_rate"]
@@ -337,9 +340,28 @@ def run_all(
     return runs
 
 
+def _money(runs: dict[str, PolicyRun], margin: float, stockshift: Mapping[str, Policy]) -> None:
+    """What each policy earns against doing nothing: the margin on the extra units sold,
+    less what its transfers cost; and the same at the policy's own value of a lost sale
+    (margin plus its lost-sale penalty), for stockshift's columns. (The hindsight bound pays
+    unit costs only, so its net benefit is an upper bound.)"""
+    base = runs["none"].kpis["served_units"]
+    for name, run in runs.items():
+        gained = run.kpis["served_units"] - base
+        cost = run.kpis["transfer_cost"]
+        run.kpis["net_benefit"] = round(margin * gained - cost, 2)
+        chosen = stockshift.get(name)
+        value = margin + chosen.lost_sale_penalty if chosen is not None else None
+        run.kpis["net_benefit_at_policy_value"] = (
+            round(value * gained - cost, 2) if value is not None else None
+        )
+
+
 KPI_ROWS = (
     "network_fill_rate",
     "gap_capture",
+    "net_benefit",
+    "net_benefit_at_policy_value",
     "local_fill_rate",
     "share_served_by_transfer",
     "units_moved",

@@ -86,6 +86,25 @@ def test_no_policy_beats_the_bound_and_transfers_help() -> None:
     assert runs["stockshift"].kpis["gap_capture"] is not None
 
 
+def test_every_table_says_what_each_policy_earns_against_doing_nothing() -> None:
+    """net_benefit: the margin on the units sold beyond `none`, less transfer cost; and at
+    the policy's own value of a lost sale (its penalty added) for stockshift's columns."""
+    generous = Policy(version="generous", lost_sale_penalty=20.0)
+    runs = run_all(SMALL, {"generous": generous}, ("none", "tie", "stockshift"))
+    margin = make_network(SMALL).sku_defaults.unit_margin
+    none = runs["none"].kpis
+    assert none["net_benefit"] == 0.0 and none["net_benefit_at_policy_value"] is None
+    for name in ("tie", "stockshift/generous"):
+        kpis = runs[name].kpis
+        gained = kpis["served_units"] - none["served_units"]
+        assert kpis["net_benefit"] == round(margin * gained - kpis["transfer_cost"], 2)
+    mine = runs["stockshift/generous"].kpis
+    gained = mine["served_units"] - none["served_units"]
+    assert mine["net_benefit_at_policy_value"] == round(
+        (margin + 20.0) * gained - mine["transfer_cost"], 2
+    )
+
+
 def test_several_stockshift_policies_run_side_by_side_on_the_same_demand() -> None:
     thrifty = Policy(version="thrifty", sender_keep_hours=48.0)
     generous = Policy(version="generous", lost_sale_penalty=20.0, sender_keep_hours=12.0)
