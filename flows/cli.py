@@ -308,17 +308,20 @@ def _add_control(sub: Subcommands) -> None:
     ctl.add_argument("--actor", help="who (default $USER)")
     ctl.add_argument("--effective-at", help="event time it applies from (default: now)")
     ctl.add_argument("--key-id", help="signing key id [STOCKSHIFT_CONTROL_KEY_ID]")
-    ctl.add_argument("--brokers", help="[STOCKSHIFT_BROKERS]")
-    ctl.add_argument("--topic-prefix", help="[STOCKSHIFT_TOPIC_PREFIX]")
+    _add_kafka_flags(ctl)
     ctl.set_defaults(handler=_control)
+
+
+def _add_kafka_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--brokers", help="[STOCKSHIFT_BROKERS]")
+    command.add_argument("--topic-prefix", help="[STOCKSHIFT_TOPIC_PREFIX]")
 
 
 def _add_explain(sub: Subcommands) -> None:
     why = sub.add_parser("explain", help="why a proposal was made, and what happened to it")
     why.add_argument("proposal_id")
     why.add_argument("--source", choices=["auto", "redis", "kafka"], default="auto")
-    why.add_argument("--brokers", help="[STOCKSHIFT_BROKERS]")
-    why.add_argument("--topic-prefix", help="[STOCKSHIFT_TOPIC_PREFIX]")
+    _add_kafka_flags(why)
     why.add_argument("--redis-url", help="[STOCKSHIFT_REDIS_URL]")
     why.set_defaults(handler=_explain)
 
