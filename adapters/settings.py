@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -111,9 +112,24 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
 }
 
 
+# STOCKSHIFT_* variables read elsewhere (the CLI, the test harness): known, not settings.
+_OTHER_VARIABLES = frozenset(
+    {
+        "STOCKSHIFT_LOG_LEVEL",
+        "STOCKSHIFT_ADDRESSES",
+        "STOCKSHIFT_PROCESS_ID",
+        "STOCKSHIFT_CONTROL_KEY_ID",
+    }
+)
+_OTHER_PREFIXES = (KAFKA_ENV_PREFIX, "STOCKSHIFT_TEST_")
+
+
 def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-    """Settings from the environment; explicit (flag) values given as overrides win."""
+    """Settings from the environment, checked once (the same for `run`, `check-config` and
+    the image); explicit (flag) values given as overrides win. A misspelled STOCKSHIFT_*
+    variable or a value out of range is an error naming it."""
     env = os.environ if env is None else env
+    _reject_unknown_variables(env)
     values: dict[str, object] = {}
     for variable, (name, read) in _ENV.items():
         if variable in env:
@@ -126,7 +142,50 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
                 ) from None
     values["kafka_config"] = kafka_config_from_env(env)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return Settings(**values)  # type: ignore[arg-type]
+    settings = Settings(**values)  # type: ignore[arg-type]
+    check_ranges(settings)
+    return settings
+
+
+def _reject_unknown_variables(env: Mapping[str, str]) -> None:
+    known = set(_ENV) | _OTHER_VARIABLES
+    for name in env:
+        if not name.startswith("STOCKSHIFT_") or name in known or name.startswith(_OTHER_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"{name}: not a stockshift setting{hint}")
+
+
+# Setting -> (lowest, highest, the lowest itself allowed); None: no bound on that side.
+_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "workers": (1, 1024, True),
+    "partitions": (1, 10_000, True),
+    "metrics_port": (1, 65_535, True),
+    "shadow_share": (0.0, 1.0, True),
+    "control_max_skew_s": (0.0, 86_400.0, False),
+    "snapshot_interval_s": (0.0, None, False),
+    "backup_interval_s": (0.0, None, True),
+    "merge_grace_ms": (0.0, 60_000.0, True),
+    "idle_eviction_s": (0.0, None, True),
+    "broker_wait_s": (0.0, None, True),
+    "max_skus": (1, None, True),
+}
+
+
+def check_ranges(settings: Settings) -> None:
+    """Every numeric setting within its range (STOCKSHIFT_WORKERS=0 or a metrics port of
+    99999 used to start and fail later, or not at all)."""
+    for name, (low, high, inclusive) in _RANGES.items():
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        too_low = low is not None and (value < low if inclusive else value <= low)
+        if too_low or (high is not None and value > high):
+            variable = next(v for v, (field_name, _) in _ENV.items() if field_name == name)
+            lowest = f"{'>=' if inclusive else '>'} {low}"
+            bounds = f"{lowest} and <= {high}" if high is not None else lowest
+            raise ConfigError(f"{variable}: must be {bounds}, got {value!r}")
 
 
 def control_topic(settings: Settings) -> str:

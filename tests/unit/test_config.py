@@ -118,3 +118,33 @@ def test_a_misspelled_network_key_fails_naming_it_and_what_it_meant(
 def test_a_misspelled_policy_key_fails_naming_it() -> None:
     with pytest.raises(ConfigError, match=r"'min_net_benefitt' \(did you mean 'min_net_benefit'"):
         policy_from_dict({"version": "v", "min_net_benefitt": 1})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("STOCKSHIFT_WORKERS", "0"),
+        ("STOCKSHIFT_PARTITIONS", "0"),
+        ("STOCKSHIFT_METRICS_PORT", "99999"),
+        ("STOCKSHIFT_SHADOW_SHARE", "5"),
+        ("STOCKSHIFT_CONTROL_MAX_SKEW_S", "0"),
+        ("STOCKSHIFT_SNAPSHOT_INTERVAL_S", "-1"),
+        ("STOCKSHIFT_MERGE_GRACE_MS", "-5"),
+        ("STOCKSHIFT_MAX_SKUS", "0"),
+        ("STOCKSHIFT_IDLE_EVICTION_S", "-1"),
+    ],
+)
+def test_an_environment_variable_out_of_range_fails_naming_it(variable: str, value: str) -> None:
+    from adapters.settings import from_env
+
+    with pytest.raises(ConfigError, match=rf"^{variable}: must be"):
+        from_env({variable: value})
+
+
+def test_a_misspelled_environment_variable_fails_with_what_it_meant() -> None:
+    from adapters.settings import from_env
+
+    with pytest.raises(ConfigError, match=r"STOCKSHIFT_WORKER: .*did you mean STOCKSHIFT_WORKERS"):
+        from_env({"STOCKSHIFT_WORKER": "2"})
+    settings = from_env({"STOCKSHIFT_KAFKA_SASL_USERNAME": "u", "STOCKSHIFT_TEST_BROKERS": "x"})
+    assert settings.kafka_config["sasl.username"] == "u"
