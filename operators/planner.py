@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import EllipsisType
 from typing import Final
@@ -44,6 +45,54 @@ def expected_shortfall(mean: float, sd: float, stock: float) -> float:
     pdf = _INV_SQRT_2PI * math.exp(-0.5 * z * z)
     tail = 0.5 * math.erfc(z / _SQRT2)
     return sd * (pdf - z * tail)
+
+
+# Above this many units of mean demand a count's loss is the normal one to within noise.
+_COUNT_LIMIT = 30.0
+# Beyond this many standard deviations above the mean, a count's shortfall is negligible.
+_COUNT_TAIL_SD = 12.0
+
+
+def count_shortfall(mean: float, sd: float, stock: float) -> float:
+    """E[(D - stock)+] for D a count of units with this mean and deviation: negative
+    binomial when overdispersed (variance above the mean), Poisson otherwise.
+
+    Retail demand over a lead time is mostly a handful of units with many zero days; there
+    the normal loss function misprices a unit (it puts mass below zero and treats stock as
+    continuous). Above `_COUNT_LIMIT` units the two agree and the normal one is used."""
+    if mean > _COUNT_LIMIT:
+        return expected_shortfall(mean, sd, stock)
+    if stock <= 0 or mean <= 0:
+        return max(mean - stock, 0.0)
+    var = max(sd * sd, mean)
+    units = math.ceil(stock)
+    if units > mean + _COUNT_TAIL_SD * math.sqrt(var) + 10:
+        return 0.0
+    short_by = _expected_left_over(mean, var, units)  # E[(stock - D)+]
+    return max(mean - units + short_by, 0.0)
+
+
+def _expected_left_over(mean: float, var: float, units: int) -> float:
+    """E[(units - D)+], summing the count's probabilities below `units` by their ratio
+    P(k)/P(k-1): (k - 1 + r)/k * q for the negative binomial, mean/k for the Poisson."""
+    overdispersed = var > mean * (1 + 1e-9)
+    p = mean / var
+    r = mean * p / (1 - p) if overdispersed else 0.0
+    prob = p**r if overdispersed else math.exp(-mean)
+    left = 0.0
+    for k in range(units):
+        left += (units - k) * prob
+        n = k + 1
+        prob *= (n - 1 + r) / n * (1 - p) if overdispersed else mean / n
+    return left
+
+
+Shortfall = Callable[[float, float, float], float]
+
+
+def shortfall_for(policy: Policy) -> Shortfall:
+    """The loss function the policy prices stock with."""
+    return count_shortfall if policy.demand_distribution == "count" else expected_shortfall
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,28 +311,33 @@ class ReceiverOutlook:
     arrival, less the cut the units would make before it (they are not there yet to make it).
     """
 
-    __slots__ = ("_after", "_before")
+    __slots__ = ("_after", "_before", "_loss")
 
-    def __init__(self, agent: Agent, points: tuple[Checkpoint, ...], lead_hours: float) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        points: tuple[Checkpoint, ...],
+        lead_hours: float,
+        loss: Shortfall = expected_shortfall,
+    ) -> None:
         after = [exposure(agent, h, s) for h, s in points if h > lead_hours]
         self._after = _relevant(after, 0)
         self._before = _relevant([exposure(agent, lead_hours, stock_at(points, lead_hours))], 0)
+        self._loss = loss
 
     def saved(self, qty: int) -> float:
         best = self.saved_at_most(qty)
+        loss = self._loss
         for mean, sd, stock in self._before:
-            best -= expected_shortfall(mean, sd, stock) - expected_shortfall(mean, sd, stock + qty)
+            best -= loss(mean, sd, stock) - loss(mean, sd, stock + qty)
         return max(best, 0.0)
 
     def saved_at_most(self, qty: int) -> float:
         """A bound on `saved` of any quantity up to `qty`: each checkpoint's cut grows with
         the quantity, and the cut before arrival only takes away."""
-        best = 0.0
+        best, loss = 0.0, self._loss
         for mean, sd, stock in self._after:
-            best = max(
-                best,
-                expected_shortfall(mean, sd, stock) - expected_shortfall(mean, sd, stock + qty),
-            )
+            best = max(best, loss(mean, sd, stock) - loss(mean, sd, stock + qty))
         return best
 
 
@@ -291,18 +345,22 @@ class SenderOutlook:
     """What giving units up now costs a sender: `lost(qty)` is the largest rise in expected
     shortfall at any of its checkpoints up to its replenishment horizon."""
 
-    __slots__ = ("_exposures",)
+    __slots__ = ("_exposures", "_loss")
 
-    def __init__(self, agent: Agent, points: tuple[Checkpoint, ...], most: int) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        points: tuple[Checkpoint, ...],
+        most: int,
+        loss: Shortfall = expected_shortfall,
+    ) -> None:
         self._exposures = _relevant([exposure(agent, h, s) for h, s in points], most)
+        self._loss = loss
 
     def lost(self, qty: int) -> float:
-        worst = 0.0
+        worst, loss = 0.0, self._loss
         for mean, sd, stock in self._exposures:
-            worst = max(
-                worst,
-                expected_shortfall(mean, sd, stock - qty) - expected_shortfall(mean, sd, stock),
-            )
+            worst = max(worst, loss(mean, sd, stock - qty) - loss(mean, sd, stock))
         return worst
 
 
@@ -561,12 +619,13 @@ def _candidate(inputs: _PlanInputs, lane: Lane) -> ScoredSender | None:
         high = min(high, sellable // pack * pack)
         if high < smallest:
             return rejected(SuppressReason.SHELF_LIFE, max(high, 0))
-    outlook = ReceiverOutlook(inputs.receiver, receiver_points, lane.lead_hours)
+    loss = shortfall_for(policy)
+    outlook = ReceiverOutlook(inputs.receiver, receiver_points, lane.lead_hours, loss)
     if inputs.screen and _ruled_out(inputs, lane, outlook, smallest, high):
         return rejected(SuppressReason.NO_NET_BENEFIT, high, screened=True)
     sender_points = stock_checkpoints(sender_state, inputs.now_ms, surplus.horizon_hours)
     evaluate = EconomicsFn(
-        outlook, lane, SenderOutlook(sender, sender_points, high), inputs.params, policy
+        outlook, lane, SenderOutlook(sender, sender_points, high, loss), inputs.params, policy
     )
     best = best_quantity(smallest, high, pack, evaluate)
     return ScoredSender(_priced(lane, best, policy), lane, sender, surplus)

@@ -190,6 +190,9 @@ class Policy:
     drift_buffer_hours: float = 72.0
     # Cost of a lost sale beyond the margin (goodwill, a customer who does not come back).
     lost_sale_penalty: float = 0.0
+    # How demand over a horizon is priced: "normal" (the normal loss function), or "count"
+    # (Poisson or negative binomial, for intermittent demand of a few units).
+    demand_distribution: str = "normal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,7 +402,7 @@ def policy_from_dict(raw: Mapping[str, Any]) -> Policy:
     version = _require(raw, "version", "policy")
     if not isinstance(version, str) or not version:
         raise ConfigError(f"policy.version: expected a non-empty string, got {version!r}")
-    extra = {"version", "description", "signal_checks", "integrity_action"}
+    extra = {"version", "description", "signal_checks", "integrity_action", "demand_distribution"}
     reject_unknown(raw, set(_POLICY_FLOATS) | set(_POLICY_INTS) | extra, "policy")
     values: dict[str, Any] = {"version": version, "description": str(raw.get("description", ""))}
     values.update(_policy_numbers(raw))
@@ -407,6 +410,10 @@ def policy_from_dict(raw: Mapping[str, Any]) -> Policy:
         if not isinstance(raw["signal_checks"], bool):
             raise ConfigError("policy.signal_checks: expected true or false")
         values["signal_checks"] = raw["signal_checks"]
+    if "demand_distribution" in raw:
+        if raw["demand_distribution"] not in ("normal", "count"):
+            raise ConfigError("policy.demand_distribution: expected 'normal' or 'count'")
+        values["demand_distribution"] = raw["demand_distribution"]
     if "integrity_action" in raw:
         if raw["integrity_action"] not in ("approve", "suppress"):
             raise ConfigError("policy.integrity_action: expected 'approve' or 'suppress'")
