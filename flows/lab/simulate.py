@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from adapters.lab import reports
-from adapters.lab.simulator import Scenario, Simulation, TransferOrder, make_network
+from adapters.lab.simulator import Scenario, Simulation, TransferOrder, make_network, trace_keys
 from operators.engine import DecisionContext
 from operators.parse import parse_object
 from operators.reference.baselines import Move, tie_moves
@@ -389,6 +389,14 @@ def print_progress(name: str, done: int, total: int) -> None:
         print(f"  {name:<24} done", file=sys.stderr)
 
 
+def _size(scenario: Scenario) -> str:
+    """Sites x SKUs as the world has them (a trace brings its own)."""
+    if scenario.trace is not None:
+        skus, sites = trace_keys(scenario.trace)
+        return f"{len(sites)} sites x {len(skus)} SKUs (trace {Path(scenario.trace).name})"
+    return f"{scenario.n_sites} sites x {scenario.n_skus} SKUs"
+
+
 def simulate(
     scenario: Scenario,
     policy: Mapping[str, Policy] | Policy,
@@ -401,7 +409,7 @@ def simulate(
     columns = {name: run.kpis for name, run in runs.items()}
     table = reports.comparison_table(columns, KPI_ROWS)
     print(
-        f"scenario {scenario.name}: {scenario.n_sites} sites x {scenario.n_skus} SKUs, "
+        f"scenario {scenario.name}: {_size(scenario)}, "
         f"{scenario.days} days, replenishment {scenario.replenishment}, seed {scenario.seed}"
     )
     print(table)
