@@ -26,9 +26,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     STOCKSHIFT_POLICY=/app/configs/policies/default.toml \
     STOCKSHIFT_POLICIES_DIR=/app/configs/policies \
     STOCKSHIFT_RECOVERY_DIR=/var/lib/stockshift/recovery \
+    STOCKSHIFT_METRICS_PORT=9108 \
     PYTHONUNBUFFERED=1
 VOLUME ["/var/lib/stockshift/recovery"]
 USER stockshift
 EXPOSE 9108
+# Liveness: the metrics port answers /healthz (readiness, /readyz, is for orchestrators).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9108/healthz', timeout=4)"]
 # STOCKSHIFT_BROKERS (and STOCKSHIFT_KAFKA_* librdkafka settings) come from the environment.
 ENTRYPOINT ["stockshift", "run"]

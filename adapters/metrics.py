@@ -6,9 +6,13 @@ The flow updates them from dedicated `inspect` steps so that operators stay pure
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 
 from adapters import clock
 from operators.lanes import NegotiationOutcome
@@ -182,6 +186,50 @@ def policy_active(version: str, previous: str | None = None) -> None:
     ACTIVE_POLICY.labels(version=version).set(1)
 
 
+# Set once start-up is done (config loaded, topics there, the control log applied): the
+# readiness probe answers 200 from then on, while the brokers are reachable.
+READY = threading.Event()
+
+
+def health_app(metrics_app: Callable[..., Any]) -> Callable[..., Any]:
+    """The metrics port's WSGI app: /healthz (liveness: the process serves), /readyz
+    (readiness: started, and the brokers reachable), everything else the metrics."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            return _answer(start_response, 200, b"ok\n")
+        if path == "/readyz":
+            ready = READY.is_set() and KAFKA_BROKERS_DOWN._value.get() == 0
+            return _answer(
+                start_response, 200 if ready else 503, b"ready\n" if ready else b"not ready\n"
+            )
+        return metrics_app(environ, start_response)
+
+    return app
+
+
+def _answer(start_response: Callable[..., Any], status: int, body: bytes) -> list[bytes]:
+    reason = {200: "OK", 503: "Service Unavailable"}[status]
+    start_response(
+        f"{status} {reason}", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+    )
+    return [body]
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes every few seconds must not fill the log."""
+
+
 def serve(port: int, addr: str = "0.0.0.0") -> None:
-    start_http_server(port, addr=addr)
+    """Metrics and the health probes on one port, in a background thread."""
+    server = make_server(
+        addr, port, health_app(make_wsgi_app()), _ThreadingServer, handler_class=_QuietHandler
+    )
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     UP.set(1)

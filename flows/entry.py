@@ -37,6 +37,7 @@ def prepare(settings: Settings, snapshots: bool | None = None) -> Dataflow:
     if settings.create_topics:
         _create_topics(settings)
     control, replayed = _start_control(settings, config.policy.version, config.policies)
+    metrics.READY.set()
     log.info(
         "starting flow",
         extra={

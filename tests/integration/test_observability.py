@@ -152,3 +152,37 @@ def test_a_real_prometheus_scrapes_the_flow_and_evaluates_alerts(
         assert alerts[0]["metric"]["alertstate"] == "pending"
         # A recording rule evaluates on the scraped data.
         wait_for(prom_port, "stockshift:events_consumed:rate5m")
+
+
+@pytest.mark.integration
+def test_the_metrics_port_answers_the_liveness_and_readiness_probes(
+    kafka_brokers: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """What Kubernetes probes and the image's HEALTHCHECK ask: alive at once, ready once
+    start-up is done, and the metrics on the same port."""
+    port = free_port()
+    with flow_harness(kafka_brokers, topic_prefix, tmp_path, STOCKSHIFT_METRICS_PORT=str(port)):
+        answers = {}
+        for path in ("/healthz", "/readyz", "/metrics"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+                answers[path] = (reply.status, reply.read())
+    assert answers["/healthz"] == (200, b"ok\n")
+    assert answers["/readyz"] == (200, b"ready\n")
+    assert b"stockshift_events_consumed_total" in answers["/metrics"][1]
+
+
+def test_readiness_waits_for_start_up() -> None:
+    from adapters import metrics
+
+    statuses: list[str] = []
+    app = metrics.health_app(lambda environ, start: [b""])
+    was_ready = metrics.READY.is_set()
+    metrics.READY.clear()
+    try:
+        app({"PATH_INFO": "/readyz"}, lambda status, headers: statuses.append(status))
+        metrics.READY.set()
+        app({"PATH_INFO": "/readyz"}, lambda status, headers: statuses.append(status))
+    finally:
+        if not was_ready:
+            metrics.READY.clear()
+    assert statuses == ["503 Service Unavailable", "200 OK"]
