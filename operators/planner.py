@@ -49,8 +49,6 @@ def expected_shortfall(mean: float, sd: float, stock: float) -> float:
 
 # Above this many units of mean demand a count's loss is the normal one to within noise.
 _COUNT_LIMIT = 30.0
-# Beyond this many standard deviations above the mean, a count's shortfall is negligible.
-_COUNT_TAIL_SD = 12.0
 
 
 def count_shortfall(mean: float, sd: float, stock: float) -> float:
@@ -64,27 +62,52 @@ def count_shortfall(mean: float, sd: float, stock: float) -> float:
         return expected_shortfall(mean, sd, stock)
     if stock <= 0 or mean <= 0:
         return max(mean - stock, 0.0)
-    var = max(sd * sd, mean)
+    count = _Count(mean, max(sd * sd, mean))
     units = math.ceil(stock)
-    if units > mean + _COUNT_TAIL_SD * math.sqrt(var) + 10:
-        return 0.0
-    short_by = _expected_left_over(mean, var, units)  # E[(stock - D)+]
-    return max(mean - units + short_by, 0.0)
+    if units > mean + 4 * math.sqrt(count.var) + 5:
+        return count.tail_beyond(units)  # far out: sum the few units above the stock
+    return max(mean - units + count.left_over(units), 0.0)
 
 
-def _expected_left_over(mean: float, var: float, units: int) -> float:
-    """E[(units - D)+], summing the count's probabilities below `units` by their ratio
-    P(k)/P(k-1): (k - 1 + r)/k * q for the negative binomial, mean/k for the Poisson."""
-    overdispersed = var > mean * (1 + 1e-9)
-    p = mean / var
-    r = mean * p / (1 - p) if overdispersed else 0.0
-    prob = p**r if overdispersed else math.exp(-mean)
-    left = 0.0
-    for k in range(units):
-        left += (units - k) * prob
-        n = k + 1
-        prob *= (n - 1 + r) / n * (1 - p) if overdispersed else mean / n
-    return left
+class _Count:
+    """A Poisson or negative binomial count by its mean and variance, summed term by term:
+    P(k)/P(k-1) is mean/k (Poisson) or (k - 1 + r)/k * (1 - p) (negative binomial)."""
+
+    __slots__ = ("mean", "p", "r", "var")
+
+    def __init__(self, mean: float, var: float) -> None:
+        self.mean, self.var = mean, var
+        self.p = mean / var
+        self.r = mean * self.p / (1 - self.p) if var > mean * (1 + 1e-9) else 0.0
+
+    def _log_pmf(self, k: int) -> float:
+        if not self.r:
+            return k * math.log(self.mean) - self.mean - math.lgamma(k + 1)
+        return (
+            math.lgamma(k + self.r) - math.lgamma(k + 1) - math.lgamma(self.r)
+            + self.r * math.log(self.p) + k * math.log(1 - self.p)
+        )  # fmt: skip
+
+    def _ratio(self, k: int) -> float:
+        return (k - 1 + self.r) / k * (1 - self.p) if self.r else self.mean / k
+
+    def left_over(self, units: int) -> float:
+        """E[(units - D)+]."""
+        prob, left = math.exp(self._log_pmf(0)), 0.0
+        for k in range(units):
+            left += (units - k) * prob
+            prob *= self._ratio(k + 1)
+        return left
+
+    def tail_beyond(self, units: int) -> float:
+        """E[(D - units)+] from the terms above `units`, until they no longer count."""
+        k = units + 1
+        prob, total = math.exp(self._log_pmf(k)), 0.0
+        while prob > 1e-18 or k < units + 3:
+            total += (k - units) * prob
+            k += 1
+            prob *= self._ratio(k)
+        return total
 
 
 Shortfall = Callable[[float, float, float], float]
