@@ -26,7 +26,11 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka import KafkaError as ClientError
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+)
 
 from adapters import metrics
 from adapters.clock import now_ms
@@ -279,6 +283,7 @@ def ensure_topics(
     add_config: Mapping[str, str] | None = None,
     timeout_s: float = 30.0,
     topic_config: Mapping[str, str] | None = None,
+    replication_factor: int = 1,
 ) -> None:
     """Create missing topics (with `topic_config`); waits and retries while the broker is
     not reachable yet."""
@@ -304,7 +309,7 @@ def ensure_topics(
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
     missing = [
-        NewTopic(t, partitions, 1, config=dict(topic_config or {}))
+        NewTopic(t, partitions, replication_factor, config=dict(topic_config or {}))
         for t in topics
         if t not in existing
     ]
@@ -317,6 +322,24 @@ def ensure_topics(
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
+
+
+def describe_topics(
+    brokers: Iterable[str], topics: Iterable[str], add_config: Mapping[str, str] | None = None
+) -> dict[str, tuple[int, dict[str, str]]]:
+    """Partition count and configuration of each of the topics that exists."""
+    admin = AdminClient({"bootstrap.servers": ",".join(brokers), **(add_config or {})})
+    listed = admin.list_topics(timeout=10).topics
+    present = [t for t in topics if t in listed]
+    found: dict[str, tuple[int, dict[str, str]]] = {}
+    if not present:
+        return found
+    resources = [ConfigResource("topic", t) for t in present]
+    for resource, future in admin.describe_configs(resources).items():
+        entries = future.result(timeout=10)
+        config = {k: str(v.value) for k, v in entries.items() if v.value is not None}
+        found[resource.name] = (len(listed[resource.name].partitions), config)
+    return found
 
 
 class _LedgerPartition(_ProposalPartition):

@@ -29,6 +29,11 @@ class Settings:
     shadow_share: float = 0.0
     workers: int = 1
     partitions: int = 3
+    # Topics stockshift creates: replicas each, retention per role (adapters/topics.py) unless
+    # overridden, and names other than prefix + kind where given.
+    replication_factor: int = 1
+    topic_retention_ms: Mapping[str, int] = field(default_factory=dict)
+    topic_names: Mapping[str, str] = field(default_factory=dict)
     create_topics: bool = True
     metrics_port: int | None = None
     redis_url: str | None = field(default=None, repr=False)
@@ -52,7 +57,7 @@ class Settings:
     kafka_config: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def topic(self, kind: str) -> str:
-        return f"{self.topic_prefix}{kind}"
+        return self.topic_names.get(kind) or f"{self.topic_prefix}{kind}"
 
     @property
     def input_topics(self) -> list[str]:
@@ -80,6 +85,18 @@ def _brokers(text: str) -> tuple[str, ...]:
     return tuple(b for b in text.split(",") if b)
 
 
+def _retention(text: str) -> dict[str, int]:
+    from adapters.topics import retention_overrides
+
+    return retention_overrides(text)
+
+
+def _topic_names(text: str) -> dict[str, str]:
+    from adapters.topics import parse_assignments
+
+    return parse_assignments(text, "STOCKSHIFT_TOPIC_NAMES")
+
+
 def _control_keys(text: str) -> dict[str, bytes]:
     from adapters.control import parse_keys
 
@@ -95,6 +112,9 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "STOCKSHIFT_POLICIES_DIR": ("policies_dir", Path),
     "STOCKSHIFT_WORKERS": ("workers", int),
     "STOCKSHIFT_PARTITIONS": ("partitions", int),
+    "STOCKSHIFT_REPLICATION_FACTOR": ("replication_factor", int),
+    "STOCKSHIFT_TOPIC_RETENTION_MS": ("topic_retention_ms", _retention),
+    "STOCKSHIFT_TOPIC_NAMES": ("topic_names", _topic_names),
     "STOCKSHIFT_METRICS_PORT": ("metrics_port", int),
     "STOCKSHIFT_SHADOW_POLICY": ("shadow_policy_path", Path),
     "STOCKSHIFT_SHADOW_SHARE": ("shadow_share", float),
@@ -112,6 +132,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
 }
 
 
+_SECRETS = frozenset({"STOCKSHIFT_CONTROL_KEYS", "STOCKSHIFT_REDIS_URL"})
 # STOCKSHIFT_* variables read elsewhere (the CLI, the test harness): known, not settings.
 _OTHER_VARIABLES = frozenset(
     {
@@ -136,10 +157,9 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
             try:
                 values[name] = read(env[variable])
             except ValueError as exc:
-                # Never echo the value: it may be a secret (control keys, Redis URL).
-                raise ConfigError(
-                    f"{variable}: cannot be read ({exc.__class__.__name__})"
-                ) from None
+                # Never echo a secret's value or the parser's words about it.
+                why = exc.__class__.__name__ if variable in _SECRETS else str(exc)
+                raise ConfigError(f"{variable}: cannot be read ({why})") from None
     values["kafka_config"] = kafka_config_from_env(env)
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = Settings(**values)  # type: ignore[arg-type]
@@ -161,6 +181,7 @@ def _reject_unknown_variables(env: Mapping[str, str]) -> None:
 _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "workers": (1, 1024, True),
     "partitions": (1, 10_000, True),
+    "replication_factor": (1, 100, True),
     "metrics_port": (1, 65_535, True),
     "shadow_share": (0.0, 1.0, True),
     "control_max_skew_s": (0.0, 86_400.0, False),

@@ -231,7 +231,27 @@ def _check_config(args: argparse.Namespace) -> int:
         f"{len(network.sku_overrides)} SKU overrides; policy {config.policy.version} "
         f"(versions: {', '.join(sorted(config.policies))}): ok"
     )
-    return 0
+    return _check_topics(settings) if args.brokers else 0
+
+
+def _check_topics(settings: Settings) -> int:
+    """The topics that exist against what their roles need (adapters/topics.py)."""
+    from adapters.kafka import describe_topics
+    from adapters.topics import mismatches
+    from flows.entry import topic_specs
+
+    wanted = topic_specs(settings)
+    existing = describe_topics(settings.brokers, wanted, settings.kafka_config)
+    found = mismatches(wanted, existing)
+    for mismatch in found:
+        print(f"topic mismatch: {mismatch}")
+    missing = sorted(set(wanted) - set(existing))
+    print(
+        f"topics: {len(existing)} of {len(wanted)} exist"
+        + (f" ({', '.join(missing)} will be created by run)" if missing else "")
+        + (f"; {len(found)} differ from what their roles need" if found else ": as needed")
+    )
+    return 1 if found else 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -290,6 +310,10 @@ def _add_check_config(sub: Subcommands) -> None:
     )
     check.add_argument("--network", help="network TOML [STOCKSHIFT_NETWORK]")
     check.add_argument("--policy", help="default policy TOML [STOCKSHIFT_POLICY]")
+    check.add_argument(
+        "--brokers", help="also compare the existing topics with what their roles need"
+    )
+    check.add_argument("--topic-prefix", help="[STOCKSHIFT_TOPIC_PREFIX]")
     check.set_defaults(handler=_check_config)
 
 

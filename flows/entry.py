@@ -17,11 +17,11 @@ from adapters import kafka, metrics
 from adapters.configfiles import load_config
 from adapters.control import ControlFollower, GovernanceBoard, preload
 from adapters.settings import Settings, control_topic, from_env
+from adapters.topics import ROLES
 from flows.pipeline import Control, build, control_auth
 from state.config import Policy
 
 log = logging.getLogger("stockshift")
-CONTROL_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime", "retention.ms": "-1"}
 
 
 def prepare(settings: Settings, snapshots: bool | None = None) -> Dataflow:
@@ -35,7 +35,7 @@ def prepare(settings: Settings, snapshots: bool | None = None) -> Dataflow:
     if settings.metrics_port is not None:
         metrics.serve(settings.metrics_port)  # first: a flow waiting for its broker is visible
     if settings.create_topics:
-        _create_topics(settings)
+        create_topics(settings)
     control, replayed = _start_control(settings, config.policy.version, config.policies)
     metrics.READY.set()
     log.info(
@@ -59,25 +59,33 @@ def prepare(settings: Settings, snapshots: bool | None = None) -> Dataflow:
     )
 
 
-def _create_topics(settings: Settings) -> None:
-    kafka.ensure_topics(
-        settings.brokers,
-        settings.input_topics + settings.output_topics,
-        settings.partitions,
-        settings.kafka_config,
-        timeout_s=settings.broker_wait_s,
-    )
-    # One partition: commands are totally ordered. The broker stamps each command's arrival
-    # (a signer's clock cannot make a command fresh), and the topic keeps every command, so
-    # start-up rebuilds every nonce ever used (docs/security.md).
-    kafka.ensure_topics(
-        settings.brokers,
-        [control_topic(settings)],
-        1,
-        settings.kafka_config,
-        timeout_s=settings.broker_wait_s,
-        topic_config=CONTROL_TOPIC_CONFIG,
-    )
+def create_topics(settings: Settings) -> None:
+    """Every topic as its role needs it (adapters/topics.py). The control topic has one
+    partition, so commands are totally ordered; the broker stamps each command's arrival (a
+    signer's clock cannot make a command fresh), and it keeps every command, so start-up
+    rebuilds every nonce ever used (docs/security.md)."""
+    for topic, (partitions, config) in topic_specs(settings).items():
+        kafka.ensure_topics(
+            settings.brokers,
+            [topic],
+            partitions or settings.partitions,
+            settings.kafka_config,
+            timeout_s=settings.broker_wait_s,
+            topic_config=config,
+            replication_factor=settings.replication_factor,
+        )
+
+
+def topic_specs(settings: Settings) -> dict[str, tuple[int | None, dict[str, str]]]:
+    """Each topic's name, its partition count (None: the configured default), and the
+    configuration its role needs."""
+    return {
+        settings.topic(kind): (
+            1 if role.single_partition else None,
+            role.config(settings.topic_retention_ms.get(kind)),
+        )
+        for kind, role in ROLES.items()
+    }
 
 
 def _start_control(

@@ -73,3 +73,28 @@ def test_simulate_command_compares_policies_and_writes_a_report(tmp_path: Path) 
     assert "| network_fill_rate |" in (report / "kpis.md").read_text()
     for chart in ("fill_rate.png", "units_moved.png", "stock_distribution.png"):
         assert (report / chart).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.integration
+def test_check_config_with_brokers_reports_topics_set_up_otherwise(
+    kafka_brokers: str, topic_prefix: str
+) -> None:
+    """A control topic someone created with three partitions (commands would lose their
+    order) is reported; the topics `run` creates are as their roles need."""
+    from adapters import kafka
+    from adapters.settings import from_env
+    from flows.entry import create_topics
+
+    settings = from_env(
+        {"STOCKSHIFT_BROKERS": kafka_brokers, "STOCKSHIFT_TOPIC_PREFIX": topic_prefix}
+    )
+    kafka.ensure_topics([kafka_brokers], [topic_prefix + "control"], 3)
+    create_topics(settings)
+    result = stockshift("check-config", "--brokers", kafka_brokers, "--topic-prefix", topic_prefix)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{topic_prefix}control: partitions is 3, expected 1" in result.stdout
+    assert "8 of 8 exist" in result.stdout
+    other = topic_prefix.replace(".", "x.")
+    create_topics(from_env({"STOCKSHIFT_BROKERS": kafka_brokers, "STOCKSHIFT_TOPIC_PREFIX": other}))
+    clean = stockshift("check-config", "--brokers", kafka_brokers, "--topic-prefix", other)
+    assert clean.returncode == 0 and "as needed" in clean.stdout, clean.stdout + clean.stderr
