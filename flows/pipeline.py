@@ -194,8 +194,8 @@ class SkuLogic(StatefulLogic[Event, StepOutput, bytes]):
         self._budget = budget
         self._state: SkuState | None = pickle.loads(resume) if resume else None
         if self._state is not None:
-            budget.held += 1  # a restored SKU counts, even past the cap: it was admitted
-        self._touched = clock.utc_now().timestamp()  # a float: half a datetime's memory
+            budget.restored()
+        self._touched = clock.now_s()  # a float: half a datetime's memory
         self._idle_rounds = 0
 
     def on_item(self, value: Event) -> tuple[list[StepOutput], bool]:
@@ -206,7 +206,7 @@ class SkuLogic(StatefulLogic[Event, StepOutput, bytes]):
                 StatefulLogic.DISCARD
             )
         self._state, output = step(self._state, value, self._ctx)
-        self._touched = clock.utc_now().timestamp()
+        self._touched = clock.now_s()
         self._idle_rounds = 0
         return [output], StatefulLogic.RETAIN
 
@@ -225,9 +225,9 @@ class SkuLogic(StatefulLogic[Event, StepOutput, bytes]):
         if pending and self._idle_rounds == 0:
             self._idle_rounds = 1
             policy = self._ctx.policy
-            lifetime = timedelta(hours=max(policy.proposal_ttl_hours, policy.approval_ttl_hours))
-            later = clock.utc_now() + lifetime - (self._idle or timedelta())
-            self._touched = later.timestamp()
+            lifetime_s = max(policy.proposal_ttl_hours, policy.approval_ttl_hours) * 3600
+            idle_s = self._idle.total_seconds() if self._idle is not None else 0.0
+            self._touched = clock.now_s() + lifetime_s - idle_s
             return [], StatefulLogic.RETAIN
         self._budget.give_back()
         metrics.KEYS_HELD.dec()

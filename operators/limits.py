@@ -126,6 +126,12 @@ class KeyBudget:
             self.held += 1
             return True
 
+    def restored(self) -> None:
+        """A SKU restored from a recovery snapshot: it was admitted before, so it counts
+        even past the cap (the cap only turns new SKUs away)."""
+        with self._lock:
+            self.held += 1
+
     def give_back(self) -> None:
         with self._lock:
             self.held = max(self.held - 1, 0)
