@@ -4,11 +4,6 @@ message arrived, housekeeping (idle eviction) and latency metrics."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def now_ms() -> int:
