@@ -35,6 +35,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from adapters import metrics
 from adapters.clock import now_ms
 from adapters.redis_store import ProposalLedger, RedisSettings, connect
+from operators.codec import KafkaMessage
 from state.records import DeadLetter, Proposal, RawMessage
 
 log = logging.getLogger("stockshift.kafka")
@@ -87,6 +88,7 @@ def error_to_dead_letter(error: KafkaError[bytes | None, bytes | None]) -> DeadL
         error=str(error.err),
         reason="consumer_error",
         received_at_ms=now_ms(),
+        timestamp_ms=message.timestamp[1] if message.timestamp and message.timestamp[0] else None,
     )
 
 
@@ -105,7 +107,7 @@ class _ProducingPartition(StatelessSinkPartition[T], Generic[T]):
         self,
         producer: Producer,
         topic: str,
-        serialize: Callable[[T], tuple[bytes | None, bytes]],
+        serialize: Callable[[T], tuple[bytes | None, bytes] | KafkaMessage],
         stats: DeliveryStats,
     ) -> None:
         self._producer = producer
@@ -130,11 +132,17 @@ class _ProducingPartition(StatelessSinkPartition[T], Generic[T]):
             self._failed(err, msg.key())
 
     def _produce(
-        self, key: bytes | None, value: bytes, on_delivery: Callable[[Any, Any], None]
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        on_delivery: Callable[[Any, Any], None],
+        headers: tuple[tuple[str, bytes], ...] = (),
     ) -> None:
         while True:
             try:
-                self._producer.produce(self._topic, value, key, on_delivery=on_delivery)
+                self._producer.produce(
+                    self._topic, value, key, on_delivery=on_delivery, headers=list(headers)
+                )
                 return
             except BufferError:
                 # Queue full: serve delivery reports until there is room (backpressure).
@@ -146,9 +154,13 @@ class _ProducingPartition(StatelessSinkPartition[T], Generic[T]):
 
     def write_batch(self, items: list[T]) -> None:
         for item in items:
-            key, value = self._serialize(item)
-            self._produce(key, value, self._on_delivery)
+            record = self._message(item)
+            self._produce(record.key, record.value, self._on_delivery, record.headers)
         self._producer.poll(0)
+
+    def _message(self, item: T) -> KafkaMessage:
+        record = self._serialize(item)
+        return record if isinstance(record, KafkaMessage) else KafkaMessage(*record)
 
     def close(self) -> None:
         remaining = self._producer.flush(30)
@@ -167,8 +179,8 @@ class _ProposalPartition(_ProducingPartition[Proposal]):
 
     def _produce_all(self, items: list[Proposal]) -> None:
         for proposal in items:
-            key, value = self._serialize(proposal)
-            self._produce(key, value, self._delivery_of(proposal))
+            record = self._message(proposal)
+            self._produce(record.key, record.value, self._delivery_of(proposal))
 
     def _delivery_of(self, proposal: Proposal) -> Callable[[Any, Any], None]:
         def on_delivery(err: Any, msg: Any) -> None:
@@ -211,7 +223,7 @@ class ProducingSink(DynamicSink[T], Generic[T]):
         self,
         brokers: Iterable[str],
         topic: str,
-        serialize: Callable[[T], tuple[bytes | None, bytes]],
+        serialize: Callable[[T], tuple[bytes | None, bytes] | KafkaMessage],
         add_config: Mapping[str, str] | None = None,
     ) -> None:
         self._config = {"bootstrap.servers": ",".join(brokers), **SINK_DEFAULTS}

@@ -116,6 +116,42 @@ def _explain(args: argparse.Namespace) -> int:
     return 0 if trail else 1
 
 
+def _dlq(args: argparse.Namespace) -> int:
+    """List the dead letters by reason, or replay the chosen ones to their source topics."""
+    from collections import Counter
+
+    from adapters.dlq import DeadLetterRecord, read_dead_letters, replay
+
+    settings = _settings(args)
+    records = read_dead_letters(settings.brokers, settings.topic("dlq"), settings.kafka_config)
+
+    reason: str | None = args.reason
+    source: str | None = args.source_topic
+    from_offset: int = args.from_offset
+
+    def chosen(record: DeadLetterRecord) -> bool:
+        return (
+            (reason is None or record.reason == reason)
+            and (source is None or record.source_topic == source)
+            and record.dlq_offset >= from_offset
+        )
+
+    if args.action == "list":
+        counts = Counter((r.reason, r.source_topic) for r in records if chosen(r))
+        for (reason, topic), n in sorted(counts.items()):
+            print(f"{n:>8}  {reason:<24} from {topic}")
+        print(f"{sum(counts.values())} dead letters")
+        return 0
+    report = replay(settings.brokers, records, chosen, settings.kafka_config, args.dry_run)
+    verb = "would replay" if args.dry_run else "replayed"
+    partial = report.skipped_truncated
+    print(
+        f"{verb} {report.replayed} of {report.matched} chosen dead letters"
+        + (f"; {partial} kept only in part (see their source offsets)" if partial else "")
+    )
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     from adapters.configfiles import load_network, load_policy
     from adapters.lab.simulator import load_scenario
@@ -264,6 +300,7 @@ def parser() -> argparse.ArgumentParser:
     _add_check_config(sub)
     _add_control(sub)
     _add_explain(sub)
+    _add_dlq(sub)
     _add_demo(sub)
     _add_simulate(sub)
     _add_compare(sub)
@@ -339,6 +376,17 @@ def _add_control(sub: Subcommands) -> None:
 def _add_kafka_flags(command: argparse.ArgumentParser) -> None:
     command.add_argument("--brokers", help="[STOCKSHIFT_BROKERS]")
     command.add_argument("--topic-prefix", help="[STOCKSHIFT_TOPIC_PREFIX]")
+
+
+def _add_dlq(sub: Subcommands) -> None:
+    dlq = sub.add_parser("dlq", help="list dead letters, or replay fixed ones to their topics")
+    dlq.add_argument("action", choices=["list", "replay"])
+    dlq.add_argument("--reason", help="only dead letters with this reason (e.g. unknown_site)")
+    dlq.add_argument("--source-topic", help="only those from this topic")
+    dlq.add_argument("--from-offset", type=int, default=0, help="only from this DLQ offset on")
+    dlq.add_argument("--dry-run", action="store_true", help="say what would be replayed")
+    _add_kafka_flags(dlq)
+    dlq.set_defaults(handler=_dlq)
 
 
 def _add_explain(sub: Subcommands) -> None:

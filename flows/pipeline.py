@@ -136,7 +136,7 @@ def kafka_sinks(settings: Settings) -> Sinks:
     return Sinks(
         proposals=proposals,
         decisions=sink("decisions", codec.encode_decision),
-        dead_letters=sink("dlq", codec.encode_dead_letter),
+        dead_letters=sink("dlq", codec.dead_letter_message),
         live_state=LiveStateSink(redis) if redis is not None else None,
         anomalies=sink("anomalies", codec.encode_finding),
     )

@@ -6,9 +6,10 @@ a consumer sees one SKU's records in order.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,35 +22,60 @@ def rfc3339(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
-# A dead letter keeps at most this much of the original payload (and 1 KiB of its key):
-# escaped as JSON, 16 KiB of control characters grow to 96 KiB, well under the broker's
-# 1 MB message limit, so an oversized input can never make its own dead letter undeliverable.
-DLQ_PAYLOAD_MAX_BYTES = 16 * 1024
-DLQ_KEY_MAX_BYTES = 1024
+@dataclass(frozen=True, slots=True)
+class KafkaMessage:
+    """A record as produced: key, value and headers."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
-def _payload_text(payload: bytes | None) -> tuple[str | None, str]:
-    """The original payload as text when it is UTF-8, else base64, and which one it is."""
-    if payload is None:
-        return None, "none"
-    try:
-        return payload.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        return base64.b64encode(payload).decode("ascii"), "base64"
+# A dead letter keeps the original bytes up to this size: the input topic took the message,
+# so it fits the DLQ too unless it came close to the broker's 1 MB default; beyond it the
+# first part is kept, with the whole one's size and SHA-256 in the headers.
+DLQ_PAYLOAD_MAX_BYTES = 900 * 1024
+DLQ_HEADER = "stockshift."
 
 
-def _kept(data: bytes | None, limit: int) -> bytes | None:
-    """The first `limit` bytes, cut back to a whole UTF-8 character where the text is UTF-8."""
-    if data is None or len(data) <= limit:
-        return data
-    head = data[:limit]
-    for cut in range(4):
-        try:
-            (head[: limit - cut] if cut else head).decode("utf-8")
-            return head[: limit - cut] if cut else head
-        except UnicodeDecodeError:
-            continue
-    return head
+def dead_letter_message(letter: DeadLetter) -> KafkaMessage:
+    """The DLQ record: the original key and bytes, as the producer sent them (so the message
+    can be fixed and replayed as it is), and why it was refused in the headers."""
+    original = letter.payload
+    kept = original[:DLQ_PAYLOAD_MAX_BYTES] if original is not None else None
+    fields = {
+        "reason": letter.reason,
+        "error": letter.error[:2000],
+        "source.topic": letter.source_topic,
+        "source.partition": _text(letter.partition),
+        "source.offset": _text(letter.offset),
+        "source.timestamp": _text(letter.timestamp_ms),
+        "received_at": rfc3339(letter.received_at_ms),
+        "payload.bytes": str(len(original)) if original is not None else "",
+        "payload.sha256": hashlib.sha256(original).hexdigest() if original is not None else "",
+        "payload.truncated": "true"
+        if kept is not None and len(kept) < len(original or b"")
+        else "false",
+    }
+    headers = tuple((DLQ_HEADER + name, value.encode()) for name, value in fields.items())
+    return KafkaMessage(letter.key, kept, headers)
+
+
+def _cut(original: bytes | None, kept: bytes | None) -> bool:
+    return original is not None and kept is not None and len(kept) < len(original)
+
+
+def _text(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def dead_letter_headers(headers: Iterable[tuple[str, bytes | None]]) -> dict[str, str]:
+    """A DLQ record's stockshift headers by name (without the prefix)."""
+    return {
+        name[len(DLQ_HEADER) :]: (value or b"").decode("utf-8", "replace")
+        for name, value in headers
+        if name.startswith(DLQ_HEADER)
+    }
 
 
 def proposal_dict(proposal: Proposal) -> dict[str, Any]:
@@ -69,39 +95,12 @@ def decision_dict(decision: DecisionRecord) -> dict[str, Any]:
     return body
 
 
-def dead_letter_dict(letter: DeadLetter) -> dict[str, Any]:
-    """The DLQ record; an oversized payload is cut to its first 16 KiB, and its size and
-    SHA-256 say what the whole was (the original stays in its topic at `offset`)."""
-    original = letter.payload
-    payload, encoding = _payload_text(_kept(original, DLQ_PAYLOAD_MAX_BYTES))
-    key, key_encoding = _payload_text(_kept(letter.key, DLQ_KEY_MAX_BYTES))
-    return {
-        "source_topic": letter.source_topic,
-        "partition": letter.partition,
-        "offset": letter.offset,
-        "key": key,
-        "key_encoding": key_encoding,
-        "payload": payload,
-        "payload_encoding": encoding,
-        "payload_bytes": len(original) if original is not None else 0,
-        "payload_sha256": hashlib.sha256(original).hexdigest() if original is not None else None,
-        "payload_truncated": original is not None and len(original) > DLQ_PAYLOAD_MAX_BYTES,
-        "error": letter.error,
-        "reason": letter.reason,
-        "received_at": rfc3339(letter.received_at_ms),
-    }
-
-
 def encode_proposal(proposal: Proposal) -> tuple[bytes, bytes]:
     return proposal.sku.encode(), orjson.dumps(proposal_dict(proposal))
 
 
 def encode_decision(decision: DecisionRecord) -> tuple[bytes, bytes]:
     return decision.sku.encode(), orjson.dumps(decision_dict(decision))
-
-
-def encode_dead_letter(letter: DeadLetter) -> tuple[bytes | None, bytes]:
-    return letter.key, orjson.dumps(dead_letter_dict(letter))
 
 
 def finding_dict(finding: Finding) -> dict[str, Any]:

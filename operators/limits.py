@@ -73,6 +73,7 @@ def refused_letter(event: Event, reason: str, detail: str, received_at_ms: int) 
         error=detail,
         reason=reason,
         received_at_ms=received_at_ms,
+        timestamp_ms=event.ingested_ms,
     )
 
 

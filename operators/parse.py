@@ -301,6 +301,7 @@ def parse_message(
             error=str(bad),
             reason=bad.reason,
             received_at_ms=raw.received_at_ms,
+            timestamp_ms=raw.timestamp_ms,
         )
 
 

@@ -88,6 +88,8 @@ class DeadLetter:
     error: str
     reason: str
     received_at_ms: int
+    # The message's own timestamp, when known: a replay puts the message back in its place.
+    timestamp_ms: int | None = None
 
 
 class ProposalStatus(StrEnum):

@@ -180,7 +180,9 @@ class FlowHarness:
             timestamp=self.last_ts,  # 0: the producer's clock
         )
         self.producer.flush(10)
-        found = self.records("dlq", 1, 60, keep=lambda r: marker.decode() in (r["payload"] or ""))
+        found = read_topic(
+            self.brokers, self.prefix + "dlq", 1, 60, keep=lambda m: marker in (m.value() or b"")
+        )
         if not found:
             raise FlowNotLive(f"flow not live; log:\n{self.log.read_text()[-3000:]}")
 

@@ -29,6 +29,7 @@ from confluent_kafka import Producer
 
 from adapters import kafka
 from adapters.configfiles import load_policy
+from adapters.dlq import read_dead_letters
 from adapters.lab import benchgen
 from adapters.lab.devservices import broker_command, free_port, redis_command, wait_for_port
 from adapters.lab.faultproxy import FaultProxy
@@ -205,14 +206,8 @@ class ScenarioRun:
                 return result
             time.sleep(0.5)
 
-    def dead_letters(self) -> set[tuple[str, int, int]]:
-        return {
-            (r["source_topic"], r["partition"], r["offset"])
-            for r in (
-                orjson.loads(m.value())
-                for m in kafka.read_to_end([self.services.brokers], self.topic("dlq"), "rel")
-            )
-        }
+    def dead_letters(self) -> set[tuple[str, int | None, int | None]]:
+        return {r.source for r in read_dead_letters([self.services.brokers], self.topic("dlq"))}
 
 
 def _line(

@@ -9,13 +9,14 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from operators.codec import dead_letter_dict, proposal_dict
+from operators.codec import dead_letter_headers, dead_letter_message, proposal_dict
 from operators.engine import DecisionContext, step
 from operators.parse import parse_message, topic_kinds_for
 from state.records import DeadLetter, Event, EventType, RawMessage
 from tests.support.helpers import event, policy, two_store_network, warm_history
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "configs" / "schemas"
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMAS = ROOT / "configs" / "schemas"
 
 
 def validator(name: str) -> Draft202012Validator:
@@ -68,4 +69,6 @@ def test_outputs_match_their_schemas() -> None:
     body = orjson.loads(orjson.dumps(proposal_dict(proposals[0])))
     validator("proposal").validate(body)
     letter = DeadLetter("stockshift.pos", 0, 5, b"k", b"\xff", "bad", "not_json", 0)
-    validator("dead_letter").validate(orjson.loads(orjson.dumps(dead_letter_dict(letter))))
+    headers = dead_letter_headers(dead_letter_message(letter).headers)
+    documented = (ROOT / "docs" / "contract.md").read_text()
+    assert headers and all(f"`stockshift.{name}`" in documented for name in headers)

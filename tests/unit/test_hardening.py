@@ -4,6 +4,7 @@ with a reason and disturbs nothing else (issue #18's table, at the level of pure
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from operators.codec import DLQ_PAYLOAD_MAX_BYTES, dead_letter_dict
+from operators.codec import DLQ_PAYLOAD_MAX_BYTES, dead_letter_headers, dead_letter_message
 from operators.control import (
     CREATE_TIME,
     LOG_APPEND_TIME,
@@ -179,24 +180,26 @@ def test_the_key_budget_admits_up_to_its_capacity() -> None:
     assert budget.take() and budget.held == 2
 
 
-# Row 10: a 170 KB payload made a dead letter the broker refused.
-def test_an_oversized_payload_is_kept_cut_with_its_size_and_hash() -> None:
-    payload = ("\x01" * 170_000).encode()
-    record = dead_letter_dict(
-        DeadLetter("stockshift.pos", 0, 1, b"k" * 5000, payload, "too large", "too_large", T0)
-    )
-    assert record["payload_truncated"] and record["payload_bytes"] == 170_000
-    assert len(record["payload"]) == DLQ_PAYLOAD_MAX_BYTES and len(record["key"]) == 1024
-    assert len(orjson.dumps(record)) < 200_000  # far under the broker's 1 MB
-    import hashlib
+# Row 10: a 170 KB payload made a dead letter the broker refused (JSON escaping grew it 6x).
+def test_a_dead_letter_keeps_the_original_bytes_and_says_why_in_headers() -> None:
+    payload = b"\x01" * 170_000
+    letter = DeadLetter("stockshift.pos", 2, 7, b"k", payload, "too large", "too_large", T0, T0 - 5)
+    message = dead_letter_message(letter)
+    assert (message.key, message.value) == (b"k", payload)  # as the producer sent them
+    fields = dead_letter_headers(message.headers)
+    assert fields["reason"] == "too_large" and fields["source.topic"] == "stockshift.pos"
+    assert (fields["source.partition"], fields["source.offset"]) == ("2", "7")
+    assert fields["source.timestamp"] == str(T0 - 5) and fields["payload.truncated"] == "false"
+    assert fields["payload.sha256"] == hashlib.sha256(payload).hexdigest()
 
-    assert record["payload_sha256"] == hashlib.sha256(payload).hexdigest()
 
-
-def test_a_cut_never_splits_a_utf8_character() -> None:
-    payload = ("é" * 20_000).encode()  # 2 bytes each: the cut falls inside one
-    record = dead_letter_dict(DeadLetter("t", 0, 1, None, payload, "e", "too_large", T0))
-    assert record["payload_encoding"] == "utf-8" and set(record["payload"]) == {"é"}
+def test_only_a_payload_near_the_brokers_limit_is_cut_with_its_size_and_hash() -> None:
+    payload = b"x" * (DLQ_PAYLOAD_MAX_BYTES + 10)
+    message = dead_letter_message(DeadLetter("t", 0, 1, None, payload, "e", "too_large", T0))
+    fields = dead_letter_headers(message.headers)
+    assert message.value is not None and len(message.value) == DLQ_PAYLOAD_MAX_BYTES
+    assert fields["payload.truncated"] == "true"
+    assert fields["payload.bytes"] == str(len(payload))
 
 
 def test_the_engine_still_decides_for_other_skus_after_refusals() -> None:
