@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from adapters import metrics
@@ -48,8 +48,10 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         stop_at_end: bool = False,
         grace_ms: float = 10.0,
         max_future_ms: int = 3_600_000,
+        commit_offsets: bool = False,
     ) -> None:
         self._max_future_ms = max_future_ms
+        self._commit_offsets = commit_offsets
         self._watermark = -1  # the largest merge time emitted so far
         self._consumer = Consumer(
             {**config, "stats_cb": self._on_stats, "error_cb": on_client_error("input")}
@@ -196,7 +198,22 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
             log.warning("unreadable client statistics", extra={"error": str(exc)})
 
     def snapshot(self) -> dict[str, int]:
+        """The next offset per partition. With `commit_offsets`, also committed to the
+        consumer group at each snapshot, so lag tools (consumer-group describe, Burrow,
+        exporters) see how far the flow is; recovery still resumes from the snapshot."""
+        if self._commit_offsets and self._next:
+            self._commit()
         return dict(self._next)
+
+    def _commit(self) -> None:
+        offsets = []
+        for name, offset in self._next.items():
+            part, _, topic = name.partition("-")
+            offsets.append(TopicPartition(topic, int(part), offset))
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:  # lag reporting is best effort; never fatal
+            log.warning("offset commit failed", extra={"error": str(exc)})
 
     def close(self) -> None:
         self._consumer.close()
@@ -228,8 +245,10 @@ class MergedKafkaSource(FixedPartitionedSource[RawMessage | DeadLetter, dict[str
         consumer_config: Mapping[str, str] | None = None,
         grace_ms: float = 10.0,
         max_future_ms: int = 3_600_000,
+        consumer_group: str | None = None,
     ) -> None:
         self._max_future_ms = max_future_ms
+        self._consumer_group = consumer_group
         self._brokers = list(brokers)
         self._grace_ms = grace_ms
         self._consumer_config = dict(consumer_config or {})
@@ -256,7 +275,8 @@ class MergedKafkaSource(FixedPartitionedSource[RawMessage | DeadLetter, dict[str
     ) -> _MergedPartition:
         config: dict[str, Any] = {
             "bootstrap.servers": ",".join(self._brokers),
-            "group.id": "stockshift-unused",  # offsets live in Bytewax snapshots, not the group
+            # Offsets live in Bytewax snapshots; the group only reports them to lag tools.
+            "group.id": self._consumer_group or "stockshift-unused",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "statistics.interval.ms": 5000,
@@ -271,4 +291,5 @@ class MergedKafkaSource(FixedPartitionedSource[RawMessage | DeadLetter, dict[str
             self._stop_at_end,
             self._grace_ms,
             self._max_future_ms,
+            commit_offsets=self._consumer_group is not None,
         )

@@ -48,6 +48,9 @@ class Settings:
     merge_grace_ms: float = 10.0
     # SKUs with no event for this long (wall clock) leave memory; 0 keeps them forever.
     idle_eviction_s: float = 7 * 24 * 3600.0
+    # With a group: input offsets are committed to it at each snapshot, for lag tools (the
+    # flow still resumes from its snapshots). None: no commits.
+    consumer_group: str | None = None
     # The most SKUs one process holds in state; events of further SKUs are dead-lettered
     # (`sku_limit`) until idle ones leave. About 7.4 KB each at 8 sites: docs/deploy.md.
     max_skus: int = 400_000
@@ -128,6 +131,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "STOCKSHIFT_MERGE_GRACE_MS": ("merge_grace_ms", float),
     "STOCKSHIFT_IDLE_EVICTION_S": ("idle_eviction_s", float),
     "STOCKSHIFT_MAX_SKUS": ("max_skus", int),
+    "STOCKSHIFT_CONSUMER_GROUP": ("consumer_group", lambda text: text or None),
     "STOCKSHIFT_BROKER_WAIT_S": ("broker_wait_s", float),
 }
 

@@ -429,6 +429,7 @@ def _inputs(
         consumer_config=kafka.SOURCE_DEFAULTS,
         grace_ms=settings.merge_grace_ms,
         max_future_ms=int(network.limits.max_future_minutes * 60_000),
+        consumer_group=settings.consumer_group,
     )
     merged = op.input("kafka_input", flow, merged_source)
     input_errors = op.filter_map("consumer_errors", merged, _only(DeadLetter))

@@ -176,3 +176,38 @@ def test_stockshift_run_end_to_end(kafka_brokers: str, topic_prefix: str, tmp_pa
             out, _ = flow.communicate()
         if out:
             sys.stderr.write(out.decode(errors="replace")[-3000:])
+
+
+@pytest.mark.integration
+def test_with_a_consumer_group_input_offsets_are_committed_for_lag_tools(
+    kafka_brokers: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Lag tools read a group's committed offsets: with STOCKSHIFT_CONSUMER_GROUP the flow
+    commits how far it has read at each snapshot (recovery still uses its snapshots)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from adapters.lab.flowproc import flow_harness
+
+    group = f"lag-{topic_prefix}"
+    events = warm_history(3)
+    with flow_harness(
+        kafka_brokers, topic_prefix, tmp_path, STOCKSHIFT_CONSUMER_GROUP=group
+    ) as flow:
+        flow.publish_events(events)
+        flow.wait_live()
+        reader = Consumer({"bootstrap.servers": kafka_brokers, "group.id": group})
+        wanted = {"pos": 6, "inventory": 2}
+        deadline = time.monotonic() + 30
+        while True:
+            committed = {}
+            for kind in wanted:
+                topic = topic_prefix + kind
+                parts = reader.list_topics(topic, timeout=10).topics[topic].partitions
+                offsets = reader.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+                committed[kind] = sum(max(tp.offset, 0) for tp in offsets)
+            if committed["pos"] >= wanted["pos"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        reader.close()
+    assert committed["inventory"] == wanted["inventory"]
+    assert committed["pos"] >= wanted["pos"]  # the live marker is a pos message too
