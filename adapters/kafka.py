@@ -180,7 +180,7 @@ class _ProposalPartition(_ProducingPartition[Proposal]):
     def _produce_all(self, items: list[Proposal]) -> None:
         for proposal in items:
             record = self._message(proposal)
-            self._produce(record.key, record.value, self._delivery_of(proposal))
+            self._produce(record.key, record.value, self._delivery_of(proposal), record.headers)
 
     def _delivery_of(self, proposal: Proposal) -> Callable[[Any, Any], None]:
         def on_delivery(err: Any, msg: Any) -> None:
@@ -371,7 +371,7 @@ class _LedgerPartition(_ProposalPartition):
         self,
         producer: Producer,
         topic: str,
-        serialize: Callable[[Proposal], tuple[bytes | None, bytes]],
+        serialize: Callable[[Proposal], tuple[bytes | None, bytes] | KafkaMessage],
         stats: DeliveryStats,
         ledger: ProposalLedger,
         flush_timeout_s: float,
@@ -431,7 +431,7 @@ class LedgeredProposalSink(DynamicSink[Proposal]):
         self,
         brokers: Iterable[str],
         topic: str,
-        serialize: Callable[[Proposal], tuple[bytes | None, bytes]],
+        serialize: Callable[[Proposal], tuple[bytes | None, bytes] | KafkaMessage],
         redis_settings: RedisSettings,
         add_config: Mapping[str, str] | None = None,
         flush_timeout_s: float = 5.0,

@@ -31,6 +31,7 @@ from confluent_kafka.admin import AdminClient
 from adapters import metrics
 from adapters.clock import now_ms
 from adapters.kafka import on_client_error
+from operators.trace import valid_traceparent
 from state.records import DeadLetter, RawMessage
 
 log = logging.getLogger("stockshift.kafka")
@@ -106,6 +107,7 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
                     value=msg.value(),
                     received_at_ms=now_ms(),
                     timestamp_ms=ts if ts_type else None,
+                    traceparent=_traceparent(msg.headers()),
                 )
             )
         out.extend(self._merge(self._batch_size))
@@ -217,6 +219,14 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def _traceparent(headers: list[tuple[str, bytes | None]] | None) -> str | None:
+    """The message's W3C trace context, when it carries a well-formed one."""
+    for name, value in headers or ():
+        if name.lower() == "traceparent":
+            return valid_traceparent(value)
+    return None
 
 
 def _dead(msg: Any, error: str) -> DeadLetter:

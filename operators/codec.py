@@ -85,6 +85,8 @@ def proposal_dict(proposal: Proposal) -> dict[str, Any]:
     body["expires_at"] = rfc3339(body.pop("expires_at_ms"))
     body["status"] = proposal.status.value
     body.pop("trigger_received_ms", None)
+    if body["traceparent"] is None:
+        del body["traceparent"]
     return body
 
 
@@ -92,15 +94,26 @@ def decision_dict(decision: DecisionRecord) -> dict[str, Any]:
     body = dataclasses.asdict(decision)
     body["ts"] = rfc3339(body.pop("ts_ms"))
     body["outcome"] = decision.outcome.value
+    if body["traceparent"] is None:
+        del body["traceparent"]
     return body
 
 
-def encode_proposal(proposal: Proposal) -> tuple[bytes, bytes]:
-    return proposal.sku.encode(), orjson.dumps(proposal_dict(proposal))
+def encode_proposal(proposal: Proposal) -> KafkaMessage:
+    """Keyed by SKU; the trace context, when the trigger had one, as a header too."""
+    return KafkaMessage(
+        proposal.sku.encode(), orjson.dumps(proposal_dict(proposal)), _trace(proposal.traceparent)
+    )
 
 
-def encode_decision(decision: DecisionRecord) -> tuple[bytes, bytes]:
-    return decision.sku.encode(), orjson.dumps(decision_dict(decision))
+def encode_decision(decision: DecisionRecord) -> KafkaMessage:
+    return KafkaMessage(
+        decision.sku.encode(), orjson.dumps(decision_dict(decision)), _trace(decision.traceparent)
+    )
+
+
+def _trace(traceparent: str | None) -> tuple[tuple[str, bytes], ...]:
+    return (("traceparent", traceparent.encode()),) if traceparent else ()
 
 
 def finding_dict(finding: Finding) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from operators.demand import advance, mean_per_hour, observed_hours, smoothing_a
 from operators.limits import expire_inbound, refusal, refused_letter
 from operators.planner import Plan, demand_prior, plan_for_receiver, proposal_id
 from operators.position import apply_event, expire_reservations, reserve
+from operators.trace import continue_trace
 from state.config import ConfigError, Network, Policy, SkuParams
 from state.governance import DEFAULT_GOVERNANCE, Governance
 from state.records import (
@@ -451,8 +452,11 @@ def _propose(state: SkuState, run: _Step, plan: Plan, ctx: DecisionContext) -> P
         evidence=evidence,
         approval_reasons=approvals,
     )
+    traceparent = continue_trace(event.traceparent, pid)
+    record = replace(record, traceparent=traceparent) if traceparent else record
     return replace(draft, expires_at_ms=expires, status=status, reason=reason,
-                   trigger_received_ms=event.received_ms, record=record)  # fmt: skip
+                   trigger_received_ms=event.received_ms, record=record,
+                   traceparent=traceparent)  # fmt: skip
 
 
 def _evidence(plan: Plan, params: SkuParams) -> Evidence:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -288,9 +288,10 @@ def parse_message(
         ingested = raw.timestamp_ms if raw.timestamp_ms is not None else raw.received_at_ms
         # A receive time before 2000 is no wall clock (tests, replays that leave it unset).
         received = raw.received_at_ms if raw.received_at_ms >= MIN_TS_MS else None
-        return _event(
+        event = _event(
             topic_kind, obj, sites, source, ingested or None, received, ceilings, max_future_ms
         )
+        return replace(event, traceparent=raw.traceparent) if raw.traceparent else event
     except Invalid as bad:
         return DeadLetter(
             source_topic=raw.topic,

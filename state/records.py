@@ -58,6 +58,8 @@ class Event:
     ingested_ms: int | None = None
     # When this process consumed it (wall clock); for trigger-to-proposal latency.
     received_ms: int | None = None
+    # The W3C trace context its message carried (`traceparent` header), validated.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,8 @@ class RawMessage:
     timestamp_ms: int | None = None
     # The timestamp was set by the broker when it appended the message (LogAppendTime).
     broker_time: bool = False
+    # The message's W3C `traceparent` header, if it had a well-formed one.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +163,8 @@ class Proposal:
     trigger_event_ids: tuple[str, ...]
     # When the trigger was consumed (wall clock), for latency metrics; not published.
     trigger_received_ms: int | None = None
+    # The trigger's trace, continued: its trace id, a span id of this decision.
+    traceparent: str | None = None
     # The decision record that goes to the audit log once negotiation has granted the
     # proposal (with the units granted); not published with it.
     record: DecisionRecord | None = field(default=None, compare=False, repr=False)
@@ -220,6 +226,7 @@ class DecisionRecord:
     evidence: Evidence | None = None
     approval_reasons: tuple[str, ...] = ()
     shadow: bool = False
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

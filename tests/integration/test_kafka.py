@@ -211,3 +211,36 @@ def test_with_a_consumer_group_input_offsets_are_committed_for_lag_tools(
         reader.close()
     assert committed["inventory"] == wanted["inventory"]
     assert committed["pos"] >= wanted["pos"]  # the live marker is a pos message too
+
+
+@pytest.mark.integration
+def test_a_traceparent_on_the_trigger_reaches_its_proposal_and_decision_record(
+    kafka_brokers: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Lineage end to end: the trace id a producer sets on the triggering event is on the
+    proposal (field and header) and on its decision record."""
+    from adapters.lab.flowproc import flow_harness
+    from operators.codec import event_message
+
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    with flow_harness(kafka_brokers, topic_prefix, tmp_path) as flow:
+        flow.publish_events(warm_history(E2E_HOURS, b_stock=E2E_B_STOCK))
+        flow.wait_live()
+        kind, body = event_message(e2e_trigger())
+        flow.producer.produce(
+            topic_prefix + kind, orjson.dumps(body), b"SKU-1", timestamp=body["ts"],
+            headers=[("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01".encode())],
+        )  # fmt: skip
+        flow.producer.flush(10)
+        proposals = read_topic(kafka_brokers, topic_prefix + "proposals", 1, timeout=60)
+        decisions = flow.records(
+            "decisions",
+            1,
+            timeout=30,
+            keep=lambda r: r["outcome"] in ("proposed", "needs_approval"),
+        )
+    assert len(proposals) == 1
+    body = orjson.loads(proposals[0].value())
+    assert body["traceparent"][3:35] == trace_id
+    assert dict(proposals[0].headers() or [])["traceparent"].decode() == body["traceparent"]
+    assert decisions[0]["traceparent"] == body["traceparent"]
