@@ -98,6 +98,7 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
             self._caught_up.discard(key)
             self._fetched[key].append(time.monotonic())
             ts_type, ts = msg.timestamp()
+            headers = msg.headers()
             self._buffers[key].append(
                 RawMessage(
                     topic=key[0],
@@ -107,7 +108,8 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
                     value=msg.value(),
                     received_at_ms=now_ms(),
                     timestamp_ms=ts if ts_type else None,
-                    traceparent=_traceparent(msg.headers()),
+                    traceparent=_traceparent(headers),
+                    content_type=_content_type(headers),
                 )
             )
         out.extend(self._merge(self._batch_size))
@@ -221,12 +223,25 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         self._consumer.close()
 
 
+def _header(headers: list[tuple[str, bytes | None]] | None, wanted: str) -> bytes | None:
+    for name, value in headers or ():
+        if name.lower() == wanted:
+            return value
+    return None
+
+
 def _traceparent(headers: list[tuple[str, bytes | None]] | None) -> str | None:
     """The message's W3C trace context, when it carries a well-formed one."""
-    for name, value in headers or ():
-        if name.lower() == "traceparent":
-            return valid_traceparent(value)
-    return None
+    value = _header(headers, "traceparent")
+    return valid_traceparent(value) if value is not None else None
+
+
+def _content_type(headers: list[tuple[str, bytes | None]] | None) -> str | None:
+    """The media type a `content-type` header names (parameters dropped), bounded."""
+    value = _header(headers, "content-type")
+    if value is None:
+        return None
+    return value[:100].decode("latin-1").split(";")[0].strip().lower()
 
 
 def _dead(msg: Any, error: str) -> DeadLetter:

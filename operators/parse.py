@@ -47,6 +47,8 @@ _TYPE_BY_NAME: Final = {t.value: t for t in EventType}
 
 
 DEFAULT_MAX_FUTURE_MS: Final = 3_600_000
+# A `content-type` header, when a message has one, must name JSON.
+JSON_TYPES: Final = frozenset({"application/json", "text/json"})
 
 
 class Invalid(Exception):
@@ -271,6 +273,11 @@ def parse_message(
             raise Invalid("unknown_topic", f"topic {raw.topic!r} is not an input topic")
         if raw.value is None:
             raise Invalid("empty_payload", "message has no value (tombstone?)")
+        if raw.content_type is not None and raw.content_type not in JSON_TYPES:
+            raise Invalid(
+                "unsupported_content_type",
+                f"content-type {raw.content_type!r:.60} is not JSON (events are UTF-8 JSON)",
+            )
         if len(raw.value) > MAX_PAYLOAD_BYTES:
             raise Invalid(
                 "too_large", f"payload is {len(raw.value)} bytes; max {MAX_PAYLOAD_BYTES}"

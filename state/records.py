@@ -78,6 +78,8 @@ class RawMessage:
     broker_time: bool = False
     # The message's W3C `traceparent` header, if it had a well-formed one.
     traceparent: str | None = None
+    # The message's `content-type` header, if it had one (lower case, without parameters).
+    content_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,3 +155,14 @@ def test_arbitrary_objects_parse_or_dead_letter(kind: str, body: dict) -> None:
     assert isinstance(result, Event | DeadLetter)
     if isinstance(result, Event):
         assert result.site in SITES and 1 <= len(result.sku) <= 64
+
+
+def test_a_content_type_other_than_json_is_dead_lettered_with_a_reason() -> None:
+    """Messages declare their format in a `content-type` header; without one, JSON is meant."""
+    body = orjson.dumps({**BASE, "qty": 1})
+    avro = RawMessage("stockshift.pos", 0, 1, b"k", body, 7, content_type="application/avro")
+    letter = parse_message(avro, KINDS, SITES)
+    assert isinstance(letter, DeadLetter) and letter.reason == "unsupported_content_type"
+    for declared in ("application/json", None):
+        json_ = RawMessage("stockshift.pos", 0, 1, b"k", body, 7, content_type=declared)
+        assert isinstance(parse_message(json_, KINDS, SITES), Event)
