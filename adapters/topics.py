@@ -19,7 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from adapters.settings import Settings
 
 DAY_MS: Final = 86_400_000
 FOREVER: Final = -1
@@ -116,3 +119,15 @@ def mismatches(
 
 def kinds(topics: Iterable[str]) -> list[str]:
     return [k for k in ROLES if k in set(topics)]
+
+
+def topic_specs(settings: Settings) -> dict[str, tuple[int | None, dict[str, str]]]:
+    """Each topic's name, its partition count (None: the configured default), and the
+    configuration its role needs."""
+    return {
+        settings.topic(kind): (
+            1 if role.single_partition else None,
+            role.config(settings.topic_retention_ms.get(kind)),
+        )
+        for kind, role in ROLES.items()
+    }

@@ -273,8 +273,7 @@ def _check_config(args: argparse.Namespace) -> int:
 def _check_topics(settings: Settings) -> int:
     """The topics that exist against what their roles need (adapters/topics.py)."""
     from adapters.kafka import describe_topics
-    from adapters.topics import mismatches
-    from flows.entry import topic_specs
+    from adapters.topics import mismatches, topic_specs
 
     wanted = topic_specs(settings)
     existing = describe_topics(settings.brokers, wanted, settings.kafka_config)

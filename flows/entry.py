@@ -17,7 +17,7 @@ from adapters import kafka, metrics
 from adapters.configfiles import load_config
 from adapters.control import ControlFollower, GovernanceBoard, preload
 from adapters.settings import Settings, control_topic, from_env
-from adapters.topics import ROLES
+from adapters.topics import topic_specs
 from flows.pipeline import Control, build, control_auth
 from state.config import Policy
 
@@ -74,18 +74,6 @@ def create_topics(settings: Settings) -> None:
             topic_config=config,
             replication_factor=settings.replication_factor,
         )
-
-
-def topic_specs(settings: Settings) -> dict[str, tuple[int | None, dict[str, str]]]:
-    """Each topic's name, its partition count (None: the configured default), and the
-    configuration its role needs."""
-    return {
-        settings.topic(kind): (
-            1 if role.single_partition else None,
-            role.config(settings.topic_retention_ms.get(kind)),
-        )
-        for kind, role in ROLES.items()
-    }
 
 
 def _start_control(

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adapters.settings import from_env
-from adapters.topics import ROLES, mismatches
-from flows.entry import topic_specs
+from adapters.topics import ROLES, mismatches, topic_specs
 from state.config import ConfigError
 
 
