@@ -1,8 +1,9 @@
 """The `stockshift` command.
 
 Production: run (the flow on Kafka), check-config, control (sign and send a command),
-explain (why a proposal was made). Lab (`pip install 'stockshift[lab]'`): demo, simulate,
-compare, bench, reliability, soak, signal-bench.
+explain (why a proposal was made), dlq (list dead letters, replay fixed ones).
+Lab (`pip install 'stockshift[lab]'`): demo, simulate, compare, bench, reliability, soak,
+signal-bench.
 """
 
 from __future__ import annotations
