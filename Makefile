@@ -16,8 +16,14 @@ $(VENV)/.dev: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
-## demo: install the package in .venv and run the embedded demo (writes out/demo/)
-demo: $(VENV)/.installed
+# The demo's chart needs the lab extra (matplotlib); the demo itself runs on the core alone.
+$(VENV)/.lab: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[lab]"
+	touch $@
+
+## demo: install the package (with the lab's charts) in .venv and run the embedded demo
+## (writes out/demo/)
+demo: $(VENV)/.lab
 	$(BIN)/stockshift demo --out out/demo
 
 ## test: install test dependencies, start the services the suite needs, run every test
