@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import orjson
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import (
@@ -334,6 +335,40 @@ def ensure_topics(
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
+
+
+def produce_all(
+    brokers: Iterable[str],
+    topic: str,
+    bodies: Iterable[Mapping[str, Any]],
+    add_config: Mapping[str, str] | None = None,
+) -> int:
+    """Input events as a producer should send them: keyed by SKU, timestamped with their
+    event time; raises if the broker does not acknowledge them all."""
+    producer = Producer(
+        {"bootstrap.servers": ",".join(brokers), **SINK_DEFAULTS, **(add_config or {})}
+    )
+    failed: list[str] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failed.append(str(err))
+
+    sent = 0
+    for body in bodies:
+        while True:
+            try:
+                producer.produce(
+                    topic, orjson.dumps(body), str(body["sku"]).encode(),
+                    timestamp=int(str(body["ts"])), on_delivery=delivered,
+                )  # fmt: skip
+                break
+            except BufferError:
+                producer.poll(0.05)
+        sent += 1
+    if producer.flush(60) or failed:
+        raise ConnectionError(f"{len(failed)} events not acknowledged: {failed[:3]}")
+    return sent
 
 
 def describe_topics(

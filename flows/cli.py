@@ -1,7 +1,8 @@
 """The `stockshift` command.
 
 Production: run (the flow on Kafka), check-config, control (sign and send a command),
-explain (why a proposal was made), dlq (list dead letters, replay fixed ones).
+explain (why a proposal was made), dlq (list dead letters, replay fixed ones), warmup
+(start from a sales history).
 Lab (`pip install 'stockshift[lab]'`): demo, simulate, compare, bench, reliability, soak,
 signal-bench.
 """
@@ -115,6 +116,26 @@ def _explain(args: argparse.Namespace) -> int:
         )
     print(explain(args.proposal_id, trail))
     return 0 if trail else 1
+
+
+def _warmup(args: argparse.Namespace) -> int:
+    """Publish a sales history as `sale_history` events: the flow starts from demand
+    estimates instead of learning them for days (docs/operations.md)."""
+    from adapters.configfiles import load_network
+    from adapters.history import read_history
+    from adapters.kafka import produce_all
+    from operators.history import history_events
+
+    settings = _settings(args)
+    network = load_network(settings.network_path)
+    events = history_events(read_history(Path(args.history), network), network)
+    topic = settings.topic("pos")
+    if not args.dry_run:
+        produce_all(settings.brokers, topic, events, settings.kafka_config)
+    verb = "would publish" if args.dry_run else "published"
+    units = sum(int(str(e["qty"])) for e in events)
+    print(f"{verb} {len(events)} sale_history events ({units} units) to {topic}")
+    return 0
 
 
 def _dlq(args: argparse.Namespace) -> int:
@@ -301,6 +322,7 @@ def parser() -> argparse.ArgumentParser:
     _add_control(sub)
     _add_explain(sub)
     _add_dlq(sub)
+    _add_warmup(sub)
     _add_demo(sub)
     _add_simulate(sub)
     _add_compare(sub)
@@ -376,6 +398,15 @@ def _add_control(sub: Subcommands) -> None:
 def _add_kafka_flags(command: argparse.ArgumentParser) -> None:
     command.add_argument("--brokers", help="[STOCKSHIFT_BROKERS]")
     command.add_argument("--topic-prefix", help="[STOCKSHIFT_TOPIC_PREFIX]")
+
+
+def _add_warmup(sub: Subcommands) -> None:
+    warm = sub.add_parser("warmup", help="start from a sales history instead of days of watching")
+    warm.add_argument("--history", required=True, help="CSV or Parquet: date|ts, sku, site, qty")
+    warm.add_argument("--network", help="network TOML [STOCKSHIFT_NETWORK]")
+    warm.add_argument("--dry-run", action="store_true", help="count, publish nothing")
+    _add_kafka_flags(warm)
+    warm.set_defaults(handler=_warmup)
 
 
 def _add_dlq(sub: Subcommands) -> None:

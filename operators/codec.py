@@ -142,7 +142,7 @@ def event_message(e: Event) -> tuple[str, dict[str, Any]]:
         return "inventory", {**body, "type": "snapshot", "on_hand": e.qty}
     if e.type is EventType.ADJUSTMENT:
         return "inventory", {**body, "type": "adjustment", "delta": e.qty}
-    if e.type in (EventType.SALE, EventType.RETURN):
+    if e.type in (EventType.SALE, EventType.RETURN, EventType.SALE_HISTORY):
         return "pos", {**body, "type": e.type.value, "qty": e.qty}
     body.update(type=e.type.value, qty=e.qty)
     for name in ("from_site", "proposal_id", "shipment_id"):

@@ -160,6 +160,8 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
     turned_away = _admit(state, event, ctx, new_key)
     if turned_away is not None:
         return state, turned_away
+    if event.type is EventType.SALE_HISTORY:
+        return state, _learn_history(state, event, ctx, new_key)
     governance = ctx.governance_at(event.ts_ms)
     site = state.site(event.site)
     late = 0 <= event.ts_ms < site.demand.window_start_ms
@@ -193,6 +195,21 @@ def _admit(state: SkuState, event: Event, ctx: DecisionContext, new_key: bool) -
     if state.seen_before(event.event_id, now, ctx.dedupe_horizon_ms, ctx.policy.dedupe_capacity):
         return StepOutput(event.event_id, duplicate=True, event_ts_ms=event.ts_ms)
     return None
+
+
+def _learn_history(
+    state: SkuState, event: Event, ctx: DecisionContext, new_key: bool
+) -> StepOutput:
+    """A sale from before stockshift watched: it counts as demand in its window, as a sale
+    at a shelf that never ran empty would, and does nothing else (no stock, no signals, no
+    decision; the site's first count is still its first). A warm start from history thus
+    gives the demand state a flow that had watched those sales would have."""
+    site = state.site(event.site)
+    advance(site.demand, event.ts_ms, ctx.window_ms, ctx.alpha, stocked_out=False, out_now=False)
+    if site.demand.window_start_ms <= event.ts_ms:
+        site.demand.window_qty += event.qty
+    state.clock_ms = max(state.clock_ms, event.ts_ms)
+    return StepOutput(event.event_id, event_ts_ms=event.ts_ms, new_key=new_key)
 
 
 def _expire(state: SkuState, run: _Step, ctx: DecisionContext) -> None:

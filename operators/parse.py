@@ -28,7 +28,7 @@ MAX_TS_MS: Final = 7_258_118_400_000
 
 POS, INVENTORY, SHIPMENTS = "pos", "inventory", "shipments"
 TYPES_BY_TOPIC: Final[Mapping[str, frozenset[EventType]]] = {
-    POS: frozenset({EventType.SALE, EventType.RETURN}),
+    POS: frozenset({EventType.SALE, EventType.RETURN, EventType.SALE_HISTORY}),
     INVENTORY: frozenset({EventType.SNAPSHOT, EventType.ADJUSTMENT}),
     SHIPMENTS: frozenset(
         {

@@ -15,6 +15,9 @@ class EventType(StrEnum):
 
     SALE = "sale"
     RETURN = "return"
+    # Units sold before stockshift watched (`stockshift warmup`): they teach the demand
+    # estimate and nothing else (no stock moves, no decision).
+    SALE_HISTORY = "sale_history"
     SNAPSHOT = "snapshot"
     ADJUSTMENT = "adjustment"
     INBOUND_EXPECTED = "inbound_expected"

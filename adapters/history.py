@@ -1,0 +1,53 @@
+"""Read a sales history file (CSV or Parquet: `date` or `ts`, `sku`, `site`, `qty`) for
+`stockshift warmup`, refusing what cannot be placed: a site the network does not know is an
+error listing the ids (a history in the store system's own ids would otherwise teach
+nothing, silently)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from operators.history import HistoryRow
+from state.config import ConfigError, Network
+
+
+def read_history(path: Path, network: Network) -> list[HistoryRow]:
+    try:
+        frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise ConfigError(f"{path}: cannot read the history: {exc}") from None
+    missing = {"sku", "site", "qty"} - set(frame.columns)
+    if missing or not ({"date", "ts"} & set(frame.columns)):
+        raise ConfigError(f"{path}: needs columns sku, site, qty and date or ts")
+    unknown = sorted(set(map(str, frame["site"].unique())) - set(network.sites))
+    if unknown:
+        shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+        raise ConfigError(f"{path}: {len(unknown)} sites not in the network: {shown}")
+    daily = "ts" not in frame.columns
+    starts = _epoch_ms(frame, path)
+    rows = []
+    for start, sku, site, qty in zip(
+        starts, frame["sku"].to_list(), frame["site"].to_list(), frame["qty"].to_list(),
+        strict=True,
+    ):  # fmt: skip
+        if start is None or qty is None or int(qty) < 0:
+            raise ConfigError(f"{path}: a row for {sku}@{site} has no time or a negative qty")
+        rows.append(HistoryRow(str(sku), str(site), int(start), int(qty), daily))
+    return rows
+
+
+def _epoch_ms(frame: pl.DataFrame, path: Path) -> list[int | None]:
+    try:
+        if "ts" in frame.columns:
+            when = frame["ts"]
+            if when.dtype == pl.String:
+                when = when.str.to_datetime(time_zone="UTC")
+            else:
+                when = when.cast(pl.Int64).cast(pl.Datetime("ms", "UTC"))
+            return list(when.dt.epoch("ms").to_list())
+        day = frame["date"].cast(pl.String).str.to_date().cast(pl.Datetime("ms", "UTC"))
+        return list(day.dt.epoch("ms").to_list())
+    except pl.exceptions.PolarsError as exc:
+        raise ConfigError(f"{path}: unreadable dates or times: {exc}") from None

@@ -1,0 +1,87 @@
+"""A warm start from history: the demand state a flow that had watched the same sales would
+have, and nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from adapters.history import read_history
+from operators.engine import DecisionContext, step
+from operators.history import HistoryRow, history_events, hourly_split
+from operators.parse import parse_object
+from state.config import ConfigError
+from state.records import Event, EventType
+from tests.support.helpers import HOUR, T0, event, policy, two_store_network
+
+NETWORK = two_store_network()
+CTX = DecisionContext.build(NETWORK, policy())
+
+
+def test_history_teaches_demand_as_watched_sales_would_and_nothing_else() -> None:
+    """Sales at shelves that never ran empty, against the same units as history: the same
+    demand estimate at every site; history moves no stock, raises no decision, and the
+    site's first count stays its first."""
+    sales = [event(f"s{h}{s}", EventType.SALE, h + 0.5, s, 1 + h % 3) for h in range(60)
+             for s in ("A", "B")]  # fmt: skip
+    watched = None
+    for e in [event("cA", EventType.SNAPSHOT, 0, "A", 10_000),
+              event("cB", EventType.SNAPSHOT, 0, "B", 10_000), *sales]:  # fmt: skip
+        watched, _ = step(watched, e, CTX)
+    warmed = None
+    for e in sales:
+        warmed, out = step(warmed, replace(e, type=EventType.SALE_HISTORY), CTX)
+        assert not out.proposals and not out.decisions and not out.positions
+    assert watched is not None and warmed is not None
+    for site in ("A", "B"):
+        assert warmed.sites[site].demand == watched.sites[site].demand
+        assert warmed.sites[site].on_hand == 0 and warmed.sites[site].last_event_ms == -1
+
+
+def test_a_warm_start_acts_on_its_first_day() -> None:
+    """Cold, a count that leaves B short proposes nothing (warming up); after 60 hours of
+    history, the same count proposes at once."""
+    history = [event(f"h{h}{s}", EventType.SALE_HISTORY, h + 0.5, s, 1) for h in range(60)
+               for s in ("A", "B")]  # fmt: skip
+    counts = [event("cA", EventType.SNAPSHOT, 60.2, "A", 300),
+              event("cB", EventType.SNAPSHOT, 60.3, "B", 5)]  # fmt: skip
+    cold = warm = None
+    cold_proposals, warm_proposals = [], []
+    for e in counts:
+        cold, out = step(cold, e, CTX)
+        cold_proposals += out.proposals
+    for e in [*history, *counts]:
+        warm, out = step(warm, e, CTX)
+        warm_proposals += out.proposals
+    assert not cold_proposals
+    assert [(p.from_site, p.to_site) for p in warm_proposals] == [("A", "B")]
+
+
+@given(st.integers(0, 500), st.lists(st.floats(0, 10), min_size=24, max_size=24))
+def test_a_daily_total_is_split_in_whole_units_that_add_up(qty: int, weights: list[float]) -> None:
+    split = hourly_split(qty, weights)
+    assert sum(split) == qty and min(split) >= 0 and len(split) == 24
+
+
+def test_history_events_are_sale_history_on_the_pos_topic_in_time_order() -> None:
+    rows = [HistoryRow("S", "B", T0 + 2 * HOUR, 3, daily=False),
+            HistoryRow("S", "A", T0, 48, daily=True)]  # fmt: skip
+    events = history_events(rows, NETWORK)
+    assert sum(int(str(e["qty"])) for e in events) == 51
+    assert [e["ts"] for e in events] == sorted(e["ts"] for e in events)
+    parsed = [parse_object("pos", e, frozenset(NETWORK.sites)) for e in events]
+    assert all(isinstance(p, Event) and p.type is EventType.SALE_HISTORY for p in parsed)
+
+
+def test_a_history_naming_sites_the_network_lacks_fails_listing_them(tmp_path: Path) -> None:
+    path = tmp_path / "sales.csv"
+    path.write_text("date,sku,site,qty\n2026-01-01,S,A,2\n2026-01-01,S,CA_1,4\n")
+    with pytest.raises(ConfigError, match=r"1 sites not in the network: CA_1"):
+        read_history(path, NETWORK)
+    path.write_text("date,sku,site,qty\n2026-01-01,S,A,2\n")
+    (row,) = read_history(path, NETWORK)
+    assert (row.site, row.qty, row.daily, row.start_ms) == ("A", 2, True, T0)
