@@ -63,6 +63,9 @@ class Scenario:
     trace: str | None = None
     # The trace's first day becomes the scenario's first day (False: its dates as they are).
     align_trace: bool = True
+    # The trace's first days given to stockshift as sales history (`sale_history` events,
+    # what `stockshift warmup` publishes) before the world starts on the day after them.
+    history_days: int = 0
     # Rows a trace holds that the world cannot place (a day past the scenario's end):
     # "error" refuses the trace with a count; "warn" drops them and says how many.
     trace_unplaced: str = "error"
@@ -301,7 +304,8 @@ def _trace_demand(scenario: Scenario, skus: list[str], sites: list[str]) -> np.n
     frame = _read_trace(path)
     hours = _trace_hours(frame, scenario, path)
     spread = "ts" not in frame.columns
-    grid = np.zeros((scenario.hours, len(skus), len(sites)), dtype=np.int64)
+    span = scenario.hours + scenario.history_days * 24  # the history's hours come first
+    grid = np.zeros((span, len(skus), len(sites)), dtype=np.int64)
     sku_index = {s: i for i, s in enumerate(skus)}
     site_index = {s: i for i, s in enumerate(sites)}
     rng = np.random.default_rng(scenario.seed + 2)
@@ -310,12 +314,12 @@ def _trace_demand(scenario: Scenario, skus: list[str], sites: list[str]) -> np.n
                strict=True)  # fmt: skip
     for hour, sku, site, qty in rows:
         k, s = sku_index.get(str(sku)), site_index.get(str(site))
-        why = _unplaced(k, s, hour, scenario.hours)
+        why = _unplaced(k, s, hour, span)
         if why or k is None or s is None or hour is None:
             unplaced[why] += 1
         elif spread:  # a daily total: spread over the day's trading hours
             for h, n in enumerate(rng.multinomial(int(qty), HOURLY_PROFILE)):
-                if n and hour + h < scenario.hours:
+                if n and hour + h < span:
                     grid[hour + h, k, s] += n
         else:
             grid[hour, k, s] += int(qty)
@@ -349,7 +353,7 @@ def _trace_hours(frame: Any, scenario: Scenario, path: Path) -> list[int | None]
         epoch = day.dt.epoch("ms")
     else:
         raise ConfigError(f"{path}: a trace needs a `ts` or a `date` column")
-    start = scenario.start_ms
+    start = scenario.start_ms - scenario.history_days * DAY_MS
     if scenario.align_trace and len(epoch):
         first = int(epoch.min())
         start = first - first % DAY_MS
@@ -473,6 +477,9 @@ class Simulation:
         else:
             self.skus = [f"SKU-{k + 1:04d}" for k in range(scenario.n_skus)]
         self.demand, self.daily_rate = draw_demand(scenario, self.skus, self.sites)
+        history_hours = scenario.history_days * 24 if scenario.trace is not None else 0
+        self.history_demand = self.demand[:history_hours]
+        self.demand = self.demand[history_hours:]
         n_skus, n_sites = len(self.skus), len(self.sites)
         rng = np.random.default_rng(scenario.seed + 3)
         if scenario.trace is not None:
@@ -578,6 +585,18 @@ class Simulation:
 
     def order(self, orders: list[TransferOrder]) -> None:
         self.pending.extend(orders)
+
+    def history_events(self) -> list[Event]:
+        """The trace's history days as `sale_history` events, hour by hour before hour 0."""
+        hours = len(self.history_demand)
+        events: list[Event] = []
+        for h, k, s in zip(*np.nonzero(self.history_demand), strict=True):
+            ts = self.ts(int(h) - hours, 30)
+            body = {"event_id": f"hist-{h}-{k}-{s}", "ts": ts, "sku": self.skus[k],
+                    "site": self.sites[s], "type": "sale_history",
+                    "qty": int(self.history_demand[h, k, s])}  # fmt: skip
+            events.append(("pos", body))
+        return sorted(events, key=lambda e: int(e[1]["ts"]))
 
     def initial_events(self) -> list[Event]:
         """Opening counts for every SKU-site, as a store system would publish them, and the

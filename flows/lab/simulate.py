@@ -225,6 +225,7 @@ def run_stockshift(
             record.extend(events)
         sim.accept(replay.batch(parse_object(kind, body, sites) for kind, body in events).granted)
 
+    decide(sim.history_events())  # what `stockshift warmup` would publish (none by default)
     decide(sim.initial_events())
     _loop(sim, name, progress, lambda: decide(sim.advance_hour()))
     return _finish(name, sim, started)

@@ -320,3 +320,22 @@ def test_shared_limits_tighten_the_bound_and_no_policy_beats_it() -> None:
     assert bound == round(tight.served / tight.demand, 4)
     for name in ("none", "tie", "stockshift"):
         assert runs[name].kpis["network_fill_rate"] <= bound + 1e-9, name
+
+
+def test_a_traces_first_days_can_be_stockshifts_history(tmp_path: Path) -> None:
+    """With history_days, the world starts after them and stockshift gets them as the
+    sale_history events `stockshift warmup` would publish, before hour 0."""
+    trace = tmp_path / "trace.csv"
+    trace.write_text(
+        "date,sku,site,qty\n2016-04-25,SKU-A,CA_1,5\n2016-04-26,SKU-A,TX_1,7\n"
+        "2016-04-27,SKU-A,CA_1,3\n"
+    )
+    scenario = replace(SMALL, trace=str(trace), days=1, history_days=2)
+    sim = Simulation(scenario, make_network(scenario), emit=False)
+    assert int(sim.demand.sum()) == 3 and len(sim.demand) == 24
+    history = sim.history_events()
+    assert sum(body["qty"] for _, body in history) == 12
+    assert all(body["type"] == "sale_history" and body["ts"] < scenario.start_ms
+               for _, body in history)  # fmt: skip
+    run = run_stockshift(scenario, make_network(scenario), POLICY)
+    assert run.kpis["demand_units"] == 3
