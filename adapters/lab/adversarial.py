@@ -167,12 +167,16 @@ def _stream_rows(attack: Attack, good: list[str], hour: float) -> list[Row]:
         big = Event(f"big-return-{n}", EventType.RETURN, ts, "ATK-11", "A", 999_999_999)
         attack.event(eleven, big)
     rows.append(eleven)
-    # Last: once the process holds its maximum, every new SKU's events are refused.
+    return rows
+
+
+def _flood_row(attack: Attack, hour: float) -> Row:
+    """Row 5, after the others have been taken: once the process holds its maximum, every
+    new SKU's events are refused, the attackers' own SKUs included."""
     five = Row("5", f"2,000 distinct new SKUs (STOCKSHIFT_MAX_SKUS={MAX_SKUS})")
     for n in range(2000):
         attack.event(five, _sale(f"flood-{n}", f"FLOOD-{n:05d}", hour))
-    rows.append(five)
-    return rows
+    return five
 
 
 def _account(
@@ -265,6 +269,12 @@ def stream_rows(services: Services, folder: Path) -> list[Line]:
         sent = run.flow.control("resume", "--reason", "to be replayed")
         keys_before = run.flow.metric("stockshift_state_keys")
         rows = [*_stream_rows(attack, good, 50.1), *control]
+        attack.flush()
+        # A marker stamped after those rows and before the flood: once it is through, they
+        # have been taken, before the flood fills the process (row 5).
+        run.flow.last_ts = T0_MS + int(50.12 * HOUR_MS)
+        run.flow.wait_live()
+        rows.append(_flood_row(attack, 50.15))
         resend = Row("11b", "")
         attack.event(resend, early_return, warm[-1].ts_ms)  # 100 events after the first
         attack.flush()
