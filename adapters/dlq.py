@@ -67,6 +67,22 @@ def read_dead_letters(
 
 
 @dataclass(frozen=True, slots=True)
+class Selection:
+    """Which dead letters a command acts on: a reason, a source topic, from a DLQ offset."""
+
+    reason: str | None = None
+    source_topic: str | None = None
+    from_offset: int = 0
+
+    def __call__(self, record: DeadLetterRecord) -> bool:
+        return (
+            (self.reason is None or record.reason == self.reason)
+            and (self.source_topic is None or record.source_topic == self.source_topic)
+            and record.dlq_offset >= self.from_offset
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ReplayReport:
     replayed: int
     skipped_truncated: int

@@ -13,11 +13,16 @@ from operators.history import HistoryRow
 from state.config import ConfigError, Network
 
 
-def read_history(path: Path, network: Network) -> list[HistoryRow]:
+def read_sales_file(path: Path) -> pl.DataFrame:
+    """A sales file as a frame: Parquet by its suffix, else CSV (gzip too)."""
     try:
-        frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+        return pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
     except (OSError, pl.exceptions.PolarsError) as exc:
-        raise ConfigError(f"{path}: cannot read the history: {exc}") from None
+        raise ConfigError(f"{path}: cannot read the sales file: {exc}") from None
+
+
+def read_history(path: Path, network: Network) -> list[HistoryRow]:
+    frame = read_sales_file(path)
     missing = {"sku", "site", "qty"} - set(frame.columns)
     if missing or not ({"date", "ts"} & set(frame.columns)):
         raise ConfigError(f"{path}: needs columns sku, site, qty and date or ts")
@@ -26,7 +31,7 @@ def read_history(path: Path, network: Network) -> list[HistoryRow]:
         shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
         raise ConfigError(f"{path}: {len(unknown)} sites not in the network: {shown}")
     daily = "ts" not in frame.columns
-    starts = _epoch_ms(frame, path)
+    starts = epoch_ms(frame, path)
     rows = []
     for start, sku, site, qty in zip(
         starts, frame["sku"].to_list(), frame["site"].to_list(), frame["qty"].to_list(),
@@ -38,7 +43,11 @@ def read_history(path: Path, network: Network) -> list[HistoryRow]:
     return rows
 
 
-def _epoch_ms(frame: pl.DataFrame, path: Path) -> list[int | None]:
+def epoch_ms(frame: pl.DataFrame, path: Path) -> list[int | None]:
+    """Each row's time in epoch ms: its `ts` (RFC 3339 or epoch ms), or the first
+    millisecond of its `date` (UTC)."""
+    if "ts" not in frame.columns and "date" not in frame.columns:
+        raise ConfigError(f"{path}: needs a `ts` or a `date` column")
     try:
         if "ts" in frame.columns:
             when = frame["ts"]

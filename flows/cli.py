@@ -142,21 +142,12 @@ def _dlq(args: argparse.Namespace) -> int:
     """List the dead letters by reason, or replay the chosen ones to their source topics."""
     from collections import Counter
 
-    from adapters.dlq import DeadLetterRecord, read_dead_letters, replay
+    from adapters.dlq import Selection, read_dead_letters, replay
 
     settings = _settings(args)
     records = read_dead_letters(settings.brokers, settings.topic("dlq"), settings.kafka_config)
 
-    reason: str | None = args.reason
-    source: str | None = args.source_topic
-    from_offset: int = args.from_offset
-
-    def chosen(record: DeadLetterRecord) -> bool:
-        return (
-            (reason is None or record.reason == reason)
-            and (source is None or record.source_topic == source)
-            and record.dlq_offset >= from_offset
-        )
+    chosen = Selection(args.reason, args.source_topic, args.from_offset)
 
     if args.action == "list":
         counts = Counter((r.reason, r.source_topic) for r in records if chosen(r))

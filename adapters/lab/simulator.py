@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from adapters.history import epoch_ms, read_sales_file
 from operators.lanes import NegotiationOutcome
 from state.config import ConfigError, Network, Policy, network_from_dict
 from state.records import DeadLetter, Proposal, RawMessage, StepOutput
@@ -328,36 +329,19 @@ def _trace_demand(scenario: Scenario, skus: list[str], sites: list[str]) -> np.n
 
 
 def _read_trace(path: Path) -> Any:
-    import polars as pl
-
-    try:
-        return pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise ConfigError(f"{path}: cannot read the trace: {exc}") from None
+    return read_sales_file(path)
 
 
 def _trace_hours(frame: Any, scenario: Scenario, path: Path) -> list[int | None]:
     """Each row's hour from the scenario's start (its day's first hour for daily totals);
     with `align_trace`, the trace's first day is the scenario's first day."""
-    import polars as pl
-
-    if "ts" in frame.columns:
-        when = frame["ts"]
-        if when.dtype == pl.String:
-            when = when.str.to_datetime(time_zone="UTC")
-        else:
-            when = when.cast(pl.Int64).cast(pl.Datetime("ms", "UTC"))
-        epoch = when.dt.epoch("ms")
-    elif "date" in frame.columns:
-        day = frame["date"].cast(pl.String).str.to_date().cast(pl.Datetime("ms", "UTC"))
-        epoch = day.dt.epoch("ms")
-    else:
-        raise ConfigError(f"{path}: a trace needs a `ts` or a `date` column")
+    times = epoch_ms(frame, path)
+    known = [t for t in times if t is not None]
     start = scenario.start_ms - scenario.history_days * DAY_MS
-    if scenario.align_trace and len(epoch):
-        first = int(epoch.min())
+    if scenario.align_trace and known:
+        first = min(known)
         start = first - first % DAY_MS
-    return list(((epoch - start) // HOUR_MS).to_list())
+    return [None if t is None else (t - start) // HOUR_MS for t in times]
 
 
 def _unplaced(k: int | None, s: int | None, hour: int | None, hours: int) -> str:
