@@ -98,6 +98,34 @@ CONTROL_COMMANDS = Counter(
 PAUSED = Gauge("stockshift_paused", "1 while proposals are paused (latest command)")
 FINDINGS = Counter("stockshift_signal_findings_total", "Signal-health findings, by kind", ["kind"])
 UP = Gauge("stockshift_up", "1 while the flow runs")
+# The execution layer (`stockshift execute`).
+EXECUTION_OUTCOMES = Counter(
+    "stockshift_execution_outcomes_total", "Execution events published, by type", ["outcome"]
+)
+EXECUTION_ESCALATIONS = Counter(
+    "stockshift_execution_escalations_total", "Cases escalated to people, by kind", ["kind"]
+)
+EXECUTION_CALLS = Counter(
+    "stockshift_execution_calls_total",
+    "Calls to the WMS, by action and result",
+    ["action", "result"],
+)
+EXECUTION_UNFINISHED = Gauge(
+    "stockshift_execution_unfinished", "Proposals accepted by the executor and not finished"
+)
+EXECUTION_REJECTED_INPUT = Counter(
+    "stockshift_execution_bad_proposals_total",
+    "Proposals dead-lettered by the executor",
+    ["reason"],
+)
+WMS_CIRCUIT_OPEN_SECONDS = Gauge(
+    "stockshift_wms_circuit_open_seconds", "How long the WMS circuit has been open (0: closed)"
+)
+ORDER_LATENCY = Histogram(
+    "stockshift_execution_order_seconds",
+    "Proposal read by the executor -> transfer order created at the WMS",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 log = logging.getLogger("stockshift.decisions")
 
 

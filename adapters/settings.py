@@ -56,6 +56,16 @@ class Settings:
     max_skus: int = 400_000
     # At start, how long to wait (retrying with backoff) for an unreachable broker.
     broker_wait_s: float = 300.0
+    # `stockshift execute`: the WMS/ERP's REST base URL and bearer token, how many calls run
+    # at once, failed calls in a row before a person is asked, and how long the WMS may be
+    # unreachable (circuit open) before the outage itself is escalated.
+    wms_url: str | None = None
+    wms_token: str | None = field(default=None, repr=False)
+    wms_timeout_s: float = 2.0
+    execute_concurrency: int = 32
+    execute_max_attempts: int = 8
+    execute_poll_interval_s: float = 1.0
+    execute_escalate_open_s: float = 300.0
     # librdkafka settings (SASL/SSL, ...) passed through; never logged.
     kafka_config: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -133,10 +143,17 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "STOCKSHIFT_MAX_SKUS": ("max_skus", int),
     "STOCKSHIFT_CONSUMER_GROUP": ("consumer_group", lambda text: text or None),
     "STOCKSHIFT_BROKER_WAIT_S": ("broker_wait_s", float),
+    "STOCKSHIFT_WMS_URL": ("wms_url", lambda text: text or None),
+    "STOCKSHIFT_WMS_TOKEN": ("wms_token", lambda text: text or None),
+    "STOCKSHIFT_WMS_TIMEOUT_S": ("wms_timeout_s", float),
+    "STOCKSHIFT_EXECUTE_CONCURRENCY": ("execute_concurrency", int),
+    "STOCKSHIFT_EXECUTE_MAX_ATTEMPTS": ("execute_max_attempts", int),
+    "STOCKSHIFT_EXECUTE_POLL_INTERVAL_S": ("execute_poll_interval_s", float),
+    "STOCKSHIFT_EXECUTE_ESCALATE_OPEN_S": ("execute_escalate_open_s", float),
 }
 
 
-_SECRETS = frozenset({"STOCKSHIFT_CONTROL_KEYS", "STOCKSHIFT_REDIS_URL"})
+_SECRETS = frozenset({"STOCKSHIFT_CONTROL_KEYS", "STOCKSHIFT_REDIS_URL", "STOCKSHIFT_WMS_TOKEN"})
 # STOCKSHIFT_* variables read elsewhere (the CLI, the test harness): known, not settings.
 _OTHER_VARIABLES = frozenset(
     {
@@ -195,6 +212,11 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "idle_eviction_s": (0.0, None, True),
     "broker_wait_s": (0.0, None, True),
     "max_skus": (1, None, True),
+    "wms_timeout_s": (0.0, 600.0, False),
+    "execute_concurrency": (1, 1024, True),
+    "execute_max_attempts": (1, 1000, True),
+    "execute_poll_interval_s": (0.0, 3600.0, False),
+    "execute_escalate_open_s": (0.0, None, True),
 }
 
 

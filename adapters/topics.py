@@ -7,6 +7,7 @@
 | decisions | the audit trail: every decision with its evidence | forever | delete |
 | dlq | dead letters, kept to be fixed and replayed | 30 days | delete |
 | anomalies | signal-health findings | 30 days | delete |
+| exceptions | execution cases escalated to people (`stockshift execute`) | 90 days | delete |
 | control | signed governance commands; start-up rebuilds every nonce ever used | forever | delete |
 
 Proposals are not compacted: their key is the SKU, and one SKU has many proposals, each of
@@ -56,6 +57,7 @@ ROLES: Final = {
         TopicRole("decisions", FOREVER),
         TopicRole("dlq", 30 * DAY_MS),
         TopicRole("anomalies", 30 * DAY_MS),
+        TopicRole("exceptions", 90 * DAY_MS),
         TopicRole("control", FOREVER, single_partition=True, broker_time=True),
     )
 }

@@ -1,6 +1,7 @@
 """The `stockshift` command.
 
-Production: run (the flow on Kafka), check-config, control (sign and send a command),
+Production: run (the flow on Kafka), execute (carry proposals into the WMS/ERP),
+check-config, control (sign and send a command),
 explain (why a proposal was made), dlq (list dead letters, replay fixed ones), warmup
 (start from a sales history).
 Lab (`pip install 'stockshift[lab]'`): demo, simulate, compare, bench, reliability, soak,
@@ -309,6 +310,7 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--log-level", default=os.environ.get("STOCKSHIFT_LOG_LEVEL", "INFO"))
     sub = root.add_subparsers(dest="command", required=True)
     _add_run(sub)
+    _add_execute(sub)
     _add_check_config(sub)
     _add_control(sub)
     _add_explain(sub)
@@ -351,6 +353,30 @@ def _add_run(sub: Subcommands) -> None:
     run.add_argument("--workers", type=int, help="Bytewax workers in this process")
     run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     run.set_defaults(handler=_run)
+
+
+def _add_execute(sub: Subcommands) -> None:
+    run = sub.add_parser(
+        "execute", help="carry proposals into the WMS/ERP exactly once; report outcomes"
+    )
+    run.add_argument("--wms-url", help="the WMS/ERP REST base URL [STOCKSHIFT_WMS_URL]")
+    run.add_argument("--redis-url", help="progress records [STOCKSHIFT_REDIS_URL]")
+    run.add_argument("--brokers", help="comma-separated host:port list [STOCKSHIFT_BROKERS]")
+    run.add_argument("--topic-prefix", help="default 'stockshift.' [STOCKSHIFT_TOPIC_PREFIX]")
+    run.add_argument("--network", help="network TOML [STOCKSHIFT_NETWORK]")
+    run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    run.set_defaults(handler=_execute)
+
+
+def _execute(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from flows.execute import serve
+
+    settings = _settings(args)
+    if args.wms_url:
+        settings = replace(settings, wms_url=args.wms_url)
+    return serve(settings)
 
 
 def _add_check_config(sub: Subcommands) -> None:

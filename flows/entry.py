@@ -36,7 +36,7 @@ def prepare(settings: Settings, snapshots: bool | None = None) -> Dataflow:
         metrics.serve(settings.metrics_port)  # first: a flow waiting for its broker is visible
     if settings.create_topics:
         create_topics(settings)
-    control, replayed = _start_control(settings, config.policy.version, config.policies)
+    control, replayed = start_control(settings, config.policy.version, config.policies)
     metrics.READY.set()
     log.info(
         "starting flow",
@@ -76,7 +76,7 @@ def create_topics(settings: Settings) -> None:
         )
 
 
-def _start_control(
+def start_control(
     settings: Settings, default_version: str, policies: Mapping[str, Policy]
 ) -> tuple[Control, int]:
     """Apply the control log so far to a new governance board, then follow the topic in

@@ -74,3 +74,35 @@ def redis_url() -> Iterator[str]:
 def topic_prefix() -> str:
     """A fresh topic namespace per test, so tests never see each other's messages."""
     return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """STOCKSHIFT_TEST_POSTGRES_DSN if set, else the server on 127.0.0.1:5432 if it answers,
+    else a private server from the pgserver wheel (a dev dependency)."""
+    given = os.environ.get("STOCKSHIFT_TEST_POSTGRES_DSN")
+    if given:
+        yield given
+        return
+    default = "postgresql://postgres@127.0.0.1:5432/test"
+    if postgres_answers(default):
+        yield default
+        return
+    import pgserver
+
+    server = pgserver.get_server(str(tmp_path_factory.mktemp("pg")), cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+def postgres_answers(dsn: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True

@@ -1,0 +1,197 @@
+"""Adapters that carry a transfer order into a WMS/ERP: a small Protocol and the built-in
+REST adapter for the contract in configs/wms-openapi.yaml.
+
+An adapter answers with an `OrderReply` (the order's status in the contract's words) or
+raises `WmsError`, saying whether trying again may help. It never decides what a reply
+means for the proposal: operators.execution does.
+
+The REST adapter uses httpx (connection pooling, timeouts), tenacity (a few quick retries
+with exponential backoff and jitter on timeouts, 5xx and 429, none on other 4xx) and
+pybreaker (a circuit breaker, so a WMS that is down is not hammered by every order). Longer
+outages are the executor's business: it reschedules the record with its own backoff and
+asks a person when patience runs out.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+import pybreaker
+from tenacity import (
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from state.execution import OrderReply
+
+
+@dataclass(frozen=True, slots=True)
+class TransferOrder:
+    """What the WMS is asked to do: move `qty` of `sku` from one site to another, as a
+    stock-transport order (goods issue at the sender, goods receipt at the receiver)."""
+
+    sku: str
+    from_site: str
+    to_site: str
+    qty: int
+    reference: str  # the proposal id, shown to warehouse staff
+    expires_at_ms: int
+
+
+class WmsError(Exception):
+    """A call without an answer to act on."""
+
+    def __init__(self, detail: str, retryable: bool, refused: bool = False) -> None:
+        super().__init__(detail)
+        self.retryable = retryable
+        self.refused = refused
+
+
+class TransferOrders(Protocol):
+    """What stockshift needs from a WMS/ERP. `create` must be idempotent on the key: the
+    same key twice returns the first order, never a second one."""
+
+    def create(self, order: TransferOrder, idempotency_key: str) -> OrderReply: ...
+
+    def status(self, order_id: str) -> OrderReply: ...
+
+    def cancel(self, order_id: str) -> OrderReply: ...
+
+
+_STATUSES = frozenset(
+    {"created", "picked", "shipped", "received", "refused", "cancelled", "receipt_failed"}
+)
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, WmsError) and exc.retryable
+
+
+class _OpenTracker(pybreaker.CircuitBreakerListener):
+    """Remembers since when the circuit has been open (for escalation and a metric)."""
+
+    def __init__(self) -> None:
+        self.opened_at: float | None = None
+
+    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+        if new_state.name == pybreaker.STATE_OPEN:
+            self.opened_at = self.opened_at or time.monotonic()
+        elif new_state.name == pybreaker.STATE_CLOSED:
+            self.opened_at = None
+
+
+class RestTransferOrders:
+    """The built-in adapter: `POST /transfer-orders` with an `Idempotency-Key` header,
+    `GET /transfer-orders/{id}`, `POST /transfer-orders/{id}/cancel`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout_s: float = 2.0,
+        attempts: int = 3,
+        breaker_failures: int = 5,
+        breaker_reset_s: float = 5.0,
+        token: str | None = None,
+        max_connections: int = 64,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        limits = httpx.Limits(max_connections=max_connections)
+        self._client = httpx.Client(
+            base_url=base_url, timeout=timeout_s, headers=headers, limits=limits
+        )
+        self._tracker = _OpenTracker()
+        self._breaker = pybreaker.CircuitBreaker(
+            fail_max=breaker_failures,
+            reset_timeout=breaker_reset_s,
+            exclude=[lambda e: isinstance(e, WmsError) and not e.retryable],
+            listeners=[self._tracker],
+        )
+        self._lock = threading.Lock()
+        self._send = retry(
+            retry=retry_if_exception(_retryable),
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential_jitter(initial=0.05, max=1.0),
+            reraise=True,
+        )(self._send_once)
+
+    def open_for_s(self) -> float:
+        """How long the circuit has been open (0 when closed)."""
+        opened = self._tracker.opened_at
+        return time.monotonic() - opened if opened is not None else 0.0
+
+    def create(self, order: TransferOrder, idempotency_key: str) -> OrderReply:
+        body = {
+            "sku": order.sku,
+            "from_site": order.from_site,
+            "to_site": order.to_site,
+            "qty": order.qty,
+            "reference": order.reference,
+            "expires_at_ms": order.expires_at_ms,
+        }
+        return self._call("POST", "/transfer-orders", body, {"Idempotency-Key": idempotency_key})
+
+    def status(self, order_id: str) -> OrderReply:
+        return self._call("GET", f"/transfer-orders/{order_id}")
+
+    def cancel(self, order_id: str) -> OrderReply:
+        return self._call("POST", f"/transfer-orders/{order_id}/cancel")
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> OrderReply:
+        try:
+            reply: OrderReply = self._breaker.call(self._send, method, path, body, headers)
+        except pybreaker.CircuitBreakerError:
+            raise WmsError("circuit open: the WMS failed too often lately", True) from None
+        return reply
+
+    def _send_once(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        headers: dict[str, str] | None,
+    ) -> OrderReply:
+        try:
+            response = self._client.request(method, path, json=body, headers=headers)
+        except httpx.TimeoutException:
+            raise WmsError(f"{method} {path}: timed out", True) from None
+        except httpx.TransportError as exc:
+            raise WmsError(f"{method} {path}: {type(exc).__name__}", True) from None
+        return read_reply(method, path, response)
+
+
+def read_reply(method: str, path: str, response: httpx.Response) -> OrderReply:
+    """An HTTP response as an OrderReply, or why it is not one."""
+    code = response.status_code
+    if code == 429 or code >= 500:
+        raise WmsError(f"{method} {path}: HTTP {code}", True)
+    try:
+        body = response.json()
+    except ValueError:
+        raise WmsError(
+            f"{method} {path}: HTTP {code} with a body that is not JSON", False
+        ) from None
+    if 400 <= code < 500:
+        detail = body.get("detail") if isinstance(body, dict) else None
+        raise WmsError(f"{method} {path}: HTTP {code}: {str(detail)[:200]}", False, refused=True)
+    if not isinstance(body, dict):
+        raise WmsError(f"{method} {path}: the answer is not an object", False)
+    order_id, status = body.get("id"), body.get("status")
+    if not isinstance(order_id, str) or not order_id or status not in _STATUSES:
+        raise WmsError(f"{method} {path}: the answer has no valid id and status", False)
+    reason = body.get("reason")
+    return OrderReply(order_id, str(status), reason if isinstance(reason, str) else "")
