@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SERVICES_DIR := .services
 
-.PHONY: demo test test-tools lint format services stop-services clean
+.PHONY: demo live-demo test test-tools lint format services stop-services clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ $(VENV)/.lab: $(VENV)/.installed
 ## (writes out/demo/)
 demo: $(VENV)/.lab
 	$(BIN)/stockshift demo --out out/demo
+
+## live-demo: the whole loop on real parts (Tansu, Redis, PostgreSQL, run, execute and the
+## reference WMS), ending with the WMS's stock compared with stockshift's positions
+live-demo: $(VENV)/.dev
+	$(BIN)/stockshift demo --live
 
 ## test: install test dependencies, start the services the suite needs, run every test
 ## (the suite's harness starts Tansu and, when none answers, Redis by itself)

@@ -236,6 +236,10 @@ def _demo(args: argparse.Namespace) -> int:
 
     # The demo prints its own summary; one log line per proposal would bury it.
     logging.getLogger("stockshift.decisions").setLevel(logging.WARNING)
+    if args.live:
+        from adapters.lab.livedemo import main as live_demo
+
+        return live_demo(args.live_skus, args.out if args.out != "out/demo" else None)
     scenario = Scenario(n_sites=args.sites, n_skus=args.skus, days=args.days, seed=args.seed)
     run_demo(Path(args.out), scenario, quiet=args.quiet)
     return 0
@@ -454,6 +458,12 @@ def _add_demo(sub: Subcommands) -> None:
     demo.add_argument("--days", type=int, default=14)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--quiet", action="store_true", help="no progress lines")
+    demo.add_argument(
+        "--live",
+        action="store_true",
+        help="the whole loop on real parts: broker, Redis, PostgreSQL, run, execute, a WMS",
+    )
+    demo.add_argument("--live-skus", type=int, default=12, help="SKUs in the live demo")
     demo.set_defaults(handler=_demo)
 
 

@@ -183,6 +183,16 @@ class Wms:
                     (row["sku"], row["site"], int(row["on_hand"])),
                 )
 
+    def adjust(self, rows: list[dict[str, Any]]) -> None:
+        """Stock changes that are not transfers (sales, damage), booked by the stores."""
+        with self.conn().transaction():
+            for row in rows:
+                self.conn().execute(
+                    f"UPDATE {self.s}.stock SET on_hand = on_hand + %s WHERE sku = %s"
+                    " AND site = %s",
+                    (int(row["delta"]), row["sku"], row["site"]),
+                )
+
     def stock(self) -> list[dict[str, Any]]:
         rows = self.conn().execute(f"SELECT sku, site, on_hand FROM {self.s}.stock").fetchall()
         return [{"sku": sku, "site": site, "on_hand": n} for sku, site, n in rows]
@@ -263,6 +273,9 @@ def handler_for(wms: Wms) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, wms.faults)
             if self.path == "/_stock":
                 wms.set_stock(body or [])
+                return self._send(200, {"rows": len(body or [])})
+            if self.path == "/_adjust":
+                wms.adjust(body or [])
                 return self._send(200, {"rows": len(body or [])})
             if self._faulty():
                 return None

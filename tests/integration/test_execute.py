@@ -104,7 +104,6 @@ def setup(
         "STOCKSHIFT_WMS_URL": f"http://127.0.0.1:{port}",
         "STOCKSHIFT_WMS_TIMEOUT_S": "0.5",
         "STOCKSHIFT_EXECUTE_POLL_INTERVAL_S": "0.1",
-        "STOCKSHIFT_EXECUTE_MAX_ATTEMPTS": "30",
         "STOCKSHIFT_CONSUMER_GROUP": f"{topic_prefix}execute",
         "STOCKSHIFT_BROKER_WAIT_S": "30",
     }
@@ -242,3 +241,48 @@ def test_expiry_bad_input_and_a_garbled_wms_are_handled_without_stopping(
     cases = kafka.read_topic(s["brokers"], s["settings"].topic("exceptions"), 5, timeout=20)
     kinds = Counter(orjson.loads(m.value())["kind"] for m in cases)
     assert kinds == {"unexpected_reply": 5}  # garbage: a person looks, nothing is guessed
+
+
+def test_a_wms_down_for_30_s_delays_orders_and_loses_none(
+    setup: dict[str, Any], redis_url: str
+) -> None:
+    """The WMS process is stopped for 30 s with orders in flight, then started again on the
+    same database: every order completes once and nobody is asked to intervene."""
+    s, env = setup, setup["env"]
+    skus = ["SKU-D1", "SKU-D2"]
+    first = [proposal(i, skus[i % 2]) for i in range(10)]
+    second = [proposal(50 + i, skus[i % 2]) for i in range(10)]
+    prefix = env["STOCKSHIFT_REDIS_PREFIX"]
+    client = redis.Redis.from_url(redis_url)
+    topic = s["settings"].topic("proposals")
+    with open(s["log"], "wb") as log:
+        with (
+            reference_wms(s["dsn"], s["schema"], s["port"]),
+            httpx.Client(base_url=env["STOCKSHIFT_WMS_URL"]) as wms,
+        ):
+            stock_everything(wms, skus, 100)
+            wms.post("/_faults", json={"pick_delay_ms": 2000}).raise_for_status()
+            executor = start_executor(env, log)
+            kafka.produce_all([s["brokers"]], topic, first)
+            deadline = time.monotonic() + 30
+            while len(wms.get("/_orders").json()) < len(first) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        # The WMS is down now: new proposals arrive and orders in flight cannot be followed.
+        kafka.produce_all([s["brokers"]], topic, second)
+        time.sleep(30)
+        try:
+            with (
+                reference_wms(s["dsn"], s["schema"], s["port"]),
+                httpx.Client(base_url=env["STOCKSHIFT_WMS_URL"]) as wms,
+            ):
+                wait_finished(client, prefix, len(first) + len(second), timeout=120)
+                orders = wms.get("/_orders").json()
+        finally:
+            executor.terminate()
+            executor.wait(timeout=20)
+    everything = {p["proposal_id"] for p in first + second}
+    assert Counter(o["reference"] for o in orders) == Counter(everything)
+    assert all(o["status"] == "received" for o in orders)
+    records = [client.get(f"{prefix}exec:record:{pid}") for pid in everything]
+    stages = Counter(orjson.loads(r)["stage"] for r in records if r is not None)
+    assert stages == {"done": len(everything)}  # none escalated
