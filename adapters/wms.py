@@ -7,7 +7,8 @@ means for the proposal: operators.execution does.
 
 The REST adapter uses httpx (connection pooling, timeouts), tenacity (a few quick retries
 with exponential backoff and jitter on timeouts, 5xx and 429, none on other 4xx) and
-pybreaker (a circuit breaker, so a WMS that is down is not hammered by every order). Longer
+a circuit breaker of our own (so a WMS that is down is not hammered by every order; see
+`CircuitBreaker` for why not pybreaker). Longer
 outages are the executor's business: it reschedules the record with its own backoff and
 asks a person when patience runs out.
 """
@@ -20,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
-import pybreaker
 from tenacity import (
     retry,
     retry_if_exception,
@@ -73,17 +73,50 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, WmsError) and exc.retryable
 
 
-class _OpenTracker(pybreaker.CircuitBreakerListener):
-    """Remembers since when the circuit has been open (for escalation and a metric)."""
+class CircuitBreaker:
+    """Closed -> open after `failures` retryable failures in a row; while open, calls fail
+    at once; every `reset_s` one trial call goes through (half-open): success closes it,
+    failure keeps it open for another `reset_s`.
 
-    def __init__(self) -> None:
-        self.opened_at: float | None = None
+    Our own, not pybreaker: pybreaker holds one lock for the whole duration of every call,
+    so concurrent requests to the WMS ran one at a time (measured: 15 orders/s against a
+    270 orders/s ceiling). Here the lock guards only the counters.
+    """
 
-    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
-        if new_state.name == pybreaker.STATE_OPEN:
-            self.opened_at = self.opened_at or time.monotonic()
-        elif new_state.name == pybreaker.STATE_CLOSED:
-            self.opened_at = None
+    def __init__(self, failures: int, reset_s: float) -> None:
+        self._failures, self._reset_s = failures, reset_s
+        self._lock = threading.Lock()
+        self._in_a_row = 0
+        self._opened_at: float | None = None  # when this outage began
+        self._retry_at = 0.0
+        self._trial = False
+
+    def allow(self) -> bool:
+        with self._lock:
+            if self._opened_at is None:
+                return True
+            if self._trial or time.monotonic() < self._retry_at:
+                return False
+            self._trial = True  # half-open: this caller tries
+            return True
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._in_a_row, self._opened_at, self._trial = 0, None, False
+
+    def failed(self) -> None:
+        with self._lock:
+            self._in_a_row += 1
+            tripped = self._opened_at is None and self._in_a_row >= self._failures
+            if self._trial or tripped:
+                now = time.monotonic()
+                self._opened_at = self._opened_at if self._opened_at is not None else now
+                self._retry_at = now + self._reset_s
+                self._trial = False
+
+    def open_for_s(self) -> float:
+        with self._lock:
+            return time.monotonic() - self._opened_at if self._opened_at is not None else 0.0
 
 
 class RestTransferOrders:
@@ -105,14 +138,7 @@ class RestTransferOrders:
         self._client = httpx.Client(
             base_url=base_url, timeout=timeout_s, headers=headers, limits=limits
         )
-        self._tracker = _OpenTracker()
-        self._breaker = pybreaker.CircuitBreaker(
-            fail_max=breaker_failures,
-            reset_timeout=breaker_reset_s,
-            exclude=[lambda e: isinstance(e, WmsError) and not e.retryable],
-            listeners=[self._tracker],
-        )
-        self._lock = threading.Lock()
+        self._breaker = CircuitBreaker(breaker_failures, breaker_reset_s)
         self._send = retry(
             retry=retry_if_exception(_retryable),
             stop=stop_after_attempt(attempts),
@@ -122,8 +148,7 @@ class RestTransferOrders:
 
     def open_for_s(self) -> float:
         """How long the circuit has been open (0 when closed)."""
-        opened = self._tracker.opened_at
-        return time.monotonic() - opened if opened is not None else 0.0
+        return self._breaker.open_for_s()
 
     def create(self, order: TransferOrder, idempotency_key: str) -> OrderReply:
         body = {
@@ -152,10 +177,17 @@ class RestTransferOrders:
         body: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> OrderReply:
+        if not self._breaker.allow():
+            raise WmsError("circuit open: the WMS failed too often lately", True)
         try:
-            reply: OrderReply = self._breaker.call(self._send, method, path, body, headers)
-        except pybreaker.CircuitBreakerError:
-            raise WmsError("circuit open: the WMS failed too often lately", True) from None
+            reply: OrderReply = self._send(method, path, body, headers)
+        except WmsError as exc:
+            if exc.retryable:
+                self._breaker.failed()
+            else:
+                self._breaker.succeeded()  # it answered: the WMS is up
+            raise
+        self._breaker.succeeded()
         return reply
 
     def _send_once(

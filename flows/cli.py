@@ -196,6 +196,14 @@ def _bench(args: argparse.Namespace) -> int:
     from flows.lab.bench import print_results, run_bench
 
     logging.getLogger("stockshift").setLevel(logging.WARNING)  # no line per proposal here
+    if args.execute:
+        import tempfile
+
+        from adapters.lab.execbench import run_exec_bench
+
+        folder = Path(tempfile.mkdtemp(prefix="stockshift-execbench-"))
+        print("\n".join(run_exec_bench(folder).lines()))
+        return 0
     if args.latency:
         from adapters.lab.devservices import start_broker
         from adapters.lab.latency import measure
@@ -528,6 +536,12 @@ def _add_bench(sub: Subcommands) -> None:
         "--memory-keys", default="100000,1000000", help="two state sizes for the slope"
     )
     bench.add_argument("--quiet", action="store_true")
+    bench.add_argument(
+        "--execute",
+        action="store_true",
+        help="instead: stockshift execute's orders/s and proposal-to-order latency against "
+        "the reference WMS (20 ms answers), with a plain client's ceiling",
+    )
     bench.add_argument(
         "--latency", help="instead: trigger-to-proposal latency at these events/s, e.g. 2000"
     )

@@ -267,16 +267,23 @@ def consume_loop(
 ) -> None:
     """Read, record, commit, advance; until `stopping` is set."""
     limit = executor.settings.execute_concurrency * 8
+    idle = False
     while not stopping.is_set():
-        messages = consumer.consume(batch, timeout=0.02)
+        # What is there now; when the last round found nothing to do, wait for the next
+        # message (poll returns as soon as one arrives) rather than sleep.
+        messages = consumer.consume(batch, timeout=0)
+        if not messages and idle:
+            first = consumer.poll(0.05)
+            messages = [first] if first is not None else []
         taken = [m for m in messages if m.error() is None]
         for msg in taken:
             executor.take(msg)
         if taken:
             executor.producer.flush(30)  # dead letters out before the offsets move on
-            consumer.commit(asynchronous=False)
-        if executor.advance_due(limit) == 0 and not taken:
-            stopping.wait(0.02)
+            # Asynchronous: every proposal taken is in Redis already, so a commit lost in a
+            # crash only re-reads proposals that the record (SET NX) then drops.
+            consumer.commit(asynchronous=True)
+        idle = executor.advance_due(limit) == 0 and not taken
 
 
 def kafka_clients(settings: Settings) -> tuple[Consumer, Producer]:
@@ -295,7 +302,7 @@ def kafka_clients(settings: Settings) -> tuple[Consumer, Producer]:
             "group.id": group,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 100,
+            "fetch.wait.max.ms": 20,
         }
     )
     topics = [settings.topic("proposals"), settings.topic("shipments")]

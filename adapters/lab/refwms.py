@@ -315,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(
         target=_progress_loop, args=(wms, opts.tick_ms / 1000, stopping), daemon=True
     ).start()
+    ThreadingHTTPServer.request_queue_size = 512  # the listen backlog (5 by default)
     server = ThreadingHTTPServer(("127.0.0.1", opts.port), handler_for(wms))
     server.daemon_threads = True
     try:
