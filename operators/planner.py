@@ -127,6 +127,15 @@ class Agent:
     mean: float
     sd: float
     learned: bool
+    # Standard error of `mean`: how far the estimate itself may be off.
+    se: float = 0.0
+
+    def shifted(self, errors: float) -> Agent:
+        """The same agent with its rate moved by `errors` standard errors (never below 0)."""
+        if not errors or not self.se:
+            return self
+        mean = max(self.mean + errors * self.se, 0.0)
+        return Agent(self.site_id, self.state, mean, self.sd, self.learned, self.se)
 
     def position_by(self, horizon_ms: int, now_ms: int) -> int:
         """Position counting only inbound stock due within the horizon."""
@@ -176,12 +185,20 @@ def agent_for(
     hours = observed_hours(site.demand, minutes)
     learned = hours >= policy.warmup_hours
     strength = policy.demand_prior_hours
+    windows = min(hours, policy.demand_halflife_hours * _EFFECTIVE_PER_HALFLIFE)
     if prior is not None and strength > 0:
         evidence = min(hours, policy.demand_halflife_hours)
         mean = (evidence * mean + strength * prior * index) / (evidence + strength)
         sd = max(sd, math.sqrt(mean))  # never below Poisson
         learned = True
-    return Agent(site_id=site_id, state=site, mean=mean, sd=sd, learned=learned)
+        windows += strength
+    se = sd / math.sqrt(windows) if windows > 0 else sd
+    return Agent(site_id=site_id, state=site, mean=mean, sd=sd, learned=learned, se=se)
+
+
+# An exponentially smoothed mean weighs as many observations as (2 - a) / a, about 2.9
+# half-lives' worth.
+_EFFECTIVE_PER_HALFLIFE = 2.0 / math.log(2.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -643,12 +660,19 @@ def _candidate(inputs: _PlanInputs, lane: Lane) -> ScoredSender | None:
         if high < smallest:
             return rejected(SuppressReason.SHELF_LIFE, max(high, 0))
     loss = shortfall_for(policy)
-    outlook = ReceiverOutlook(inputs.receiver, receiver_points, lane.lead_hours, loss)
+    risk = policy.estimate_risk_z
+    # Estimation risk: the receiver's rate a little lower, the sender's a little higher.
+    pessimistic = inputs.receiver.shifted(-risk)
+    outlook = ReceiverOutlook(pessimistic, receiver_points, lane.lead_hours, loss)
     if inputs.screen and _ruled_out(inputs, lane, outlook, smallest, high):
         return rejected(SuppressReason.NO_NET_BENEFIT, high, screened=True)
     sender_points = stock_checkpoints(sender_state, inputs.now_ms, surplus.horizon_hours)
     evaluate = EconomicsFn(
-        outlook, lane, SenderOutlook(sender, sender_points, high, loss), inputs.params, policy
+        outlook,
+        lane,
+        SenderOutlook(sender.shifted(risk), sender_points, high, loss),
+        inputs.params,
+        policy,
     )
     best = best_quantity(smallest, high, pack, evaluate)
     return ScoredSender(_priced(lane, best, policy), lane, sender, surplus)

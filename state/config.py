@@ -193,6 +193,9 @@ class Policy:
     # How demand over a horizon is priced: "normal" (the normal loss function), or "count"
     # (Poisson or negative binomial, for intermittent demand of a few units).
     demand_distribution: str = "normal"
+    # Estimation risk: a transfer is priced with the receiver's demand rate this many
+    # standard errors lower and the sender's this many higher (0: at the estimates).
+    estimate_risk_z: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +396,7 @@ _POLICY_FLOATS = {
     "approval_ttl_hours": 0.0,
     "confidence_hours": 0.0,
     "dedupe_horizon_hours": 0.0,
+    "estimate_risk_z": 0.0,
 }
 _POLICY_INTS = {"demand_window_minutes": 1, "dedupe_capacity": 1}
 

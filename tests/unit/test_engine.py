@@ -489,3 +489,26 @@ def test_screening_senders_by_a_bound_changes_no_plan_outcome() -> None:
                 full.chosen.qty,
             )
     assert compared > 100 and screened > 10
+
+
+def test_estimation_risk_prices_a_move_with_the_receivers_rate_lower_and_the_senders_higher() -> (
+    None
+):
+    """estimate_risk_z: the same plan at 0; fewer units saved, more lost at the sender and a
+    lower net benefit as it grows; a site with more evidence has a smaller standard error."""
+    state = _sites_selling(30, ("A",), {"A": 300, "B": 0})
+    now = T0 + 31 * HOUR
+    plans = [
+        plan_for_receiver(state, "B", CTX.network, policy(estimate_risk_z=z), now)
+        for z in (0.0, 1.0, 2.0)
+    ]
+    base = plan_for_receiver(state, "B", CTX.network, CTX.policy, now)
+    assert base is not None and plans[0] == base
+    chosen = [p.chosen for p in plans if p is not None and p.chosen is not None]
+    assert len(chosen) == 3
+    saved = [c.expected_units_saved / c.qty for c in chosen]
+    nets = [c.net_benefit for c in chosen]
+    assert saved[0] >= saved[1] >= saved[2] and nets[0] > nets[1] > nets[2]
+    young = agent_for("A", _sites_selling(30, ("A",), {"A": 300}).sites["A"], CTX.policy)
+    older = agent_for("A", _sites_selling(90, ("A",), {"A": 300}).sites["A"], CTX.policy)
+    assert older.se < young.se
