@@ -36,8 +36,9 @@ live-demo: $(VENV)/.dev
 test: $(VENV)/.dev test-tools
 	$(BIN)/pytest
 
-## test-tools: Prometheus and promtool (Debian package) for the observability tests; where
-## they cannot be installed those tests are skipped with the reason
+## test-tools: Prometheus and promtool (Debian package) for the observability tests and
+## Chromium (Debian package) for the console's browser tests; where they cannot be installed
+## those tests are skipped with the reason
 test-tools:
 	@command -v promtool >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -47,6 +48,14 @@ test-tools:
 	    && echo "installed prometheus and promtool (Debian package)" \
 	    || echo "could not install prometheus: observability tests will be skipped"; \
 	  else echo "promtool missing and not root: observability tests will be skipped"; fi; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null 2>&1 && \
+	        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; }; } \
+	    && echo "installed chromium (Debian package)" \
+	    || echo "could not install chromium: browser tests will be skipped"; \
+	  else echo "chromium missing and not root: browser tests will be skipped"; fi; }
 
 ## lint: ruff (lint + format check) and mypy (strict on operators/ and state/)
 lint: $(VENV)/.dev

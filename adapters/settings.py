@@ -66,6 +66,16 @@ class Settings:
     execute_max_attempts: int = 8
     execute_poll_interval_s: float = 1.0
     execute_escalate_open_s: float = 300.0
+    # `stockshift console`: port; sign-in by a users file (hashed passwords) or by identity
+    # headers from an authenticating proxy at the trusted addresses; the session cookie's
+    # signing secret; cookies only over HTTPS; the control key the server signs with.
+    console_port: int = 8080
+    console_auth: str = "password"
+    console_users: Path | None = None
+    console_secret: str | None = field(default=None, repr=False)
+    console_secure_cookies: bool = True
+    console_trusted_proxies: tuple[str, ...] = ("127.0.0.1",)
+    console_key_id: str | None = None
     # librdkafka settings (SASL/SSL, ...) passed through; never logged.
     kafka_config: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -92,6 +102,18 @@ def kafka_config_from_env(env: Mapping[str, str]) -> dict[str, str]:
 
 def _path_or_none(text: str) -> Path | None:
     return Path(text) if text else None
+
+
+def _console_auth(text: str) -> str:
+    if text not in ("password", "headers"):
+        raise ValueError("expected password or headers")
+    return text
+
+
+def _flag(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError("expected true or false")
+    return text.lower() in ("true", "1", "yes")
 
 
 def _brokers(text: str) -> tuple[str, ...]:
@@ -150,10 +172,24 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "STOCKSHIFT_EXECUTE_MAX_ATTEMPTS": ("execute_max_attempts", int),
     "STOCKSHIFT_EXECUTE_POLL_INTERVAL_S": ("execute_poll_interval_s", float),
     "STOCKSHIFT_EXECUTE_ESCALATE_OPEN_S": ("execute_escalate_open_s", float),
+    "STOCKSHIFT_CONSOLE_PORT": ("console_port", int),
+    "STOCKSHIFT_CONSOLE_AUTH": ("console_auth", _console_auth),
+    "STOCKSHIFT_CONSOLE_USERS": ("console_users", _path_or_none),
+    "STOCKSHIFT_CONSOLE_SECRET": ("console_secret", lambda text: text or None),
+    "STOCKSHIFT_CONSOLE_SECURE_COOKIES": ("console_secure_cookies", _flag),
+    "STOCKSHIFT_CONSOLE_TRUSTED_PROXIES": ("console_trusted_proxies", _brokers),
+    "STOCKSHIFT_CONSOLE_KEY_ID": ("console_key_id", lambda text: text or None),
 }
 
 
-_SECRETS = frozenset({"STOCKSHIFT_CONTROL_KEYS", "STOCKSHIFT_REDIS_URL", "STOCKSHIFT_WMS_TOKEN"})
+_SECRETS = frozenset(
+    {
+        "STOCKSHIFT_CONTROL_KEYS",
+        "STOCKSHIFT_REDIS_URL",
+        "STOCKSHIFT_WMS_TOKEN",
+        "STOCKSHIFT_CONSOLE_SECRET",
+    }
+)
 # STOCKSHIFT_* variables read elsewhere (the CLI, the test harness): known, not settings.
 _OTHER_VARIABLES = frozenset(
     {
@@ -217,6 +253,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "execute_max_attempts": (1, 1000, True),
     "execute_poll_interval_s": (0.0, 3600.0, False),
     "execute_escalate_open_s": (0.0, None, True),
+    "console_port": (1, 65_535, True),
 }
 
 

@@ -1,6 +1,7 @@
 """The `stockshift` command.
 
-Production: run (the flow on Kafka), execute (carry proposals into the WMS/ERP),
+Production: run (the flow on Kafka), execute (carry proposals into the WMS/ERP), console
+(the planners' web console), pending / approve / reject (the same from a terminal),
 check-config, control (sign and send a command),
 explain (why a proposal was made), dlq (list dead letters, replay fixed ones), warmup
 (start from a sales history).
@@ -196,6 +197,11 @@ def _bench(args: argparse.Namespace) -> int:
     from flows.lab.bench import print_results, run_bench
 
     logging.getLogger("stockshift").setLevel(logging.WARNING)  # no line per proposal here
+    if args.console:
+        from adapters.lab.consolebench import run_console_bench
+
+        print("\n".join(run_console_bench()))
+        return 0
     if args.execute:
         import tempfile
 
@@ -323,6 +329,7 @@ def parser() -> argparse.ArgumentParser:
     sub = root.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_execute(sub)
+    _add_console(sub)
     _add_check_config(sub)
     _add_control(sub)
     _add_explain(sub)
@@ -389,6 +396,96 @@ def _execute(args: argparse.Namespace) -> int:
     if args.wms_url:
         settings = replace(settings, wms_url=args.wms_url)
     return serve(settings)
+
+
+def _add_console(sub: Subcommands) -> None:
+    web = sub.add_parser("console", help="the planners' web console (approvals, why, exceptions)")
+    web.add_argument("--port", type=int, help="[STOCKSHIFT_CONSOLE_PORT] (default 8080)")
+    web.add_argument("--host", default="0.0.0.0")
+    web.add_argument(
+        "--hash-password",
+        action="store_true",
+        help="read a password on stdin and print its argon2 hash for the users file",
+    )
+    _add_kafka_flags(web)
+    web.add_argument("--redis-url", help="[STOCKSHIFT_REDIS_URL]")
+    web.set_defaults(handler=_console)
+    pending = sub.add_parser("pending", help="proposals waiting for a person")
+    _add_kafka_flags(pending)
+    pending.add_argument("--redis-url", help="[STOCKSHIFT_REDIS_URL]")
+    pending.set_defaults(handler=_pending)
+    for verb in ("approve", "reject"):
+        answer = sub.add_parser(verb, help=f"{verb} a proposal that waits for a person")
+        answer.add_argument("proposal_id")
+        answer.add_argument(
+            "--note" if verb == "approve" else "--reason",
+            default="",
+            required=verb == "reject",
+            dest="note",
+        )
+        answer.add_argument("--actor", default=os.environ.get("USER", "cli"), help="who (audit)")
+        _add_kafka_flags(answer)
+        answer.add_argument("--redis-url", help="[STOCKSHIFT_REDIS_URL]")
+        answer.set_defaults(handler=_answer, approve=verb == "approve")
+
+
+def _console(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    if args.hash_password:
+        from adapters.console_auth import hash_password
+
+        print(hash_password(sys.stdin.readline().rstrip("\n")))
+        return 0
+    from flows.console import serve
+
+    settings = _settings(args)
+    if args.port:
+        settings = replace(settings, console_port=args.port)
+    return serve(settings, args.host)
+
+
+def _pending(args: argparse.Namespace) -> int:
+    from adapters import clock
+    from adapters.console_backend import sorted_waiting
+    from flows.console import build
+
+    _, backend = build(_settings(args))
+    backend.start()
+    if not backend.wait_caught_up(60):
+        print("stockshift: could not read the topics to their end", file=sys.stderr)
+        return 1
+    now = clock.now_ms()
+    items = sorted_waiting(backend.waiting(now), "expires", False)
+    for w in items:
+        left = (w.expires_ms - now) // 60_000
+        why = "; ".join(w.approval_reasons) or w.reason
+        print(
+            f"{w.proposal_id}  {w.sku}  {w.from_site} -> {w.to_site}  {w.qty} units  "
+            f"value {w.value:.2f}  expires in {left} min  ({why})"
+        )
+    print(f"{len(items)} waiting")
+    return 0
+
+
+def _answer(args: argparse.Namespace) -> int:
+    """The console's own code path (Backend.answer), as an admin named by --actor: whoever
+    can run this holds the deployment's Kafka and Redis credentials."""
+    from flows.console import build
+    from operators.approvals import Refusal
+    from state.console import Role, User
+
+    _, backend = build(_settings(args))
+    backend.start()
+    if not backend.wait_caught_up(60):
+        print("stockshift: could not read the topics to their end", file=sys.stderr)
+        return 1
+    result = backend.answer(args.proposal_id, args.approve, User(args.actor, Role.ADMIN), args.note)
+    if isinstance(result, Refusal):
+        print(f"stockshift: not done: {result.message}", file=sys.stderr)
+        return 1
+    print(f"{result.proposal_id}: {result.answer} by {result.answered_by}")
+    return 0
 
 
 def _add_check_config(sub: Subcommands) -> None:
@@ -536,6 +633,11 @@ def _add_bench(sub: Subcommands) -> None:
         "--memory-keys", default="100000,1000000", help="two state sizes for the slope"
     )
     bench.add_argument("--quiet", action="store_true")
+    bench.add_argument(
+        "--console",
+        action="store_true",
+        help="instead: the console's page times with 10,000 proposals waiting",
+    )
     bench.add_argument(
         "--execute",
         action="store_true",

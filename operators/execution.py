@@ -382,3 +382,28 @@ def decline(record: ExecutionRecord, why: str) -> ExecutionRecord:
         return record
     noted = _noted(record, f"rejected by a planner: {why}"[:200])
     return replace(noted, stage=Stage.DONE, reason="rejected_by_planner")
+
+
+def retry(record: ExecutionRecord, now_ms: int, who: str) -> ExecutionRecord:
+    """A person asks to try an escalated case again, from where it stood."""
+    if Outcome.DISPATCHED.value in record.reported:
+        stage = Stage.IN_TRANSIT
+    else:
+        stage = Stage.ORDERED if record.order_id else Stage.READY
+    noted = _noted(record, who)
+    return replace(
+        noted, stage=stage, attempts=0, failing_since_ms=-1, next_at_ms=now_ms, reason=""
+    )
+
+
+def withdraw(record: ExecutionRecord, now_ms: int, who: str) -> Step:
+    """A person gives up an escalated case: its order is cancelled if it has one, else it is
+    reported rejected (the flow releases the reservation). Goods already issued cannot be
+    withdrawn: the record is returned as it is."""
+    if Outcome.DISPATCHED.value in record.reported:
+        return Step(record)
+    noted = _noted(record, who)
+    if record.order_id:
+        return Step(replace(noted, stage=Stage.CANCELLING, attempts=0, next_at_ms=now_ms))
+    step = _report(noted, Outcome.REJECTED, now_ms, "withdrawn by a person")
+    return Step(replace(step.record, stage=Stage.DONE, reason="withdrawn"), step.outcomes)

@@ -12,6 +12,8 @@ _AFTER = {
     "failed": "failed in execution",
     "expired": "expired unanswered; its reservation was released",
     "received": "received at the destination",
+    "planner_approved": "approved by a planner",
+    "planner_rejected": "rejected by a planner",
 }
 
 
@@ -69,6 +71,12 @@ def explain(proposal_id: str, trail: Sequence[Mapping[str, Any]]) -> str:
         lines.append("  Afterwards:")
         for record in later:
             what = _AFTER.get(record.get("reason", ""), record.get("reason", ""))
+            if record.get("actor"):
+                what += (
+                    f" ({record['actor']}"
+                    + (f": {record['note']}" if record.get("note") else "")
+                    + ")"
+                )
             lines.append(f"    {record['ts']}: {what}")
     else:
         lines.append("  Afterwards: no answer from execution yet.")

@@ -36,7 +36,9 @@ NOW_MS = lambda: int(time.time() * 1000)  # noqa: E731
 
 
 @contextmanager
-def reference_wms(dsn: str, schema: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
+def reference_wms(
+    dsn: str, schema: str, port: int, sites: list[str] = SITES
+) -> Iterator[subprocess.Popen[bytes]]:
     argv = [
         sys.executable,
         "-m",
@@ -48,7 +50,7 @@ def reference_wms(dsn: str, schema: str, port: int) -> Iterator[subprocess.Popen
         "--schema",
         schema,
         "--sites",
-        ",".join(SITES),
+        ",".join(sites),
         "--tick-ms",
         "50",
     ]
