@@ -22,7 +22,6 @@ from typing import Any
 import orjson
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from confluent_kafka import KafkaError as ClientError
 
 from adapters import clock
 from adapters.control import send_command
@@ -74,7 +73,9 @@ class Backend:
     def stop(self) -> None:
         self._stopping.set()
 
-    def _consumer(self) -> tuple[Consumer, set[tuple[str, int]]]:
+    def _consumer(self) -> tuple[Consumer, dict[tuple[str, int], int]]:
+        """Every partition from the beginning, and the offset each must reach (its high
+        watermark now) before the console has caught up."""
         s = self.settings
         consumer = Consumer(
             {
@@ -82,34 +83,43 @@ class Backend:
                 **s.kafka_config,
                 "group.id": "stockshift-console",
                 "enable.auto.commit": False,
-                "enable.partition.eof": True,
                 "fetch.wait.max.ms": 100,
             }
         )
-        assigned, behind = [], set()
+        assigned, targets = [], {}
         for kind in ("proposals", "decisions", "exceptions"):
             topic = s.topic(kind)
             meta = consumer.list_topics(topic, timeout=s.broker_wait_s).topics.get(topic)
             for p in meta.partitions if meta is not None and not meta.error else ():
                 assigned.append(TopicPartition(topic, p, OFFSET_BEGINNING))
-                behind.add((topic, p))
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=s.broker_wait_s
+                )
+                if high > low:
+                    targets[(topic, p)] = high
         consumer.assign(assigned)
-        return consumer, behind
+        return consumer, targets
 
     def _follow(self) -> None:
-        consumer, behind = self._consumer()
-        if not behind:
-            self._caught_up.set()
+        """Caught up once every partition reached the offset it had at start and then five
+        reads in a row (a second) brought nothing (a broker's high watermark can lag its
+        log: Tansu's did here, so the offsets alone declared the console caught up early)."""
+        consumer, targets = self._consumer()
+        quiet = 0
         try:
             while not self._stopping.is_set():
-                for msg in consumer.consume(500, timeout=0.2):
-                    error = msg.error()
-                    if error is None:
-                        self.ingest(msg.topic() or "", msg.value() or b"")
-                    elif error.code() == ClientError._PARTITION_EOF:
-                        behind.discard((msg.topic() or "", msg.partition() or 0))
-                        if not behind:
-                            self._caught_up.set()
+                batch = consumer.consume(500, timeout=0.2)
+                quiet = quiet + 1 if not batch else 0
+                for msg in batch:
+                    if msg.error() is not None:
+                        continue
+                    topic, partition = msg.topic() or "", msg.partition() or 0
+                    self.ingest(topic, msg.value() or b"")
+                    target = targets.get((topic, partition))
+                    if target is not None and (msg.offset() or 0) + 1 >= target:
+                        del targets[(topic, partition)]
+                if not targets and quiet >= 5:
+                    self._caught_up.set()
         except Exception:
             log.exception("console stopped following the topics")
             raise
@@ -163,9 +173,10 @@ class Backend:
             return replace(found) if found is not None else None
 
     def waiting(self, now_ms: int, site: str = "", sku: str = "") -> list[Waiting]:
-        """Proposals still waiting for a person (not answered, not expired)."""
+        """Proposals still waiting for a person (not answered, not expired). An answer
+        claimed in Redis counts even before its audit line has been read back."""
         with self._lock:
-            return [
+            items = [
                 replace(w)
                 for w in self._items.values()
                 if w.answer is None
@@ -173,6 +184,17 @@ class Backend:
                 and (not site or site in (w.from_site, w.to_site))
                 and (not sku or sku.lower() in w.sku.lower())
             ]
+        return self._unclaimed(items)
+
+    def _unclaimed(self, items: list[Waiting]) -> list[Waiting]:
+        keys = [f"{self.settings.redis_prefix}answer:{w.proposal_id}" for w in items]
+        try:
+            claims: list[Any] = []
+            for start in range(0, len(keys), 1000):
+                claims += self._redis.mget(keys[start : start + 1000])
+        except redis.RedisError:
+            return items  # the page still shows; answering checks the claim itself
+        return [w for w, claim in zip(items, claims, strict=True) if claim is None]
 
     def exceptions(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -281,3 +281,61 @@ def test_a_planner_approves_in_the_browser_and_the_transfer_is_carried_out(
         keep=lambda r: r.get("proposal_id") == pid and r["outcome"] == "transfer_received",
     )
     assert received
+
+
+def test_the_terminal_commands_list_and_answer_once(
+    kafka_brokers: str, redis_url: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """stockshift pending / reject / approve: the console's code path, from a shell."""
+    flow = FlowHarness(
+        kafka_brokers,
+        topic_prefix,
+        tmp_path,
+        STOCKSHIFT_REDIS_URL=redis_url,
+        STOCKSHIFT_REDIS_PREFIX=topic_prefix,
+    )
+    flow.start()
+    try:
+        publish(flow, needs_approval_events(int(time.time() * 1000) - 31 * HOUR))
+        pid = flow.records("proposals", 1, timeout=60)[0]["proposal_id"]
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "flows.cli", *args],
+                env=flow.env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+
+        listed = cli("pending")
+        assert listed.returncode == 0 and pid in listed.stdout and "1 waiting" in listed.stdout
+        rejected = cli("reject", pid, "--reason", "store is closing", "--actor", "sam")
+        assert rejected.returncode == 0 and f"{pid}: rejected by sam" in rejected.stdout
+        again = cli("approve", pid, "--actor", "kim")
+        assert again.returncode == 1 and "already rejected by sam" in again.stderr
+        audit = flow.records(
+            "decisions", 1, timeout=20, keep=lambda r: r.get("outcome") == "planner_rejected"
+        )
+        assert audit and audit[0]["proposal_id"] == pid, audit
+        after = cli("pending")
+        # Rejected, it waits no more (the flow may propose again for the same need: a new id).
+        assert after.returncode == 0 and pid not in after.stdout
+        events = read_topic(
+            kafka_brokers,
+            topic_prefix + "shipments",
+            5,
+            timeout=10,
+            keep=lambda m: orjson.loads(m.value()).get("proposal_id") == pid,
+        )
+        assert [orjson.loads(m.value())["type"] for m in events] == ["transfer_rejected"]
+        released = flow.records(
+            "decisions",
+            1,
+            timeout=30,
+            keep=lambda r: r.get("proposal_id") == pid and r["outcome"] == "reservation_released",
+        )
+        assert released and released[0]["reason"] == "rejected"
+    finally:
+        flow.stop()
