@@ -137,3 +137,20 @@ def test_users_file_passwords_and_proxy_headers(tmp_path: Path) -> None:
     users.write_text('[[users]]\nname = "x"\nrole = "boss"\n')
     with pytest.raises(ConfigError, match="role"):
         load_users(users)
+
+
+def test_explain_names_the_planner_and_the_note() -> None:
+    from operators.explain import explain
+
+    item = waiting()
+    origin = {
+        "outcome": "needs_approval",
+        "ts": "t0",
+        "policy_version": "v",
+        "sku": "S",
+        "detail": "B is short",
+        "trigger_event_id": "e1",
+    }
+    audit = approvals.audit_record(item, True, PLANNER_B, "checked with the store", NOW)
+    text = explain("p1", [origin, audit])
+    assert "approved by a planner (pat: checked with the store)" in text
