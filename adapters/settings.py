@@ -76,6 +76,10 @@ class Settings:
     console_secure_cookies: bool = True
     console_trusted_proxies: tuple[str, ...] = ("127.0.0.1",)
     console_key_id: str | None = None
+    # Avro through a Confluent-compatible schema registry (adapters/avro.py): framed input
+    # messages are decoded with it; "avro" output writes proposals in Avro.
+    schema_registry_url: str | None = None
+    output_format: str = "json"
     # librdkafka settings (SASL/SSL, ...) passed through; never logged.
     kafka_config: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -102,6 +106,12 @@ def kafka_config_from_env(env: Mapping[str, str]) -> dict[str, str]:
 
 def _path_or_none(text: str) -> Path | None:
     return Path(text) if text else None
+
+
+def _output_format(text: str) -> str:
+    if text not in ("json", "avro"):
+        raise ValueError("expected json or avro")
+    return text
 
 
 def _console_auth(text: str) -> str:
@@ -179,6 +189,8 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "STOCKSHIFT_CONSOLE_SECURE_COOKIES": ("console_secure_cookies", _flag),
     "STOCKSHIFT_CONSOLE_TRUSTED_PROXIES": ("console_trusted_proxies", _brokers),
     "STOCKSHIFT_CONSOLE_KEY_ID": ("console_key_id", lambda text: text or None),
+    "STOCKSHIFT_SCHEMA_REGISTRY_URL": ("schema_registry_url", lambda text: text or None),
+    "STOCKSHIFT_OUTPUT_FORMAT": ("output_format", _output_format),
 }
 
 
@@ -221,6 +233,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = Settings(**values)  # type: ignore[arg-type]
     check_ranges(settings)
+    check_formats(settings)
     return settings
 
 
@@ -255,6 +268,14 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "execute_escalate_open_s": (0.0, None, True),
     "console_port": (1, 65_535, True),
 }
+
+
+def check_formats(settings: Settings) -> None:
+    if settings.output_format == "avro" and not settings.schema_registry_url:
+        raise ConfigError(
+            "STOCKSHIFT_OUTPUT_FORMAT=avro needs STOCKSHIFT_SCHEMA_REGISTRY_URL (the registry "
+            "that holds the proposals' schema)"
+        )
 
 
 def check_ranges(settings: Settings) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import pickle
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -115,6 +115,16 @@ def redis_settings(settings: Settings) -> RedisSettings | None:
     return RedisSettings(url=settings.redis_url, prefix=settings.redis_prefix)
 
 
+def proposal_encoder(settings: Settings) -> Callable[[Proposal], codec.KafkaMessage]:
+    """JSON, or registry-framed Avro with STOCKSHIFT_OUTPUT_FORMAT=avro."""
+    if settings.output_format != "avro" or not settings.schema_registry_url:
+        return codec.encode_proposal
+    from adapters.avro import AvroCodec
+
+    avro, topic = AvroCodec(settings.schema_registry_url), settings.topic("proposals")
+    return lambda proposal: avro.encode_proposal(proposal, topic)
+
+
 def kafka_sinks(settings: Settings) -> Sinks:
     def sink(kind: str, serialize: Any) -> kafka.ProducingSink[Any]:
         return kafka.ProducingSink(
@@ -122,16 +132,13 @@ def kafka_sinks(settings: Settings) -> Sinks:
         )
 
     redis = redis_settings(settings)
+    encode = proposal_encoder(settings)
     proposals: DynamicSink[Proposal] = kafka.ProposalSink(
-        settings.brokers, settings.topic("proposals"), codec.encode_proposal, settings.kafka_config
+        settings.brokers, settings.topic("proposals"), encode, settings.kafka_config
     )
     if redis is not None:
         proposals = kafka.LedgeredProposalSink(
-            settings.brokers,
-            settings.topic("proposals"),
-            codec.encode_proposal,
-            redis,
-            settings.kafka_config,
+            settings.brokers, settings.topic("proposals"), encode, redis, settings.kafka_config
         )
     return Sinks(
         proposals=proposals,
@@ -447,6 +454,13 @@ def _parse(
     raw: Stream[RawMessage], settings: Settings, network: Network
 ) -> tuple[Stream[Event], Stream[DeadLetter]]:
     """Every message an event or a dead letter with its reason (operators.parse)."""
+    letters: list[Stream[DeadLetter]] = []
+    if settings.schema_registry_url:
+        from adapters.avro import AvroCodec
+
+        decoded = op.map("decode_avro", raw, AvroCodec(settings.schema_registry_url).decode_raw)
+        raw = op.filter_map("decoded", decoded, _only(RawMessage))
+        letters.append(op.filter_map("undecodable", decoded, _only(DeadLetter)))
     parsed = op.map(
         "parse",
         raw,
@@ -460,6 +474,8 @@ def _parse(
     )
     events = op.filter_map("events", parsed, _only(Event))
     dead = op.filter_map("dead_letters", parsed, _only(DeadLetter))
+    if letters:
+        dead = op.merge("parse_and_decode_dead_letters", dead, *letters)
     op.inspect("count_events", events, metrics.count_event)
     return events, dead
 

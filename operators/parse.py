@@ -271,24 +271,7 @@ def parse_message(
         topic_kind = topic_kinds.get(raw.topic)
         if topic_kind is None:
             raise Invalid("unknown_topic", f"topic {raw.topic!r} is not an input topic")
-        if raw.value is None:
-            raise Invalid("empty_payload", "message has no value (tombstone?)")
-        if raw.content_type is not None and raw.content_type not in JSON_TYPES:
-            raise Invalid(
-                "unsupported_content_type",
-                f"content-type {raw.content_type!r:.60} is not JSON (events are UTF-8 JSON)",
-            )
-        if len(raw.value) > MAX_PAYLOAD_BYTES:
-            raise Invalid(
-                "too_large", f"payload is {len(raw.value)} bytes; max {MAX_PAYLOAD_BYTES}"
-            )
-        try:
-            obj = orjson.loads(raw.value)
-        except orjson.JSONDecodeError as exc:
-            raise Invalid("not_json", f"payload is not UTF-8 JSON: {exc}") from None
-        if not isinstance(obj, dict):
-            raise Invalid("not_object", "payload must be a JSON object")
-        _check_unique_keys(raw.value, obj)
+        obj = _decoded_object(raw)
         source = None
         if raw.partition is not None and raw.offset is not None:
             source = SourceRef(raw.topic, raw.partition, raw.offset)
@@ -318,6 +301,29 @@ def parse_object(
 ) -> Event:
     """Validate an already-decoded event (the simulator's path); raises `Invalid`."""
     return _event(topic_kind, obj, sites, None, ingested_ms)
+
+
+def _decoded_object(raw: RawMessage) -> Mapping[str, Any]:
+    """The message's object: decoded from Avro by the adapter, or parsed here from JSON."""
+    if raw.value is None:
+        raise Invalid("empty_payload", "message has no value (tombstone?)")
+    if len(raw.value) > MAX_PAYLOAD_BYTES:
+        raise Invalid("too_large", f"payload is {len(raw.value)} bytes; max {MAX_PAYLOAD_BYTES}")
+    if raw.decoded is not None:
+        return raw.decoded
+    if raw.content_type is not None and raw.content_type not in JSON_TYPES:
+        raise Invalid(
+            "unsupported_content_type",
+            f"content-type {raw.content_type!r:.60} is not JSON (events are UTF-8 JSON)",
+        )
+    try:
+        obj = orjson.loads(raw.value)
+    except orjson.JSONDecodeError as exc:
+        raise Invalid("not_json", f"payload is not UTF-8 JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise Invalid("not_object", "payload must be a JSON object")
+    _check_unique_keys(raw.value, obj)
+    return obj
 
 
 def topic_kinds_for(prefix: str) -> dict[str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class EventType(StrEnum):
@@ -83,6 +84,9 @@ class RawMessage:
     traceparent: str | None = None
     # The message's `content-type` header, if it had one (lower case, without parameters).
     content_type: str | None = None
+    # The record decoded from a registry-framed Avro value (adapters.avro), when it was one:
+    # parsed instead of the value, which stays as it came (for the dead-letter topic).
+    decoded: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
