@@ -25,7 +25,7 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from state.config import ConfigError
+from state.config import ConfigError, reject_unknown
 from state.console import Role, User
 
 USER_HEADER = "x-auth-request-user"
@@ -55,9 +55,7 @@ def load_users(path: Path | None) -> dict[str, Account]:
     accounts: dict[str, Account] = {}
     for i, entry in enumerate(raw.get("users", [])):
         where = f"{path}: users[{i}]"
-        unknown = set(entry) - {"name", "role", "sites", "password_hash"}
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+        reject_unknown(entry, ("name", "role", "sites", "password_hash"), where)
         name, role = entry.get("name"), entry.get("role")
         if not isinstance(name, str) or not name or name in accounts:
             raise ConfigError(f"{where}: name must be a unique, non-empty string")

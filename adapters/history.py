@@ -5,6 +5,7 @@ nothing, silently)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
@@ -13,16 +14,38 @@ from operators.history import HistoryRow
 from state.config import ConfigError, Network
 
 
-def read_sales_file(path: Path) -> pl.DataFrame:
-    """A sales file as a frame: Parquet by its suffix, else CSV (gzip too)."""
+def read_sales_file(path: Path, site_map: Mapping[str, str] | None = None) -> pl.DataFrame:
+    """A sales file as a frame: Parquet by its suffix, else CSV (gzip too); with a site map,
+    its store ids renamed to the network's site ids (ids the map lacks stay as they are, and
+    are then reported as sites the network does not have)."""
     try:
-        return pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+        frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise ConfigError(f"{path}: cannot read the sales file: {exc}") from None
+    if site_map and "site" in frame.columns:
+        frame = frame.with_columns(pl.col("site").cast(pl.String).replace(dict(site_map)))
+    return frame
 
 
-def read_history(path: Path, network: Network) -> list[HistoryRow]:
-    frame = read_sales_file(path)
+def read_site_map(path: Path) -> dict[str, str]:
+    """A CSV with columns `store` (the id in the sales file) and `site` (the network's)."""
+    try:
+        frame = pl.read_csv(path, schema_overrides={"store": pl.String, "site": pl.String})
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise ConfigError(f"{path}: cannot read the site map: {exc}") from None
+    if not {"store", "site"} <= set(frame.columns):
+        raise ConfigError(f"{path}: a site map needs the columns store and site")
+    stores = frame["store"].to_list()
+    repeated = sorted({s for s in stores if stores.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"{path}: stores mapped more than once: {', '.join(repeated[:10])}")
+    return dict(zip(stores, frame["site"].to_list(), strict=True))
+
+
+def read_history(
+    path: Path, network: Network, site_map: Mapping[str, str] | None = None
+) -> list[HistoryRow]:
+    frame = read_sales_file(path, site_map)
     missing = {"sku", "site", "qty"} - set(frame.columns)
     if missing or not ({"date", "ts"} & set(frame.columns)):
         raise ConfigError(f"{path}: needs columns sku, site, qty and date or ts")

@@ -124,13 +124,14 @@ def _warmup(args: argparse.Namespace) -> int:
     """Publish a sales history as `sale_history` events: the flow starts from demand
     estimates instead of learning them for days (docs/operations.md)."""
     from adapters.configfiles import load_network
-    from adapters.history import read_history
+    from adapters.history import read_history, read_site_map
     from adapters.kafka import produce_all
     from operators.history import history_events
 
     settings = _settings(args)
     network = load_network(settings.network_path)
-    events = history_events(read_history(Path(args.history), network), network)
+    site_map = read_site_map(Path(args.site_map)) if args.site_map else None
+    events = history_events(read_history(Path(args.history), network, site_map), network)
     topic = settings.topic("pos")
     if not args.dry_run:
         produce_all(settings.brokers, topic, events, settings.kafka_config)
@@ -530,6 +531,7 @@ def _add_warmup(sub: Subcommands) -> None:
     warm = sub.add_parser("warmup", help="start from a sales history instead of days of watching")
     warm.add_argument("--history", required=True, help="CSV or Parquet: date|ts, sku, site, qty")
     warm.add_argument("--network", help="network TOML [STOCKSHIFT_NETWORK]")
+    warm.add_argument("--site-map", help="CSV store,site: the file's store ids -> site ids")
     warm.add_argument("--dry-run", action="store_true", help="count, publish nothing")
     _add_kafka_flags(warm)
     warm.set_defaults(handler=_warmup)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from adapters.history import epoch_ms, read_sales_file
+from adapters.history import epoch_ms, read_sales_file, read_site_map
 from operators.lanes import NegotiationOutcome
 from state.config import ConfigError, Network, Policy, network_from_dict
 from state.records import DeadLetter, Proposal, RawMessage, StepOutput
@@ -70,6 +70,8 @@ class Scenario:
     # Rows a trace holds that the world cannot place (a day past the scenario's end):
     # "error" refuses the trace with a count; "warn" drops them and says how many.
     trace_unplaced: str = "error"
+    # A CSV (store, site) renaming the trace's store ids to site ids (relative to the file).
+    trace_site_map: str | None = None
     # replenishment
     replenishment: str = "base_stock"
     supplier_lead_days: int = 5
@@ -112,8 +114,9 @@ def load_scenario(path: str | Path, **overrides: Any) -> Scenario:
         raw["weekly"] = tuple(float(v) for v in raw["weekly"])
         if len(raw["weekly"]) != 7:
             raise ConfigError(f"{path}: weekly needs 7 multipliers (Monday first)")
-    if "trace" in raw:
-        raw["trace"] = str(path.parent / raw["trace"])
+    for name in ("trace", "trace_site_map"):
+        if name in raw:
+            raw[name] = str(path.parent / raw[name])
     scenario = replace(Scenario(), **{**raw, **overrides})
     if scenario.replenishment not in REPLENISHMENT_RULES:
         raise ConfigError(f"{path}: replenishment must be one of {REPLENISHMENT_RULES}")
@@ -151,7 +154,7 @@ def site_ids(scenario: Scenario) -> list[str]:
     """The network's sites: a trace's own store ids (the network is sized to the trace), or
     S01, S02, ... for generated demand."""
     if scenario.trace is not None:
-        return trace_keys(scenario.trace)[1]
+        return trace_keys(scenario.trace, scenario.trace_site_map)[1]
     return [f"S{i + 1:02d}" for i in range(scenario.n_sites)]
 
 
@@ -302,7 +305,7 @@ def _trace_demand(scenario: Scenario, skus: list[str], sites: list[str]) -> np.n
     dropped with a count (a trace that silently missed its window looked like no demand)."""
     assert scenario.trace is not None
     path = Path(scenario.trace)
-    frame = _read_trace(path)
+    frame = _read_trace(path, scenario.trace_site_map)
     hours = _trace_hours(frame, scenario, path)
     spread = "ts" not in frame.columns
     span = scenario.hours + scenario.history_days * 24  # the history's hours come first
@@ -328,8 +331,8 @@ def _trace_demand(scenario: Scenario, skus: list[str], sites: list[str]) -> np.n
     return grid
 
 
-def _read_trace(path: Path) -> Any:
-    return read_sales_file(path)
+def _read_trace(path: Path, site_map: str | None = None) -> Any:
+    return read_sales_file(path, read_site_map(Path(site_map)) if site_map else None)
 
 
 def _trace_hours(frame: Any, scenario: Scenario, path: Path) -> list[int | None]:
@@ -364,9 +367,10 @@ def _report_unplaced(path: Path, unplaced: Counter[str], total: int, mode: str) 
     print(f"warning: {message}; dropped", file=sys.stderr)
 
 
-def trace_keys(path: str | Path) -> tuple[list[str], list[str]]:
-    """SKUs and sites named in a trace, sorted, so the world can be sized to it."""
-    frame = _read_trace(Path(path))
+def trace_keys(path: str | Path, site_map: str | None = None) -> tuple[list[str], list[str]]:
+    """SKUs and sites named in a trace (after the site map), sorted, so the world can be
+    sized to it."""
+    frame = _read_trace(Path(path), site_map)
     return sorted(map(str, frame["sku"].unique())), sorted(map(str, frame["site"].unique()))
 
 
@@ -456,7 +460,7 @@ class Simulation:
         self.pooling = pooling
         self.sites = sorted(network.sites)
         if scenario.trace is not None:
-            trace_skus, _ = trace_keys(scenario.trace)
+            trace_skus, _ = trace_keys(scenario.trace, scenario.trace_site_map)
             self.skus = trace_skus
         else:
             self.skus = [f"SKU-{k + 1:04d}" for k in range(scenario.n_skus)]

@@ -393,7 +393,7 @@ def print_progress(name: str, done: int, total: int) -> None:
 def _size(scenario: Scenario) -> str:
     """Sites x SKUs as the world has them (a trace brings its own)."""
     if scenario.trace is not None:
-        skus, sites = trace_keys(scenario.trace)
+        skus, sites = trace_keys(scenario.trace, scenario.trace_site_map)
         return f"{len(sites)} sites x {len(skus)} SKUs (trace {Path(scenario.trace).name})"
     return f"{scenario.n_sites} sites x {scenario.n_skus} SKUs"
 

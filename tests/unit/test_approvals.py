@@ -137,6 +137,9 @@ def test_users_file_passwords_and_proxy_headers(tmp_path: Path) -> None:
     users.write_text('[[users]]\nname = "x"\nrole = "boss"\n')
     with pytest.raises(ConfigError, match="role"):
         load_users(users)
+    users.write_text('[[users]]\nname = "x"\nrole = "viewer"\nsite = ["B"]\n')
+    with pytest.raises(ConfigError, match="did you mean 'sites'"):
+        load_users(users)
 
 
 def test_explain_names_the_planner_and_the_note() -> None:

@@ -85,3 +85,16 @@ def test_a_history_naming_sites_the_network_lacks_fails_listing_them(tmp_path: P
     path.write_text("date,sku,site,qty\n2026-01-01,S,A,2\n")
     (row,) = read_history(path, NETWORK)
     assert (row.site, row.qty, row.daily, row.start_ms) == ("A", 2, True, T0)
+
+
+def test_a_site_map_lets_a_file_with_store_ids_warm_the_network(tmp_path: Path) -> None:
+    from adapters.history import read_site_map
+
+    path = tmp_path / "sales.csv"
+    path.write_text("date,sku,site,qty\n2026-01-01,SKU-1,CA_1,3\n")
+    with pytest.raises(ConfigError, match="sites not in the network: CA_1"):
+        read_history(path, NETWORK)
+    stores = tmp_path / "stores.csv"
+    stores.write_text("store,site\nCA_1,A\n")
+    (row,) = read_history(path, NETWORK, read_site_map(stores))
+    assert (row.site, row.qty) == ("A", 3)

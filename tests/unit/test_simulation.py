@@ -237,6 +237,21 @@ def test_trace_replay_puts_every_unit_in_the_grid(tmp_path: Path) -> None:
     assert math.isclose(float(sim.demand[24:48].sum()), 11)
 
 
+def test_a_site_map_renames_the_traces_store_ids(tmp_path: Path) -> None:
+    """Real store ids (CA_1, TX_1) become the network's sites through a store,site CSV; a
+    store the map lacks keeps its id; a store mapped twice is refused."""
+    trace = tmp_path / "trace.csv"
+    trace.write_text("date,sku,site,qty\n2016-04-25,SKU-A,CA_1,10\n2016-04-26,SKU-A,TX_1,4\n")
+    stores = tmp_path / "stores.csv"
+    stores.write_text("store,site\nCA_1,STORE-WEST\nTX_1,STORE-SOUTH\n")
+    scenario = replace(SMALL, trace=str(trace), days=3, trace_site_map=str(stores))
+    sim = Simulation(scenario, make_network(scenario), emit=False)
+    assert sim.sites == ["STORE-SOUTH", "STORE-WEST"] and int(sim.demand.sum()) == 14
+    stores.write_text("store,site\nCA_1,STORE-WEST\nCA_1,STORE-EAST\n")
+    with pytest.raises(ConfigError, match="mapped more than once: CA_1"):
+        Simulation(scenario, make_network(scenario), emit=False)
+
+
 def test_a_trace_row_the_world_cannot_place_fails_unless_told_to_drop_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
