@@ -45,6 +45,9 @@ class ExecBench:
     floor_p99_ms: float
     concurrency: int
     wms_ms: float
+    wms_p50_ms: float = 0.0
+    wms_p99_ms: float = 0.0
+    cpu_ms_per_order: float = 0.0
 
     def lines(self) -> list[str]:
         ratio = self.orders_per_s / self.ceiling_per_s if self.ceiling_per_s else 0.0
@@ -53,14 +56,17 @@ class ExecBench:
             f"calls; {os.cpu_count()} cores)",
             f"  ceiling: plain client creates     {self.ceiling_per_s:8.0f} orders/s",
             f"  executor: backlog                 {self.orders_per_s:8.0f} orders/s "
-            f"({ratio:.2f} x ceiling)",
+            f"({ratio:.2f} x ceiling); the executor's CPU: {self.cpu_ms_per_order:.2f} ms an "
+            f"order, {1000 / max(self.cpu_ms_per_order, 1e-9):.0f} orders/s per core",
             f"  latency at {self.rate:.0f}/s, produced -> created: p50 {self.p50_ms:.0f} ms, "
             f"p99 {self.p99_ms:.0f} ms, max {self.max_ms:.0f} ms",
             f"  broker floor at {self.rate:.0f}/s, produced -> consumed by a plain consumer: "
             f"p50 {self.floor_p50_ms:.0f} ms, p99 {self.floor_p99_ms:.0f} ms",
-            f"  the executor adds (latency - floor - the WMS's {self.wms_ms:.0f} ms): "
-            f"p50 {self.p50_ms - self.floor_p50_ms - self.wms_ms:.0f} ms, "
-            f"p99 {self.p99_ms - self.floor_p99_ms - self.wms_ms:.0f} ms",
+            f"  WMS alone at {self.rate:.0f}/s, a plain client's create -> created: "
+            f"p50 {self.wms_p50_ms:.0f} ms, p99 {self.wms_p99_ms:.0f} ms",
+            f"  the executor adds (latency - broker floor - WMS alone): "
+            f"p50 {self.p50_ms - self.floor_p50_ms - self.wms_p50_ms:.0f} ms, "
+            f"p99 {self.p99_ms - self.floor_p99_ms - self.wms_p99_ms:.0f} ms",
         ]
 
 
@@ -89,6 +95,26 @@ def _ceiling(wms_url: str, n: int, concurrency: int) -> float:
         with ThreadPoolExecutor(concurrency) as pool:
             list(pool.map(create, range(n)))
         return n / (time.perf_counter() - start)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wms_latency(wms_url: str, rate: float, seconds: float) -> list[float]:
+    """The WMS's own share: a plain client's creates at the bench's rate, one at a time."""
+    times = []
+    with httpx.Client(base_url=wms_url) as client:
+        start = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            time.sleep(max(start + i / rate - time.perf_counter(), 0))
+            sent = time.perf_counter()
+            body = {"sku": "ALONE", "from_site": "A", "to_site": "B", "qty": 1}
+            client.post("/transfer-orders", json=body, headers={"Idempotency-Key": f"alone-{i}"})
+            times.append((time.perf_counter() - sent) * 1000)
+    return times
 
 
 def _created_at(dsn: str, schema: str) -> dict[str, float]:
@@ -140,6 +166,7 @@ def run_exec_bench(
         with _process(argv, port, folder / "wms.log"), httpx.Client(base_url=wms_url) as wms:
             wms.post("/_faults", json={"slow_ms": wms_ms}).raise_for_status()
             ceiling = _ceiling(wms_url, min(backlog, 2000), concurrency)
+            wms_alone = sorted(_wms_latency(wms_url, rate, min(seconds, 10.0)))
             env = {
                 **os.environ,
                 "STOCKSHIFT_BROKERS": brokers,
@@ -163,7 +190,9 @@ def run_exec_bench(
                 )
             try:
                 floor = sorted(_broker_floor(brokers, producer, prefix, rate, seconds))
+                cpu_before = _cpu_seconds(executor.pid)
                 throughput = _throughput(producer, prefix, dsn, schema, backlog)
+                cpu_ms = (_cpu_seconds(executor.pid) - cpu_before) * 1000 / backlog
                 latencies = _latency(producer, prefix, dsn, schema, rate, seconds)
             finally:
                 executor.terminate()
@@ -184,6 +213,9 @@ def run_exec_bench(
         _pick(floor, 0.99),
         concurrency,
         wms_ms,
+        _pick(wms_alone, 0.5),
+        _pick(wms_alone, 0.99),
+        cpu_ms,
     )
 
 

@@ -65,6 +65,7 @@ class Registry:
 def handler_for(registry: Registry) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are two writes (see refwms)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
