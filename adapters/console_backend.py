@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -330,7 +329,3 @@ def sorted_waiting(items: Iterable[Waiting], key: str, descending: bool) -> list
         "benefit": lambda w: w.net_benefit,
     }
     return sorted(items, key=keys.get(key, keys["age"]), reverse=descending)
-
-
-def now_s() -> float:
-    return time.time()

@@ -131,7 +131,6 @@ class RestTransferOrders:
         breaker_failures: int = 5,
         breaker_reset_s: float = 5.0,
         token: str | None = None,
-        max_connections: int = 64,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         # One client per calling thread: a shared client's connection pool is guarded by one
@@ -146,7 +145,6 @@ class RestTransferOrders:
         self._local = threading.local()
         self._clients: list[httpx.Client] = []
         self._clients_lock = threading.Lock()
-        self._max_connections = max_connections
         self._breaker = CircuitBreaker(breaker_failures, breaker_reset_s)
         self._send = retry(
             retry=retry_if_exception(_retryable),

@@ -183,18 +183,9 @@ class Executor:
 
     def _call(self, action: Action, record: ExecutionRecord) -> Reply:
         try:
-            if action is Action.CREATE:
-                order = TransferOrder(
-                    record.sku,
-                    record.from_site,
-                    record.to_site,
-                    record.qty,
-                    record.proposal_id,
-                    record.expires_at_ms,
-                )
-                reply = self.adapter.create(order, record.proposal_id)
-            elif record.order_id is None:
-                # Created, but the answer was lost: the idempotency key finds the order.
+            if action is Action.CREATE or record.order_id is None:
+                # No order id yet (or the create's answer was lost): the idempotency key
+                # finds the order a create made before, never a second one.
                 order = TransferOrder(
                     record.sku,
                     record.from_site,
@@ -351,7 +342,6 @@ def serve(settings: Settings) -> int:
         settings.wms_url,
         settings.wms_timeout_s,
         token=settings.wms_token,
-        max_connections=settings.execute_concurrency,
     )
     store = ExecutionStore(redis.Redis.from_url(settings.redis_url), settings.redis_prefix)
     consumer, producer = kafka_clients(settings)
