@@ -132,6 +132,12 @@ def test_a_misspelled_policy_key_fails_naming_it() -> None:
         ("STOCKSHIFT_MERGE_GRACE_MS", "-5"),
         ("STOCKSHIFT_MAX_SKUS", "0"),
         ("STOCKSHIFT_IDLE_EVICTION_S", "-1"),
+        ("STOCKSHIFT_WMS_TIMEOUT_S", "0"),
+        ("STOCKSHIFT_EXECUTE_CONCURRENCY", "0"),
+        ("STOCKSHIFT_EXECUTE_MAX_ATTEMPTS", "0"),
+        ("STOCKSHIFT_EXECUTE_POLL_INTERVAL_S", "0"),
+        ("STOCKSHIFT_EXECUTE_ESCALATE_OPEN_S", "-1"),
+        ("STOCKSHIFT_CONSOLE_PORT", "70000"),
     ],
 )
 def test_an_environment_variable_out_of_range_fails_naming_it(variable: str, value: str) -> None:
@@ -148,3 +154,31 @@ def test_a_misspelled_environment_variable_fails_with_what_it_meant() -> None:
         from_env({"STOCKSHIFT_WORKER": "2"})
     settings = from_env({"STOCKSHIFT_KAFKA_SASL_USERNAME": "u", "STOCKSHIFT_TEST_BROKERS": "x"})
     assert settings.kafka_config["sasl.username"] == "u"
+
+
+def test_avro_output_needs_a_registry() -> None:
+    from adapters.settings import from_env
+
+    with pytest.raises(ConfigError, match="STOCKSHIFT_SCHEMA_REGISTRY_URL"):
+        from_env({"STOCKSHIFT_OUTPUT_FORMAT": "avro"})
+    settings = from_env(
+        {"STOCKSHIFT_OUTPUT_FORMAT": "avro", "STOCKSHIFT_SCHEMA_REGISTRY_URL": "http://r:8081"}
+    )
+    assert settings.output_format == "avro"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("STOCKSHIFT_CONSOLE_AUTH", "basic", "password or headers"),
+        ("STOCKSHIFT_CONSOLE_SECURE_COOKIES", "maybe", "true or false"),
+        ("STOCKSHIFT_OUTPUT_FORMAT", "protobuf", "json or avro"),
+    ],
+)
+def test_a_choice_outside_its_options_fails_naming_them(
+    variable: str, value: str, expected: str
+) -> None:
+    from adapters.settings import from_env
+
+    with pytest.raises(ConfigError, match=f"^{variable}: cannot be read .expected {expected}"):
+        from_env({variable: value})
