@@ -26,6 +26,7 @@ import orjson
 import psycopg
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
+from adapters.lab import refwms
 from adapters.lab.devservices import free_port
 from adapters.lab.flowproc import ROOT
 from adapters.lab.livedemo import NETWORK, _process, services
@@ -148,21 +149,7 @@ def run_exec_bench(
         create_topics(from_env({"STOCKSHIFT_BROKERS": brokers, "STOCKSHIFT_TOPIC_PREFIX": prefix}))
         port = free_port()
         wms_url = f"http://127.0.0.1:{port}"
-        argv = [
-            sys.executable,
-            "-m",
-            "adapters.lab.refwms",
-            "--port",
-            str(port),
-            "--dsn",
-            dsn,
-            "--schema",
-            schema,
-            "--sites",
-            "A,B,C",
-            "--tick-ms",
-            "1000",
-        ]
+        argv = refwms.command(port, dsn, schema, ("A", "B", "C"), 1000)
         with _process(argv, port, folder / "wms.log"), httpx.Client(base_url=wms_url) as wms:
             wms.post("/_faults", json={"slow_ms": wms_ms}).raise_for_status()
             ceiling = _ceiling(wms_url, min(backlog, 2000), concurrency)

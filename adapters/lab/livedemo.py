@@ -29,6 +29,7 @@ import orjson
 import redis
 
 from adapters.kafka import read_topic
+from adapters.lab import refwms
 from adapters.lab.devservices import free_port, redis_answers, redis_command, wait_for_port
 from adapters.lab.devservices import start_broker as start_tansu
 from adapters.lab.flowproc import ROOT, FlowHarness
@@ -187,21 +188,8 @@ def run_live_demo(folder: Path, n_skus: int = 12, say: Any = print) -> LiveResul
         say(f"services: broker {brokers}, redis {redis_url.split('@')[-1]}, postgresql")
         prefix = f"live{int(time.time())}."
         wms_port = free_port()
-        wms_argv = [
-            sys.executable,
-            "-m",
-            "adapters.lab.refwms",
-            "--port",
-            str(wms_port),
-            "--dsn",
-            dsn,
-            "--schema",
-            prefix.rstrip(".").replace("-", "_"),
-            "--sites",
-            ",".join(SITES),
-            "--tick-ms",
-            "200",
-        ]
+        schema = prefix.rstrip(".").replace("-", "_")
+        wms_argv = refwms.command(wms_port, dsn, schema, SITES, 200)
         with (
             _process(wms_argv, wms_port, folder / "wms.log"),
             httpx.Client(base_url=f"http://127.0.0.1:{wms_port}") as wms,

@@ -22,9 +22,11 @@ import argparse
 import json
 import random
 import re
+import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -295,6 +297,25 @@ def handler_for(wms: Wms) -> type[BaseHTTPRequestHandler]:
             return self._send(404, {"detail": "no such path"})
 
     return Handler
+
+
+def command(port: int, dsn: str, schema: str, sites: Iterable[str], tick_ms: float) -> list[str]:
+    """The argv that runs a reference WMS (the tests, the live demo and the bench use it)."""
+    return [
+        sys.executable,
+        "-m",
+        "adapters.lab.refwms",
+        "--port",
+        str(port),
+        "--dsn",
+        dsn,
+        "--schema",
+        schema,
+        "--sites",
+        ",".join(sites),
+        "--tick-ms",
+        str(tick_ms),
+    ]
 
 
 def _progress_loop(wms: Wms, tick_s: float, stopping: threading.Event) -> None:

@@ -25,6 +25,7 @@ import pytest
 import redis
 
 from adapters import kafka
+from adapters.lab import refwms
 from adapters.lab.devservices import free_port, wait_for_port
 from adapters.settings import from_env
 from flows.entry import create_topics
@@ -39,21 +40,7 @@ NOW_MS = lambda: int(time.time() * 1000)  # noqa: E731
 def reference_wms(
     dsn: str, schema: str, port: int, sites: list[str] = SITES
 ) -> Iterator[subprocess.Popen[bytes]]:
-    argv = [
-        sys.executable,
-        "-m",
-        "adapters.lab.refwms",
-        "--port",
-        str(port),
-        "--dsn",
-        dsn,
-        "--schema",
-        schema,
-        "--sites",
-        ",".join(sites),
-        "--tick-ms",
-        "50",
-    ]
+    argv = refwms.command(port, dsn, schema, sites, 50)
     process = subprocess.Popen(argv)
     try:
         wait_for_port(port, process)
