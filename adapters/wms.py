@@ -53,6 +53,13 @@ class WmsError(Exception):
         self.refused = refused
 
 
+class CircuitOpen(WmsError):
+    """Not tried: the breaker is open. The record waits without spending an attempt."""
+
+    def __init__(self) -> None:
+        super().__init__("circuit open: the WMS failed too often lately", retryable=True)
+
+
 class TransferOrders(Protocol):
     """What stockshift needs from a WMS/ERP. `create` must be idempotent on the key: the
     same key twice returns the first order, never a second one."""
@@ -196,7 +203,7 @@ class RestTransferOrders:
         headers: dict[str, str] | None = None,
     ) -> OrderReply:
         if not self._breaker.allow():
-            raise WmsError("circuit open: the WMS failed too often lately", True)
+            raise CircuitOpen()
         try:
             reply: OrderReply = self._send(method, path, body, headers)
         except WmsError as exc:

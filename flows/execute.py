@@ -32,7 +32,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from adapters import clock, metrics
 from adapters.execution_store import ExecutionStore
 from adapters.settings import Settings
-from adapters.wms import TransferOrder, TransferOrders, WmsError
+from adapters.wms import CircuitOpen, TransferOrder, TransferOrders, WmsError
 from operators import execution as rules
 from operators.codec import dead_letter_message, rfc3339
 from state.config import ConfigError
@@ -174,14 +174,16 @@ class Executor:
             # Check again after a poll interval (paused, or waiting for an approval).
             return rules.Step(rules.later(record, now + self.rules_settings.poll_interval_ms))
         reply = self._call(action, record)
-        if isinstance(reply, CallFailed) and reply.detail.startswith("circuit open"):
-            # Not the record's failure: wait for the circuit without spending its attempts.
+        if reply is None:
+            # Not tried (the circuit is open): not the record's failure, so it waits for the
+            # circuit without spending its attempts.
             return rules.Step(rules.later(record, now + self.rules_settings.backoff_base_ms * 4))
         if action is Action.CREATE and isinstance(reply, OrderReply):
             metrics.ORDER_LATENCY.observe(max(now - record.accepted_ms, 0) / 1000)
         return rules.on_reply(record, action, reply, clock.now_ms(), self.rules_settings, self.rng)
 
-    def _call(self, action: Action, record: ExecutionRecord) -> Reply:
+    def _call(self, action: Action, record: ExecutionRecord) -> Reply | None:
+        """The adapter's answer; None when the call was not made (circuit open)."""
         try:
             if action is Action.CREATE or record.order_id is None:
                 # No order id yet (or the create's answer was lost): the idempotency key
@@ -199,6 +201,9 @@ class Executor:
                 reply = self.adapter.cancel(record.order_id)
             else:
                 reply = self.adapter.status(record.order_id)
+        except CircuitOpen:
+            metrics.EXECUTION_CALLS.labels(action=action.value, result="not_tried").inc()
+            return None
         except WmsError as exc:
             metrics.EXECUTION_CALLS.labels(action=action.value, result="failed").inc()
             return CallFailed(exc.retryable, str(exc), exc.refused)

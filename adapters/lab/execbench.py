@@ -12,8 +12,6 @@ On a real broker, Redis and PostgreSQL, with the reference WMS answering every c
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +26,7 @@ from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from adapters.lab import refwms
 from adapters.lab.devservices import free_port
-from adapters.lab.flowproc import ROOT
+from adapters.lab.flowproc import start_command, stop_process
 from adapters.lab.livedemo import NETWORK, _process, services
 from adapters.settings import from_env
 from flows.entry import create_topics
@@ -167,14 +165,7 @@ def run_exec_bench(
                 "STOCKSHIFT_CONSUMER_GROUP": f"{prefix}execute",
             }
             producer = Producer({"bootstrap.servers": brokers, "linger.ms": 2})
-            with (folder / "execute.log").open("ab") as log:
-                executor = subprocess.Popen(
-                    [sys.executable, "-m", "flows.cli", "execute"],
-                    env=env,
-                    cwd=ROOT,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+            executor = start_command("execute", env, folder / "execute.log")
             try:
                 floor = sorted(_broker_floor(brokers, producer, prefix, rate, seconds))
                 cpu_before = _cpu_seconds(executor.pid)
@@ -182,11 +173,7 @@ def run_exec_bench(
                 cpu_ms = (_cpu_seconds(executor.pid) - cpu_before) * 1000 / backlog
                 latencies = _latency(producer, prefix, dsn, schema, rate, seconds)
             finally:
-                executor.terminate()
-                try:
-                    executor.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    executor.kill()
+                stop_process(executor, 30)
     latencies.sort()
 
     return ExecBench(

@@ -9,7 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,28 @@ ROOT = Path(__file__).resolve().parents[2]
 TEST_CONTROL_KEYS = "ops-1=test-secret-0123456789,ops-2=rotated-secret-9876543210"
 # The two-store network the end-to-end tests (and the latency bench) run on.
 NETWORK = LATENCY_NETWORK
+
+
+def start_command(command: str, env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`stockshift <command>` in a subprocess, its output appended to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", command],
+            env=dict(env),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL if it has not stopped within the timeout."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class FlowNotLive(RuntimeError):
@@ -150,9 +172,12 @@ class FlowHarness:
         keep: Callable[[dict[str, Any]], bool] | None = None,
     ) -> list[dict[str, Any]]:
         messages = read_topic(
-            self.brokers, self.prefix + kind, want, timeout,
+            self.brokers,
+            self.prefix + kind,
+            want,
+            timeout,
             keep=None if keep is None else (lambda m: keep(orjson.loads(m.value()))),
-        )  # fmt: skip
+        )
         return [orjson.loads(m.value()) for m in messages]
 
     def metric(self, name: str) -> float:

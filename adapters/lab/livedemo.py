@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ from adapters.kafka import read_topic
 from adapters.lab import refwms
 from adapters.lab.devservices import free_port, redis_answers, redis_command, wait_for_port
 from adapters.lab.devservices import start_broker as start_tansu
-from adapters.lab.flowproc import ROOT, FlowHarness
+from adapters.lab.flowproc import ROOT, FlowHarness, start_command, stop_process
 
 SITES = ("A", "B", "C")
 NETWORK = """
@@ -87,11 +86,7 @@ def _process(
         wait_for_port(port, process, timeout=60)
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process, 15)
 
 
 @contextmanager
@@ -208,19 +203,11 @@ def run_live_demo(folder: Path, n_skus: int = 12, say: Any = print) -> LiveResul
                 "STOCKSHIFT_WMS_URL": f"http://127.0.0.1:{wms_port}",
                 "STOCKSHIFT_EXECUTE_POLL_INTERVAL_S": "0.2",
             }
-            with (folder / "execute.log").open("ab") as log:
-                executor = subprocess.Popen(
-                    [sys.executable, "-m", "flows.cli", "execute"],
-                    env=env,
-                    cwd=ROOT,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+            executor = start_command("execute", env, folder / "execute.log")
             try:
                 return _drive(flow, wms, skus, redis_url, prefix, brokers, started, say)
             finally:
-                executor.terminate()
-                executor.wait(timeout=20)
+                stop_process(executor)
                 flow.stop()
 
 

@@ -21,7 +21,7 @@ import pytest
 from adapters.console_auth import hash_password
 from adapters.kafka import read_topic
 from adapters.lab.devservices import free_port, wait_for_port
-from adapters.lab.flowproc import ROOT, FlowHarness
+from adapters.lab.flowproc import ROOT, FlowHarness, start_command, stop_process
 from tests.integration.test_execute import reference_wms
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -136,16 +136,7 @@ def world(
     try:
         with reference_wms(postgres_dsn, schema, wms_port, ["A", "B"]):
             for command in ("execute", "console"):
-                log = (tmp_path / f"{command}.log").open("wb")
-                processes.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "flows.cli", command],
-                        env=env,
-                        cwd=ROOT,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
+                processes.append(start_command(command, env, tmp_path / f"{command}.log"))
             wait_for_port(console_port, processes[-1], timeout=60)
             yield {
                 "flow": flow,
@@ -157,8 +148,7 @@ def world(
             }
     finally:
         for process in processes:
-            process.terminate()
-            process.wait(timeout=20)
+            stop_process(process)
         flow.stop()
 
 
