@@ -11,7 +11,7 @@ from pathlib import Path
 from state.config import ConfigError
 
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-INPUT_KINDS = ("pos", "inventory", "shipments")
+INPUT_KINDS = ("pos", "inventory", "shipments", "forecasts")
 OUTPUT_KINDS = ("proposals", "decisions", "dlq", "anomalies")
 CONTROL_KIND = "control"
 KAFKA_ENV_PREFIX = "STOCKSHIFT_KAFKA_"

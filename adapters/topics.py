@@ -3,6 +3,7 @@
 | topic | role | retention | cleanup |
 | --- | --- | --- | --- |
 | pos, inventory, shipments | inputs, owned by their producers | 7 days | delete |
+| forecasts | input: demand forecasts, republished each planning period | 30 days | delete |
 | proposals | what execution services act on; replays dedupe by proposal_id | 30 days | delete |
 | decisions | the audit trail: every decision with its evidence | forever | delete |
 | dlq | dead letters, kept to be fixed and replayed | 30 days | delete |
@@ -53,6 +54,9 @@ ROLES: Final = {
         TopicRole("pos", 7 * DAY_MS),
         TopicRole("inventory", 7 * DAY_MS),
         TopicRole("shipments", 7 * DAY_MS),
+        # A forecast is published once a period (a week, say): a fresh start must still
+        # find the latest one.
+        TopicRole("forecasts", 30 * DAY_MS),
         TopicRole("proposals", 30 * DAY_MS),
         TopicRole("decisions", FOREVER),
         TopicRole("dlq", 30 * DAY_MS),

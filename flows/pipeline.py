@@ -417,7 +417,7 @@ def _inputs(
     source: Source[Any] | None,
     control: Control,
 ) -> _Inputs:
-    """Kafka (the three input topics merged in order, and the control topic), or the given
+    """Kafka (the input topics merged in order, and the control topic), or the given
     source (and control source)."""
     if source is not None:
         given = op.input("input", flow, source)

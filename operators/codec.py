@@ -144,6 +144,8 @@ def event_message(e: Event) -> tuple[str, dict[str, Any]]:
         return "inventory", {**body, "type": "adjustment", "delta": e.qty}
     if e.type in (EventType.SALE, EventType.RETURN, EventType.SALE_HISTORY):
         return "pos", {**body, "type": e.type.value, "qty": e.qty}
+    if e.type is EventType.FORECAST:
+        return "forecasts", _forecast_body(body, e)
     body.update(type=e.type.value, qty=e.qty)
     for name in ("from_site", "proposal_id", "shipment_id"):
         if getattr(e, name) is not None:
@@ -151,3 +153,14 @@ def event_message(e: Event) -> tuple[str, dict[str, Any]]:
     if e.eta_ms is not None:
         body["eta"] = e.eta_ms
     return "shipments", body
+
+
+def _forecast_body(body: dict[str, Any], e: Event) -> dict[str, Any]:
+    figures = e.forecast
+    assert figures is not None  # a forecast event always carries its figures
+    body = {**body, "type": "forecast", "mean_per_day": figures.mean_per_day}
+    if figures.error_cv is not None:
+        body["error_cv"] = figures.error_cv
+    if figures.version is not None:
+        body["forecast_version"] = figures.version
+    return body

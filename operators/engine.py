@@ -35,7 +35,7 @@ from state.records import (
     StepOutput,
     SuppressReason,
 )
-from state.sku import Reservation, SiteState, SkuState
+from state.sku import Reservation, SiteForecast, SiteState, SkuState
 from state.units import HOUR_MS
 
 # Events after which the touched site may have stock to give to others.
@@ -162,6 +162,8 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
         return state, turned_away
     if event.type is EventType.SALE_HISTORY:
         return state, _learn_history(state, event, ctx, new_key)
+    if event.type is EventType.FORECAST:
+        return state, _learn_forecast(state, event, ctx, new_key)
     governance = ctx.governance_at(event.ts_ms)
     site = state.site(event.site)
     late = 0 <= event.ts_ms < site.demand.window_start_ms
@@ -208,6 +210,19 @@ def _learn_history(
     advance(site.demand, event.ts_ms, ctx.window_ms, ctx.alpha, stocked_out=False, out_now=False)
     if site.demand.window_start_ms <= event.ts_ms:
         site.demand.window_qty += event.qty
+    state.clock_ms = max(state.clock_ms, event.ts_ms)
+    return StepOutput(event.event_id, event_ts_ms=event.ts_ms, new_key=new_key)
+
+
+def _learn_forecast(
+    state: SkuState, event: Event, ctx: DecisionContext, new_key: bool
+) -> StepOutput:
+    """The site's latest forecast replaces the one before; it moves no stock and decides
+    nothing by itself (the next event at the SKU is judged with it)."""
+    figures = event.forecast
+    assert figures is not None  # parse gives every forecast event its figures
+    error_cv = figures.error_cv if figures.error_cv is not None else ctx.policy.forecast_error_cv
+    state.site(event.site).forecast = SiteForecast(figures.mean_per_day / 24.0, error_cv)
     state.clock_ms = max(state.clock_ms, event.ts_ms)
     return StepOutput(event.event_id, event_ts_ms=event.ts_ms, new_key=new_key)
 

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import orjson
 
-from state.records import DeadLetter, Event, EventType, RawMessage, SourceRef
+from state.records import DeadLetter, Event, EventType, ForecastFigures, RawMessage, SourceRef
 
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
 MAX_QTY: Final = 1_000_000_000
@@ -26,7 +26,7 @@ MAX_SKU_LEN: Final = 64
 MIN_TS_MS: Final = 946_684_800_000
 MAX_TS_MS: Final = 7_258_118_400_000
 
-POS, INVENTORY, SHIPMENTS = "pos", "inventory", "shipments"
+POS, INVENTORY, SHIPMENTS, FORECASTS = "pos", "inventory", "shipments", "forecasts"
 TYPES_BY_TOPIC: Final[Mapping[str, frozenset[EventType]]] = {
     POS: frozenset({EventType.SALE, EventType.RETURN, EventType.SALE_HISTORY}),
     INVENTORY: frozenset({EventType.SNAPSHOT, EventType.ADJUSTMENT}),
@@ -41,8 +41,12 @@ TYPES_BY_TOPIC: Final[Mapping[str, frozenset[EventType]]] = {
             EventType.TRANSFER_FAILED,
         }
     ),
+    FORECASTS: frozenset({EventType.FORECAST}),
 }
-_DEFAULT_TYPE: Final = {POS: EventType.SALE}
+_DEFAULT_TYPE: Final = {POS: EventType.SALE, FORECASTS: EventType.FORECAST}
+# A forecast's mean units a day and its relative error stay within these.
+MAX_FORECAST_PER_DAY: Final = 1_000_000.0
+MAX_FORECAST_CV: Final = 10.0
 _TYPE_BY_NAME: Final = {t.value: t for t in EventType}
 
 
@@ -179,6 +183,20 @@ def _event(
             f"reached stockshift (at most {max_future_ms / 60_000:g} min ahead accepted)",
         )
     event_type = _event_type(topic_kind, obj)
+    if event_type is EventType.FORECAST:
+        figures = _forecast(obj)
+        return Event(
+            event_id,
+            event_type,
+            ts_ms,
+            sku,
+            site,
+            0,
+            source=source,
+            ingested_ms=ingested_ms,
+            received_ms=received_ms,
+            forecast=figures,
+        )
     qty = _quantity(event_type, obj)
     moved = _movement(event_type, obj, site, sites)
     if event_type is not EventType.SALE:
@@ -236,6 +254,29 @@ def _quantity(event_type: EventType, obj: Mapping[str, Any]) -> int:
             raise Invalid("out_of_range", "field `delta` must not be 0")
         return delta
     return _integer(obj, "qty", 1)
+
+
+def _number(obj: Mapping[str, Any], name: str, low: float, high: float) -> float:
+    value = obj.get(name)
+    if value is None:
+        raise Invalid("missing_field", f"field `{name}` is required")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Invalid("wrong_type", f"field `{name}` must be a number, got {value!r:.40}")
+    if not low <= value <= high:  # also refuses NaN
+        raise Invalid("out_of_range", f"field `{name}` must be in [{low:g}, {high:g}]")
+    return float(value)
+
+
+def _forecast(obj: Mapping[str, Any]) -> ForecastFigures:
+    """A forecast's figures: a mean a day, and optionally its relative error and version."""
+    mean = _number(obj, "mean_per_day", 0.0, MAX_FORECAST_PER_DAY)
+    error_cv = None
+    if obj.get("error_cv") is not None:
+        error_cv = _number(obj, "error_cv", 0.0, MAX_FORECAST_CV)
+        if error_cv <= 0:
+            raise Invalid("out_of_range", "field `error_cv` must be above 0")
+    version = _string(obj, "forecast_version", MAX_ID_LEN, required=False)
+    return ForecastFigures(mean, error_cv, version)
 
 
 def _movement(

@@ -179,19 +179,36 @@ def agent_for(
     prior: float | None = None,
     index: float = 1.0,
 ) -> Agent:
+    """The site's rate from what it sold (weighing the hours observed, capped at the
+    smoothing half-life) and a prior: its own forecast when it has one, else the SKU's rate
+    across sites (weighing `demand_prior_hours`). A forecast of m units an hour off by a
+    share c is a gamma prior on the rate worth 1 / (c^2 m) hours of sales, so a slow
+    mover's sales take weeks to outweigh its forecast and a fast mover's a day. A forecast
+    is the site's own; the SKU's average across sites, a cruder prior, is not added to it
+    (measured on M5: fill 0.9109 with both, 0.9139 with the forecast alone). With a prior
+    a site acts at once."""
     minutes = policy.demand_window_minutes
     mean = mean_per_hour(site.demand, minutes)
     sd = sd_per_hour(site.demand, minutes)
     hours = observed_hours(site.demand, minutes)
     learned = hours >= policy.warmup_hours
-    strength = policy.demand_prior_hours
     windows = min(hours, policy.demand_halflife_hours * _EFFECTIVE_PER_HALFLIFE)
-    if prior is not None and strength > 0:
-        evidence = min(hours, policy.demand_halflife_hours)
-        mean = (evidence * mean + strength * prior * index) / (evidence + strength)
+    evidence = min(hours, policy.demand_halflife_hours)
+    total, weight = evidence * mean, evidence
+    forecast = site.forecast
+    if forecast is not None and forecast.per_hour > 0:
+        strength = 1.0 / (forecast.error_cv * forecast.error_cv * forecast.per_hour)
+        total += strength * forecast.per_hour
+        weight += strength
+        windows += strength
+    elif prior is not None and policy.demand_prior_hours > 0:
+        total += policy.demand_prior_hours * prior * index
+        weight += policy.demand_prior_hours
+        windows += policy.demand_prior_hours
+    if weight > evidence:
+        mean = total / weight
         sd = max(sd, math.sqrt(mean))  # never below Poisson
         learned = True
-        windows += strength
     se = sd / math.sqrt(windows) if windows > 0 else sd
     return Agent(site_id=site_id, state=site, mean=mean, sd=sd, learned=learned, se=se)
 

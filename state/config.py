@@ -196,6 +196,8 @@ class Policy:
     # Estimation risk: a transfer is priced with the receiver's demand rate this many
     # standard errors lower and the sender's this many higher (0: at the estimates).
     estimate_risk_z: float = 0.0
+    # A forecast event without its own `error_cv` is taken to be off by this share.
+    forecast_error_cv: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +399,7 @@ _POLICY_FLOATS = {
     "confidence_hours": 0.0,
     "dedupe_horizon_hours": 0.0,
     "estimate_risk_z": 0.0,
+    "forecast_error_cv": 0.0,
 }
 _POLICY_INTS = {"demand_window_minutes": 1, "dedupe_capacity": 1}
 
@@ -422,7 +425,7 @@ def policy_from_dict(raw: Mapping[str, Any]) -> Policy:
         if raw["integrity_action"] not in ("approve", "suppress"):
             raise ConfigError("policy.integrity_action: expected 'approve' or 'suppress'")
         values["integrity_action"] = raw["integrity_action"]
-    for positive in ("demand_halflife_hours", "proposal_ttl_hours"):
+    for positive in ("demand_halflife_hours", "proposal_ttl_hours", "forecast_error_cv"):
         if values.get(positive, 1.0) <= 0:
             raise ConfigError(f"policy.{positive}: must be > 0")
     return Policy(**values)

@@ -12,7 +12,7 @@ from typing import Any
 
 
 class EventType(StrEnum):
-    """The `type` field of an input event; one enum for all three input topics."""
+    """The `type` field of an input event; one enum for all the input topics."""
 
     SALE = "sale"
     RETURN = "return"
@@ -28,6 +28,9 @@ class EventType(StrEnum):
     TRANSFER_RECEIVED = "transfer_received"
     TRANSFER_REJECTED = "transfer_rejected"
     TRANSFER_FAILED = "transfer_failed"
+    # A demand forecast for one SKU-site (topic `forecasts`): a prior for the planner's
+    # demand estimate, weighed by the forecast's stated error against what sales show.
+    FORECAST = "forecast"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,16 @@ class SourceRef:
     topic: str
     partition: int
     offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastFigures:
+    """What a `forecast` event says: mean units a day, its relative error (coefficient of
+    variation of the true rate around the mean), and the forecast's version."""
+
+    mean_per_day: float
+    error_cv: float | None = None  # None: the policy's `forecast_error_cv`
+    version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +77,8 @@ class Event:
     received_ms: int | None = None
     # The W3C trace context its message carried (`traceparent` header), validated.
     traceparent: str | None = None
+    # A `forecast` event's figures (its qty is 0).
+    forecast: ForecastFigures | None = None
 
 
 @dataclass(frozen=True, slots=True)

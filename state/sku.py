@@ -59,6 +59,14 @@ class Signals:
     rise_found_today: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class SiteForecast:
+    """A forecast as the planner uses it: units an hour and the rate's relative error."""
+
+    per_hour: float
+    error_cv: float
+
+
 @dataclass(slots=True)
 class SiteState:
     on_hand: int = 0
@@ -84,6 +92,8 @@ class SiteState:
     # block every transfer into the site.
     unexplained_qty: int = 0
     signals: Signals | None = None
+    # The latest demand forecast for the site (a `forecast` event); None: none received.
+    forecast: SiteForecast | None = None
 
     @property
     def inbound_qty(self) -> int:

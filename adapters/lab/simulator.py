@@ -89,6 +89,9 @@ class Scenario:
     # policy starts from the same steady state: stock on hand and orders in flight. 0 opens
     # each store with all of its target on hand and nothing on order (a cold start).
     warmup_days: int = 0
+    # Publish the replenishment forecast behind each target as `forecast` events at hour 0
+    # (mean a day and its error), as a planning system would hand it to stockshift.
+    publish_forecasts: bool = False
     start_ms: int = 1_767_571_200_000  # 2026-01-05T00:00:00Z, a Monday
 
     @property
@@ -476,6 +479,7 @@ class Simulation:
         forecast = self.daily_rate * rng.lognormal(
             0.0, scenario.forecast_error_sigma, (n_skus, n_sites)
         )
+        self.forecast = forecast
         cover_days = scenario.supplier_lead_days + scenario.review_days
         self.base_stock = self._fit_storage(
             np.ceil(
@@ -589,7 +593,23 @@ class Simulation:
     def initial_events(self) -> list[Event]:
         """Opening counts for every SKU-site, as a store system would publish them, and the
         supplier orders still on their way (after a warm-up)."""
-        return self._opening_counts() + self._orders_in_flight()
+        events = self._opening_counts() + self._orders_in_flight()
+        return events + self._forecasts() if self.scenario.publish_forecasts else events
+
+    def _forecasts(self) -> list[Event]:
+        """The forecast each target was set from, with its error as a coefficient of
+        variation (a lognormal error of sigma s has cv sqrt(exp(s^2) - 1))."""
+        cv = math.sqrt(math.expm1(self.scenario.forecast_error_sigma**2))
+        events: list[Event] = []
+        for k, sku in enumerate(self.skus):
+            for s, site in enumerate(self.sites):
+                body = {"event_id": f"fc-{sku}-{site}", "ts": self.ts(0), "sku": sku,
+                        "site": site, "mean_per_day": round(float(self.forecast[k, s]), 4),
+                        "forecast_version": "sim-0"}  # fmt: skip
+                if cv > 0:
+                    body["error_cv"] = round(cv, 4)
+                events.append(("forecasts", body))
+        return events
 
     def scheduled_arrivals(self) -> np.ndarray:
         """Supplier units [hour, sku, site] already ordered at hour 0 and due within the

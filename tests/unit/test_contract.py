@@ -44,6 +44,14 @@ CASES = [
     ),
     ("shipments", {**BASE, "type": "transfer_failed", "qty": 3, "from_site": "B"}),
     ("shipments", {**BASE, "type": "transfer_received", "qty": 3}),
+    ("forecasts", {**BASE, "mean_per_day": 2.5}),
+    ("forecasts", {**BASE, "type": "forecast", "mean_per_day": 0, "error_cv": 0.3}),
+    ("forecasts", {**BASE, "mean_per_day": 1, "forecast_version": "w49"}),
+    ("forecasts", {**BASE}),
+    ("forecasts", {**BASE, "mean_per_day": -1}),
+    ("forecasts", {**BASE, "mean_per_day": 1, "error_cv": 0}),
+    ("forecasts", {**BASE, "mean_per_day": 1, "error_cv": 10.5}),
+    ("forecasts", {**BASE, "mean_per_day": 1, "type": "sale"}),
 ]
 
 

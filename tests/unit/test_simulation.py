@@ -354,3 +354,24 @@ def test_a_traces_first_days_can_be_stockshifts_history(tmp_path: Path) -> None:
                for _, body in history)  # fmt: skip
     run = run_stockshift(scenario, make_network(scenario), POLICY)
     assert run.kpis["demand_units"] == 3
+
+
+def test_a_world_that_publishes_its_forecasts_hands_one_per_sku_site_to_the_planner() -> None:
+    """The forecast each target was set from reaches stockshift as contract events, and the
+    same world is judged differently with it (the planner's prior changed)."""
+    scenario = replace(SMALL, publish_forecasts=True)
+    network = make_network(scenario)
+    sim = Simulation(scenario, network)
+    forecasts = [body for kind, body in sim.initial_events() if kind == "forecasts"]
+    assert len(forecasts) == len(sim.skus) * len(sim.sites)
+    assert {(b["sku"], b["site"]) for b in forecasts} == {
+        (k, s) for k in sim.skus for s in sim.sites
+    }
+    sigma = scenario.forecast_error_sigma
+    assert all(b["error_cv"] == round(math.sqrt(math.expm1(sigma**2)), 4) for b in forecasts)
+    recorded: list = []
+    told = run_stockshift(scenario, network, POLICY, record=recorded).kpis
+    blind = run_stockshift(SMALL, network, POLICY).kpis
+    assert sum(kind == "forecasts" for kind, _ in recorded) == len(forecasts)
+    assert told["demand_units"] == blind["demand_units"]  # the same demand
+    assert told != blind
