@@ -60,6 +60,18 @@ class ReceivingState:
     granted: dict[str, dict[int, int]] = field(default_factory=dict)
     occupancy: dict[str, int] = field(default_factory=dict)
     occupied: int = 0
+    # Lanes with a trip cost: each incoming lane's trips by departure day.
+    trips: dict[str, dict[int, Trip]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Trip:
+    """One departure on a lane with a trip cost: open once the proposals for it are worth
+    its cost together; until then they wait here."""
+
+    opened: bool = False
+    value: float = 0.0
+    waiting: list[Proposal] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +81,9 @@ class NegotiationOutcome:
 
     proposal: Proposal | None
     decision: DecisionRecord | None
+    # The outcome of a proposal that waited for its trip: it was answered once already
+    # (`waiting_for_trip`), so whoever counts one answer per proposal skips this one.
+    later: bool = False
 
 
 _NOTHING = NegotiationOutcome(None, None)
@@ -244,11 +259,76 @@ def negotiate_batch(
     """One receiving site's batch, in `in_negotiation_order`: an outcome per item (an
     occupancy report's is empty)."""
     state = state or ReceivingState()
-    outcomes = []
+    outcomes: list[NegotiationOutcome] = []
     for item in in_negotiation_order(items):
-        state, outcome = negotiate(state, item, network)
-        outcomes.append(outcome)
+        if state.trips:
+            outcomes.extend(_unfilled_trips(state, _clock(item)))
+        if isinstance(item, Proposal) and _trip_cost(item, network) > 0:
+            outcomes.extend(_through_trip(state, item, network))
+        else:
+            state, outcome = negotiate(state, item, network)
+            outcomes.append(outcome)
     return state, outcomes
+
+
+def _trip_cost(proposal: Proposal, network: Network) -> float:
+    return network.lanes[(proposal.from_site, proposal.to_site)].trip_cost
+
+
+def _through_trip(
+    state: ReceivingState, proposal: Proposal, network: Network
+) -> list[NegotiationOutcome]:
+    """A proposal on a lane with a trip cost rides its day's trip once one is open; else it
+    waits, adding its net benefit (the planner prices each SKU's own costs, not the trip's)
+    to the trip's value, and when that reaches the trip cost the trip opens and everything
+    waiting for it goes on, in arrival order, through the lane's and site's limits."""
+    lane = network.lanes[(proposal.from_site, proposal.to_site)]
+    day = departure_day(lane, proposal.created_at_ms)
+    trip = state.trips.setdefault(lane.lane_id, {}).setdefault(day, Trip())
+    if trip.opened:
+        return [negotiate(state, proposal, network)[1]]
+    trip.waiting.append(proposal)
+    trip.value += proposal.evidence.net_benefit
+    if trip.value < lane.trip_cost:
+        detail = (
+            f"waits for lane {lane.lane_id}'s trip, worth {trip.value:.2f} of its "
+            f"{lane.trip_cost:.2f} cost so far"
+        )
+        return [NegotiationOutcome(None, _waiting(proposal, detail))]
+    trip.opened = True
+    released, trip.waiting = trip.waiting, []
+    outcomes = []
+    for waited in released:
+        outcome = negotiate(state, waited, network)[1]
+        outcomes.append(replace(outcome, later=waited is not proposal))
+    return outcomes
+
+
+def _unfilled_trips(state: ReceivingState, clock_ms: int) -> list[NegotiationOutcome]:
+    """Proposals whose trip did not fill before they expired, or whose departure day has
+    passed, are dropped with the reason; days long gone are forgotten."""
+    outcomes: list[NegotiationOutcome] = []
+    for lane_id, days in state.trips.items():
+        for day, trip in list(days.items()):
+            gone = clock_ms >= day + DAY_MS
+            keep = [p for p in trip.waiting if not gone and clock_ms < p.expires_at_ms]
+            for dropped in (p for p in trip.waiting if p not in keep):
+                detail = (
+                    f"lane {lane_id}'s trip gathered {trip.value:.2f} of its cost before "
+                    "the proposal expired or the day's departure passed"
+                )
+                record = _record(dropped, SuppressReason.TRIP_NOT_FILLED, detail)
+                outcomes.append(NegotiationOutcome(None, record, later=True))
+            trip.waiting = keep
+            if gone and day < clock_ms - 2 * DAY_MS:
+                del days[day]
+    return outcomes
+
+
+def _waiting(proposal: Proposal, detail: str) -> DecisionRecord:
+    return replace(
+        _record(proposal, None, detail), outcome=Outcome.WAITING_FOR_TRIP, reason="waiting_for_trip"
+    )
 
 
 def _record(proposal: Proposal, dropped: SuppressReason | None, detail: str) -> DecisionRecord:

@@ -71,6 +71,9 @@ class Lane:
     # a transfer leaves the next day.
     capacity_per_day: int | None = None
     cutoff_hour: float | None = None
+    # The cost of one departure (a van, a truck) on the lane, shared by every SKU it carries
+    # that day; 0: none. `fixed_cost` stays the cost of each SKU's transfer on it.
+    trip_cost: float = 0.0
 
     @property
     def lane_id(self) -> str:
@@ -262,6 +265,7 @@ _LANE_KEYS: Final = frozenset(
         "lead_hours",
         "cost_per_unit",
         "fixed_cost",
+        "trip_cost",
         "capacity_per_day",
         "cutoff_hour",
         "bidirectional",
@@ -353,6 +357,7 @@ def _lanes_from_dict(entry: Mapping[str, Any], where: str, sites: Mapping[str, S
     lead = _number(_require(entry, "lead_hours", where), f"{where}.lead_hours")
     per_unit = _number(entry.get("cost_per_unit", 0.0), f"{where}.cost_per_unit")
     fixed = _number(entry.get("fixed_cost", 0.0), f"{where}.fixed_cost")
+    trip = _number(entry.get("trip_cost", 0.0), f"{where}.trip_cost")
     capacity = entry.get("capacity_per_day")
     if capacity is not None:
         capacity = _integer(capacity, f"{where}.capacity_per_day")
@@ -362,7 +367,7 @@ def _lanes_from_dict(entry: Mapping[str, Any], where: str, sites: Mapping[str, S
         if cutoff > 24:
             raise ConfigError(f"{where}.cutoff_hour: must be within 0-24, got {cutoff!r}")
     pairs = [(src, dst), (dst, src)] if entry.get("bidirectional", False) else [(src, dst)]
-    return [Lane(a, b, lead, per_unit, fixed, capacity, cutoff) for a, b in pairs]
+    return [Lane(a, b, lead, per_unit, fixed, capacity, cutoff, trip) for a, b in pairs]
 
 
 def limits_from_dict(raw: Mapping[str, Any]) -> Limits:

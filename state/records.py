@@ -205,6 +205,8 @@ class Outcome(StrEnum):
     TRANSFER_RECEIVED = "transfer_received"
     CONTROL_APPLIED = "control_applied"
     CONTROL_REJECTED = "control_rejected"
+    # A proposal held by negotiation until its lane's trip that day pays for itself.
+    WAITING_FOR_TRIP = "waiting_for_trip"
 
 
 class SuppressReason(StrEnum):
@@ -222,6 +224,8 @@ class SuppressReason(StrEnum):
     DATA_QUALITY = "data_quality"
     LANE_CAPACITY = "lane_capacity"
     STORAGE_CAPACITY = "storage_capacity"
+    # The lane's trip that day did not gather enough value to pay for itself.
+    TRIP_NOT_FILLED = "trip_not_filled"
 
 
 class ReleaseReason(StrEnum):

@@ -92,6 +92,9 @@ class Scenario:
     # Publish the replenishment forecast behind each target as `forecast` events at hour 0
     # (mean a day and its error), as a planning system would hand it to stockshift.
     publish_forecasts: bool = False
+    # How a lane's fixed cost is charged: "per_transfer" (each SKU's transfer pays it) or
+    # "per_trip" (one departure a day on the lane pays it, whatever it carries).
+    cost_model: str = "per_transfer"
     start_ms: int = 1_767_571_200_000  # 2026-01-05T00:00:00Z, a Monday
 
     @property
@@ -123,6 +126,8 @@ def load_scenario(path: str | Path, **overrides: Any) -> Scenario:
     scenario = replace(Scenario(), **{**raw, **overrides})
     if scenario.replenishment not in REPLENISHMENT_RULES:
         raise ConfigError(f"{path}: replenishment must be one of {REPLENISHMENT_RULES}")
+    if scenario.cost_model not in ("per_transfer", "per_trip"):
+        raise ConfigError(f"{path}: cost_model must be per_transfer or per_trip")
     if scenario.trace_unplaced not in ("error", "warn"):
         raise ConfigError(f"{path}: trace_unplaced must be error or warn")
     if scenario.distribution not in ("poisson", "negbin"):
@@ -178,7 +183,10 @@ def network_dict(scenario: Scenario) -> dict[str, Any]:
             "to": ids[j],
             "lead_hours": round(4 + float(distance[i, j]) / 5, 1),
             "cost_per_unit": round(0.1 + float(distance[i, j]) / 200, 2),
-            "fixed_cost": round(4 + float(distance[i, j]) / 10, 2),
+            # The lane's fixed cost: per SKU transferred, or per departure shared by all.
+            ("trip_cost" if scenario.cost_model == "per_trip" else "fixed_cost"): round(
+                4 + float(distance[i, j]) / 10, 2
+            ),
             "bidirectional": True,
             **(
                 {"capacity_per_day": scenario.lane_capacity_per_day}
@@ -385,6 +393,7 @@ class Kpis:
     units_moved: int = 0
     transfers: int = 0
     transfer_cost: float = 0.0
+    trips: int = 0
     proposals: int = 0
     proposals_rejected: int = 0
     # Proposals their own evidence priced below zero; the policy promises none.
@@ -413,6 +422,8 @@ class Kpis:
             ),
             "units_moved": self.units_moved,
             "transfers": self.transfers,
+            # Departures that paid a lane's trip cost (per_trip cost model; else 0).
+            "trips": self.trips,
             "transfer_cost": round(self.transfer_cost, 2),
             "transfer_cost_per_unit": round(
                 self.transfer_cost / self.units_moved if self.units_moved else 0.0, 3
@@ -730,9 +741,11 @@ class Simulation:
                 )
             else:
                 lane = self.network.lanes[(order.from_site, order.to_site)]
-                self._lane_used[(lane.lane_id, h // 24)] = (
-                    self._lane_used.get((lane.lane_id, h // 24), 0) + qty
-                )
+                used = self._lane_used.get((lane.lane_id, h // 24), 0)
+                if used == 0 and lane.trip_cost:  # the day's first departure on the lane
+                    self.kpis.trips += 1
+                    self.kpis.transfer_cost += lane.trip_cost
+                self._lane_used[(lane.lane_id, h // 24)] = used + qty
                 self._ship(k, src, dst, qty, lane.lead_hours, h, order.ref)
                 self.kpis.transfers += 1
                 self.kpis.transfer_cost += lane.fixed_cost + lane.cost_per_unit * qty
@@ -952,7 +965,8 @@ class SimulatorFeed:
 
     def on_negotiated(self, items: list[NegotiationOutcome]) -> None:
         for outcome in items:
-            self.negotiating -= 1
+            if not outcome.later:  # one answer per proposal; a trip's release comes later
+                self.negotiating -= 1
             if outcome.proposal is not None:
                 self._unfed.append(outcome.proposal)
                 self.proposals.append(outcome.proposal)

@@ -367,6 +367,7 @@ KPI_ROWS = (
     "share_served_by_transfer",
     "units_moved",
     "transfers",
+    "trips",
     "transfer_cost",
     "transfer_cost_per_unit",
     "transfer_efficiency",

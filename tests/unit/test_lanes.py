@@ -19,6 +19,7 @@ from operators.lanes import (
     in_negotiation_order,
     negotiate,
     negotiate_all,
+    negotiate_batch,
 )
 from state.config import ConfigError, network_from_dict
 from state.records import EventType, Outcome, Proposal, SiteOccupancy
@@ -207,3 +208,59 @@ def test_negotiation_order_does_not_depend_on_how_skus_were_interleaved(
     ordered = in_negotiation_order(interleaved)
     for sku, items in per_sku.items():
         assert [item for item in ordered if item.sku == sku] == items
+
+
+# ---- trips: a lane's trip cost shared by the SKUs it carries that day -------------------
+
+
+def trip_network(trip_cost: float):
+    return two_store_network(trip_cost=trip_cost)
+
+
+def worth(proposal: Proposal, net_benefit: float) -> Proposal:
+    return replace(proposal, evidence=replace(proposal.evidence, net_benefit=net_benefit))
+
+
+def test_proposals_wait_until_their_trip_pays_then_all_go_in_arrival_order() -> None:
+    net = trip_network(40.0)
+    first = worth(a_proposal("SKU-1", 10, hour=9.0), 15.0)
+    second = worth(a_proposal("SKU-2", 10, hour=9.5), 15.0)
+    third = worth(a_proposal("SKU-3", 10, hour=10.0), 15.0)
+    state, out = negotiate_batch(None, [first], net)
+    (waiting,) = out
+    assert waiting.proposal is None and waiting.decision is not None and not waiting.later
+    assert waiting.decision.outcome is Outcome.WAITING_FOR_TRIP
+    assert "15.00 of its 40.00" in waiting.decision.detail
+    state, out = negotiate_batch(state, [second], net)
+    assert [o.proposal for o in out] == [None]
+    state, out = negotiate_batch(state, [third], net)  # 45 >= 40: the trip opens
+    assert [o.proposal.sku for o in out if o.proposal] == ["SKU-1", "SKU-2", "SKU-3"]
+    assert [o.later for o in out] == [True, True, False]
+    # The trip is open for the day: the next one rides at once.
+    state, out = negotiate_batch(state, [worth(a_proposal("SKU-4", 5, hour=11.0), 0.5)], net)
+    assert out[0].proposal is not None and not out[0].later
+
+
+def test_a_trip_that_does_not_fill_drops_its_proposals_with_the_reason() -> None:
+    net = trip_network(40.0)
+    lonely = worth(a_proposal("SKU-1", 10, hour=9.0), 15.0)
+    state, _ = negotiate_batch(None, [lonely], net)
+    # The next item for the site comes after the proposal expired.
+    late = SiteOccupancy("SKU-9", "B", 3, lonely.expires_at_ms + 1)
+    state, out = negotiate_batch(state, [late], net)
+    dropped = [o for o in out if o.decision is not None]
+    assert len(dropped) == 1 and dropped[0].later and dropped[0].proposal is None
+    decision = dropped[0].decision
+    assert (decision.outcome, decision.reason) == (Outcome.SUPPRESSED, "trip_not_filled")
+    assert all(not trip.waiting for days in state.trips.values() for trip in days.values())
+
+
+def test_lanes_without_a_trip_cost_negotiate_as_before() -> None:
+    proposal = a_proposal("SKU-1", 10)
+    _, out = negotiate_batch(None, [proposal], trip_network(0.0))
+    assert [o.proposal for o in out] == [proposal]
+
+
+def test_a_trip_cost_must_not_be_negative() -> None:
+    with pytest.raises(ConfigError, match="trip_cost"):
+        trip_network(-1.0)

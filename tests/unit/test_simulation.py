@@ -375,3 +375,27 @@ def test_a_world_that_publishes_its_forecasts_hands_one_per_sku_site_to_the_plan
     assert sum(kind == "forecasts" for kind, _ in recorded) == len(forecasts)
     assert told["demand_units"] == blind["demand_units"]  # the same demand
     assert told != blind
+
+
+def test_per_trip_costs_charge_a_lanes_fixed_cost_once_a_day_whatever_it_carries() -> None:
+    scenario = replace(SMALL, cost_model="per_trip", n_skus=30)
+    network = make_network(scenario)
+    lanes = list(network.lanes.values())
+    assert all(lane.fixed_cost == 0 and lane.trip_cost > 0 for lane in lanes)
+    recorded: list = []
+    kpis = run_stockshift(scenario, network, POLICY, record=recorded).kpis
+    shipped = [b for k, b in recorded if k == "shipments" and b["type"] == "transfer_dispatched"]
+    days = {(b["from_site"], b["site"], (int(b["ts"]) - scenario.start_ms) // 86_400_000)
+            for b in shipped}  # fmt: skip
+    assert kpis["transfers"] == len(shipped) > kpis["trips"] == len(days) > 0
+    expected = sum(network.lanes[(src, dst)].trip_cost for src, dst, _ in days) + sum(
+        network.lanes[(b["from_site"], b["site"])].cost_per_unit * b["qty"] for b in shipped
+    )
+    assert kpis["transfer_cost"] == pytest.approx(expected, abs=0.01)
+
+
+def test_a_scenario_names_a_known_cost_model(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('cost_model = "per_parcel"\n')
+    with pytest.raises(ConfigError, match="cost_model"):
+        load_scenario(path)
