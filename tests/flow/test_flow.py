@@ -22,7 +22,13 @@ from operators.parse import parse_message, topic_kinds_for
 from state.records import Event, EventType, RawMessage
 from tests.support.helpers import event, policy, raw_of, run_raw, two_store_network, warm_history
 
-NEGOTIATION_REASONS = {"granted in part", "lane_capacity", "storage_capacity"}
+NEGOTIATION_REASONS = {
+    "granted in part",
+    "lane_capacity",
+    "storage_capacity",
+    "waiting_for_trip",
+    "trip_not_filled",
+}
 
 
 def memory_sinks() -> Sinks:
@@ -49,13 +55,16 @@ def test_flow_turns_events_into_a_proposal_and_bad_input_into_dead_letters() -> 
     assert any(d.proposal_id == sinks.proposals.items[0].proposal_id for d in sinks.decisions.items)
 
 
-@pytest.mark.parametrize(("seed", "lane_capacity"), [(3, 3), (5, 6)])
+@pytest.mark.parametrize(
+    ("seed", "lane_capacity", "trips_and_forecasts"), [(3, 3, False), (5, 6, False), (5, 6, True)]
+)
 def test_flow_and_direct_engine_make_identical_proposals_for_the_same_events(
-    seed: int, lane_capacity: int
+    seed: int, lane_capacity: int, trips_and_forecasts: bool
 ) -> None:
     # Lanes and sites constrained, so negotiation cuts and drops proposals on both paths.
     # (Seed 5 with 6-unit lanes gave different grants before negotiation ordered its batch:
-    # the dataflow hands it on SKU by SKU, the simulator in event order.)
+    # the dataflow hands it on SKU by SKU, the simulator in event order.) The third case
+    # adds forecasts and trip costs: proposals wait for their trip and go on later.
     scenario = Scenario(
         n_sites=4,
         n_skus=12,
@@ -63,6 +72,8 @@ def test_flow_and_direct_engine_make_identical_proposals_for_the_same_events(
         seed=seed,
         lane_capacity_per_day=lane_capacity,
         storage_capacity_days=5,
+        publish_forecasts=trips_and_forecasts,
+        cost_model="per_trip" if trips_and_forecasts else "per_transfer",
     )
     network = make_network(scenario)
     pol = policy()
@@ -107,6 +118,10 @@ def test_flow_and_direct_engine_make_identical_proposals_for_the_same_events(
     # Negotiation changed some (fewer units, or dropped): the constraints were in play.
     negotiated = [d for d in sinks.decisions.items if d.reason in NEGOTIATION_REASONS]
     assert negotiated, "the constrained scenario should make negotiation cut or drop proposals"
+    if trips_and_forecasts:
+        waited = {d.proposal_id for d in negotiated if d.reason == "waiting_for_trip"}
+        # Some waited for their trip and then went out once it paid.
+        assert waited & {p.proposal_id for p in sinks.proposals.items}
 
 
 def test_demo_writes_outputs_and_improves_fill_rate(tmp_path: Path) -> None:
