@@ -93,7 +93,7 @@ def test_check_config_with_brokers_reports_topics_set_up_otherwise(
     result = stockshift("check-config", "--brokers", kafka_brokers, "--topic-prefix", topic_prefix)
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"{topic_prefix}control: partitions is 3, expected 1" in result.stdout
-    assert "9 of 9 exist" in result.stdout
+    assert "10 of 10 exist" in result.stdout
     other = topic_prefix.replace(".", "x.")
     create_topics(from_env({"STOCKSHIFT_BROKERS": kafka_brokers, "STOCKSHIFT_TOPIC_PREFIX": other}))
     clean = stockshift("check-config", "--brokers", kafka_brokers, "--topic-prefix", other)
