@@ -47,11 +47,13 @@ from state.records import (
     StepOutput,
     SuppressReason,
 )
+from state.sku import restorable
 from state.units import DAY_MS
 
 ReceivingItem = Proposal | SiteOccupancy
 
 
+@restorable
 @dataclass(slots=True)
 class ReceivingState:
     """One receiving site: units granted per incoming lane and departure day (old days
@@ -64,6 +66,7 @@ class ReceivingState:
     trips: dict[str, dict[int, Trip]] = field(default_factory=dict)
 
 
+@restorable
 @dataclass(slots=True)
 class Trip:
     """One departure on a lane with a trip cost: open once the proposals for it are worth
@@ -311,8 +314,12 @@ def _unfilled_trips(state: ReceivingState, clock_ms: int) -> list[NegotiationOut
     for lane_id, days in state.trips.items():
         for day, trip in list(days.items()):
             gone = clock_ms >= day + DAY_MS
-            keep = [p for p in trip.waiting if not gone and clock_ms < p.expires_at_ms]
-            for dropped in (p for p in trip.waiting if p not in keep):
+            keep: list[Proposal] = []
+            dropped_ones: list[Proposal] = []
+            for waiting in trip.waiting:
+                fits = not gone and clock_ms < waiting.expires_at_ms
+                (keep if fits else dropped_ones).append(waiting)
+            for dropped in dropped_ones:
                 detail = (
                     f"lane {lane_id}'s trip gathered {trip.value:.2f} of its cost before "
                     "the proposal expired or the day's departure passed"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import MISSING, Field, dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 
 @dataclass(slots=True)
@@ -223,6 +223,9 @@ def _recent_seen_from_older(values: dict[str, Any]) -> None:
     )
 
 
+_R = TypeVar("_R")
+
+
 class StateVersionError(ValueError):
     """A recovery snapshot lacks a field this version needs and cannot default."""
 
@@ -264,5 +267,11 @@ def _restore(record: Any, state: Any) -> None:
         setattr(record, spec.name, value)
 
 
+def restorable(cls: type[_R]) -> type[_R]:
+    """Let a record kept in recovery snapshots load from an earlier version (`_restore`)."""
+    setattr(cls, "__setstate__", _restore)  # noqa: B010 (a method added to the class)
+    return cls
+
+
 for _record in (Demand, Inbound, Signals, SiteState, Reservation, SkuState):
-    setattr(_record, "__setstate__", _restore)  # noqa: B010 (a method added to each class)
+    restorable(_record)

@@ -107,3 +107,13 @@ def test_event_ids_are_remembered_for_the_horizon_up_to_the_cap(
             model.append((event_id, now // 60_000))
         assert state.seen_before(event_id, now, horizon, capacity) is expected
         assert len(state.recent_seen) == len(model) * 12 <= capacity * 12
+
+
+def test_an_older_negotiation_state_loads_without_trips() -> None:
+    """Negotiation snapshots from before lanes had trip costs have no `trips`."""
+    from operators.lanes import ReceivingState
+
+    old = ReceivingState.__new__(ReceivingState)
+    old.__setstate__((None, {"granted": {"A->B": {0: 5}}, "occupancy": {}, "occupied": 0}))
+    assert old.trips == {} and old.granted == {"A->B": {0: 5}}
+    assert pickle.loads(pickle.dumps(old)) == old
