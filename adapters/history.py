@@ -83,3 +83,52 @@ def epoch_ms(frame: pl.DataFrame, path: Path) -> list[int | None]:
         return list(day.dt.epoch("ms").to_list())
     except pl.exceptions.PolarsError as exc:
         raise ConfigError(f"{path}: unreadable dates or times: {exc}") from None
+
+
+def read_forecasts(
+    path: Path, network: Network, issued_ms: int, site_map: Mapping[str, str] | None = None
+) -> list[dict[str, object]]:
+    """A forecast file (CSV or Parquet: `sku`, `site`, `mean_per_day`, optional `error_cv`,
+    `forecast_version`, `ts`) as `stockshift.forecasts` events, issued at its `ts` or at
+    `issued_ms`. Ids are stable per SKU-site and version, so publishing a file twice is
+    ignored the second time. Rows that break the contract are errors naming the row."""
+    frame = read_sales_file(path, site_map)
+    missing = {"sku", "site", "mean_per_day"} - set(frame.columns)
+    if missing:
+        raise ConfigError(f"{path}: needs columns sku, site, mean_per_day")
+    unknown = sorted(set(map(str, frame["site"].unique())) - set(network.sites))
+    if unknown:
+        raise ConfigError(f"{path}: {len(unknown)} sites not in the network: {unknown[:10]}")
+    issued = epoch_ms(frame, path) if "ts" in frame.columns else [issued_ms] * len(frame)
+    return [
+        _forecast_event(path, row, ts)
+        for row, ts in zip(frame.iter_rows(named=True), issued, strict=True)
+    ]
+
+
+def _forecast_event(path: Path, row: Mapping[str, object], ts_ms: int | None) -> dict[str, object]:
+    where = f"{path}: forecast for {row['sku']}@{row['site']}"
+    mean, cv = row["mean_per_day"], row.get("error_cv")
+    if (
+        ts_ms is None
+        or isinstance(mean, bool)
+        or not isinstance(mean, int | float)
+        or not 0 <= mean <= 1_000_000
+    ):
+        raise ConfigError(f"{where}: needs a time and a mean_per_day in [0, 1000000]")
+    if cv is not None and (not isinstance(cv, int | float) or not 0 < cv <= 10):
+        raise ConfigError(f"{where}: error_cv must be in (0, 10]")
+    version = row.get("forecast_version")
+    body: dict[str, object] = {
+        "event_id": f"forecast-{row['site']}-{row['sku']}-{version or ts_ms}",
+        "ts": ts_ms,
+        "sku": str(row["sku"]),
+        "site": str(row["site"]),
+        "type": "forecast",
+        "mean_per_day": float(mean),
+    }
+    if cv is not None:
+        body["error_cv"] = float(cv)
+    if version is not None:
+        body["forecast_version"] = str(version)
+    return body

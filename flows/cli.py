@@ -121,23 +121,34 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _warmup(args: argparse.Namespace) -> int:
-    """Publish a sales history as `sale_history` events: the flow starts from demand
-    estimates instead of learning them for days (docs/operations.md)."""
+    """Publish a sales history as `sale_history` events and/or forecasts as `forecast`
+    events: the flow starts from demand estimates instead of learning them for days
+    (docs/operations.md)."""
+    from adapters.clock import now_ms
     from adapters.configfiles import load_network
-    from adapters.history import read_history, read_site_map
+    from adapters.history import read_forecasts, read_history, read_site_map
     from adapters.kafka import produce_all
     from operators.history import history_events
 
+    if not args.history and not args.forecasts:
+        raise ConfigError("warmup: give --history, --forecasts or both")
     settings = _settings(args)
     network = load_network(settings.network_path)
     site_map = read_site_map(Path(args.site_map)) if args.site_map else None
-    events = history_events(read_history(Path(args.history), network, site_map), network)
-    topic = settings.topic("pos")
-    if not args.dry_run:
-        produce_all(settings.brokers, topic, events, settings.kafka_config)
     verb = "would publish" if args.dry_run else "published"
-    units = sum(int(str(e["qty"])) for e in events)
-    print(f"{verb} {len(events)} sale_history events ({units} units) to {topic}")
+    if args.history:
+        events = history_events(read_history(Path(args.history), network, site_map), network)
+        topic = settings.topic("pos")
+        if not args.dry_run:
+            produce_all(settings.brokers, topic, events, settings.kafka_config)
+        units = sum(int(str(e["qty"])) for e in events)
+        print(f"{verb} {len(events)} sale_history events ({units} units) to {topic}")
+    if args.forecasts:
+        forecasts = read_forecasts(Path(args.forecasts), network, now_ms(), site_map)
+        topic = settings.topic("forecasts")
+        if not args.dry_run:
+            produce_all(settings.brokers, topic, forecasts, settings.kafka_config)
+        print(f"{verb} {len(forecasts)} forecasts to {topic}")
     return 0
 
 
@@ -528,8 +539,14 @@ def _add_kafka_flags(command: argparse.ArgumentParser) -> None:
 
 
 def _add_warmup(sub: Subcommands) -> None:
-    warm = sub.add_parser("warmup", help="start from a sales history instead of days of watching")
-    warm.add_argument("--history", required=True, help="CSV or Parquet: date|ts, sku, site, qty")
+    warm = sub.add_parser(
+        "warmup", help="start from a sales history and forecasts instead of days of watching"
+    )
+    warm.add_argument("--history", help="CSV or Parquet: date|ts, sku, site, qty")
+    warm.add_argument(
+        "--forecasts",
+        help="CSV or Parquet: sku, site, mean_per_day [, error_cv, forecast_version, ts]",
+    )
     warm.add_argument("--network", help="network TOML [STOCKSHIFT_NETWORK]")
     warm.add_argument("--site-map", help="CSV store,site: the file's store ids -> site ids")
     warm.add_argument("--dry-run", action="store_true", help="count, publish nothing")

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.history import read_history
+from adapters.history import read_forecasts, read_history
 from operators.engine import DecisionContext, step
 from operators.history import HistoryRow, history_events, hourly_split
 from operators.parse import parse_object
 from state.config import ConfigError
-from state.records import Event, EventType
+from state.records import Event, EventType, ForecastFigures
 from tests.support.helpers import HOUR, T0, event, policy, two_store_network
 
 NETWORK = two_store_network()
@@ -98,3 +98,40 @@ def test_a_site_map_lets_a_file_with_store_ids_warm_the_network(tmp_path: Path) 
     stores.write_text("store,site\nCA_1,A\n")
     (row,) = read_history(path, NETWORK, read_site_map(stores))
     assert (row.site, row.qty) == ("A", 3)
+
+
+def test_a_forecast_file_becomes_contract_events_with_stable_ids(tmp_path: Path) -> None:
+    path = tmp_path / "forecasts.csv"
+    path.write_text(
+        "sku,site,mean_per_day,error_cv,forecast_version\nSKU-1,A,2.5,0.3,w49\nSKU-1,B,0,,w49\n"
+    )
+    network = two_store_network()
+    bodies = read_forecasts(path, network, issued_ms=T0)
+    sites = frozenset(network.sites)
+    events = [parse_object("forecasts", body, sites) for body in bodies]
+    assert [(e.site, e.ts_ms, e.forecast) for e in events] == [
+        ("A", T0, ForecastFigures(2.5, 0.3, "w49")),
+        ("B", T0, ForecastFigures(0.0, None, "w49")),
+    ]
+    # The same file again: the same ids, so the flow ignores it as duplicates.
+    assert [b["event_id"] for b in read_forecasts(path, network, issued_ms=T0 + 1)] == [
+        b["event_id"] for b in bodies
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ("sku,site,mean\nS,A,1\n", "needs columns"),
+        ("sku,site,mean_per_day\nS,Z,1\n", "not in the network"),
+        ("sku,site,mean_per_day\nS,A,-1\n", "mean_per_day in"),
+        ("sku,site,mean_per_day,error_cv\nS,A,1,0\n", "error_cv"),
+    ],
+)
+def test_a_bad_forecast_file_is_refused_naming_what_is_wrong(
+    tmp_path: Path, rows: str, message: str
+) -> None:
+    path = tmp_path / "forecasts.csv"
+    path.write_text(rows)
+    with pytest.raises(ConfigError, match=message):
+        read_forecasts(path, two_store_network(), issued_ms=T0)
