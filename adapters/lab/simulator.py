@@ -92,6 +92,9 @@ class Scenario:
     # Publish the replenishment forecast behind each target as `forecast` events at hour 0
     # (mean a day and its error), as a planning system would hand it to stockshift.
     publish_forecasts: bool = False
+    # The published forecasts are this multiple of the ones behind the targets (an error
+    # upstream: wrong units, a stale model), to test how stockshift copes with a bad feed.
+    published_forecast_factor: float = 1.0
     # How a lane's fixed cost is charged: "per_transfer" (each SKU's transfer pays it) or
     # "per_trip" (one departure a day on the lane pays it, whatever it carries).
     cost_model: str = "per_transfer"
@@ -142,7 +145,7 @@ _POSITIVE = ("n_sites", "n_skus", "days", "mean_daily_demand", "dispersion")
 _NOT_NEGATIVE = (
     "supplier_lead_days", "review_days", "nearest_lanes", "lane_capacity_per_day",
     "storage_capacity_days", "forecast_error_sigma", "site_scale_sigma",
-    "sku_popularity_sigma", "base_stock_z", "warmup_days",
+    "sku_popularity_sigma", "base_stock_z", "warmup_days", "published_forecast_factor",
 )  # fmt: skip
 
 
@@ -611,11 +614,12 @@ class Simulation:
         """The forecast each target was set from, with its error as a coefficient of
         variation (a lognormal error of sigma s has cv sqrt(exp(s^2) - 1))."""
         cv = math.sqrt(math.expm1(self.scenario.forecast_error_sigma**2))
+        factor = self.scenario.published_forecast_factor
         events: list[Event] = []
         for k, sku in enumerate(self.skus):
             for s, site in enumerate(self.sites):
                 body = {"event_id": f"fc-{sku}-{site}", "ts": self.ts(0), "sku": sku,
-                        "site": site, "mean_per_day": round(float(self.forecast[k, s]), 4),
+                        "site": site, "mean_per_day": round(float(self.forecast[k, s] * factor), 4),
                         "forecast_version": "sim-0"}  # fmt: skip
                 if cv > 0:
                     body["error_cv"] = round(cv, 4)

@@ -399,3 +399,17 @@ def test_a_scenario_names_a_known_cost_model(tmp_path: Path) -> None:
     path.write_text('cost_model = "per_parcel"\n')
     with pytest.raises(ConfigError, match="cost_model"):
         load_scenario(path)
+
+
+def test_a_world_can_publish_forecasts_off_by_a_factor() -> None:
+    """A bad feed for robustness runs: the targets keep the true forecast."""
+    told = Simulation(replace(SMALL, publish_forecasts=True), make_network(SMALL))
+    scaled = replace(SMALL, publish_forecasts=True, published_forecast_factor=3.0)
+    off = Simulation(scaled, make_network(SMALL))
+    means = {b["event_id"]: b["mean_per_day"] for k, b in told.initial_events() if k == "forecasts"}
+    for kind, body in off.initial_events():
+        if kind == "forecasts":
+            assert body["mean_per_day"] == pytest.approx(
+                3 * means[body["event_id"]], rel=1e-3, abs=1e-3
+            )
+    assert (off.base_stock == told.base_stock).all()
