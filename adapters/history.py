@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from operators.history import HistoryRow
+from operators.parse import Invalid, parse_object
 from state.config import ConfigError, Network
 
 
@@ -101,34 +102,28 @@ def read_forecasts(
         raise ConfigError(f"{path}: {len(unknown)} sites not in the network: {unknown[:10]}")
     issued = epoch_ms(frame, path) if "ts" in frame.columns else [issued_ms] * len(frame)
     return [
-        _forecast_event(path, row, ts)
+        _forecast_event(path, row, ts, frozenset(network.sites))
         for row, ts in zip(frame.iter_rows(named=True), issued, strict=True)
     ]
 
 
-def _forecast_event(path: Path, row: Mapping[str, object], ts_ms: int | None) -> dict[str, object]:
-    where = f"{path}: forecast for {row['sku']}@{row['site']}"
-    mean, cv = row["mean_per_day"], row.get("error_cv")
-    if (
-        ts_ms is None
-        or isinstance(mean, bool)
-        or not isinstance(mean, int | float)
-        or not 0 <= mean <= 1_000_000
-    ):
-        raise ConfigError(f"{where}: needs a time and a mean_per_day in [0, 1000000]")
-    if cv is not None and (not isinstance(cv, int | float) or not 0 < cv <= 10):
-        raise ConfigError(f"{where}: error_cv must be in (0, 10]")
-    version = row.get("forecast_version")
+def _forecast_event(
+    path: Path, row: Mapping[str, object], ts_ms: int | None, sites: frozenset[str]
+) -> dict[str, object]:
+    """The row as a forecast message, checked by the same parser the flow uses."""
     body: dict[str, object] = {
-        "event_id": f"forecast-{row['site']}-{row['sku']}-{version or ts_ms}",
+        "event_id": f"forecast-{row['site']}-{row['sku']}-{row.get('forecast_version') or ts_ms}",
         "ts": ts_ms,
         "sku": str(row["sku"]),
         "site": str(row["site"]),
         "type": "forecast",
-        "mean_per_day": float(mean),
+        "mean_per_day": row["mean_per_day"],
     }
-    if cv is not None:
-        body["error_cv"] = float(cv)
-    if version is not None:
-        body["forecast_version"] = str(version)
+    for name in ("error_cv", "forecast_version"):
+        if row.get(name) is not None:
+            body[name] = row[name]
+    try:
+        parse_object("forecasts", body, sites)
+    except Invalid as exc:
+        raise ConfigError(f"{path}: forecast for {row['sku']}@{row['site']}: {exc}") from None
     return body

@@ -124,7 +124,7 @@ def test_a_forecast_file_becomes_contract_events_with_stable_ids(tmp_path: Path)
     [
         ("sku,site,mean\nS,A,1\n", "needs columns"),
         ("sku,site,mean_per_day\nS,Z,1\n", "not in the network"),
-        ("sku,site,mean_per_day\nS,A,-1\n", "mean_per_day in"),
+        ("sku,site,mean_per_day\nS,A,-1\n", "mean_per_day"),
         ("sku,site,mean_per_day,error_cv\nS,A,1,0\n", "error_cv"),
     ],
 )
