@@ -275,7 +275,8 @@ def negotiate_batch(
 
 
 def _trip_cost(proposal: Proposal, network: Network) -> float:
-    return network.lanes[(proposal.from_site, proposal.to_site)].trip_cost
+    lane = network.lanes[(proposal.from_site, proposal.to_site)]
+    return lane.trip_cost + lane.min_trip_value
 
 
 def _through_trip(
@@ -292,10 +293,11 @@ def _through_trip(
         return [negotiate(state, proposal, network)[1]]
     trip.waiting.append(proposal)
     trip.value += proposal.evidence.net_benefit
-    if trip.value < lane.trip_cost:
+    needed = lane.trip_cost + lane.min_trip_value
+    if trip.value < needed:
         detail = (
-            f"waits for lane {lane.lane_id}'s trip, worth {trip.value:.2f} of its "
-            f"{lane.trip_cost:.2f} cost so far"
+            f"waits for lane {lane.lane_id}'s trip, worth {trip.value:.2f} of the "
+            f"{needed:.2f} it needs so far"
         )
         return [NegotiationOutcome(None, _waiting(proposal, detail))]
     trip.opened = True

@@ -74,6 +74,8 @@ class Lane:
     # The cost of one departure (a van, a truck) on the lane, shared by every SKU it carries
     # that day; 0: none. `fixed_cost` stays the cost of each SKU's transfer on it.
     trip_cost: float = 0.0
+    # A trip leaves only when what it carries is worth this much beyond its cost.
+    min_trip_value: float = 0.0
 
     @property
     def lane_id(self) -> str:
@@ -266,6 +268,7 @@ _LANE_KEYS: Final = frozenset(
         "cost_per_unit",
         "fixed_cost",
         "trip_cost",
+        "min_trip_value",
         "capacity_per_day",
         "cutoff_hour",
         "bidirectional",
@@ -358,6 +361,7 @@ def _lanes_from_dict(entry: Mapping[str, Any], where: str, sites: Mapping[str, S
     per_unit = _number(entry.get("cost_per_unit", 0.0), f"{where}.cost_per_unit")
     fixed = _number(entry.get("fixed_cost", 0.0), f"{where}.fixed_cost")
     trip = _number(entry.get("trip_cost", 0.0), f"{where}.trip_cost")
+    min_trip = _number(entry.get("min_trip_value", 0.0), f"{where}.min_trip_value")
     capacity = entry.get("capacity_per_day")
     if capacity is not None:
         capacity = _integer(capacity, f"{where}.capacity_per_day")
@@ -367,7 +371,7 @@ def _lanes_from_dict(entry: Mapping[str, Any], where: str, sites: Mapping[str, S
         if cutoff > 24:
             raise ConfigError(f"{where}.cutoff_hour: must be within 0-24, got {cutoff!r}")
     pairs = [(src, dst), (dst, src)] if entry.get("bidirectional", False) else [(src, dst)]
-    return [Lane(a, b, lead, per_unit, fixed, capacity, cutoff, trip) for a, b in pairs]
+    return [Lane(a, b, lead, per_unit, fixed, capacity, cutoff, trip, min_trip) for a, b in pairs]
 
 
 def limits_from_dict(raw: Mapping[str, Any]) -> Limits:

@@ -230,7 +230,7 @@ def test_proposals_wait_until_their_trip_pays_then_all_go_in_arrival_order() -> 
     (waiting,) = out
     assert waiting.proposal is None and waiting.decision is not None and not waiting.later
     assert waiting.decision.outcome is Outcome.WAITING_FOR_TRIP
-    assert "15.00 of its 40.00" in waiting.decision.detail
+    assert "15.00 of the 40.00 it needs" in waiting.decision.detail
     state, out = negotiate_batch(state, [second], net)
     assert [o.proposal for o in out] == [None]
     state, out = negotiate_batch(state, [third], net)  # 45 >= 40: the trip opens
@@ -264,3 +264,11 @@ def test_lanes_without_a_trip_cost_negotiate_as_before() -> None:
 def test_a_trip_cost_must_not_be_negative() -> None:
     with pytest.raises(ConfigError, match="trip_cost"):
         trip_network(-1.0)
+
+
+def test_a_minimum_trip_value_keeps_the_trip_until_its_load_is_worth_more() -> None:
+    net = two_store_network(trip_cost=40.0, min_trip_value=20.0)
+    state, out = negotiate_batch(None, [worth(a_proposal("SKU-1", 10, hour=9.0), 45.0)], net)
+    assert out[0].proposal is None and "45.00 of the 60.00" in out[0].decision.detail
+    state, out = negotiate_batch(state, [worth(a_proposal("SKU-2", 10, hour=9.5), 15.0)], net)
+    assert [o.proposal.sku for o in out if o.proposal] == ["SKU-1", "SKU-2"]
