@@ -18,6 +18,31 @@ from tests.support.helpers import T0, event
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 
+def warm_then_count(
+    brokers: str, prefix: str, tmp_path: Path, option: str, path: Path, says: str
+) -> None:
+    """`stockshift warmup <option> <path>` (its output must say `says`), then the first
+    counts (A full, B nearly empty): the flow proposes A -> B at once."""
+    with flow_harness(brokers, prefix, tmp_path) as flow:
+        warmed = subprocess.run(
+            [sys.executable, "-m", "flows.cli", "warmup", option, str(path)],
+            cwd=ROOT, env=flow.env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert warmed.returncode == 0, warmed.stderr
+        assert says in warmed.stdout
+        flow.last_ts = T0
+        flow.publish_events(
+            [
+                event("cA", EventType.SNAPSHOT, 0.2, "A", 300),
+                event("cB", EventType.SNAPSHOT, 0.3, "B", 5),
+            ]
+        )
+        proposals = read_topic(brokers, prefix + "proposals", 1, timeout=60)
+    assert len(proposals) == 1
+    body = orjson.loads(proposals[0].value())
+    assert (body["from_site"], body["to_site"]) == ("A", "B")
+
+
 def test_a_history_file_lets_the_flow_propose_on_its_first_counts(
     kafka_brokers: str, topic_prefix: str, tmp_path: Path
 ) -> None:
@@ -26,24 +51,8 @@ def test_a_history_file_lets_the_flow_propose_on_its_first_counts(
     history.write_text(
         "date,sku,site,qty\n" + "".join(f"{d},SKU-1,{s},24\n" for d in days for s in "AB")
     )
-    with flow_harness(kafka_brokers, topic_prefix, tmp_path) as flow:
-        warmed = subprocess.run(
-            [sys.executable, "-m", "flows.cli", "warmup", "--history", str(history)],
-            cwd=ROOT, env=flow.env, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-        assert warmed.returncode == 0, warmed.stderr
-        assert "published 144 sale_history events (144 units)" in warmed.stdout
-        flow.last_ts = T0
-        flow.publish_events(
-            [
-                event("cA", EventType.SNAPSHOT, 0.2, "A", 300),
-                event("cB", EventType.SNAPSHOT, 0.3, "B", 5),
-            ]
-        )
-        proposals = read_topic(kafka_brokers, topic_prefix + "proposals", 1, timeout=60)
-    assert len(proposals) == 1
-    body = orjson.loads(proposals[0].value())
-    assert (body["from_site"], body["to_site"]) == ("A", "B")
+    says = "published 144 sale_history events (144 units)"
+    warm_then_count(kafka_brokers, topic_prefix, tmp_path, "--history", history, says)
 
 
 def test_a_forecast_file_lets_the_flow_propose_on_its_first_counts(
@@ -57,21 +66,5 @@ def test_a_forecast_file_lets_the_flow_propose_on_its_first_counts(
         "sku,site,mean_per_day,error_cv,forecast_version,ts\n"
         + "".join(f"SKU-1,{s},24,0.3,w1,{issued}\n" for s in "AB")
     )
-    with flow_harness(kafka_brokers, topic_prefix, tmp_path) as flow:
-        warmed = subprocess.run(
-            [sys.executable, "-m", "flows.cli", "warmup", "--forecasts", str(forecasts)],
-            cwd=ROOT, env=flow.env, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-        assert warmed.returncode == 0, warmed.stderr
-        assert f"published 2 forecasts to {topic_prefix}forecasts" in warmed.stdout
-        flow.last_ts = T0
-        flow.publish_events(
-            [
-                event("cA", EventType.SNAPSHOT, 0.2, "A", 300),
-                event("cB", EventType.SNAPSHOT, 0.3, "B", 5),
-            ]
-        )
-        proposals = read_topic(kafka_brokers, topic_prefix + "proposals", 1, timeout=60)
-    assert len(proposals) == 1
-    body = orjson.loads(proposals[0].value())
-    assert (body["from_site"], body["to_site"]) == ("A", "B")
+    says = f"published 2 forecasts to {topic_prefix}forecasts"
+    warm_then_count(kafka_brokers, topic_prefix, tmp_path, "--forecasts", forecasts, says)
