@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from operators import signals
 from operators.demand import advance, mean_per_hour, observed_hours, smoothing_alpha
 from operators.limits import expire_inbound, refusal, refused_letter
-from operators.planner import Plan, demand_prior, plan_for_receiver, proposal_id
+from operators.planner import Agents, Plan, demand_prior, plan_for_receiver, proposal_id
 from operators.position import apply_event, expire_reservations, reserve
 from operators.trace import continue_trace
 from state.config import ConfigError, Network, Policy, SkuParams
@@ -308,8 +308,9 @@ def _decide(state: SkuState, run: _Step, ctx: DecisionContext, rejudge_neighbour
         )
     policy = run.policy
     prior = demand_prior(state, policy, ctx.network) if policy.demand_prior_hours > 0 else None
+    agents: Agents = {}
     for receiver_id in receivers:
-        proposal = _decide_receiver(state, run, receiver_id, ctx, prior)
+        proposal = _decide_receiver(state, run, receiver_id, ctx, prior, agents)
         if proposal is not None:
             run.proposals.append(proposal)
             run.touched.update((proposal.from_site, proposal.to_site))
@@ -360,7 +361,12 @@ def _occupancy(site: SiteState, now_ms: int) -> int:
 
 
 def _decide_receiver(
-    state: SkuState, run: _Step, receiver_id: str, ctx: DecisionContext, prior: float | None
+    state: SkuState,
+    run: _Step,
+    receiver_id: str,
+    ctx: DecisionContext,
+    prior: float | None,
+    agents: Agents,
 ) -> Proposal | None:
     """A proposal into the receiver, or None; a suppression is logged when its reason
     changes, not on every event that finds the same answer."""
@@ -368,14 +374,18 @@ def _decide_receiver(
     receiver = state.site(receiver_id)
     widen = signals.extra_safety_z(receiver, now)
     planning = replace(policy, service_level_z=policy.service_level_z + widen) if widen else policy
-    plan = plan_for_receiver(state, receiver_id, ctx.network, planning, now, prior, screen=True)
+    plan = plan_for_receiver(
+        state, receiver_id, ctx.network, planning, now, prior, screen=True, agents=agents
+    )
     if plan is None:
         receiver.last_logged = ""
         return None
     reason = _suppress_reason(state, plan, receiver_id, policy, governance, now)
     if plan.screened and not (reason and receiver.last_logged == reason):
         # To be logged or proposed: every alternative's numbers go on the record.
-        plan = plan_for_receiver(state, receiver_id, ctx.network, planning, now, prior)
+        plan = plan_for_receiver(
+            state, receiver_id, ctx.network, planning, now, prior, agents=agents
+        )
         assert plan is not None, "screening changed whether the receiver has a need"
         reason = _suppress_reason(state, plan, receiver_id, policy, governance, now)
     if reason:

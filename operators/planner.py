@@ -213,6 +213,31 @@ def agent_for(
     return Agent(site_id=site_id, state=site, mean=mean, sd=sd, learned=learned, se=se)
 
 
+# Agents already built for one decision, by site id. An agent depends on its site's demand,
+# forecast and the SKU's prior, none of which change while one event's receivers are judged
+# (only reservations do, which agents read live): a receiver and its seven senders are built
+# once per event, not once per receiver they meet.
+Agents = dict[str, Agent]
+
+
+def agent_at(
+    sku_state: SkuState,
+    site_id: str,
+    network: Network,
+    policy: Policy,
+    prior: float | None,
+    agents: Agents | None,
+) -> Agent:
+    """The site's agent, from `agents` when one was built for this decision already."""
+    found = agents.get(site_id) if agents is not None else None
+    if found is None:
+        site = sku_state.site(site_id)
+        found = agent_for(site_id, site, policy, prior, demand_index(network, site_id))
+        if agents is not None:
+            agents[site_id] = found
+    return found
+
+
 # An exponentially smoothed mean weighs as many observations as (2 - a) / a, about 2.9
 # half-lives' worth.
 _EFFECTIVE_PER_HALFLIFE = 2.0 / math.log(2.0)
@@ -516,6 +541,7 @@ def plan_for_receiver(
     now_ms: int,
     prior: float | EllipsisType | None = ...,
     screen: bool = False,
+    agents: Agents | None = None,
 ) -> Plan | None:
     """Find the best sender for a receiver, or why none qualifies; None when no need.
 
@@ -531,13 +557,7 @@ def plan_for_receiver(
     """
     if prior is ...:
         prior = demand_prior(sku_state, policy, network) if policy.demand_prior_hours > 0 else None
-    receiver = agent_for(
-        receiver_id,
-        sku_state.site(receiver_id),
-        policy,
-        prior,
-        demand_index(network, receiver_id),
-    )
+    receiver = agent_at(sku_state, receiver_id, network, policy, prior, agents)
     lanes = network.lanes_into(receiver_id)  # fastest first
     shortest = lanes[0].lead_hours if lanes else 0.0
     need = receiver_need(receiver, shortest, policy, now_ms)
@@ -565,6 +585,7 @@ def plan_for_receiver(
         now_ms,
         prior,
         screen,
+        agents,
     )
     candidates = [
         scored
@@ -632,6 +653,7 @@ class _PlanInputs:
     now_ms: int
     prior: float | None
     screen: bool
+    agents: Agents | None
 
 
 # Screen only below the threshold by more than floating-point noise in the bound.
@@ -644,8 +666,8 @@ def _candidate(inputs: _PlanInputs, lane: Lane) -> ScoredSender | None:
     if sender_state is None:
         return None
     network, policy = inputs.network, inputs.policy
-    sender = agent_for(
-        lane.from_site, sender_state, policy, inputs.prior, demand_index(network, lane.from_site)
+    sender = agent_at(
+        inputs.sku_state, lane.from_site, network, policy, inputs.prior, inputs.agents
     )
     if not sender.learned:
         return None
