@@ -1,15 +1,23 @@
 # syntax=docker/dockerfile:1
-# Build stage: a wheel and its dependencies in a virtualenv.
+# Build stage: a wheel with the decision core compiled by mypyc (setup.py; a C compiler and
+# mypy in a build-only virtualenv), installed with its dependencies in the runtime virtualenv.
 FROM python:3.11-slim AS build
 WORKDIR /src
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+RUN python -m venv /opt/build \
+    && /opt/build/bin/pip install --no-cache-dir "setuptools>=77" wheel "mypy>=1.10,<3"
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY flows flows
 COPY operators operators
 COPY state state
 COPY adapters adapters
-RUN pip install --no-cache-dir .
+RUN STOCKSHIFT_COMPILE=1 /opt/build/bin/pip wheel --no-cache-dir --no-build-isolation \
+        --no-deps -w /wheels . \
+    && pip install --no-cache-dir /wheels/*.whl
 
 # Runtime stage: non-root, configs copied in, `stockshift run` as the one entry point.
 FROM python:3.11-slim

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SERVICES_DIR := .services
 
-.PHONY: demo live-demo test test-tools lint format services stop-services clean
+.PHONY: demo live-demo test test-tools lint format services stop-services clean compiled pure
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,15 @@ test-tools:
 	    || echo "could not install chromium: browser tests will be skipped"; \
 	  else echo "chromium missing and not root: browser tests will be skipped"; fi; }
 
+## compiled: compile the decision core in place with mypyc (setup.py; the image does the same);
+## `make pure` removes it again. Tests run the pure core unless you do this; the compiled
+## one is checked against it by tests/integration/test_compiled_core.py either way.
+compiled: $(VENV)/.dev
+	STOCKSHIFT_COMPILE=1 $(BIN)/python setup.py -q build_ext --inplace
+
+pure:
+	rm -rf build *__mypyc*.so operators/*.so state/*.so
+
 ## lint: ruff (lint + format check) and mypy (strict on operators/ and state/)
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
@@ -76,4 +85,4 @@ stop-services:
 	$(BIN)/python -m adapters.lab.devservices stop --dir $(SERVICES_DIR)
 
 clean:
-	rm -rf $(VENV) out $(SERVICES_DIR) *.egg-info
+	rm -rf $(VENV) out $(SERVICES_DIR) *.egg-info build *__mypyc*.so operators/*.so state/*.so

@@ -16,7 +16,7 @@ largest part of the flow's memory (docs/deploy.md).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Final
 
 
@@ -121,8 +121,8 @@ class PoissonCusum:
                 values.update(part)
         params = values.get("params")
         if not isinstance(params, CusumParams):
-            fields = {k: values[k] for k in CusumParams.__slots__ if k in values}
-            params = CusumParams(**fields)
+            names = (f.name for f in fields(CusumParams))
+            params = CusumParams(**{k: values[k] for k in names if k in values})
         self.params = DEFAULT_PARAMS if params == DEFAULT_PARAMS else params
         fresh = PoissonCusum()
         for name in _STATE:

@@ -47,15 +47,14 @@ from state.records import (
     StepOutput,
     SuppressReason,
 )
-from state.sku import restorable
+from state.sku import Restorable
 from state.units import DAY_MS
 
 ReceivingItem = Proposal | SiteOccupancy
 
 
-@restorable
 @dataclass(slots=True)
-class ReceivingState:
+class ReceivingState(Restorable):
     """One receiving site: units granted per incoming lane and departure day (old days
     dropped) and, when the site declares storage capacity, its occupancy per SKU."""
 
@@ -66,9 +65,8 @@ class ReceivingState:
     trips: dict[str, dict[int, Trip]] = field(default_factory=dict)
 
 
-@restorable
 @dataclass(slots=True)
-class Trip:
+class Trip(Restorable):
     """One departure on a lane with a trip cost: open once the proposals for it are worth
     its cost together; until then they wait here."""
 

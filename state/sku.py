@@ -10,11 +10,26 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import MISSING, Field, dataclass, field, fields
-from typing import Any, TypeVar
+from typing import Any
+
+
+class Restorable:
+    """A record kept in recovery snapshots. It pickles as Python pickles a slotted object,
+    `(None, {field: value})`, written out here so that the compiled core (mypyc, whose
+    classes have no such default) and the pure one read each other's snapshots; it loads
+    through `_restore`, so a snapshot written by an earlier version loads too."""
+
+    __slots__ = ()
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        return None, {spec.name: getattr(self, spec.name) for spec in _fields_of(type(self))}
+
+    def __setstate__(self, state: Any) -> None:
+        _restore(self, state)
 
 
 @dataclass(slots=True)
-class Demand:
+class Demand(Restorable):
     """An event-time demand estimate: a tumbling window plus exponentially smoothed moments.
 
     `rate` and `var` are per window (units per window); `weight` is the bias correction of
@@ -30,7 +45,7 @@ class Demand:
 
 
 @dataclass(slots=True)
-class Inbound:
+class Inbound(Restorable):
     """Stock expected at a site: a supplier shipment or a dispatched transfer in transit."""
 
     qty: int
@@ -38,7 +53,7 @@ class Inbound:
 
 
 @dataclass(slots=True)
-class Signals:
+class Signals(Restorable):
     """Per SKU-site detector memory: a few numbers and one small River drift detector.
 
     Created only for sites that sell, so idle SKU-sites carry nothing.
@@ -59,8 +74,8 @@ class Signals:
     rise_found_today: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class SiteForecast:
+@dataclass(slots=True)
+class SiteForecast(Restorable):
     """A forecast as the planner uses it: units an hour and the rate's relative error."""
 
     per_hour: float
@@ -68,7 +83,7 @@ class SiteForecast:
 
 
 @dataclass(slots=True)
-class SiteState:
+class SiteState(Restorable):
     on_hand: int = 0
     reserved_in: int = 0
     reserved_out: int = 0
@@ -129,7 +144,7 @@ class SiteState:
 
 
 @dataclass(slots=True)
-class Reservation:
+class Reservation(Restorable):
     """A proposal's quantity held at both ends until dispatched, rejected, failed or expired."""
 
     from_site: str
@@ -142,7 +157,7 @@ class Reservation:
 
 
 @dataclass(slots=True)
-class SkuState:
+class SkuState(Restorable):
     sku: str
     sites: dict[str, SiteState] = field(default_factory=dict)
     reservations: dict[str, Reservation] = field(default_factory=dict)
@@ -223,9 +238,6 @@ def _recent_seen_from_older(values: dict[str, Any]) -> None:
     )
 
 
-_R = TypeVar("_R")
-
-
 class StateVersionError(ValueError):
     """A recovery snapshot lacks a field this version needs and cannot default."""
 
@@ -242,6 +254,8 @@ def _restore(record: Any, state: Any) -> None:
     a dropped one the load itself.)"""
     cls = type(record)
     values: dict[str, Any] = {}
+    if isinstance(state, list):  # a frozen record's field values, in order (SiteForecast)
+        state = dict(zip((spec.name for spec in _fields_of(cls)), state, strict=False))
     for part in state if isinstance(state, tuple) else (state,):
         if part:
             values.update(part)
@@ -250,10 +264,7 @@ def _restore(record: Any, state: Any) -> None:
             values[new] = values.pop(old)
     if cls is SkuState:
         _recent_seen_from_older(values)
-    known = _FIELDS.get(cls)
-    if known is None:
-        known = _FIELDS[cls] = fields(cls)
-    for spec in known:
+    for spec in _fields_of(cls):
         if spec.name in values:
             value = values[spec.name]
         elif spec.default is not MISSING:
@@ -267,11 +278,8 @@ def _restore(record: Any, state: Any) -> None:
         setattr(record, spec.name, value)
 
 
-def restorable(cls: type[_R]) -> type[_R]:
-    """Let a record kept in recovery snapshots load from an earlier version (`_restore`)."""
-    setattr(cls, "__setstate__", _restore)  # noqa: B010 (a method added to the class)
-    return cls
-
-
-for _record in (Demand, Inbound, Signals, SiteState, Reservation, SkuState):
-    restorable(_record)
+def _fields_of(cls: type) -> tuple[Field[Any], ...]:
+    known = _FIELDS.get(cls)
+    if known is None:
+        known = _FIELDS[cls] = fields(cls)
+    return known

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import orjson
 import pytest
@@ -162,7 +162,7 @@ def test_expected_deliveries_are_capped_and_expire_after_their_eta() -> None:
 
 
 def _fields(e: Event) -> dict[str, object]:
-    return {name: getattr(e, name) for name in Event.__slots__}
+    return {spec.name: getattr(e, spec.name) for spec in fields(Event)}
 
 
 def test_limits_are_validated_with_the_key_named() -> None:

@@ -1,0 +1,66 @@
+"""The compiled core (mypyc, as `make compiled` and the image build it) decides exactly as
+the pure one: the same proposals, decision records, positions and findings on a simulated
+network's events, and recovery snapshots that either one wrote load in the other."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.lab.compiled import CHECKOUT, build_copy, can_compile, env_for
+
+pytestmark = pytest.mark.e2e
+CHILD = Path(__file__).resolve().parents[1] / "support" / "replay_child.py"
+# Enough for proposals, suppressions, dispatches and deliveries (checked below).
+SKUS, EVENTS = 60, 12_000
+
+why_not = can_compile()
+
+
+@pytest.fixture(scope="module")
+def compiled_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if why_not:
+        pytest.skip(f"cannot build the compiled core here: {why_not}")
+    return build_copy(tmp_path_factory.mktemp("compiled"))
+
+
+def replay(root: Path, *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, str(CHILD), str(SKUS), str(EVENTS), *args],
+        env=env_for(root), capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return dict(json.loads(done.stdout))
+
+
+def test_the_copy_holds_every_listed_module_compiled(compiled_root: Path) -> None:
+    import tomllib
+
+    listed = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["tool"]["stockshift"]
+    for module in listed["compiled_modules"]:
+        stem = compiled_root / module.removesuffix(".py")
+        assert list(stem.parent.glob(stem.name + ".*.so")), f"{module} was not compiled"
+
+
+def test_compiled_and_pure_cores_decide_identically(compiled_root: Path) -> None:
+    pure, compiled = replay(CHECKOUT), replay(compiled_root)
+    assert (pure["compiled"], compiled["compiled"]) == (False, True)
+    assert pure["counts"]["proposals"] > 0 and pure["counts"]["decisions"] > 0
+    assert compiled["counts"] == pure["counts"]
+    assert compiled["digests"] == pure["digests"]
+
+
+def test_snapshots_move_between_compiled_and_pure_cores(
+    compiled_root: Path, tmp_path: Path
+) -> None:
+    straight = replay(CHECKOUT)
+    for writer, reader in ((compiled_root, CHECKOUT), (CHECKOUT, compiled_root)):
+        snapshot = tmp_path / f"{writer.name}.pickle"
+        replay(writer, "--dump", str(snapshot))
+        resumed = replay(reader, "--load", str(snapshot))
+        assert resumed["digests"] == straight["digests"], f"written by {writer}, read by {reader}"
