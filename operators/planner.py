@@ -576,16 +576,10 @@ def plan_for_receiver(
         return suppressed(SuppressReason.NO_ALLOWED_LANE)
     if any(r.to_site == receiver_id and not r.dispatched for r in sku_state.reservations.values()):
         return suppressed(SuppressReason.RESERVATION_OUTSTANDING)
+    params = network.sku_params(sku_state.sku)
+    hopeless = screen and _no_lane_can_pay(receiver, lanes, params, policy, now_ms)
     inputs = _PlanInputs(
-        sku_state,
-        receiver,
-        network.sku_params(sku_state.sku),
-        network,
-        policy,
-        now_ms,
-        prior,
-        screen,
-        agents,
+        sku_state, receiver, params, network, policy, now_ms, prior, screen, agents, hopeless
     )
     candidates = [
         scored
@@ -654,6 +648,8 @@ class _PlanInputs:
     prior: float | None
     screen: bool
     agents: Agents | None
+    # Screening found that no sender on any lane can pay (`_no_lane_can_pay`).
+    hopeless: bool = False
 
 
 # Screen only below the threshold by more than floating-point noise in the bound.
@@ -688,31 +684,34 @@ def _candidate(inputs: _PlanInputs, lane: Lane) -> ScoredSender | None:
     smallest = max(math.ceil(inputs.params.min_transfer_qty / pack) * pack, pack)
     if need.qty <= 0 or high < smallest:
         return rejected(SuppressReason.BELOW_MIN_QTY, max(high, 0))
-    receiver_points = stock_checkpoints(
-        inputs.receiver.state, inputs.now_ms, lane.lead_hours + policy.cover_hours, receiving=True
-    )
+    horizon = lane.lead_hours + policy.cover_hours
+    receiver_points: tuple[Checkpoint, ...] | None = None
     if inputs.params.shelf_life_hours is not None:
+        receiver_points = stock_checkpoints(
+            inputs.receiver.state, inputs.now_ms, horizon, receiving=True
+        )
         sellable = sellable_before_expiry(
             inputs.receiver, receiver_points, sender, lane, inputs.params.shelf_life_hours
         )
         high = min(high, sellable // pack * pack)
         if high < smallest:
             return rejected(SuppressReason.SHELF_LIFE, max(high, 0))
+    if inputs.hopeless:
+        return rejected(SuppressReason.NO_NET_BENEFIT, high, screened=True)
+    if receiver_points is None:
+        receiver_points = stock_checkpoints(
+            inputs.receiver.state, inputs.now_ms, horizon, receiving=True
+        )
     loss = shortfall_for(policy)
     risk = policy.estimate_risk_z
     # Estimation risk: the receiver's rate a little lower, the sender's a little higher.
     pessimistic = inputs.receiver.shifted(-risk)
     outlook = ReceiverOutlook(pessimistic, receiver_points, lane.lead_hours, loss)
-    if inputs.screen and _ruled_out(inputs, lane, outlook, smallest, high):
-        return rejected(SuppressReason.NO_NET_BENEFIT, high, screened=True)
     sender_points = stock_checkpoints(sender_state, inputs.now_ms, surplus.horizon_hours)
-    evaluate = EconomicsFn(
-        outlook,
-        lane,
-        SenderOutlook(sender.shifted(risk), sender_points, high, loss),
-        inputs.params,
-        policy,
-    )
+    sender_outlook = SenderOutlook(sender.shifted(risk), sender_points, high, loss)
+    if inputs.screen and _ruled_out(inputs, lane, outlook, sender_outlook, smallest, high):
+        return rejected(SuppressReason.NO_NET_BENEFIT, high, screened=True)
+    evaluate = EconomicsFn(outlook, lane, sender_outlook, inputs.params, policy)
     best = best_quantity(smallest, high, pack, evaluate)
     return ScoredSender(_priced(lane, best, policy), lane, sender, surplus)
 
@@ -731,14 +730,40 @@ def _cooling_down(inputs: _PlanInputs, lane: Lane, sender_state: SiteState) -> b
 
 
 def _ruled_out(
-    inputs: _PlanInputs, lane: Lane, outlook: ReceiverOutlook, smallest: int, high: int
+    inputs: _PlanInputs,
+    lane: Lane,
+    outlook: ReceiverOutlook,
+    sender: SenderOutlook,
+    smallest: int,
+    high: int,
 ) -> bool:
-    """Screening: net benefit is at most the value of the most any quantity could save (a
-    sender loses nothing) less the cost of the cheapest quantity."""
+    """Screening: net benefit is at most the value of the most any quantity could save less
+    the least any could cost the sender (its loss grows with the quantity), less the cost
+    of the cheapest quantity."""
     value = inputs.params.unit_margin + inputs.policy.lost_sale_penalty
     cheapest = lane.fixed_cost + min(lane.cost_per_unit * smallest, lane.cost_per_unit * high)
-    ceiling = value * outlook.saved_at_most(high) - cheapest
+    ceiling = value * (outlook.saved_at_most(high) - sender.lost(smallest)) - cheapest
     return value >= 0 and ceiling < inputs.policy.min_net_benefit - _SCREEN_MARGIN
+
+
+def _no_lane_can_pay(
+    receiver: Agent, lanes: list[Lane], params: SkuParams, policy: Policy, now_ms: int
+) -> bool:
+    """Screening for every lane at once, for a receiver with nothing inbound: what any
+    quantity saves on a lane is at most the receiver's expected shortfall at that lane's
+    horizon, and that is largest at the slowest lane's (more demand, same stock). Below
+    `min_net_benefit` once the cheapest lane's fixed cost is paid, every sender that gets as
+    far as pricing is screened out, and the receiver's outlook is built for none of them."""
+    state = receiver.state
+    value = params.unit_margin + policy.lost_sale_penalty
+    if state.inbound is not None or value < 0 or any(lane.cost_per_unit < 0 for lane in lanes):
+        return False
+    stock = state.on_hand + state.reserved_in - state.reserved_out + state.disputed(now_ms)
+    hours = max(lane.lead_hours for lane in lanes) + policy.cover_hours
+    mean, sd, _ = exposure(receiver.shifted(-policy.estimate_risk_z), hours, stock)
+    most = shortfall_for(policy)(mean, sd, stock)
+    cheapest = min(lane.fixed_cost for lane in lanes)
+    return value * most - cheapest < policy.min_net_benefit - _SCREEN_MARGIN
 
 
 def _priced(lane: Lane, best: Economics, policy: Policy) -> Candidate:

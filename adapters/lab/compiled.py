@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -28,6 +29,8 @@ def can_compile() -> str:
         return "mypyc is not installed (the dev extra brings it)"
     if shutil.which(os.environ.get("CC", "gcc")) is None and shutil.which("cc") is None:
         return "no C compiler"
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
+        return "no Python headers (python3-dev)"
     return ""
 
 
@@ -50,7 +53,8 @@ def build_copy(dest: Path) -> Path:
 
 
 def env_for(root: Path) -> dict[str, str]:
-    """A child's environment that imports stockshift from `root` first."""
+    """A child's environment that imports stockshift from `root` first (a child run with
+    `-m` also needs `cwd=root`: its working directory comes first on its path)."""
     return {**os.environ, "PYTHONPATH": str(root)}
 
 

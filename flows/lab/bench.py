@@ -16,12 +16,14 @@ import gc
 import io
 import math
 import os
+import pickle
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -36,6 +38,7 @@ from adapters import kafka
 from adapters.configfiles import load_policy
 from adapters.kafka_source import MergedKafkaSource
 from adapters.lab import benchgen
+from adapters.lab.compiled import build_copy, can_compile, core_is_compiled, env_for
 from adapters.lab.devservices import free_port, redis_answers, start_broker
 from adapters.lab.simulator import Scenario, load_scenario, make_network
 from adapters.recovery import recovery_config
@@ -43,11 +46,12 @@ from adapters.settings import INPUT_KINDS, OUTPUT_KINDS, Settings
 from flows.cli import DEFAULT_POLICY, DEFAULT_SCENARIOS
 from flows.lab.simulate import run_stockshift
 from flows.pipeline import SkuLogic, build, kafka_sinks, snapshot_state
-from operators.engine import DecisionContext
+from operators.engine import DecisionContext, step
 from operators.limits import KeyBudget
-from operators.parse import parse_message, topic_kinds_for
+from operators.parse import parse_message, parse_object, topic_kinds_for
 from state.config import Policy
 from state.records import DeadLetter, Event, RawMessage
+from state.sku import SkuState
 
 
 def _passthrough(settings: Settings) -> Dataflow:
@@ -139,9 +143,12 @@ def _timed_workers(flow: Dataflow, workers: int) -> float:
     return time.perf_counter() - started
 
 
-def _timed_processes(settings: Settings, n_skus: int, processes: int) -> float:
+def _timed_processes(
+    settings: Settings, n_skus: int, processes: int, root: Path | None = None
+) -> float:
     """A Bytewax cluster of `processes` processes on loopback, one worker each; timed from
-    spawn to the last exit (process start-up included)."""
+    spawn to the last exit (process start-up included). `root`: import stockshift from
+    there (a copy with the compiled core), which each process then checks it did."""
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
     env = {
         **os.environ,
@@ -150,11 +157,14 @@ def _timed_processes(settings: Settings, n_skus: int, processes: int) -> float:
         "STOCKSHIFT_REDIS_URL": settings.redis_url or "",
         "STOCKSHIFT_REDIS_PREFIX": settings.redis_prefix,
     }
+    if root is not None:
+        env = {**env_for(root), **env}
+    core = "compiled" if root is not None else "any"
     started = time.perf_counter()
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "flows.lab.bench", str(n_skus), addresses, str(i)],
-            env=env, stdout=subprocess.DEVNULL,
+            [sys.executable, "-m", "flows.lab.bench", str(n_skus), addresses, str(i), core],
+            env=env, stdout=subprocess.DEVNULL, cwd=root,
         )
         for i in range(processes)
     ]  # fmt: skip
@@ -165,12 +175,42 @@ def _timed_processes(settings: Settings, n_skus: int, processes: int) -> float:
 
 
 def _cluster_process(argv: list[str]) -> None:
-    """One process of the `_timed_processes` cluster (python -m flows.lab.bench SKUS ADDRS ID)."""
+    """One process of the `_timed_processes` cluster (python -m flows.lab.bench SKUS ADDRS ID
+    [compiled]: then it refuses to run the pure core)."""
     n_skus, addresses, proc_id = int(argv[0]), argv[1].split(";"), int(argv[2])
     from adapters.settings import from_env
 
+    if argv[3:4] == ["compiled"] and not core_is_compiled():
+        raise SystemExit(
+            "bench: this process was to run the compiled core but imported the pure one"
+        )
+
     flow = _full(from_env(), bench_scenario(n_skus))
     cluster_main(flow, addresses, proc_id)  # type: ignore[no-untyped-call]
+
+
+_PURE_OWN = "full flow, 1 worker, own process (start-up incl.), pure core"
+_COMPILED_OWN = "full flow, 1 worker, own process (start-up incl.), compiled core"
+
+
+def _compiled_core() -> tuple[Path | None, str]:
+    """A copy of this checkout with the core compiled (as `make compiled` and the image
+    build it), or why there is none."""
+    why_not = can_compile()
+    if why_not:
+        return None, why_not
+    return build_copy(Path(tempfile.mkdtemp(prefix="stockshift-bench-compiled-"))), ""
+
+
+def _compiled_rows(
+    rates: dict[str, float], fresh: Callable[[], Settings], n_skus: int, n_events: int,
+    compiled: Path | None,
+) -> None:  # fmt: skip
+    """The full flow in a process of its own with the pure core, then with the compiled
+    one: the same start-up in both, so the ratio between them is the compiled core's gain."""
+    rates[_PURE_OWN] = n_events / _timed_processes(fresh(), n_skus, 1)
+    if compiled is not None:
+        rates[_COMPILED_OWN] = n_events / _timed_processes(fresh(), n_skus, 1, compiled)
 
 
 def _rss_bytes() -> int:
@@ -280,6 +320,9 @@ def run_bench(
         "cores": os.cpu_count(),
         "stream": benchgen.mix(stream),
     }
+    say("compiling the core (mypyc) into a scratch copy")
+    compiled, results["compiled_skipped"] = _compiled_core()
+    results["engine"] = _engine_rows(stream, n_skus, compiled, say)
     try:
         prefix = f"bench{uuid.uuid4().hex[:6]}."
         redis_url = _redis_url()
@@ -321,6 +364,8 @@ def run_bench(
         rates["stockshift full flow, 2 workers, 1 process"] = n_events / _timed_workers(
             _full(fresh(), scenario), 2
         )
+        say("full flow, 1 worker in its own process: pure core, then compiled core")
+        _compiled_rows(rates, fresh, n_skus, n_events, compiled)
         say("full flow, 2 processes (Bytewax cluster on loopback)")
         rates["stockshift full flow, 2 processes x 1 worker (incl. start-up)"] = (
             n_events / _timed_processes(fresh(), n_skus, 2)
@@ -368,6 +413,9 @@ def print_results(results: dict[str, Any]) -> None:
             f"{name:<70}{rate:>10}{results['ratio_to_ceiling_b'][name]:>8.2f}"
             f"{results['ratio_to_ceiling_a'][name]:>8.2f}"
         )
+    if results["compiled_skipped"]:
+        print(f"compiled core: not built here ({results['compiled_skipped']})")
+    _print_engine(results["engine"])
     sizes = ", ".join(f"{k} keys: {int(v) / 1e6:.0f} MB" for k, v in results["state_bytes"].items())
     print(f"memory per SKU-site key in state: {results['bytes_per_sku_site_key']} bytes ({sizes})")
     print(
@@ -381,5 +429,87 @@ def print_results(results: dict[str, Any]) -> None:
     )
 
 
+def _print_engine(engine: dict[str, Any]) -> None:
+    print("decision core alone (engine.step per event, parsed events, no Bytewax or I/O), µs:")
+    print(f"{'core':<10}{'event type':<22}{'events':>9}{'mean':>9}{'p50':>9}{'p99':>9}")
+    for core, timings in engine.items():
+        rows = {"all": timings["all"], **timings["by_type"]}
+        for kind, row in rows.items():
+            print(
+                f"{core:<10}{kind:<22}{row['n']:>9}{row['mean_us']:>9.1f}"
+                f"{row['p50_us']:>9.1f}{row['p99_us']:>9.1f}"
+            )
+    if "compiled" in engine:
+        gain = engine["pure"]["all"]["mean_us"] / engine["compiled"]["all"]["mean_us"]
+        print(f"compiled core: {gain:.2f}x the pure core's events per second of decision time")
+
+
+def engine_timings(stream: list[tuple[str, dict[str, Any]]], n_skus: int) -> dict[str, Any]:
+    """The decision core alone on the stream (parsed beforehand, no Bytewax, no I/O): each
+    event's `engine.step` timed, as mean, p50 and p99 per event type."""
+    network = make_network(bench_scenario(n_skus))
+    sites = frozenset(network.sites)
+    events = [parse_object(kind, body, sites) for kind, body in stream]
+    ctx = DecisionContext.build(network, BENCH_POLICY)
+    states: dict[str, SkuState] = {}
+    by_type: dict[str, list[int]] = {}
+    clock = time.perf_counter_ns
+    gc.collect()
+    for event in events:
+        started = clock()
+        states[event.sku], _ = step(states.get(event.sku), event, ctx)
+        by_type.setdefault(event.type.value, []).append(clock() - started)
+    every = sorted(t for times in by_type.values() for t in times)
+    return {
+        "compiled": core_is_compiled(),
+        "all": _distribution(every),
+        "by_type": {k: _distribution(sorted(v)) for k, v in by_type.items()},
+    }
+
+
+def _distribution(ns: list[int]) -> dict[str, float]:
+    """Mean, p50 and p99 in microseconds of sorted nanosecond timings."""
+    return {
+        "n": len(ns),
+        "mean_us": round(sum(ns) / len(ns) / 1000, 1),
+        "p50_us": round(ns[len(ns) // 2] / 1000, 1),
+        "p99_us": round(ns[min(int(len(ns) * 0.99), len(ns) - 1)] / 1000, 1),
+    }
+
+
+def _engine_process(argv: list[str]) -> None:
+    """python -m flows.lab.bench engine STREAM.pickle SKUS: `engine_timings` as JSON."""
+    stream = pickle.loads(Path(argv[0]).read_bytes())
+    print(orjson.dumps(engine_timings(stream, int(argv[1]))).decode())
+
+
+def _engine_rows(
+    stream: list[tuple[str, dict[str, Any]]], n_skus: int, compiled: Path | None,
+    say: Callable[[str], None],
+) -> dict[str, Any]:  # fmt: skip
+    """`engine_timings` in a process of its own, pure core and (where it built) compiled."""
+    folder = Path(tempfile.mkdtemp(prefix="stockshift-bench-engine-"))
+    (folder / "stream.pickle").write_bytes(pickle.dumps(stream))
+    roots: dict[str, Path | None] = {"pure": None}
+    if compiled is not None:
+        roots["compiled"] = compiled
+    results: dict[str, Any] = {}
+    for name, root in roots.items():
+        say(f"decision core alone, {name}")
+        done = subprocess.run(
+            [sys.executable, "-m", "flows.lab.bench", "engine", str(folder / "stream.pickle"),
+             str(n_skus)],
+            env=env_for(root) if root is not None else None, cwd=root,
+            capture_output=True, check=True, timeout=1800,
+        )  # fmt: skip
+        results[name] = orjson.loads(done.stdout)
+        if results[name]["compiled"] != (root is not None):
+            raise RuntimeError(f"bench: the {name} core's process imported the other core")
+    return results
+
+
 if __name__ == "__main__":
-    _cluster_process(sys.argv[1:])
+    if sys.argv[1:2] == ["engine"]:
+        _engine_process(sys.argv[2:])
+    else:
+        _cluster_process(sys.argv[1:])
