@@ -15,7 +15,15 @@ from dataclasses import dataclass, field, replace
 from operators import signals
 from operators.demand import advance, mean_per_hour, observed_hours, smoothing_alpha
 from operators.limits import expire_inbound, refusal, refused_letter
-from operators.planner import Agents, Plan, demand_prior, plan_for_receiver, proposal_id
+from operators.planner import (
+    Agents,
+    Plan,
+    agent_at,
+    demand_prior,
+    plan_for_receiver,
+    proposal_id,
+    sender_surplus,
+)
 from operators.position import apply_event, expire_reservations, reserve
 from operators.trace import continue_trace
 from state.config import ConfigError, Network, Policy, SkuParams
@@ -298,22 +306,40 @@ def _apply(state: SkuState, site: SiteState, run: _Step, counts_as_demand: bool)
 
 def _decide(state: SkuState, run: _Step, ctx: DecisionContext, rejudge_neighbours: bool) -> None:
     """Judge the event's site as a receiver and, when it may now have stock to give, its
-    neighbours too (the event that changes a site is what evaluates it: no batch timer)."""
-    receivers = [run.event.site]
-    if rejudge_neighbours:
-        receivers.extend(
-            lane.to_site
-            for lane in ctx.network.lanes_from(run.event.site)
-            if lane.to_site in state.sites
-        )
+    neighbours as receivers of that stock (the event that changes a site is what evaluates
+    it: no batch timer)."""
     policy = run.policy
     prior = demand_prior(state, policy, ctx.network) if policy.demand_prior_hours > 0 else None
     agents: Agents = {}
-    for receiver_id in receivers:
-        proposal = _decide_receiver(state, run, receiver_id, ctx, prior, agents)
+    site_id = run.event.site
+    receivers: list[tuple[str, str | None]] = [(site_id, None)]
+    if rejudge_neighbours and _may_give(state, site_id, ctx, policy, prior, agents):
+        receivers.extend(
+            (lane.to_site, site_id)
+            for lane in ctx.network.lanes_from(site_id)
+            if lane.to_site in state.sites
+        )
+    for receiver_id, via in receivers:
+        proposal = _decide_receiver(state, run, receiver_id, ctx, prior, agents, via)
         if proposal is not None:
             run.proposals.append(proposal)
             run.touched.update((proposal.from_site, proposal.to_site))
+
+
+def _may_give(
+    state: SkuState,
+    site_id: str,
+    ctx: DecisionContext,
+    policy: Policy,
+    prior: float | None,
+    agents: Agents,
+) -> bool:
+    """Whether the site has units to ship at all (a receiver's wider buffer while a drift is
+    learned only lowers what a sender may ship, so the policy's own is an upper bound)."""
+    sender = agent_at(state, site_id, ctx.network, policy, prior, agents)
+    site = ctx.network.sites.get(site_id)
+    replenishment = site.replenishment_lead_hours if site is not None else 0.0
+    return sender.learned and sender_surplus(sender, replenishment, policy).qty > 0
 
 
 def _shadow(state: SkuState, run: _Step, ctx: DecisionContext) -> None:
@@ -367,13 +393,24 @@ def _decide_receiver(
     ctx: DecisionContext,
     prior: float | None,
     agents: Agents,
+    via: str | None = None,
 ) -> Proposal | None:
     """A proposal into the receiver, or None; a suppression is logged when its reason
-    changes, not on every event that finds the same answer."""
+    changes, not on every event that finds the same answer.
+
+    `via`: the receiver is judged because that neighbour may now have stock to give; unless
+    a transfer from it would pay, the receiver is left as it was (its own events judge it
+    against every sender, and log why none pays)."""
     event, policy, governance, now = run.event, run.policy, run.governance, run.now
     receiver = state.site(receiver_id)
     widen = signals.extra_safety_z(receiver, now)
     planning = replace(policy, service_level_z=policy.service_level_z + widen) if widen else policy
+    if via is not None:
+        offer = plan_for_receiver(
+            state, receiver_id, ctx.network, planning, now, prior, True, agents, via
+        )
+        if offer is None or offer.chosen is None:
+            return None
     plan = plan_for_receiver(
         state, receiver_id, ctx.network, planning, now, prior, screen=True, agents=agents
     )

@@ -542,6 +542,7 @@ def plan_for_receiver(
     prior: float | EllipsisType | None = ...,
     screen: bool = False,
     agents: Agents | None = None,
+    sender: str | None = None,
 ) -> Plan | None:
     """Find the best sender for a receiver, or why none qualifies; None when no need.
 
@@ -554,6 +555,9 @@ def plan_for_receiver(
     alternative's numbers are left out. A receiver short for days is planned at each of its
     events with the same answer, which nobody reads twice: the engine screens, and plans in
     full only when the answer is to be logged.
+
+    `sender`: weigh only the lane from that site (whether its new stock pays for a transfer
+    to this receiver at all; see `engine._decide`).
     """
     if prior is ...:
         prior = demand_prior(sku_state, policy, network) if policy.demand_prior_hours > 0 else None
@@ -584,7 +588,8 @@ def plan_for_receiver(
     candidates = [
         scored
         for lane in lanes  # fastest first
-        if (scored := _candidate(inputs, lane)) is not None
+        if (sender is None or lane.from_site == sender)
+        and (scored := _candidate(inputs, lane)) is not None
     ]
     if not candidates:
         return suppressed(SuppressReason.NO_SENDER_WITH_SURPLUS)

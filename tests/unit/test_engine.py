@@ -512,3 +512,23 @@ def test_estimation_risk_prices_a_move_with_the_receivers_rate_lower_and_the_sen
     young = agent_for("A", _sites_selling(30, ("A",), {"A": 300}).sites["A"], CTX.policy)
     older = agent_for("A", _sites_selling(90, ("A",), {"A": 300}).sites["A"], CTX.policy)
     assert older.se < young.se
+
+
+def test_a_site_that_gains_stock_rejudges_its_neighbours_only_as_its_receivers() -> None:
+    """A count that raises A's stock judges B again only as a receiver of A's stock: a count
+    that gives A a little to spare, not enough to pay for a transfer, leaves B as it was
+    (B's next event of its own judges it against all its senders and logs why none pays);
+    one that gives A enough proposes the transfer at once."""
+    history = [e for e in warm_history() if not (e.site == "A" and e.type is EventType.SNAPSHOT)]
+    history.insert(0, event("snap-A-SKU-1", EventType.SNAPSHOT, 0, "A", 60))
+    state, proposals, decisions = run([*history, trigger()])
+    assert proposals == [] and decisions[-1].reason == "no_sender_with_surplus"
+    little = event("count-A-1", EventType.SNAPSHOT, 30.4, "A", 40)
+    state, proposals, decisions = run([little], state=state)
+    assert proposals == [] and [d for d in decisions if d.site == "B"] == []
+    state, _, decisions = run([event("sale-B", EventType.SALE, 30.5, "B", 1)], state=state)
+    assert [(d.site, d.reason) for d in decisions] == [("B", "no_net_benefit")]
+    state, proposals, _ = run([event("count-A-2", EventType.SNAPSHOT, 30.6, "A", 300)], state=state)
+    assert [(p.from_site, p.to_site, p.trigger_event_ids) for p in proposals] == [
+        ("A", "B", ("count-A-2",))
+    ]
