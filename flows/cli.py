@@ -223,18 +223,11 @@ def _bench(args: argparse.Namespace) -> int:
         print("\n".join(run_exec_bench(folder).lines()))
         return 0
     if args.latency:
-        from adapters.lab.devservices import start_broker
-        from adapters.lab.latency import measure
+        from adapters.lab.latency import latency_lines, run_latency
 
-        brokers, process = (args.brokers, None) if args.brokers else start_broker()
-        try:
-            skus = args.skus or 400
-            for rate in (float(r) for r in args.latency.split(",")):
-                for target in ("relay", "stockshift"):
-                    print(measure(brokers, rate, args.seconds, skus, target, args.linger_ms))
-        finally:
-            if process is not None:
-                process.terminate()
+        rates = [float(r) for r in args.latency.split(",")]
+        rows = run_latency(rates, args.seconds, args.skus or 400, args.linger_ms, args.brokers)
+        print("\n".join(latency_lines(rows)))
         return 0
     low, high = (int(v) for v in args.memory_keys.split(","))
     results = run_bench(

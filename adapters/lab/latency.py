@@ -18,6 +18,8 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from adapters import kafka
+from adapters.lab.devservices import start_broker
+from adapters.lab.mockbroker import start_mock_broker, touch_topics
 from adapters.settings import DEFAULT_CONFIG_DIR, INPUT_KINDS, OUTPUT_KINDS
 from state.units import HOUR_MS
 
@@ -115,15 +117,21 @@ def measure(
     skus: int,
     target: str = "stockshift",
     linger_ms: float = 20.0,
+    mock_broker: bool = False,
 ) -> dict[str, Any]:
     """Warm `skus` SKUs up, then send `rate` events/s for `seconds`; every SKU gets one
     damage write-off that needs a transfer. Returns latency percentiles in milliseconds.
 
     `target` "relay" runs the plain consume->produce baseline instead of `stockshift run`.
     The input producer batches for `linger_ms`, as a real one does; it is part of the
-    latency measured."""
+    latency measured. `mock_broker`: librdkafka's mock cluster, whose topics are created by
+    asking for them (it has no CreateTopics)."""
     prefix = f"lat{uuid.uuid4().hex[:6]}."
-    kafka.ensure_topics([brokers], [prefix + k for k in (*INPUT_KINDS, *OUTPUT_KINDS)], 3)
+    topics = [prefix + k for k in (*INPUT_KINDS, *OUTPUT_KINDS)]
+    if mock_broker:
+        touch_topics(brokers, topics)
+    else:
+        kafka.ensure_topics([brokers], topics, 3)
     folder = Path(tempfile.mkdtemp(prefix="stockshift-latency-"))
     flow = _start_target(brokers, prefix, folder, target)
     producer = Producer(
@@ -174,6 +182,8 @@ def _start_target(brokers: str, prefix: str, folder: Path, target: str) -> subpr
         "STOCKSHIFT_NETWORK": str(folder / "network.toml"),
         "STOCKSHIFT_POLICY": str(DEFAULT_CONFIG_DIR / "policies" / "default.toml"),
         "STOCKSHIFT_LOG_LEVEL": "WARNING",
+        # Recovery on, as in production: snapshots at each epoch's end are part of the cost.
+        "STOCKSHIFT_RECOVERY_DIR": str(folder / "recovery"),
     }
     command = (
         [sys.executable, "-m", "flows.cli", "run"]
@@ -270,3 +280,51 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
 
 if __name__ == "__main__":
     relay(sys.argv[1], sys.argv[2])
+
+
+BROKERS = ("tansu", "librdkafka mock")
+_PERCENTILES = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
+
+
+def run_latency(
+    rates: list[float], seconds: float, skus: int, linger_ms: float, brokers: str | None
+) -> list[dict[str, Any]]:
+    """The relay and stockshift at each rate on each broker (`brokers`: only that one, an
+    outside Kafka), with stockshift's added latency per percentile."""
+    rows: list[dict[str, Any]] = []
+    for name in ("given",) if brokers else BROKERS:
+        address, process = (
+            (brokers, None) if brokers
+            else start_broker() if name == "tansu"
+            else start_mock_broker()
+        )  # fmt: skip
+        try:
+            for rate in rates:
+                relay_row, flow_row = (
+                    measure(address, rate, seconds, skus, target, linger_ms,
+                            mock_broker=name == "librdkafka mock")
+                    for target in ("relay", "stockshift")
+                )  # fmt: skip
+                added = {k: round(flow_row[k] - relay_row[k], 1) for k in _PERCENTILES}
+                rows.append({"broker": name, "rate": rate, "relay": relay_row,
+                             "stockshift": flow_row, "added": added})  # fmt: skip
+        finally:
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=10)
+    return rows
+
+
+def latency_lines(rows: list[dict[str, Any]]) -> list[str]:
+    head = f"{'broker':<17}{'events/s':>9}  {'run':<11}" + "".join(
+        f"{k.removesuffix('_ms'):>9}" for k in _PERCENTILES
+    )
+    lines = ["trigger -> proposal latency, ms (input producer linger included)", head]
+    for row in rows:
+        for run in ("relay", "stockshift", "added"):
+            figures = row[run]
+            lines.append(
+                f"{row['broker']:<17}{row['rate']:>9.0f}  {run:<11}"
+                + "".join(f"{figures[k]:>9.1f}" for k in _PERCENTILES)
+            )
+    return lines
