@@ -8,6 +8,7 @@ or counted and logged as failed.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import time
@@ -330,11 +331,19 @@ def ensure_topics(
         return
     for topic, future in admin.create_topics(missing).items():
         try:
-            future.result()
+            future.result(timeout=timeout_s)
             log.info("created topic", extra={"topic": topic})
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
+        except concurrent.futures.TimeoutError:
+            # A broker without CreateTopics (librdkafka's mock cluster) never answers:
+            # say so instead of waiting for ever.
+            where = config["bootstrap.servers"]
+            raise ConnectionError(
+                f"Kafka at {where} did not create topic {topic} within {timeout_s:.0f} s; "
+                "create it beforehand"
+            ) from None
 
 
 def produce_all(

@@ -244,3 +244,19 @@ def test_a_traceparent_on_the_trigger_reaches_its_proposal_and_decision_record(
     assert body["traceparent"][3:35] == trace_id
     assert dict(proposals[0].headers() or [])["traceparent"].decode() == body["traceparent"]
     assert decisions[0]["traceparent"] == body["traceparent"]
+
+
+def test_a_broker_that_never_creates_a_topic_fails_start_up_with_the_reason() -> None:
+    """librdkafka's mock cluster has no CreateTopics: topic creation must give up with a
+    reason after its wait, not hang start-up for ever."""
+    from adapters.lab.mockbroker import start_mock_broker
+
+    address, process = start_mock_broker()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConnectionError, match=r"did not create topic never\.created"):
+            ensure_topics([address], ["never.created"], 1, timeout_s=2)
+        assert time.monotonic() - started < 30
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
