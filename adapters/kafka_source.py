@@ -71,6 +71,8 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         self._paused: set[Key] = set()
         self._batch_size = batch_size
         self._stop_at_end = stop_at_end
+        # When the message held back for the grace may go (monotonic s; 0: none held).
+        self._held_until = 0.0
 
     def next_batch(self) -> list[RawMessage | DeadLetter]:
         if (
@@ -119,7 +121,10 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
     def _drain(self) -> list[Any]:
         """Everything the client has fetched so far (bounded): a message still queued locally
         in another partition may be older than the ones already taken."""
-        messages: list[Any] = self._consumer.consume(self._batch_size, 0.005)
+        wait = 0.005
+        if self._held_until:  # wake when the held message may go, not up to 5 ms later
+            wait = min(wait, max(self._held_until - time.monotonic(), 0.0))
+        messages: list[Any] = self._consumer.consume(self._batch_size, wait)
         batch = messages
         while len(batch) == self._batch_size and len(messages) < 20 * self._batch_size:
             batch = self._consumer.consume(self._batch_size, 0)
@@ -140,10 +145,13 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         heapq.heapify(heads)
         merged: list[RawMessage] = []
         settled = time.monotonic() - self._grace_s
+        self._held_until = 0.0
         while heads and len(merged) < limit:
             key = heads[0][4]
             if idle and self._fetched[key][0] > settled:
-                break  # an idle partition may still deliver something older: wait a little
+                # An idle partition may still deliver something older: wait a little.
+                self._held_until = self._fetched[key][0] + self._grace_s
+                break
             self._watermark = max(self._watermark, heapq.heappop(heads)[0])
             buffer = self._buffers[key]
             message = buffer.popleft()

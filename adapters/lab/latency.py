@@ -20,7 +20,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from adapters import kafka
 from adapters.lab.devservices import start_broker
 from adapters.lab.mockbroker import start_mock_broker, touch_topics
-from adapters.settings import DEFAULT_CONFIG_DIR, INPUT_KINDS, OUTPUT_KINDS
+from adapters.settings import (
+    DEFAULT_CONFIG_DIR,
+    INPUT_KINDS,
+    KAFKA_ENV_PREFIX,
+    OUTPUT_KINDS,
+    Settings,
+)
+from adapters.topics import topic_specs
 from state.units import HOUR_MS
 
 T0 = 1_767_225_600_000
@@ -84,13 +91,13 @@ def _produce(producer: Producer, prefix: str, kind: str, body: dict[str, Any]) -
             producer.poll(0.01)
 
 
-def relay(brokers: str, prefix: str) -> None:
+def relay(brokers: str, prefix: str, overrides: dict[str, str] | None = None) -> None:
     """The baseline beside the flow: a plain confluent-kafka loop that consumes the input
     topics, parses each message, and answers every damage write-off with a message on the
     proposals topic naming it (python -m adapters.lab.latency BROKERS PREFIX)."""
     consumer = Consumer(
         {"bootstrap.servers": brokers, "group.id": "relay", "enable.auto.commit": False,
-         **kafka.SOURCE_DEFAULTS}
+         **kafka.SOURCE_DEFAULTS, **(overrides or {})}
     )  # fmt: skip
     parts = []
     for kind in INPUT_KINDS:
@@ -128,12 +135,12 @@ def measure(
     asking for them (it has no CreateTopics)."""
     prefix = f"lat{uuid.uuid4().hex[:6]}."
     topics = [prefix + k for k in (*INPUT_KINDS, *OUTPUT_KINDS)]
-    if mock_broker:
-        touch_topics(brokers, topics)
+    if mock_broker:  # every topic `stockshift run` would create, control included
+        touch_topics(brokers, topic_specs(Settings(brokers=(brokers,), topic_prefix=prefix)))
     else:
         kafka.ensure_topics([brokers], topics, 3)
     folder = Path(tempfile.mkdtemp(prefix="stockshift-latency-"))
-    flow = _start_target(brokers, prefix, folder, target)
+    flow = _start_target(brokers, prefix, folder, target, MOCK_FETCH if mock_broker else {})
     producer = Producer(
         {"bootstrap.servers": brokers, "linger.ms": linger_ms,
          "queue.buffering.max.messages": 200000}
@@ -172,8 +179,17 @@ def measure(
     }
 
 
-def _start_target(brokers: str, prefix: str, folder: Path, target: str) -> subprocess.Popen[bytes]:
-    """`stockshift run`, or the plain relay, as its own process on the given topics."""
+# The mock cluster holds a fetch for its whole wait, even once data has arrived (Kafka
+# answers at once; Tansu needs 100 ms, see kafka.SOURCE_DEFAULTS): both consumers, the
+# relay's and stockshift's, ask it to wait 5 ms.
+MOCK_FETCH = {"fetch.wait.max.ms": "5"}
+
+
+def _start_target(
+    brokers: str, prefix: str, folder: Path, target: str, consumer: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """`stockshift run`, or the plain relay, as its own process on the given topics, their
+    consumers with the `consumer` settings."""
     (folder / "network.toml").write_text(NETWORK)
     env = {
         **os.environ,
@@ -184,11 +200,19 @@ def _start_target(brokers: str, prefix: str, folder: Path, target: str) -> subpr
         "STOCKSHIFT_LOG_LEVEL": "WARNING",
         # Recovery on, as in production: snapshots at each epoch's end are part of the cost.
         "STOCKSHIFT_RECOVERY_DIR": str(folder / "recovery"),
+        **{KAFKA_ENV_PREFIX + k.replace(".", "_").upper(): v for k, v in consumer.items()},
     }
     command = (
         [sys.executable, "-m", "flows.cli", "run"]
         if target == "stockshift"
-        else [sys.executable, "-m", "adapters.lab.latency", brokers, prefix]
+        else [
+            sys.executable,
+            "-m",
+            "adapters.lab.latency",
+            brokers,
+            prefix,
+            orjson.dumps(consumer).decode(),
+        ]
     )
     log = (folder / "flow.log").open("wb")
     return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -278,10 +302,6 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
     }
 
 
-if __name__ == "__main__":
-    relay(sys.argv[1], sys.argv[2])
-
-
 BROKERS = ("tansu", "librdkafka mock")
 _PERCENTILES = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
 
@@ -328,3 +348,7 @@ def latency_lines(rows: list[dict[str, Any]]) -> list[str]:
                 + "".join(f"{figures[k]:>9.1f}" for k in _PERCENTILES)
             )
     return lines
+
+
+if __name__ == "__main__":
+    relay(sys.argv[1], sys.argv[2], orjson.loads(sys.argv[3]) if len(sys.argv) > 3 else None)
