@@ -79,7 +79,7 @@ def dead_letter_headers(headers: Iterable[tuple[str, bytes | None]]) -> dict[str
 
 
 def proposal_dict(proposal: Proposal) -> dict[str, Any]:
-    body = dataclasses.asdict(dataclasses.replace(proposal, record=None))
+    body = _plain(dataclasses.replace(proposal, record=None))
     body.pop("record")
     body["created_at"] = rfc3339(body.pop("created_at_ms"))
     body["expires_at"] = rfc3339(body.pop("expires_at_ms"))
@@ -90,8 +90,16 @@ def proposal_dict(proposal: Proposal) -> dict[str, Any]:
     return body
 
 
+def _plain(record: Proposal | DecisionRecord) -> dict[str, Any]:
+    """A record as JSON-ready values, nested records included: orjson reads dataclasses in
+    C, where `dataclasses.asdict` deep-copies every value in Python (190 us for a decision
+    record with its alternatives, more than deciding it took)."""
+    body: dict[str, Any] = orjson.loads(orjson.dumps(record))
+    return body
+
+
 def decision_dict(decision: DecisionRecord) -> dict[str, Any]:
-    body = dataclasses.asdict(decision)
+    body = _plain(decision)
     body["ts"] = rfc3339(body.pop("ts_ms"))
     body["outcome"] = decision.outcome.value
     if body["traceparent"] is None:
