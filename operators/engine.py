@@ -407,8 +407,9 @@ def _decide_receiver(
     planning = replace(policy, service_level_z=policy.service_level_z + widen) if widen else policy
     if via is not None:
         offer = plan_for_receiver(
-            state, receiver_id, ctx.network, planning, now, prior, True, agents, via
-        )
+            state, receiver_id, ctx.network, planning, now, prior, screen=True, agents=agents,
+            sender=via,
+        )  # fmt: skip
         if offer is None or offer.chosen is None:
             return None
     plan = plan_for_receiver(

@@ -754,15 +754,22 @@ def _no_lane_can_pay(
     quantity saves on a lane is at most the receiver's expected shortfall at that lane's
     horizon, and that is largest at the slowest lane's (more demand, same stock). Below
     `min_net_benefit` once the cheapest lane's fixed cost is paid, every sender that gets as
-    far as pricing is screened out, and the receiver's outlook is built for none of them."""
+    far as pricing is screened out, and the receiver's outlook is built for none of them.
+    (The normal loss only: the count loss turns normal past `_COUNT_LIMIT` units, and the
+    two need not order across that switch.)"""
     state = receiver.state
     value = params.unit_margin + policy.lost_sale_penalty
-    if state.inbound is not None or value < 0 or any(lane.cost_per_unit < 0 for lane in lanes):
+    if (
+        state.inbound is not None
+        or value < 0
+        or policy.demand_distribution == "count"
+        or any(lane.cost_per_unit < 0 for lane in lanes)
+    ):
         return False
     stock = state.on_hand + state.reserved_in - state.reserved_out + state.disputed(now_ms)
     hours = max(lane.lead_hours for lane in lanes) + policy.cover_hours
     mean, sd, _ = exposure(receiver.shifted(-policy.estimate_risk_z), hours, stock)
-    most = shortfall_for(policy)(mean, sd, stock)
+    most = expected_shortfall(mean, sd, stock)
     cheapest = min(lane.fixed_cost for lane in lanes)
     return value * most - cheapest < policy.min_net_benefit - _SCREEN_MARGIN
 

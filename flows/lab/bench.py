@@ -199,7 +199,11 @@ def _compiled_core() -> tuple[Path | None, str]:
     why_not = can_compile()
     if why_not:
         return None, why_not
-    return build_copy(Path(tempfile.mkdtemp(prefix="stockshift-bench-compiled-"))), ""
+    try:
+        return build_copy(Path(tempfile.mkdtemp(prefix="stockshift-bench-compiled-"))), ""
+    except subprocess.CalledProcessError as failed:
+        tail = (failed.stderr or b"").decode(errors="replace").strip().splitlines()[-1:]
+        return None, f"the build failed: {' '.join(tail) or failed}"
 
 
 def _compiled_rows(
