@@ -76,7 +76,9 @@ class Signals(Restorable):
 
 @dataclass(slots=True)
 class SiteForecast(Restorable):
-    """A forecast as the planner uses it: units an hour and the rate's relative error."""
+    """A forecast as the planner uses it: units an hour and the rate's relative error.
+    Replaced whole by the next forecast, never changed in place (it was a frozen record;
+    mypyc cannot unpickle a frozen one)."""
 
     per_hour: float
     error_cv: float

@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 
 from operators.engine import step
 from state.records import EventType
-from state.sku import Signals, SiteState, SkuState, StateVersionError, event_digest
+from state.sku import (
+    Signals,
+    SiteForecast,
+    SiteState,
+    SkuState,
+    StateVersionError,
+    event_digest,
+)
 from tests.support.helpers import event, warm_history
 from tests.unit.test_engine import CTX
 
@@ -39,6 +46,15 @@ def test_an_older_sku_state_gets_new_fields_defaulted() -> None:
     old.__setstate__((None, fields_then))
     assert old.received_early is None and old.reservations == {} and old.sites["A"].on_hand == 3
     assert old.recent_seen == fresh.recent_seen
+
+
+def test_a_forecast_pickled_while_its_record_was_frozen_loads() -> None:
+    """Until the compiled core, `SiteForecast` was a frozen dataclass, which pickles its
+    field values as a list."""
+    old = SiteForecast.__new__(SiteForecast)
+    old.__setstate__([0.25, 0.4])
+    assert old == SiteForecast(0.25, 0.4)
+    assert pickle.loads(pickle.dumps(old)) == old
 
 
 def test_a_snapshot_missing_a_required_field_fails_clearly() -> None:
