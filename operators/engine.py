@@ -313,12 +313,9 @@ def _decide(state: SkuState, run: _Step, ctx: DecisionContext, rejudge_neighbour
     agents: Agents = {}
     site_id = run.event.site
     receivers: list[tuple[str, str | None]] = [(site_id, None)]
-    if rejudge_neighbours and _may_give(state, site_id, ctx, policy, prior, agents):
-        receivers.extend(
-            (lane.to_site, site_id)
-            for lane in ctx.network.lanes_from(site_id)
-            if lane.to_site in state.sites
-        )
+    lanes = ctx.network.lanes_from(site_id) if rejudge_neighbours else []
+    if lanes and _may_give(state, site_id, ctx, policy, prior, agents):
+        receivers.extend((lane.to_site, site_id) for lane in lanes if lane.to_site in state.sites)
     for receiver_id, via in receivers:
         proposal = _decide_receiver(state, run, receiver_id, ctx, prior, agents, via)
         if proposal is not None:
@@ -334,11 +331,11 @@ def _may_give(
     prior: float | None,
     agents: Agents,
 ) -> bool:
-    """Whether the site has units to ship at all (a receiver's wider buffer while a drift is
-    learned only lowers what a sender may ship, so the policy's own is an upper bound)."""
+    """Whether the site (one with lanes out, so a network site) has units to ship at all (a
+    receiver's wider buffer while a drift is learned only lowers what a sender may ship, so
+    the policy's own is an upper bound)."""
     sender = agent_at(state, site_id, ctx.network, policy, prior, agents)
-    site = ctx.network.sites.get(site_id)
-    replenishment = site.replenishment_lead_hours if site is not None else 0.0
+    replenishment = ctx.network.sites[site_id].replenishment_lead_hours
     return sender.learned and sender_surplus(sender, replenishment, policy).qty > 0
 
 

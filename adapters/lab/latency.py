@@ -134,11 +134,10 @@ def measure(
     latency measured. `mock_broker`: librdkafka's mock cluster, whose topics are created by
     asking for them (it has no CreateTopics)."""
     prefix = f"lat{uuid.uuid4().hex[:6]}."
-    topics = [prefix + k for k in (*INPUT_KINDS, *OUTPUT_KINDS)]
     if mock_broker:  # every topic `stockshift run` would create, control included
         touch_topics(brokers, topic_specs(Settings(brokers=(brokers,), topic_prefix=prefix)))
     else:
-        kafka.ensure_topics([brokers], topics, 3)
+        kafka.ensure_topics([brokers], [prefix + k for k in (*INPUT_KINDS, *OUTPUT_KINDS)], 3)
     folder = Path(tempfile.mkdtemp(prefix="stockshift-latency-"))
     flow = _start_target(brokers, prefix, folder, target, MOCK_FETCH if mock_broker else {})
     producer = Producer(
