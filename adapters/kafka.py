@@ -17,11 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import orjson
-from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import (
     OFFSET_BEGINNING,
-    TIMESTAMP_LOG_APPEND_TIME,
     Consumer,
     KafkaException,
     Producer,
@@ -35,10 +33,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from adapters import metrics
-from adapters.clock import now_ms
 from adapters.redis_store import ProposalLedger, RedisSettings, connect
 from operators.codec import KafkaMessage
-from state.records import DeadLetter, Proposal, RawMessage
+from state.records import Proposal
 
 log = logging.getLogger("stockshift.kafka")
 __all__ = ["OFFSET_BEGINNING", "LedgeredProposalSink", "ProducingSink", "ensure_topics"]
@@ -62,36 +59,6 @@ SINK_DEFAULTS: Mapping[str, str] = {
     "acks": "all",
     "enable.idempotence": "true",
 }
-
-
-def to_raw(message: KafkaSourceMessage[bytes | None, bytes | None]) -> RawMessage:
-    kind, ts = message.timestamp or (0, 0)
-    return RawMessage(
-        topic=message.topic or "",
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        received_at_ms=now_ms(),
-        timestamp_ms=ts if kind else None,
-        broker_time=kind == TIMESTAMP_LOG_APPEND_TIME,
-    )
-
-
-def error_to_dead_letter(error: KafkaError[bytes | None, bytes | None]) -> DeadLetter:
-    """A consumer-side error (corrupt record, etc.) becomes a dead letter, never a crash."""
-    message = error.msg
-    return DeadLetter(
-        source_topic=message.topic or "",
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        payload=message.value,
-        error=str(error.err),
-        reason="consumer_error",
-        received_at_ms=now_ms(),
-        timestamp_ms=message.timestamp[1] if message.timestamp and message.timestamp[0] else None,
-    )
 
 
 @dataclass

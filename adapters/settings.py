@@ -44,8 +44,10 @@ class Settings:
     recovery_dir: Path | None = None
     snapshot_interval_s: float = 10.0
     backup_interval_s: float = 0.0
-    # How long the merged input waits for an idle partition to deliver something older.
-    merge_grace_ms: float = 10.0
+    # How long the merged input waits for a caught-up partition to deliver something older
+    # (0: not at all, as Kafka Streams' max.task.idle.ms; partitions not yet caught up are
+    # always waited for).
+    merge_grace_ms: float = 0.0
     # SKUs with no event for this long (wall clock) leave memory; 0 keeps them forever.
     idle_eviction_s: float = 7 * 24 * 3600.0
     # With a group: input offsets are committed to it at each snapshot, for lag tools (the
