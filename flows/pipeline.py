@@ -11,7 +11,6 @@ Step ids are stable names: they key recovery snapshots and metrics.
 from __future__ import annotations
 
 import copy
-import pickle
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,7 +28,7 @@ from adapters.control import GovernanceBoard, GovernanceSink
 from adapters.kafka_source import MergedKafkaSource
 from adapters.redis_store import LiveStateItem, LiveStateSink, RedisSettings
 from adapters.settings import Settings, control_topic
-from operators import codec
+from operators import codec, snapshot
 from operators.control import (
     ControlAuth,
     NonceMemory,
@@ -181,7 +180,7 @@ class SkuLogic(StatefulLogic[Event, StepOutput, bytes]):
         self._idle = idle
         self._snapshots = snapshots
         self._budget = budget
-        self._state: SkuState | None = pickle.loads(resume) if resume else None
+        self._state: SkuState | None = snapshot.decode(resume) if resume else None
         if self._state is not None:
             budget.restored()
         self._touched = clock.now_s()  # a float: half a datetime's memory
@@ -277,8 +276,8 @@ def _stateful_scope(
 
 def snapshot_state(state: SkuState | None) -> bytes:
     """What recovery stores for a SKU at each epoch it was touched (and what `stockshift
-    bench` times per key)."""
-    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    bench` times per key): operators.snapshot."""
+    return snapshot.encode(state)
 
 
 def _event_sku(event: Event) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import MISSING, Field, dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 
 class Restorable:
@@ -240,6 +240,9 @@ def _recent_seen_from_older(values: dict[str, Any]) -> None:
     )
 
 
+R = TypeVar("R", bound=Restorable)
+
+
 class StateVersionError(ValueError):
     """A recovery snapshot lacks a field this version needs and cannot default."""
 
@@ -247,6 +250,14 @@ class StateVersionError(ValueError):
 # Fields renamed since earlier versions, per record: old name -> new name.
 _RENAMED: dict[type, dict[str, str]] = {Signals: {"last_sale_ms": "quiet_since_ms"}}
 _FIELDS: dict[type, tuple[Field[Any], ...]] = {}
+
+
+def restored(cls: type[R], values: dict[str, Any]) -> R:
+    """A record from its field values by name, written by this version or an earlier one
+    (as `_restore` reads them)."""
+    record = cls.__new__(cls)
+    _restore(record, values)
+    return record
 
 
 def _restore(record: Any, state: Any) -> None:

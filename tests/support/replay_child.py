@@ -3,7 +3,7 @@ network's events through the engine with whichever core its path imports, and pr
 the events caused as digests (and whether the core was compiled).
 
 python replay_child.py SKUS EVENTS [--dump FILE | --load FILE]
-  --dump: replay the first half, pickle the SKU states to FILE (a recovery snapshot's form)
+  --dump: replay the first half, write each SKU's recovery snapshot (operators.snapshot) to FILE
   --load: start from FILE's states and replay the second half
 Digests cover the second half's outputs only, so all ways of reaching it compare.
 """
@@ -21,6 +21,7 @@ from adapters.lab.simulator import make_network
 from flows.lab.bench import BENCH_POLICY, bench_scenario, bench_stream
 from operators.engine import DecisionContext, step
 from operators.parse import parse_object
+from operators.snapshot import decode, encode
 from state.sku import SkuState
 
 
@@ -36,7 +37,9 @@ def main(argv: list[str]) -> None:
     states: dict[str, SkuState] = {}
     start, end = 0, len(events)
     if mode == "--load" and path is not None:
-        states, start = pickle.loads(path.read_bytes()), half
+        written: dict[str, bytes] = pickle.loads(path.read_bytes())
+        states = {sku: decoded for sku, data in written.items() if (decoded := decode(data))}
+        start = half
     elif mode == "--dump":
         end = half
     kinds = ("proposals", "decisions", "positions", "findings")
@@ -52,7 +55,7 @@ def main(argv: list[str]) -> None:
                 digest.update(repr(record).encode())
                 counts[kind] += 1
     if mode == "--dump" and path is not None:
-        path.write_bytes(pickle.dumps(states, protocol=pickle.HIGHEST_PROTOCOL))
+        path.write_bytes(pickle.dumps({sku: encode(state) for sku, state in states.items()}))
     print(json.dumps({
         "compiled": core_is_compiled(),
         "counts": counts,
