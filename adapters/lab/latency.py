@@ -18,6 +18,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from adapters import kafka
+from adapters.lab.compiled import env_for
 from adapters.lab.devservices import start_broker
 from adapters.lab.mockbroker import start_mock_broker, touch_topics
 from adapters.settings import (
@@ -128,6 +129,7 @@ def measure(
     target: str = "stockshift",
     linger_ms: float = 20.0,
     mock_broker: bool = False,
+    core_root: Path | None = None,
 ) -> dict[str, Any]:
     """Warm `skus` SKUs up, then send `rate` events/s for `seconds`; every SKU gets one
     damage write-off that needs a transfer. Returns latency percentiles in milliseconds.
@@ -135,14 +137,16 @@ def measure(
     `target` "relay" runs the plain consume->produce baseline instead of `stockshift run`.
     The input producer batches for `linger_ms`, as a real one does; it is part of the
     latency measured. `mock_broker`: librdkafka's mock cluster, whose topics are created by
-    asking for them (it has no CreateTopics)."""
+    asking for them (it has no CreateTopics). `core_root`: run stockshift from that copy of
+    the checkout (the compiled core, as the image ships it)."""
     prefix = f"lat{uuid.uuid4().hex[:6]}."
     if mock_broker:  # every topic `stockshift run` would create, control included
         touch_topics(brokers, topic_specs(Settings(brokers=(brokers,), topic_prefix=prefix)))
     else:
         kafka.ensure_topics([brokers], [prefix + k for k in (*INPUT_KINDS, *OUTPUT_KINDS)], 3)
     folder = Path(tempfile.mkdtemp(prefix="stockshift-latency-"))
-    flow = _start_target(brokers, prefix, folder, target, MOCK_FETCH if mock_broker else {})
+    consumer = MOCK_FETCH if mock_broker else {}
+    flow = _start_target(brokers, prefix, folder, target, consumer, core_root)
     producer = Producer(
         {"bootstrap.servers": brokers, "linger.ms": linger_ms,
          "queue.buffering.max.messages": 200000}
@@ -188,13 +192,19 @@ MOCK_FETCH = {"fetch.wait.max.ms": "5"}
 
 
 def _start_target(
-    brokers: str, prefix: str, folder: Path, target: str, consumer: dict[str, str]
+    brokers: str,
+    prefix: str,
+    folder: Path,
+    target: str,
+    consumer: dict[str, str],
+    core_root: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`stockshift run`, or the plain relay, as its own process on the given topics, their
-    consumers with the `consumer` settings."""
+    """`stockshift run` (from `core_root` when given), or the plain relay, as its own
+    process on the given topics, their consumers with the `consumer` settings."""
     (folder / "network.toml").write_text(NETWORK)
+    flow_from = core_root if core_root is not None and target == "stockshift" else None
     env = {
-        **os.environ,
+        **(env_for(flow_from) if flow_from is not None else os.environ),
         "STOCKSHIFT_BROKERS": brokers,
         "STOCKSHIFT_TOPIC_PREFIX": prefix,
         "STOCKSHIFT_NETWORK": str(folder / "network.toml"),
@@ -217,7 +227,7 @@ def _start_target(
         ]
     )
     log = (folder / "flow.log").open("wb")
-    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=flow_from)
 
 
 class _ProposalWatcher:
@@ -309,10 +319,16 @@ _PERCENTILES = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
 
 
 def run_latency(
-    rates: list[float], seconds: float, skus: int, linger_ms: float, brokers: str | None
+    rates: list[float],
+    seconds: float,
+    skus: int,
+    linger_ms: float,
+    brokers: str | None,
+    core_root: Path | None = None,
 ) -> list[dict[str, Any]]:
     """The relay and stockshift at each rate on each broker (`brokers`: only that one, an
-    outside Kafka), with stockshift's added latency per percentile."""
+    outside Kafka), with stockshift's added latency per percentile; stockshift from
+    `core_root` when given (a copy with the compiled core)."""
     rows: list[dict[str, Any]] = []
     for name in ("given",) if brokers else BROKERS:
         address, process = (
@@ -324,12 +340,13 @@ def run_latency(
             for rate in rates:
                 relay_row, flow_row = (
                     measure(address, rate, seconds, skus, target, linger_ms,
-                            mock_broker=name == "librdkafka mock")
+                            mock_broker=name == "librdkafka mock", core_root=core_root)
                     for target in ("relay", "stockshift")
                 )  # fmt: skip
                 added = {k: round(flow_row[k] - relay_row[k], 1) for k in _PERCENTILES}
                 rows.append({"broker": name, "rate": rate, "relay": relay_row,
-                             "stockshift": flow_row, "added": added})  # fmt: skip
+                             "stockshift": flow_row, "added": added,
+                             "core": "pure" if core_root is None else "compiled"})  # fmt: skip
         finally:
             if process is not None:
                 process.terminate()
@@ -341,7 +358,12 @@ def latency_lines(rows: list[dict[str, Any]]) -> list[str]:
     head = f"{'broker':<17}{'events/s':>9}  {'run':<11}" + "".join(
         f"{k.removesuffix('_ms'):>9}" for k in _PERCENTILES
     )
-    lines = ["trigger -> proposal latency, ms (input producer linger included)", head]
+    cores = {row.get("core", "pure") for row in rows}
+    lines = [
+        "trigger -> proposal latency, ms (input producer linger included; stockshift with the "
+        f"{' and '.join(sorted(cores))} core, recovery snapshots every 10 s)",
+        head,
+    ]
     for row in rows:
         for run in ("relay", "stockshift", "added"):
             figures = row[run]

@@ -303,11 +303,13 @@ def run_bench(
     n_skus: int,
     memory_keys: tuple[int, int],
     quiet: bool = False,
+    latency_seconds: float = 15.0,
 ) -> dict[str, Any]:
     def say(text: str) -> None:
         if not quiet:
             print(text, file=sys.stderr)
 
+    brokers_given = brokers
     scenario = bench_scenario(n_skus, n_events)
     sites = sorted(make_network(scenario).sites)
     say(f"simulating {scenario.days} days of {n_skus} SKUs x {len(sites)} sites for the stream")
@@ -385,6 +387,8 @@ def run_bench(
         if broker_process is not None:
             broker_process.terminate()
             broker_process.wait(timeout=10)
+    if latency_seconds > 0:
+        results["latency"] = _latency_rows(rates, brokers_given, latency_seconds, compiled, say)
     say(f"memory per SKU-site key: {memory_keys[0]} and {memory_keys[1]} keys in state")
     slope, sizes, snapshot_s = memory_per_key(memory_keys)
     results["bytes_per_sku_site_key"] = round(slope)
@@ -400,6 +404,23 @@ def run_bench(
     say("regional scenario, default policy")
     results["regional_seconds"] = round(regional_seconds(), 1)
     return results
+
+
+def _latency_rows(
+    rates: dict[str, float],
+    brokers: str | None,
+    seconds: float,
+    compiled: Path | None,
+    say: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Trigger-to-proposal latency at 2,000 events/s and at half the rate the flow sustains
+    in its own process (with the core the latency run uses: compiled when it was built)."""
+    from adapters.lab.latency import run_latency
+
+    sustained = rates[_COMPILED_OWN if compiled is not None else _PURE_OWN]
+    half = round(sustained / 2, -2)
+    say(f"latency at 2,000 and {half:.0f} events/s (half of {sustained:.0f}), both brokers")
+    return run_latency([2000.0, half], seconds, 400, 20.0, brokers, compiled)
 
 
 def print_results(results: dict[str, Any]) -> None:
@@ -424,8 +445,13 @@ def print_results(results: dict[str, Any]) -> None:
     print(f"memory per SKU-site key in state: {results['bytes_per_sku_site_key']} bytes ({sizes})")
     print(
         f"recovery snapshot per SKU key (8 sites): {results['snapshot_ms_per_sku_key']} ms "
-        f"(pickle of the whole SKU state, at each epoch that touched it)"
+        f"(the SKU's records as plain values, operators/snapshot.py, at each epoch that "
+        f"touched it)"
     )
+    if results.get("latency"):
+        from adapters.lab.latency import latency_lines
+
+        print("\n".join(latency_lines(results["latency"])))
     print(f"stockshift demo: {results['demo_seconds']} s")
     print(
         f"stockshift simulate, regional (20 sites x 500 SKUs, 14 days), default policy: "
