@@ -358,7 +358,7 @@ def latency_lines(rows: list[dict[str, Any]]) -> list[str]:
     head = f"{'broker':<17}{'events/s':>9}  {'run':<11}" + "".join(
         f"{k.removesuffix('_ms'):>9}" for k in _PERCENTILES
     )
-    cores = {row.get("core", "pure") for row in rows}
+    cores = {row["core"] for row in rows}
     lines = [
         "trigger -> proposal latency, ms (input producer linger included; stockshift with the "
         f"{' and '.join(sorted(cores))} core, recovery snapshots every 10 s)",
