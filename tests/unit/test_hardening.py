@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from operators import parse
 from operators.codec import DLQ_PAYLOAD_MAX_BYTES, dead_letter_headers, dead_letter_message
 from operators.control import (
     CREATE_TIME,
@@ -238,3 +239,33 @@ def test_a_count_the_books_cannot_explain_stays_out_of_storage_while_held() -> N
     assert [o.units for o in out.occupancy] == [10] and state.sites["B"].on_hand == 900
     state, out = step(state, event("c3", EventType.SNAPSHOT, 2, "B", 900), context)
     assert [o.units for o in out.occupancy] == [900]  # a second count confirms it
+
+
+_json_scalars = st.one_of(st.integers(), st.text(max_size=4), st.booleans(), st.none())
+_pairs = st.lists(st.tuples(st.sampled_from(["a", "b", "c", "é", 'q"']), _json_scalars), max_size=6)
+
+
+@given(_pairs, st.lists(_pairs, max_size=2))
+def test_the_quick_duplicate_key_test_agrees_with_a_key_by_key_reading(
+    top: list[tuple[str, object]], nested: list[list[tuple[str, object]]]
+) -> None:
+    """Objects written with repeated keys at any depth (and keys or values that need
+    escapes) are refused exactly when a key repeats within one object."""
+
+    def text(pairs: list[tuple[str, object]]) -> str:
+        return "{" + ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in pairs) + "}"
+
+    inner = [text(pairs) for pairs in nested]
+    value = (
+        text(top)[:-1]
+        + ("," if top and inner else "")
+        + ",".join(f'"n{i}":{body}' for i, body in enumerate(inner))
+        + "}"
+    )
+    repeated = any(len({k for k, _ in p}) < len(p) for p in (top, *nested))
+    try:
+        parse._check_unique_keys(value.encode(), orjson.loads(value))
+        refused = False
+    except parse.Invalid as bad:
+        refused = bad.reason == "duplicate_key"
+    assert refused == repeated
