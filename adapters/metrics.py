@@ -5,6 +5,7 @@ The flow updates them from dedicated `inspect` steps so that operators stay pure
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from collections.abc import Callable
@@ -132,26 +133,51 @@ log = logging.getLogger("stockshift.decisions")
 _event_counters: dict[tuple[str, str], Any] = {}
 
 
-def count_event(_step_id: str, event: Event) -> None:
-    """Once per event: the labelled child is looked up once per (topic, type), then cached."""
-    topic = event.source.topic if event.source is not None else "memory"
-    key = (topic, event.type.value)
-    counter = _event_counters.get(key)
-    if counter is None:
-        counter = _event_counters[key] = EVENTS_CONSUMED.labels(topic=topic, type=key[1])
-    counter.inc()
+# The flow counts a batch at a time (`flat_map_batch` steps that emit nothing): one call per
+# batch instead of one per item, and one increment per label set in the batch.
+_NOTHING: tuple[()] = ()
 
 
-def count_dead_letter(_step_id: str, letter: DeadLetter) -> None:
-    DEAD_LETTERS.labels(topic=letter.source_topic, reason=letter.reason).inc()
+def count_events(events: list[Event]) -> tuple[()]:
+    """Events by topic and type; each labelled child is looked up once, then cached."""
+    counts = collections.Counter(
+        (event.source.topic if event.source is not None else "memory", event.type.value)
+        for event in events
+    )
+    for key, count in counts.items():
+        counter = _event_counters.get(key)
+        if counter is None:
+            counter = _event_counters[key] = EVENTS_CONSUMED.labels(topic=key[0], type=key[1])
+        counter.inc(count)
+    return _NOTHING
 
 
-def count_output(_step_id: str, keyed: tuple[str, StepOutput]) -> None:
-    output = keyed[1]
+def count_dead_letters(letters: list[DeadLetter]) -> tuple[()]:
+    for (topic, reason), count in collections.Counter(
+        (d.source_topic, d.reason) for d in letters
+    ).items():
+        DEAD_LETTERS.labels(topic=topic, reason=reason).inc(count)
+    return _NOTHING
+
+
+def count_outputs(keyed: list[tuple[str, StepOutput]]) -> tuple[()]:
+    now_s = clock.now_s()
+    for _, output in keyed:
+        count_output(output, now_s)
+    return _NOTHING
+
+
+def count_negotiations(outcomes: list[NegotiationOutcome]) -> tuple[()]:
+    for outcome in outcomes:
+        count_negotiated(outcome)
+    return _NOTHING
+
+
+def count_output(output: StepOutput, now_s: float) -> None:
     if output.duplicate:
         DUPLICATES.inc()
         return
-    EVENT_TIME_LAG.observe(max(clock.now_s() - output.event_ts_ms / 1000, 0.0))
+    EVENT_TIME_LAG.observe(max(now_s - output.event_ts_ms / 1000, 0.0))
     if output.new_key:
         KEYS_HELD.inc()
     if output.late:
@@ -169,7 +195,7 @@ def count_output(_step_id: str, keyed: tuple[str, StepOutput]) -> None:
         FINDINGS.labels(kind=finding.kind).inc()
 
 
-def count_negotiated(_step_id: str, outcome: NegotiationOutcome) -> None:
+def count_negotiated(outcome: NegotiationOutcome) -> None:
     """A proposal is counted and logged as negotiation granted it (the units published);
     its decision record (proposed, granted in part, or dropped) joins the engine's in
     `stockshift_decisions_total`, as it does in the decision log."""
