@@ -24,7 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -143,12 +143,22 @@ def _timed_workers(flow: Dataflow, workers: int) -> float:
     return time.perf_counter() - started
 
 
+@dataclass(frozen=True)
+class _ProcessTimes:
+    """A cluster run's seconds: from spawn to the last exit, and the longest any process's
+    dataflow ran (`cluster_main` alone: the same boundaries as ceiling B's run)."""
+
+    total: float
+    run: float
+
+
 def _timed_processes(
     settings: Settings, n_skus: int, processes: int, root: Path | None = None
-) -> float:
+) -> _ProcessTimes:
     """A Bytewax cluster of `processes` processes on loopback, one worker each; timed from
-    spawn to the last exit (process start-up included). `root`: import stockshift from
-    there (a copy with the compiled core), which each process then checks it did."""
+    spawn to the last exit (process start-up included), and each process's dataflow alone.
+    `root`: import stockshift from there (a copy with the compiled core), which each process
+    then checks it did."""
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
     env = {
         **os.environ,
@@ -164,14 +174,27 @@ def _timed_processes(
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "flows.lab.bench", str(n_skus), addresses, str(i), core],
-            env=env, stdout=subprocess.DEVNULL, cwd=root,
+            env=env, stdout=subprocess.PIPE, cwd=root,
         )
         for i in range(processes)
     ]  # fmt: skip
-    codes = [child.wait(timeout=900) for child in children]
+    outputs = [child.communicate(timeout=900)[0] for child in children]
+    total = time.perf_counter() - started
+    codes = [child.returncode for child in children]
     if any(codes):
         raise RuntimeError(f"bench cluster processes exited with {codes}")
-    return time.perf_counter() - started
+    return _ProcessTimes(total, max(_run_seconds(out) for out in outputs))
+
+
+_RUN_LINE = b"dataflow seconds: "
+
+
+def _run_seconds(output: bytes) -> float:
+    """The dataflow time a cluster process printed last (`_cluster_process`)."""
+    lines = [line for line in output.splitlines() if line.startswith(_RUN_LINE)]
+    if not lines:
+        raise RuntimeError("a bench cluster process did not report its dataflow time")
+    return float(lines[-1][len(_RUN_LINE) :])
 
 
 def _cluster_process(argv: list[str]) -> None:
@@ -186,11 +209,15 @@ def _cluster_process(argv: list[str]) -> None:
         )
 
     flow = _full(from_env(), bench_scenario(n_skus))
+    started = time.perf_counter()
     cluster_main(flow, addresses, proc_id)  # type: ignore[no-untyped-call]
+    print(f"{_RUN_LINE.decode()}{time.perf_counter() - started:.6f}", flush=True)
 
 
 _PURE_OWN = "full flow, 1 worker, own process (start-up incl.), pure core"
 _COMPILED_OWN = "full flow, 1 worker, own process (start-up incl.), compiled core"
+_PURE_RUN = "  the same, dataflow alone (as B is timed), pure core"
+_COMPILED_RUN = "  the same, dataflow alone (as B is timed), compiled core"
 
 
 def _compiled_core() -> tuple[Path | None, str]:
@@ -212,9 +239,11 @@ def _compiled_rows(
 ) -> None:  # fmt: skip
     """The full flow in a process of its own with the pure core, then with the compiled
     one: the same start-up in both, so the ratio between them is the compiled core's gain."""
-    rates[_PURE_OWN] = n_events / _timed_processes(fresh(), n_skus, 1)
+    pure = _timed_processes(fresh(), n_skus, 1)
+    rates[_PURE_OWN], rates[_PURE_RUN] = n_events / pure.total, n_events / pure.run
     if compiled is not None:
-        rates[_COMPILED_OWN] = n_events / _timed_processes(fresh(), n_skus, 1, compiled)
+        fast = _timed_processes(fresh(), n_skus, 1, compiled)
+        rates[_COMPILED_OWN], rates[_COMPILED_RUN] = n_events / fast.total, n_events / fast.run
 
 
 def _rss_bytes() -> int:
@@ -374,7 +403,7 @@ def run_bench(
         _compiled_rows(rates, fresh, n_skus, n_events, compiled)
         say("full flow, 2 processes (Bytewax cluster on loopback)")
         rates["stockshift full flow, 2 processes x 1 worker (incl. start-up)"] = (
-            n_events / _timed_processes(fresh(), n_skus, 2)
+            n_events / _timed_processes(fresh(), n_skus, 2).total
         )
         results["events_per_second"] = {k: round(v) for k, v in rates.items()}
         ceiling_b = rates["B: Bytewax pass-through (source, parse, key, stateful no-op, sink)"]
