@@ -16,10 +16,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from adapters.settings import Settings
 from state.config import ConfigError
+
+if TYPE_CHECKING:
+    from operators.history import HistoryRow
+    from state.config import Network
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_SCENARIOS = CONFIGS / "scenarios"
@@ -137,12 +141,14 @@ def _warmup(args: argparse.Namespace) -> int:
     site_map = read_site_map(Path(args.site_map)) if args.site_map else None
     verb = "would publish" if args.dry_run else "published"
     if args.history:
-        events = history_events(read_history(Path(args.history), network, site_map), network)
+        rows = read_history(Path(args.history), network, site_map)
+        events = history_events(rows, network)
         topic = settings.topic("pos")
         if not args.dry_run:
             produce_all(settings.brokers, topic, events, settings.kafka_config)
         units = sum(int(str(e["qty"])) for e in events)
         print(f"{verb} {len(events)} sale_history events ({units} units) to {topic}")
+        _print_demand_index(rows, network)
     if args.forecasts:
         forecasts = read_forecasts(Path(args.forecasts), network, now_ms(), site_map)
         topic = settings.topic("forecasts")
@@ -150,6 +156,23 @@ def _warmup(args: argparse.Namespace) -> int:
             produce_all(settings.brokers, topic, forecasts, settings.kafka_config)
         print(f"{verb} {len(forecasts)} forecasts to {topic}")
     return 0
+
+
+def _print_demand_index(rows: list[HistoryRow], network: Network) -> None:
+    """Each site's volume in the history as the network's `demand_index` (the planner's
+    prior for a slow mover scales the SKU's rate across sites by it; docs/decisions.md)."""
+    from collections import Counter
+
+    from operators.history import fitted_demand_index
+
+    units: Counter[str] = Counter()
+    for row in rows:
+        units[row.site] += row.qty
+    fitted = fitted_demand_index(units, sorted(network.sites))
+    current = {site: network.sites[site].demand_index for site in fitted}
+    print("demand_index by site in this history (network config now in brackets):")
+    for site, index in fitted.items():
+        print(f"  {site:<16} {index:>7.3f}  ({current[site]:g})")
 
 
 def _dlq(args: argparse.Namespace) -> int:

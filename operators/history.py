@@ -8,7 +8,7 @@ units (largest remainders), so the hourly estimate sees a day's shape, not one s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from state.config import Network
@@ -67,4 +67,29 @@ def _event(sku: str, site: str, ts_ms: int, qty: int) -> dict[str, object]:
         "site": site,
         "type": "sale_history",
         "qty": qty,
+    }
+
+
+# A site that sold nothing in the history still gets a small index: the network config
+# refuses 0 (each site's demand is divided by it to compare sites), and a store with no
+# sales in a week is more likely new or closed for a while than one that never sells.
+MIN_DEMAND_INDEX = 0.05
+
+
+def fitted_demand_index(
+    units_by_site: Mapping[str, float], sites: Sequence[str]
+) -> dict[str, float]:
+    """Each site's `demand_index` from its units sold, relative to the mean site.
+
+    The planner's prior for a site that has sold little is the SKU's rate across sites times
+    the site's index; with every index 1 a large store and a small one get the same prior,
+    and a slow mover's few sales cannot correct it. A store's share of a chain's sales moves
+    over months, so a fit from recent history (`stockshift warmup --history` prints it) is
+    what the network config should carry. Sites without sales in the history get
+    `MIN_DEMAND_INDEX`; no sales at all leaves every site at 1."""
+    mean = sum(units_by_site.get(site, 0.0) for site in sites) / len(sites) if sites else 0.0
+    if mean <= 0:
+        return {site: 1.0 for site in sites}
+    return {
+        site: round(max(units_by_site.get(site, 0.0) / mean, MIN_DEMAND_INDEX), 3) for site in sites
     }

@@ -24,6 +24,7 @@ import numpy as np
 import orjson
 
 from adapters.history import epoch_ms, read_sales_file, read_site_map
+from operators.history import fitted_demand_index
 from operators.lanes import NegotiationOutcome
 from state.config import ConfigError, Network, Policy, network_from_dict
 from state.records import DeadLetter, Proposal, RawMessage, StepOutput
@@ -72,6 +73,10 @@ class Scenario:
     trace_unplaced: str = "error"
     # A CSV (store, site) renaming the trace's store ids to site ids (relative to the file).
     trace_site_map: str | None = None
+    # A trace's sites get the `demand_index` a retailer knows from its stores' volume: each
+    # site's units over the history days, or (without them) over the trace's first this many
+    # days, relative to the mean site. 0: every site 1.
+    trace_demand_index_days: int = 7
     # replenishment
     replenishment: str = "base_stock"
     supplier_lead_days: int = 5
@@ -146,6 +151,7 @@ _NOT_NEGATIVE = (
     "supplier_lead_days", "review_days", "nearest_lanes", "lane_capacity_per_day",
     "storage_capacity_days", "forecast_error_sigma", "site_scale_sigma",
     "sku_popularity_sigma", "base_stock_z", "warmup_days", "published_forecast_factor",
+    "trace_demand_index_days",
 )  # fmt: skip
 
 
@@ -246,12 +252,37 @@ def expected_daily_rate(scenario: Scenario) -> np.ndarray:
 
 def site_demand_index(scenario: Scenario) -> list[float]:
     """Each site's sales volume relative to the mean site: what a retailer knows from its
-    total sales by store (the same draw as `draw_demand`'s site scale; 1 for a trace)."""
+    total sales by store (the same draw as `draw_demand`'s site scale; for a trace, fitted
+    from its first days: `_trace_demand_index`)."""
     if scenario.trace is not None:
-        return [1.0] * len(site_ids(scenario))
+        return _trace_demand_index(scenario)
     rng = np.random.default_rng(scenario.seed)
     _, scale = _popularity_and_scale(rng, scenario, scenario.n_skus, scenario.n_sites)
     return [round(float(v), 3) for v in scale]
+
+
+def _trace_demand_index(scenario: Scenario) -> list[float]:
+    """Each site's units over the history days (or the first `trace_demand_index_days`),
+    relative to the mean site (operators.history.fitted_demand_index)."""
+    assert scenario.trace is not None
+    sites = site_ids(scenario)
+    days = scenario.history_days or scenario.trace_demand_index_days
+    if days <= 0:
+        return [1.0] * len(sites)
+    path = Path(scenario.trace)
+    frame = _read_trace(path, scenario.trace_site_map)
+    times = epoch_ms(frame, path)
+    known = [t for t in times if t is not None]
+    if not known:
+        return [1.0] * len(sites)
+    first = min(known)
+    end = first - first % DAY_MS + days * DAY_MS
+    units: Counter[str] = Counter()
+    for at, site, qty in zip(times, frame["site"], frame["qty"], strict=True):
+        if at is not None and at < end:
+            units[str(site)] += int(qty)
+    fitted = fitted_demand_index(units, sites)
+    return [fitted[site] for site in sites]
 
 
 def make_network(scenario: Scenario) -> Network:

@@ -3,6 +3,7 @@ first count instead of after days of watching."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,9 +21,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 def warm_then_count(
     brokers: str, prefix: str, tmp_path: Path, option: str, path: Path, says: str
-) -> None:
+) -> str:
     """`stockshift warmup <option> <path>` (its output must say `says`), then the first
-    counts (A full, B nearly empty): the flow proposes A -> B at once."""
+    counts (A full, B nearly empty): the flow proposes A -> B at once. Returns what
+    warmup printed."""
     with flow_harness(brokers, prefix, tmp_path) as flow:
         warmed = subprocess.run(
             [sys.executable, "-m", "flows.cli", "warmup", option, str(path)],
@@ -41,6 +43,7 @@ def warm_then_count(
     assert len(proposals) == 1
     body = orjson.loads(proposals[0].value())
     assert (body["from_site"], body["to_site"]) == ("A", "B")
+    return warmed.stdout
 
 
 def test_a_history_file_lets_the_flow_propose_on_its_first_counts(
@@ -52,7 +55,11 @@ def test_a_history_file_lets_the_flow_propose_on_its_first_counts(
         "date,sku,site,qty\n" + "".join(f"{d},SKU-1,{s},24\n" for d in days for s in "AB")
     )
     says = "published 144 sale_history events (144 units)"
-    warm_then_count(kafka_brokers, topic_prefix, tmp_path, "--history", history, says)
+    printed = warm_then_count(kafka_brokers, topic_prefix, tmp_path, "--history", history, says)
+    # Both stores sold the same: each is the mean site (the network config's demand_index).
+    assert "demand_index by site in this history" in printed
+    assert re.search(r"^\s+A\s+1\.000\s+\(1\)$", printed, re.MULTILINE)
+    assert re.search(r"^\s+B\s+1\.000\s+\(1\)$", printed, re.MULTILINE)
 
 
 def test_a_forecast_file_lets_the_flow_propose_on_its_first_counts(

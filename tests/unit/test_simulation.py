@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from adapters.lab.simulator import Scenario, Simulation, load_scenario, make_network
 from flows.lab.simulate import _lane_specs as lane_specs
 from flows.lab.simulate import run_all, run_none, run_stockshift
+from operators.history import MIN_DEMAND_INDEX, fitted_demand_index
 from operators.reference.baselines import tie_moves
 from operators.reference.hindsight import LaneSpec, hindsight_bound, network_hindsight_bound
 from state.config import ConfigError, Network, Policy
@@ -413,3 +414,27 @@ def test_a_world_can_publish_forecasts_off_by_a_factor() -> None:
                 3 * means[body["event_id"]], rel=1e-3, abs=1e-3
             )
     assert (off.base_stock == told.base_stock).all()
+
+
+def test_a_traces_sites_get_their_volume_over_its_first_days_as_demand_index(
+    tmp_path: Path,
+) -> None:
+    """What a retailer knows of its stores' scale: units over the trace's first days (here
+    one) relative to the mean site; later days do not count; 0 days leaves every site 1."""
+    trace = tmp_path / "trace.csv"
+    trace.write_text(
+        "date,sku,site,qty\n2016-04-25,SKU-A,CA_1,9\n2016-04-25,SKU-B,CA_1,6\n"
+        "2016-04-25,SKU-A,TX_1,5\n2016-04-26,SKU-A,TX_1,50\n"
+    )
+    scenario = replace(SMALL, trace=str(trace), days=3, trace_demand_index_days=1)
+    network = make_network(scenario)
+    assert network.sites["CA_1"].demand_index == 1.5  # 15 units against a mean of 10
+    assert network.sites["TX_1"].demand_index == 0.5
+    flat = make_network(replace(scenario, trace_demand_index_days=0))
+    assert {s.demand_index for s in flat.sites.values()} == {1.0}
+
+
+def test_a_fitted_demand_index_is_relative_to_the_mean_site_and_never_zero() -> None:
+    fitted = fitted_demand_index({"A": 30.0, "B": 10.0}, ["A", "B", "C"])
+    assert fitted == {"A": 2.25, "B": 0.75, "C": MIN_DEMAND_INDEX}
+    assert fitted_demand_index({}, ["A", "B"]) == {"A": 1.0, "B": 1.0}
