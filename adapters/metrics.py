@@ -1,6 +1,6 @@
 """Every Prometheus metric stockshift exports, declared once.
 
-The flow updates them from dedicated `inspect` steps so that operators stay pure.
+The flow updates them from dedicated steps (a batch at a time) so that operators stay pure.
 """
 
 from __future__ import annotations
