@@ -708,17 +708,33 @@ def _candidate(inputs: _PlanInputs, lane: Lane) -> ScoredSender | None:
             inputs.receiver.state, inputs.now_ms, horizon, receiving=True
         )
     loss = shortfall_for(policy)
-    risk = policy.estimate_risk_z
     # Estimation risk: the receiver's rate a little lower, the sender's a little higher.
-    pessimistic = inputs.receiver.shifted(-risk)
+    pessimistic = inputs.receiver.shifted(-estimate_risk(inputs.receiver, policy))
     outlook = ReceiverOutlook(pessimistic, receiver_points, lane.lead_hours, loss)
     if inputs.screen and _ruled_out(inputs, lane, outlook, smallest, high):
         return rejected(SuppressReason.NO_NET_BENEFIT, high, screened=True)
     sender_points = stock_checkpoints(sender_state, inputs.now_ms, surplus.horizon_hours)
-    sender_outlook = SenderOutlook(sender.shifted(risk), sender_points, high, loss)
+    sender_outlook = SenderOutlook(
+        sender.shifted(estimate_risk(sender, policy)), sender_points, high, loss
+    )
     evaluate = EconomicsFn(outlook, lane, sender_outlook, inputs.params, policy)
     best = best_quantity(smallest, high, pack, evaluate)
     return ScoredSender(_priced(lane, best, policy), lane, sender, surplus)
+
+
+def estimate_risk(agent: Agent, policy: Policy) -> float:
+    """How many standard errors a site's rate is moved against a transfer: the policy's
+    `estimate_risk_z`, or its `thin_evidence_z` for a site without a forecast whose estimate
+    rests on fewer than `thin_evidence_units` units (mean x the hours it weighs, which is
+    (sd / se)^2)."""
+    risk = policy.estimate_risk_z
+    forecast = agent.state.forecast
+    if policy.thin_evidence_units <= 0 or agent.se <= 0:
+        return risk
+    if forecast is not None and forecast.per_hour > 0:
+        return risk
+    units = agent.mean * (agent.sd / agent.se) ** 2
+    return max(risk, policy.thin_evidence_z) if units < policy.thin_evidence_units else risk
 
 
 def _cooling_down(inputs: _PlanInputs, lane: Lane, sender_state: SiteState) -> bool:
@@ -768,7 +784,7 @@ def _no_lane_can_pay(
         return False
     stock = state.on_hand + state.reserved_in - state.reserved_out + state.disputed(now_ms)
     hours = max(lane.lead_hours for lane in lanes) + policy.cover_hours
-    mean, sd, _ = exposure(receiver.shifted(-policy.estimate_risk_z), hours, stock)
+    mean, sd, _ = exposure(receiver.shifted(-estimate_risk(receiver, policy)), hours, stock)
     most = expected_shortfall(mean, sd, stock)
     cheapest = min(lane.fixed_cost for lane in lanes)
     return value * most - cheapest < policy.min_net_benefit - _SCREEN_MARGIN

@@ -201,6 +201,13 @@ class Policy:
     # Estimation risk: a transfer is priced with the receiver's demand rate this many
     # standard errors lower and the sender's this many higher (0: at the estimates).
     estimate_risk_z: float = 0.0
+    # Thin evidence: a site without a forecast whose demand estimate rests on fewer than
+    # `thin_evidence_units` units (its own sales and the SKU's prior, as the estimate weighs
+    # them) is priced `thin_evidence_z` standard errors pessimistic instead (the larger of
+    # the two z applies). The sites a transfer would go to are the ones that just sold more
+    # than their estimate: on a slow mover's few units that is mostly noise. 0: off.
+    thin_evidence_units: float = 0.0
+    thin_evidence_z: float = 2.0
     # A forecast event without its own `error_cv` is taken to be off by this share.
     forecast_error_cv: float = 0.5
 
@@ -408,6 +415,8 @@ _POLICY_FLOATS = {
     "confidence_hours": 0.0,
     "dedupe_horizon_hours": 0.0,
     "estimate_risk_z": 0.0,
+    "thin_evidence_units": 0.0,
+    "thin_evidence_z": 0.0,
     "forecast_error_cv": 0.0,
 }
 _POLICY_INTS = {"demand_window_minutes": 1, "dedupe_capacity": 1}

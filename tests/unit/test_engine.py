@@ -15,6 +15,7 @@ from operators.planner import (
     ReceiverOutlook,
     agent_for,
     demand_prior,
+    estimate_risk,
     expected_shortfall,
     plan_for_receiver,
     receiver_need,
@@ -22,7 +23,7 @@ from operators.planner import (
 )
 from operators.position import TRANSFER_INBOUND_PREFIX
 from state.records import Event, EventType, Outcome, Proposal
-from state.sku import Inbound, SiteState, SkuState
+from state.sku import Inbound, SiteForecast, SiteState, SkuState
 from tests.support.helpers import (
     HOUR,
     T0,
@@ -512,6 +513,31 @@ def test_estimation_risk_prices_a_move_with_the_receivers_rate_lower_and_the_sen
     young = agent_for("A", _sites_selling(30, ("A",), {"A": 300}).sites["A"], CTX.policy)
     older = agent_for("A", _sites_selling(90, ("A",), {"A": 300}).sites["A"], CTX.policy)
     assert older.se < young.se
+
+
+def test_thin_evidence_moves_only_sites_without_a_forecast_whose_estimate_rests_on_few_units() -> (
+    None
+):
+    """A day and a quarter of one unit an hour (30 units, plus none from a prior here) is
+    thin below 40 units and not below 20; a forecast takes a site out of it; off at 0."""
+    site = _sites_selling(30, ("A",), {"A": 300}).sites["A"]
+    agent = agent_for("A", site, CTX.policy)
+    units = agent.mean * (agent.sd / agent.se) ** 2
+    assert 20 < units < 40
+    thin = policy(thin_evidence_units=40.0, thin_evidence_z=2.0, estimate_risk_z=0.5)
+    assert estimate_risk(agent, thin) == 2.0
+    assert estimate_risk(agent, replace(thin, thin_evidence_units=20.0)) == 0.5
+    assert estimate_risk(agent, replace(thin, thin_evidence_units=0.0)) == 0.5
+    forecast = replace(site, forecast=SiteForecast(per_hour=1.0, error_cv=0.5))
+    assert estimate_risk(agent_for("A", forecast, thin), thin) == 0.5
+    # In a plan: the thin receiver is priced lower, so the same move nets less.
+    state = _sites_selling(30, ("A",), {"A": 300, "B": 0})
+    now = T0 + 31 * HOUR
+    plain = plan_for_receiver(state, "B", CTX.network, CTX.policy, now)
+    careful = plan_for_receiver(state, "B", CTX.network, policy(thin_evidence_units=1e6), now)
+    assert plain is not None and careful is not None
+    assert plain.chosen is not None and careful.chosen is not None
+    assert careful.chosen.net_benefit < plain.chosen.net_benefit
 
 
 def test_a_site_that_gains_stock_rejudges_its_neighbours_only_as_its_receivers() -> None:
