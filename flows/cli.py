@@ -161,18 +161,12 @@ def _warmup(args: argparse.Namespace) -> int:
 def _print_demand_index(rows: list[HistoryRow], network: Network) -> None:
     """Each site's volume in the history as the network's `demand_index` (the planner's
     prior for a slow mover scales the SKU's rate across sites by it; docs/decisions.md)."""
-    from collections import Counter
+    from operators.history import fitted_demand_index, units_by_site
 
-    from operators.history import fitted_demand_index
-
-    units: Counter[str] = Counter()
-    for row in rows:
-        units[row.site] += row.qty
-    fitted = fitted_demand_index(units, sorted(network.sites))
-    current = {site: network.sites[site].demand_index for site in fitted}
+    fitted = fitted_demand_index(units_by_site(rows), sorted(network.sites))
     print("demand_index by site in this history (network config now in brackets):")
     for site, index in fitted.items():
-        print(f"  {site:<16} {index:>7.3f}  ({current[site]:g})")
+        print(f"  {site:<16} {index:>7.3f}  ({network.sites[site].demand_index:g})")
 
 
 def _dlq(args: argparse.Namespace) -> int:

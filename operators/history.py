@@ -76,6 +76,14 @@ def _event(sku: str, site: str, ts_ms: int, qty: int) -> dict[str, object]:
 MIN_DEMAND_INDEX = 0.05
 
 
+def units_by_site(rows: Iterable[HistoryRow]) -> dict[str, float]:
+    """Units sold per site in a history (what `fitted_demand_index` weighs)."""
+    units: dict[str, float] = {}
+    for row in rows:
+        units[row.site] = units.get(row.site, 0.0) + row.qty
+    return units
+
+
 def fitted_demand_index(
     units_by_site: Mapping[str, float], sites: Sequence[str]
 ) -> dict[str, float]:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from adapters.lab.simulator import Scenario, Simulation, load_scenario, make_network
 from flows.lab.simulate import _lane_specs as lane_specs
 from flows.lab.simulate import run_all, run_none, run_stockshift
-from operators.history import MIN_DEMAND_INDEX, fitted_demand_index
+from operators.history import MIN_DEMAND_INDEX, HistoryRow, fitted_demand_index, units_by_site
 from operators.reference.baselines import tie_moves
 from operators.reference.hindsight import LaneSpec, hindsight_bound, network_hindsight_bound
 from state.config import ConfigError, Network, Policy
@@ -438,3 +438,9 @@ def test_a_fitted_demand_index_is_relative_to_the_mean_site_and_never_zero() -> 
     fitted = fitted_demand_index({"A": 30.0, "B": 10.0}, ["A", "B", "C"])
     assert fitted == {"A": 2.25, "B": 0.75, "C": MIN_DEMAND_INDEX}
     assert fitted_demand_index({}, ["A", "B"]) == {"A": 1.0, "B": 1.0}
+
+
+def test_a_historys_units_by_site_add_up_each_sites_rows() -> None:
+    rows = [HistoryRow("S", "A", 0, 3, True), HistoryRow("T", "A", 0, 2, True)]
+    rows.append(HistoryRow("S", "B", 0, 5, False))
+    assert units_by_site(rows) == {"A": 5.0, "B": 5.0}
