@@ -102,7 +102,8 @@ def _check_unique_keys(value: bytes, obj: Mapping[str, Any]) -> None:
     in the payload every quote mark opens or closes a string, so the payload holds exactly
     as many strings (keys included) as the decoded object only when no key was repeated at
     any depth (a repeat adds a key the object lacks). Otherwise the payload is parsed again
-    key by key. (Counting once beat looking up each key's spelling: 0.3 against 1.1 us.)"""
+    key by key. (Counting once beat looking up each key's spelling: 0.5 against 1.1 us a bench
+    message, compiled.)"""
     if b"\\" not in value and value.count(b'"') == 2 * _strings(obj):
         return
     try:
