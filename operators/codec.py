@@ -7,6 +7,7 @@ a consumer sees one SKU's records in order.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,7 +20,16 @@ from state.records import DeadLetter, DecisionRecord, Event, EventType, Finding,
 
 
 def rfc3339(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+    """`2026-01-05T00:00:00.123+00:00`: the second's text is cached, since every live
+    position and record carries a time and consecutive ones share their second (building
+    it through datetime each time was 1.4 us, most of a live position's encoding)."""
+    second, ms = divmod(ts_ms, 1000)
+    return f"{_second_text(second)}.{ms:03d}+00:00"
+
+
+@functools.lru_cache(maxsize=4096)
+def _second_text(second: int) -> str:
+    return datetime.fromtimestamp(second, tz=UTC).isoformat(timespec="seconds")[:-6]
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from operators.codec import dead_letter_headers, dead_letter_message, proposal_dict
+from operators.codec import dead_letter_headers, dead_letter_message, proposal_dict, rfc3339
 from operators.engine import DecisionContext, step
 from operators.parse import parse_message, topic_kinds_for
 from state.records import DeadLetter, Event, EventType, RawMessage
@@ -80,3 +83,13 @@ def test_outputs_match_their_schemas() -> None:
     headers = dead_letter_headers(dead_letter_message(letter).headers)
     documented = (ROOT / "docs" / "contract.md").read_text()
     assert headers and all(f"`stockshift.{name}`" in documented for name in headers)
+
+
+@given(st.integers(min_value=-62_135_596_800_000 + 86_400_000, max_value=253_402_300_799_999))
+def test_output_times_read_as_the_datetime_library_writes_them(ts_ms: int) -> None:
+    """Every output time is RFC 3339 UTC to the millisecond, exactly as datetime formats the
+    same instant (rfc3339 caches each second's text)."""
+    second, ms = divmod(ts_ms, 1000)
+    expected = datetime.fromtimestamp(second, tz=UTC).replace(microsecond=ms * 1000)
+    assert rfc3339(ts_ms) == expected.isoformat(timespec="milliseconds")
+    assert datetime.fromisoformat(rfc3339(ts_ms)) == expected
