@@ -12,7 +12,7 @@ plain, and the flow builds several records per event (issue #23).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, TypeVar, dataclass_transform
 
@@ -21,9 +21,24 @@ _R = TypeVar("_R")
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
 def record(cls: type[_R]) -> type[_R]:
-    """A slotted dataclass the type checker treats as frozen (see the module's docstring)."""
+    """A slotted dataclass the type checker treats as frozen (see the module's docstring).
+
+    It pickles as the frozen dataclass did (the list of its field values), so records in
+    recovery snapshots written before load, and snapshots written now load in a release
+    from before (negotiation's state holds proposals waiting for a trip)."""
     made: type[_R] = dataclass(slots=True, unsafe_hash=True)(cls)
+    made.__getstate__ = _field_values  # type: ignore[method-assign]
+    made.__setstate__ = _set_field_values  # type: ignore[attr-defined]
     return made
+
+
+def _field_values(self: object) -> list[Any]:
+    return [getattr(self, f.name) for f in fields(self)]  # type: ignore[arg-type]
+
+
+def _set_field_values(self: object, state: list[Any]) -> None:
+    for f, value in zip(fields(self), state, strict=True):  # type: ignore[arg-type]
+        object.__setattr__(self, f.name, value)
 
 
 class EventType(StrEnum):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,18 @@ def test_records_compare_and_hash_by_their_fields() -> None:
     assert a == b and hash(a) == hash(b) and len({a, b}) == 1
     assert a != Event("e", EventType.SALE, 0, "S", "A", 2)
     assert not hasattr(a, "__dict__")  # slotted
+
+
+# An Event pickled by the release before records stopped being frozen at run time (aacbca8):
+# Event("e", EventType.SALE, 1, "S", "A", 2). Negotiation's snapshots hold records pickled so.
+_FROZEN_EVENT_PICKLE = bytes.fromhex(
+    "80049557000000000000008c0d73746174652e7265636f726473948c054576656e74949394298194"
+    "5d94288c01659468008c094576656e74547970659493948c0473616c6594859452944b018c015394"
+    "8c0141944b024e4e4e4e4e4e4e4e4e65622e"
+)
+
+
+def test_records_pickled_by_the_frozen_release_load_and_pickle_the_same_way() -> None:
+    event = Event("e", EventType.SALE, 1, "S", "A", 2)
+    assert pickle.loads(_FROZEN_EVENT_PICKLE) == event
+    assert pickle.dumps(event) == _FROZEN_EVENT_PICKLE  # a rollback reads today's snapshots
