@@ -97,9 +97,17 @@ def replay(
     dry_run: bool = False,
 ) -> ReplayReport:
     """Produce every chosen dead letter to its source topic again. A truncated one cannot
-    be: only its first part was kept (its source offset says where the whole one is)."""
+    be: only its first part was kept (its source offset says where the whole one is).
+
+    Dead letters come in the order the flow took them. A caught-up flow takes each topic's
+    messages as they arrive (`adapters/kafka_source.py`), and a replay is a burst across
+    topics: produced at once, a count could reach it before the sales that came first. So
+    each topic's run is acknowledged before the next topic's starts: the broker then holds
+    them in that order, and a fetch that returns a later message returns the earlier ones
+    too (on one broker; across brokers the flow's merge grace is what orders a burst)."""
     producer = Producer({"bootstrap.servers": ",".join(brokers), **(add_config or {})})
     replayed = skipped = matched = 0
+    previous_topic: str | None = None
     for record in records:
         if not chosen(record):
             continue
@@ -108,13 +116,20 @@ def replay(
             skipped += 1
             continue
         if not dry_run:
+            if previous_topic not in (None, record.source_topic):
+                _acknowledged(producer)
             producer.produce(
                 record.source_topic,
                 record.value,
                 record.key,
                 timestamp=record.source_timestamp_ms or 0,
             )
+            previous_topic = record.source_topic
         replayed += 1  # (with dry_run: would be)
+    _acknowledged(producer)
+    return ReplayReport(replayed, skipped, matched)
+
+
+def _acknowledged(producer: Producer) -> None:
     if producer.flush(30):
         raise ConnectionError("dead letters not acknowledged by the broker in 30 s")
-    return ReplayReport(replayed, skipped, matched)

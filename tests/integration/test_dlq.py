@@ -30,11 +30,17 @@ def test_a_fixed_cause_and_a_replay_yield_the_proposal(
     """SKU-2 arrives while the process is full (STOCKSHIFT_MAX_SKUS=1): its history and its
     trigger are dead-lettered as sku_limit. The limit is raised and the flow restarted from
     its recovery snapshot (past those offsets); `stockshift dlq replay --reason sku_limit`
-    puts them back, and SKU-2 gets the proposal a clean run makes."""
+    puts them back, and SKU-2 gets the proposal a clean run makes.
+
+    The replay is a burst across two topics into a caught-up flow, which takes each topic's
+    messages as they arrive: a merge grace holds them until the other topic's fetch is in
+    (without it one CI run got no proposal; replayed through the engine alone, the damage
+    count taken before B's sales, or amid them, makes none)."""
     flow = FlowHarness(
         kafka_brokers, topic_prefix, tmp_path,
         STOCKSHIFT_RECOVERY_DIR=str(tmp_path / "recovery"),
         STOCKSHIFT_SNAPSHOT_INTERVAL_S="1", STOCKSHIFT_MAX_SKUS="1",
+        STOCKSHIFT_MERGE_GRACE_MS="300",
     )  # fmt: skip
     sku2 = [*warm_history(E2E_HOURS, sku="SKU-2", b_stock=E2E_B_STOCK)]
     trigger = replace(e2e_trigger(), sku="SKU-2", event_id="damage-B-2")
