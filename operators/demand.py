@@ -7,8 +7,10 @@ about demand, so a stocked-out window never pulls the estimate down (censored de
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
-from state.sku import Demand
+from state.sku import Demand, SiteForecast, SiteState
+from state.units import HOUR_MS
 
 # After this many empty windows the estimate has decayed to nothing anyway.
 _MAX_GAP_WINDOWS = 2000
@@ -130,3 +132,65 @@ def sd_per_hour(demand: Demand, window_minutes: int) -> float:
 
 def observed_hours(demand: Demand, window_minutes: int) -> float:
     return demand.windows_seen * window_minutes / 60.0
+
+
+# A forecast source's record at a SKU-site fades over four weeks: long enough to judge a
+# slow mover (a unit every few days), short enough to forgive a source that improved.
+FORECAST_ERROR_HALFLIFE_HOURS = 672.0
+# A site's miss discredits its forecast when it is this many standard deviations of what
+# the stated error and chance allow (squared: 3 sd).
+FORECAST_MISS_Z_SQ = 9.0
+
+
+def track_forecast(forecast: SiteForecast, ts_ms: int, in_stock: bool, sold: int) -> None:
+    """Score the site's forecast up to `ts_ms`: the units it expected since the last score
+    and the units sold, counted only while the site had stock (a sold-out or silent site's
+    sales say nothing about demand). An event older than the score adds no hours."""
+    if forecast.scored_to_ms < 0:
+        forecast.scored_to_ms = ts_ms
+    hours = max(ts_ms - forecast.scored_to_ms, 0) / HOUR_MS
+    if hours > 0:
+        fade = 0.5 ** (hours / FORECAST_ERROR_HALFLIFE_HOURS)
+        forecast.expected_units *= fade
+        forecast.sold_units *= fade
+        forecast.scored_to_ms = ts_ms
+    if in_stock:
+        forecast.expected_units += forecast.per_hour * hours
+        forecast.sold_units += sold
+
+
+def forecast_bias(sites: Iterable[SiteState]) -> float:
+    """How far the SKU's forecasts run from its sales, as one factor for all its sites: units
+    sold over units expected across the sites, shrunk toward 1 by a gamma prior worth 1 / c^2
+    units (c the error the forecasts state). A source that forecasts a SKU twice too high is
+    seen across ten sites ten times sooner than at one."""
+    sold = expected = prior = 0.0
+    count = 0
+    for site in sites:
+        forecast = site.forecast
+        if forecast is not None:
+            sold += forecast.sold_units
+            expected += forecast.expected_units
+            prior += 1.0 / (forecast.error_cv * forecast.error_cv)
+            count += 1
+    if count == 0:
+        return 1.0
+    prior /= count
+    return (sold + prior) / (expected + prior)
+
+
+def forecast_error_sq(forecast: SiteForecast, bias: float, dispersion: float) -> float:
+    """The squared relative error to weigh a site's forecast (corrected by the SKU's `bias`)
+    with: the error it states, unless the site's own record misses by more than
+    `FORECAST_MISS_Z_SQ` allows (chance, `dispersion` x expected with `dispersion` the
+    site's variance-to-mean ratio of demand, plus the stated error); then the miss itself
+    less chance ((sold - expected)^2 - dispersion x expected, over expected^2)."""
+    stated = forecast.error_cv * forecast.error_cv
+    expected = forecast.expected_units * bias
+    if expected < 1.0:  # less than a unit expected: any miss is chance
+        return stated
+    chance = max(dispersion, 1.0) * expected
+    miss = (forecast.sold_units - expected) ** 2
+    if miss <= FORECAST_MISS_Z_SQ * (chance + stated * expected * expected):
+        return stated
+    return max(stated, (miss - chance) / (expected * expected))

@@ -13,7 +13,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from operators import signals
-from operators.demand import advance, mean_per_hour, observed_hours, smoothing_alpha
+from operators.demand import (
+    advance,
+    mean_per_hour,
+    observed_hours,
+    smoothing_alpha,
+    track_forecast,
+)
 from operators.limits import expire_inbound, refusal, refused_letter
 from operators.planner import (
     Agents,
@@ -187,6 +193,9 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
     _expire(state, run, ctx)
     _observe_demand(site, event, ctx)
     counts_as_demand = _check_signals(state, site, run, ctx) if run.policy.signal_checks else True
+    if site.forecast is not None:
+        sold = event.qty if event.type is EventType.SALE and counts_as_demand else 0
+        track_forecast(site.forecast, event.ts_ms, _sells(site), sold)
     site.last_event_ms = max(site.last_event_ms, event.ts_ms)
     rejudge_neighbours = _apply(state, site, run, counts_as_demand)
     _decide(state, run, ctx, rejudge_neighbours)
@@ -230,9 +239,22 @@ def _learn_forecast(
     figures = event.forecast
     assert figures is not None  # parse gives every forecast event its figures
     error_cv = figures.error_cv if figures.error_cv is not None else ctx.policy.forecast_error_cv
-    state.site(event.site).forecast = SiteForecast(figures.mean_per_day / 24.0, error_cv)
+    site = state.site(event.site)
+    new = SiteForecast(figures.mean_per_day / 24.0, error_cv)
+    before = site.forecast
+    if before is not None:  # the new forecast takes over the source's record
+        track_forecast(before, event.ts_ms, _sells(site), 0)
+        new.expected_units, new.sold_units = before.expected_units, before.sold_units
+        new.scored_to_ms = before.scored_to_ms
+    site.forecast = new
     state.clock_ms = max(state.clock_ms, event.ts_ms)
     return StepOutput(event.event_id, event_ts_ms=event.ts_ms, new_key=new_key)
+
+
+def _sells(site: SiteState) -> bool:
+    """Whether the site's sales since its last event showed demand: it had stock and its
+    sales feed was not silent."""
+    return site.on_hand > 0 and not (site.signals is not None and site.signals.silent)
 
 
 def _expire(state: SkuState, run: _Step, ctx: DecisionContext) -> None:

@@ -76,12 +76,20 @@ class Signals(Restorable):
 
 @dataclass(slots=True)
 class SiteForecast(Restorable):
-    """A forecast as the planner uses it: units an hour and the rate's relative error.
-    Replaced whole by the next forecast, never changed in place (it was a frozen record;
-    mypyc cannot unpickle a frozen one)."""
+    """A forecast as the planner uses it: units an hour, the rate's stated relative error,
+    and the forecast scored against the site's sales (`operators.demand.track_forecast`):
+    a forecast source that keeps missing at a SKU-site loses weight there, whatever error it
+    states. The score outlives each forecast (the next one takes it over): it measures the
+    source, not one number."""
 
     per_hour: float
     error_cv: float
+    # Units the forecasts expected over the hours the site had stock to sell, and the units
+    # it sold in those hours; both decay with `FORECAST_ERROR_HALFLIFE_HOURS`.
+    expected_units: float = 0.0
+    sold_units: float = 0.0
+    # The time both sums run to; -1 until the first event scores the forecast.
+    scored_to_ms: int = -1
 
 
 @dataclass(slots=True)

@@ -56,7 +56,7 @@ def test_flow_turns_events_into_a_proposal_and_bad_input_into_dead_letters() -> 
 
 
 @pytest.mark.parametrize(
-    ("seed", "lane_capacity", "trips_and_forecasts"), [(3, 3, False), (5, 6, False), (5, 6, True)]
+    ("seed", "lane_capacity", "trips_and_forecasts"), [(3, 3, False), (5, 6, False), (8, 6, True)]
 )
 def test_flow_and_direct_engine_make_identical_proposals_for_the_same_events(
     seed: int, lane_capacity: int, trips_and_forecasts: bool
@@ -64,7 +64,9 @@ def test_flow_and_direct_engine_make_identical_proposals_for_the_same_events(
     # Lanes and sites constrained, so negotiation cuts and drops proposals on both paths.
     # (Seed 5 with 6-unit lanes gave different grants before negotiation ordered its batch:
     # the dataflow hands it on SKU by SKU, the simulator in event order.) The third case
-    # adds forecasts and trip costs: proposals wait for their trip and go on later.
+    # adds forecasts and trip costs: proposals wait for their trip and go on later (seed 8:
+    # since forecasts are scored against sales, seed 5's draw no longer has one that waits
+    # and then goes; which draws do is chance, the test needs one).
     scenario = Scenario(
         n_sites=4,
         n_skus=12,

@@ -515,11 +515,10 @@ def test_estimation_risk_prices_a_move_with_the_receivers_rate_lower_and_the_sen
     assert older.se < young.se
 
 
-def test_thin_evidence_moves_only_sites_without_a_forecast_whose_estimate_rests_on_few_units() -> (
-    None
-):
+def test_thin_evidence_moves_only_sites_without_a_trusted_forecast_resting_on_few_units() -> None:
     """A day and a quarter of one unit an hour (30 units, plus none from a prior here) is
-    thin below 40 units and not below 20; a forecast takes a site out of it; off at 0."""
+    thin below 40 units and not below 20; a forecast its sales do not discredit takes a
+    site out of it; off at 0."""
     site = _sites_selling(30, ("A",), {"A": 300}).sites["A"]
     agent = agent_for("A", site, CTX.policy)
     units = agent.mean * (agent.sd / agent.se) ** 2
@@ -530,6 +529,10 @@ def test_thin_evidence_moves_only_sites_without_a_forecast_whose_estimate_rests_
     assert estimate_risk(agent, replace(thin, thin_evidence_units=0.0)) == 0.5
     forecast = replace(site, forecast=SiteForecast(per_hour=1.0, error_cv=0.5))
     assert estimate_risk(agent_for("A", forecast, thin), thin) == 0.5
+    # ... unless its sales discredit it (it expected 400 units where 100 sold).
+    missed = SiteForecast(per_hour=1.0, error_cv=0.2, expected_units=400.0, sold_units=100.0)
+    discredited = agent_for("A", replace(site, forecast=missed), thin)
+    assert not discredited.forecast_trusted and estimate_risk(discredited, thin) == 2.0
     # In a plan: the thin receiver is priced lower, so the same move nets less.
     state = _sites_selling(30, ("A",), {"A": 300, "B": 0})
     now = T0 + 31 * HOUR

@@ -4,19 +4,27 @@ them against a site's own sales."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
 from operators.codec import event_message
-from operators.demand import observed_hours
+from operators.demand import (
+    FORECAST_ERROR_HALFLIFE_HOURS,
+    FORECAST_MISS_Z_SQ,
+    forecast_bias,
+    forecast_error_sq,
+    observed_hours,
+    track_forecast,
+)
 from operators.engine import step
 from operators.parse import parse_message, topic_kinds_for
-from operators.planner import agent_for
+from operators.planner import agent_at, agent_for
 from state.records import DeadLetter, Event, EventType, ForecastFigures, RawMessage
-from state.sku import SiteForecast, SiteState
-from tests.support.helpers import event, policy, warm_history
+from state.sku import SiteForecast, SiteState, SkuState
+from tests.support.helpers import HOUR, event, policy, warm_history
 from tests.unit.test_engine import CTX, run
 
 KINDS = topic_kinds_for("stockshift.")
@@ -61,10 +69,15 @@ def test_bad_forecasts_are_dead_letters_with_a_reason() -> None:
 def test_a_forecast_is_kept_per_site_replaced_by_the_next_and_decides_nothing() -> None:
     state, out = step(None, forecast(0, "B", 12.0), CTX)
     assert not out.proposals and not out.decisions
-    assert state.sites["B"].forecast == SiteForecast(0.5, 0.3)
+    assert figures(state.sites["B"].forecast) == (0.5, 0.3)
     state, _ = step(state, forecast(1, "B", 24.0, cv=None), CTX)
     # No error given: the policy's.
-    assert state.sites["B"].forecast == SiteForecast(1.0, CTX.policy.forecast_error_cv)
+    assert figures(state.sites["B"].forecast) == (1.0, CTX.policy.forecast_error_cv)
+
+
+def figures(found: SiteForecast | None) -> tuple[float, float]:
+    assert found is not None
+    return found.per_hour, found.error_cv
 
 
 def test_a_site_with_a_forecast_acts_without_a_warm_up() -> None:
@@ -122,3 +135,121 @@ def test_the_blend_lies_between_forecast_and_sales_and_slow_movers_keep_their_fo
     assert math.isclose(
         mean, share * per_day / 24.0 + (1 - share) * own, rel_tol=1e-6, abs_tol=1e-12
     )
+
+
+# Forecasts scored against sales: a source that keeps missing loses weight.
+
+
+def test_a_forecast_is_scored_only_over_hours_the_site_had_stock_and_the_score_fades() -> None:
+    fc = SiteForecast(2.0, 0.3)
+    track_forecast(fc, 0, in_stock=True, sold=0)  # the score starts
+    track_forecast(fc, 10 * HOUR, in_stock=True, sold=3)
+    assert (fc.expected_units, fc.sold_units, fc.scored_to_ms) == (20.0, 3.0, 10 * HOUR)
+    track_forecast(fc, 15 * HOUR, in_stock=False, sold=4)  # sold out: nothing either side
+    fade = 0.5 ** (5 / FORECAST_ERROR_HALFLIFE_HOURS)
+    assert math.isclose(fc.expected_units, 20.0 * fade) and math.isclose(fc.sold_units, 3 * fade)
+    track_forecast(fc, 12 * HOUR, in_stock=True, sold=1)  # late: a sale, no hours
+    assert math.isclose(fc.sold_units, 3 * fade + 1) and fc.scored_to_ms == 15 * HOUR
+
+
+@given(
+    cv=st.floats(0.05, 2.0),
+    expected=st.floats(0.0, 1e4),
+    sold=st.floats(0.0, 1e4),
+    bias=st.floats(0.01, 10.0),
+    dispersion=st.floats(0.0, 20.0),
+)
+def test_a_forecast_is_never_weighed_above_its_stated_error_nor_below_it_by_chance(
+    cv: float, expected: float, sold: float, bias: float, dispersion: float
+) -> None:
+    fc = SiteForecast(1.0, cv, expected_units=expected, sold_units=sold)
+    error = forecast_error_sq(fc, bias, dispersion)
+    assert error >= cv * cv
+    # A miss within 2 sd of chance plus the stated error leaves the stated error.
+    corrected = expected * bias
+    allowed = FORECAST_MISS_Z_SQ * (max(dispersion, 1) * corrected + cv * cv * corrected**2)
+    if (sold - corrected) ** 2 <= allowed or corrected < 1:
+        assert error == cv * cv
+
+
+def test_a_forecast_four_times_the_sales_shows_its_miss_and_the_bias_forgives_it() -> None:
+    fc = SiteForecast(2.0, 0.2, expected_units=400.0, sold_units=100.0)
+    assert math.isclose(forecast_error_sq(fc, 1.0, 1.0), (300**2 - 400) / 400**2)
+    # The SKU's forecasts all run four times high: corrected, this one is right.
+    assert forecast_error_sq(fc, 0.25, 1.0) == 0.2 * 0.2
+    assert forecast_error_sq(SiteForecast(2.0, 0.2, 400.0, 390.0), 1.0, 1.0) == 0.2 * 0.2
+
+
+def with_forecast(expected: float, sold: float, cv: float = 0.3) -> SiteState:
+    return SiteState(forecast=SiteForecast(1.0, cv, expected_units=expected, sold_units=sold))
+
+
+@given(
+    scores=st.lists(
+        st.tuples(st.floats(0.0, 1e4), st.floats(0.0, 1e4), st.floats(0.05, 2.0)),
+        max_size=10,
+    )
+)
+def test_the_skus_bias_lies_between_1_and_what_its_sites_sold_over_what_was_expected(
+    scores: list[tuple[float, float, float]],
+) -> None:
+    bias = forecast_bias([with_forecast(e, s, cv) for e, s, cv in scores] + [SiteState()])
+    expected, sold = sum(e for e, _, _ in scores), sum(s for _, s, _ in scores)
+    low, high = sorted((1.0, sold / expected if expected > 0 else 1.0))
+    assert low - 1e-9 <= bias <= high + 1e-9
+    if not scores:
+        assert bias == 1.0
+
+
+def test_the_bias_weighs_the_sites_together_against_the_stated_error() -> None:
+    sites = [with_forecast(100.0, 50.0) for _ in range(3)]
+    prior = 1 / 0.3**2  # worth 11 units
+    assert math.isclose(forecast_bias(sites), (150 + prior) / (300 + prior))
+    assert forecast_bias(sites[:1]) > forecast_bias(sites)  # one site: less evidence
+
+
+def sku_under_forecast(per_day: float, hours: int) -> SkuState:
+    """B holds stock, is told it sells `per_day` a day, and sells one unit every 4 hours."""
+    state, _ = step(None, event("count-B", EventType.SNAPSHOT, 0, "B", 500), CTX)
+    state, _ = step(state, forecast(0, "B", per_day, cv=0.2), CTX)
+    for h in range(0, hours, 4):
+        state, _ = step(state, event(f"s{h}", EventType.SALE, h + 0.5, "B", 1), CTX)
+    return state
+
+
+def site_under_forecast(per_day: float, hours: int) -> SiteState:
+    return sku_under_forecast(per_day, hours).sites["B"]
+
+
+def test_a_biased_forecast_is_corrected_and_a_right_one_kept() -> None:
+    p = policy()
+
+    def mean_at_b(state: SkuState) -> float:
+        return agent_at(state, "B", CTX.network, p, None, None).mean
+
+    biased = sku_under_forecast(24.0, 96)  # forecast 1 an hour, sells 0.25
+    forecast_ = biased.sites["B"].forecast
+    assert forecast_ is not None and 80 < forecast_.expected_units < 96
+    scored = mean_at_b(biased)
+    forecast_.expected_units = forecast_.sold_units = 0.0  # as if unscored: trusted as stated
+    trusting = mean_at_b(biased)
+    assert scored < trusting - 0.05 and abs(scored - 0.25) < abs(trusting - 0.25) / 2
+    right = sku_under_forecast(6.0, 96)  # forecast 0.25 an hour: right
+    kept = mean_at_b(right)
+    assert right.sites["B"].forecast is not None
+    right.sites["B"].forecast.expected_units = right.sites["B"].forecast.sold_units = 0.0
+    assert abs(kept - mean_at_b(right)) < 0.02
+
+
+def test_the_next_forecast_takes_over_the_sources_record() -> None:
+    state = sku_under_forecast(24.0, 48)
+    before = state.sites["B"].forecast
+    assert before is not None
+    before = replace(before)
+    state, _ = step(state, forecast(50, "B", 12.0), CTX)
+    after = state.sites["B"].forecast
+    assert after is not None and after.per_hour == 0.5
+    # The old forecast's last 5.5 hours counted at its rate; the record faded, not reset.
+    fade = 0.5 ** (5.5 / FORECAST_ERROR_HALFLIFE_HOURS)
+    assert math.isclose(after.expected_units, before.expected_units * fade + 5.5)
+    assert math.isclose(after.sold_units, before.sold_units * fade)
