@@ -17,6 +17,7 @@ from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 
 from adapters import clock
 from operators.lanes import NegotiationOutcome
+from operators.leadtimes import LaneLead
 from state.governance import ControlCommand, ControlRejection
 from state.records import DeadLetter, Event, StepOutput
 
@@ -97,6 +98,20 @@ CONTROL_COMMANDS = Counter(
     ["result", "reason"],
 )
 PAUSED = Gauge("stockshift_paused", "1 while proposals are paused (latest command)")
+LANE_LEAD_CONFIGURED = Gauge(
+    "stockshift_lane_lead_time_configured_hours", "A lane's lead time in the network file",
+    ["lane"],
+)  # fmt: skip
+LANE_LEAD_LEARNED = Gauge(
+    "stockshift_lane_lead_time_learned_hours",
+    "The lead-time quantile of a lane's recent received transfers (once enough arrived)",
+    ["lane"],
+)
+LANE_LEAD_PLANNED = Gauge(
+    "stockshift_lane_lead_time_planned_hours",
+    "The lead time the planner uses for a lane (learned, where longer than configured)",
+    ["lane"],
+)
 FINDINGS = Counter("stockshift_signal_findings_total", "Signal-health findings, by kind", ["kind"])
 UP = Gauge("stockshift_up", "1 while the flow runs")
 # The execution layer (`stockshift execute`).
@@ -287,3 +302,12 @@ def serve(port: int, addr: str = "0.0.0.0") -> None:
     )
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     UP.set(1)
+
+
+def record_lane_leads(leads: list[LaneLead]) -> None:
+    """Each lane's configured, learned and planned lead time (learned only once known)."""
+    for lead in leads:
+        LANE_LEAD_CONFIGURED.labels(lead.lane_id).set(lead.configured_hours)
+        LANE_LEAD_PLANNED.labels(lead.lane_id).set(lead.planned_hours)
+        if lead.learned_hours is not None:
+            LANE_LEAD_LEARNED.labels(lead.lane_id).set(lead.learned_hours)

@@ -26,6 +26,7 @@ from bytewax.outputs import DynamicSink
 from adapters import clock, kafka, metrics
 from adapters.control import GovernanceBoard, GovernanceSink
 from adapters.kafka_source import MergedKafkaSource
+from adapters.leadtimes import LeadTimeSink
 from adapters.redis_store import LiveStateItem, LiveStateSink, RedisSettings
 from adapters.settings import Settings, control_topic
 from operators import codec, snapshot
@@ -54,6 +55,7 @@ from state.records import (
     DecisionRecord,
     Event,
     Finding,
+    LeadTime,
     Proposal,
     RawMessage,
     StepOutput,
@@ -325,6 +327,10 @@ def _negotiation_decisions(outcomes: list[NegotiationOutcome]) -> list[DecisionR
     return [outcome.decision for outcome in outcomes if outcome.decision is not None]
 
 
+def _lead_times(keyed: list[tuple[str, StepOutput]]) -> list[LeadTime]:
+    return [seen for _, out in keyed for seen in out.lead_times]
+
+
 def _findings(keyed: list[tuple[str, StepOutput]]) -> list[Finding]:
     return [finding for _, output in keyed for finding in output.findings]
 
@@ -387,6 +393,9 @@ def build(
     dead = op.merge("all_dead_letters", dead, inputs.consumer_errors, refused)
     op.flat_map_batch("count_dead_letters", dead, metrics.count_dead_letters)
     op.output("dlq_out", dead, sinks.dead_letters)
+    if context.lead_times is not None:
+        received = op.flat_map_batch("lead_times", outputs, _lead_times)
+        op.output("lead_times_out", received, LeadTimeSink(context.lead_times))
     lane_decisions = _negotiate(outputs, network, sinks)
     decisions = op.merge(
         "engine_and_negotiation_decisions",

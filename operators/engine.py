@@ -20,6 +20,7 @@ from operators.demand import (
     smoothing_alpha,
     track_forecast,
 )
+from operators.leadtimes import LeadTimeBoard
 from operators.limits import expire_inbound, refusal, refused_letter
 from operators.planner import (
     Agents,
@@ -30,7 +31,12 @@ from operators.planner import (
     proposal_id,
     sender_surplus,
 )
-from operators.position import apply_event, expire_reservations, reserve
+from operators.position import (
+    TRANSFER_INBOUND_PREFIX,
+    apply_event,
+    expire_reservations,
+    reserve,
+)
 from operators.trace import continue_trace
 from state.config import ConfigError, Network, Policy, SkuParams
 from state.governance import DEFAULT_GOVERNANCE, Governance
@@ -40,6 +46,7 @@ from state.records import (
     EventType,
     Evidence,
     Finding,
+    LeadTime,
     Outcome,
     Proposal,
     ProposalStatus,
@@ -95,6 +102,9 @@ class DecisionContext:
     # How long an event id is remembered; how long past its ETA a delivery is expected.
     dedupe_horizon_ms: int = 72 * 3_600_000
     inbound_grace_ms: int = 168 * 3_600_000
+    # Lanes' lead times learned from received transfers (None: the network file's only).
+    # Folded after each batch by the replay loop or the flow's sink, read by the planner.
+    lead_times: LeadTimeBoard | None = None
 
     @classmethod
     def build(
@@ -118,9 +128,11 @@ class DecisionContext:
                     f"policy {other.version}: demand_window_minutes and demand_halflife_hours "
                     "must match the default policy (they shape state all versions share)"
                 )
+        board = LeadTimeBoard(network) if network.lead_times.enabled else None
         shadow = None
         if shadow_policy is not None:
             shadow = cls.build(network, shadow_policy, governance_at=governance_at)
+            shadow = replace(shadow, lead_times=board)  # one board: the lanes are the same
         return cls(
             network=network,
             policy=policy,
@@ -136,7 +148,12 @@ class DecisionContext:
             ),
             dedupe_horizon_ms=int(policy.dedupe_horizon_hours * 3_600_000),
             inbound_grace_ms=int(network.limits.inbound_grace_hours * 3_600_000),
+            lead_times=board,
         )
+
+    def planning_network(self) -> Network:
+        """The network with the lanes' learned lead times in, where they are learned."""
+        return self.lead_times.network if self.lead_times is not None else self.network
 
     def policy_for(self, governance: Governance) -> Policy:
         if governance.policy_version is None:
@@ -163,6 +180,7 @@ class _Step:
     touched: set[str]
     decisions: list[DecisionRecord] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    lead_times: list[LeadTime] = field(default_factory=list)
     proposals: list[Proposal] = field(default_factory=list)
 
 
@@ -308,6 +326,7 @@ def _apply(state: SkuState, site: SiteState, run: _Step, counts_as_demand: bool)
     if event.type is EventType.TRANSFER_APPROVED:
         run.decisions.extend(_approve(state, event, run.policy, run.now))
     on_hand_before = site.on_hand
+    sent_ms = _sent_ms(site, event)
     released = apply_event(state, event, counts_as_demand)
     if not counts_as_demand and event.type is EventType.SALE:
         signals.dispute(site, on_hand_before - site.on_hand, event.ts_ms, run.policy)
@@ -316,6 +335,9 @@ def _apply(state: SkuState, site: SiteState, run: _Step, counts_as_demand: bool)
         run.touched.update((released[1].from_site, released[1].to_site))
     if event.type is EventType.TRANSFER_RECEIVED:
         run.decisions.append(_received(state, event))
+        if 0 <= sent_ms <= event.ts_ms and event.from_site is not None:
+            hours = (event.ts_ms - sent_ms) / HOUR_MS
+            run.lead_times.append(LeadTime(event.from_site, event.site, hours))
     if event.from_site is not None:
         run.touched.add(event.from_site)
     # A count or an adjustment that did not raise the site's stock gives no neighbour a new
@@ -324,6 +346,15 @@ def _apply(state: SkuState, site: SiteState, run: _Step, counts_as_demand: bool)
         event.type not in _RECOUNTS or site.on_hand > on_hand_before
     )
     return gained or released is not None
+
+
+def _sent_ms(site: SiteState, event: Event) -> int:
+    """When the transfer a receipt closes was dispatched, as the receiver's inbound says; -1
+    when not a receipt or its dispatch was never seen."""
+    if event.type is not EventType.TRANSFER_RECEIVED or site.inbound is None:
+        return -1
+    found = site.inbound.get(TRANSFER_INBOUND_PREFIX + (event.proposal_id or event.event_id))
+    return found.sent_ms if found is not None else -1
 
 
 def _decide(state: SkuState, run: _Step, ctx: DecisionContext, rejudge_neighbours: bool) -> None:
@@ -393,6 +424,7 @@ def _output(
         positions=positions,
         findings=tuple(run.findings),
         occupancy=occupancy,
+        lead_times=tuple(run.lead_times),
     )
 
 
@@ -424,15 +456,16 @@ def _decide_receiver(
     receiver = state.site(receiver_id)
     widen = signals.extra_safety_z(receiver, now)
     planning = replace(policy, service_level_z=policy.service_level_z + widen) if widen else policy
+    network = ctx.planning_network()
     if via is not None:
         offer = plan_for_receiver(
-            state, receiver_id, ctx.network, planning, now, prior, screen=True, agents=agents,
+            state, receiver_id, network, planning, now, prior, screen=True, agents=agents,
             sender=via,
         )  # fmt: skip
         if offer is None or offer.chosen is None:
             return None
     plan = plan_for_receiver(
-        state, receiver_id, ctx.network, planning, now, prior, screen=True, agents=agents
+        state, receiver_id, network, planning, now, prior, screen=True, agents=agents
     )
     if plan is None:
         receiver.last_logged = ""
@@ -440,9 +473,7 @@ def _decide_receiver(
     reason = _suppress_reason(state, plan, receiver_id, policy, governance, now)
     if plan.screened and not (reason and receiver.last_logged == reason):
         # To be logged or proposed: every alternative's numbers go on the record.
-        plan = plan_for_receiver(
-            state, receiver_id, ctx.network, planning, now, prior, agents=agents
-        )
+        plan = plan_for_receiver(state, receiver_id, network, planning, now, prior, agents=agents)
         assert plan is not None, "screening changed whether the receiver has a need"
         reason = _suppress_reason(state, plan, receiver_id, policy, governance, now)
     if reason:

@@ -134,7 +134,8 @@ def _dispatched(
         state.reservations[pid] = reservation
         released = (pid, reservation, ReleaseReason.DISPATCHED)
     _take(sender, event.qty)
-    receiver.expect(key, Inbound(event.qty, event.ts_ms + int(lead_hours * 3_600_000)))
+    eta_ms = event.ts_ms + int(lead_hours * 3_600_000)
+    receiver.expect(key, Inbound(event.qty, eta_ms, sent_ms=event.ts_ms))
     return released
 
 

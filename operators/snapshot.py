@@ -84,6 +84,25 @@ PAST_SCHEMAS: Final[tuple[Schema, ...]] = (
         ("Reservation", ("from_site", "to_site", "qty", "expires_at_ms", "lead_hours",
                          "dispatched", "approved")),
     ),
+    (
+        ("SkuState", ("sku", "sites", "reservations", "recent_seen", "clock_ms",
+                      "received_early", "shadow")),
+        ("SiteState", ("on_hand", "reserved_in", "reserved_out", "inbound", "demand",
+                       "stocked_out_in_window", "last_transfer_in_ms", "last_event_ms",
+                       "last_logged", "integrity_until_ms", "integrity_reason",
+                       "disputed_qty", "disputed_until_ms", "unexplained_qty", "signals",
+                       "forecast")),
+        ("Demand", ("window_start_ms", "window_qty", "rate", "var", "weight",
+                    "windows_seen")),
+        ("Inbound", ("qty", "eta_ms", "sent_ms")),
+        ("Signals", ("sale_mean", "sale_dev", "sales_seen", "day_start_ms", "day_qty",
+                     "day_short", "drift", "drift_until_ms", "quiet_since_ms", "silent",
+                     "rise_found_today")),
+        ("SiteForecast", ("per_hour", "error_cv", "expected_units", "sold_units",
+                          "scored_to_ms")),
+        ("Reservation", ("from_site", "to_site", "qty", "expires_at_ms", "lead_hours",
+                         "dispatched", "approved")),
+    ),
 )  # fmt: skip
 _SCHEMAS: Final = {fingerprint(s): dict(s) for s in (*PAST_SCHEMAS, current_schema())}
 _CURRENT: Final = fingerprint(current_schema())

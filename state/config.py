@@ -113,12 +113,32 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class LeadTimeLearning:
+    """How the planner learns each lane's lead time from the transfers it sees arrive (the
+    network file's optional `[lead_times]` table).
+
+    Once `min_samples` transfers on a lane were received, the `quantile` of the last
+    `window` dispatch-to-receipt times is the lane's learned lead; the planner uses it in
+    place of the configured one when it is longer by more than `tolerance_hours` (scan times
+    are not departure times; a lane faster than its configuration keeps the configured
+    lead: the file is the lane's promise, a shorter plan would buy transfers on luck).
+    """
+
+    enabled: bool = True
+    quantile: float = 0.9
+    min_samples: int = 20
+    window: int = 100
+    tolerance_hours: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class Network:
     sites: Mapping[str, Site]
     lanes: Mapping[tuple[str, str], Lane]
     sku_defaults: SkuParams = SkuParams()
     sku_overrides: Mapping[str, SkuParams] = field(default_factory=dict)
     limits: Limits = Limits()
+    lead_times: LeadTimeLearning = LeadTimeLearning()
     # Lanes by destination, filled on first use (the network never changes after start).
     _into: dict[str, list[Lane]] = field(default_factory=dict, compare=False, repr=False)
     _from: dict[str, list[Lane]] = field(default_factory=dict, compare=False, repr=False)
@@ -263,7 +283,7 @@ def sku_params_from_dict(raw: Mapping[str, Any], where: str, base: SkuParams) ->
     )
 
 
-_NETWORK_KEYS: Final = frozenset({"sites", "lanes", "sku_defaults", "limits"})
+_NETWORK_KEYS: Final = frozenset({"sites", "lanes", "sku_defaults", "limits", "lead_times"})
 _SITE_KEYS: Final = frozenset(
     {"id", "kind", "replenishment_lead_hours", "demand_index", "storage_capacity", "sales_profile"}
 )
@@ -330,6 +350,7 @@ def network_from_dict(
         sku_defaults=defaults,
         sku_overrides=overrides,
         limits=limits_from_dict(raw.get("limits", {})),
+        lead_times=lead_times_from_dict(raw.get("lead_times", {})),
     )
 
 
@@ -379,6 +400,29 @@ def _lanes_from_dict(entry: Mapping[str, Any], where: str, sites: Mapping[str, S
             raise ConfigError(f"{where}.cutoff_hour: must be within 0-24, got {cutoff!r}")
     pairs = [(src, dst), (dst, src)] if entry.get("bidirectional", False) else [(src, dst)]
     return [Lane(a, b, lead, per_unit, fixed, capacity, cutoff, trip, min_trip) for a, b in pairs]
+
+
+def lead_times_from_dict(raw: Mapping[str, Any]) -> LeadTimeLearning:
+    """The network file's optional `[lead_times]` table; unknown keys are errors."""
+    where = "network.lead_times"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a table")
+    reject_unknown(raw, {"enabled", "quantile", "min_samples", "window", "tolerance_hours"}, where)
+    base = LeadTimeLearning()
+    enabled = raw.get("enabled", base.enabled)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}.enabled: expected true or false, got {enabled!r}")
+    quantile = _number(raw.get("quantile", base.quantile), f"{where}.quantile", minimum=0.5)
+    if quantile >= 1.0:
+        raise ConfigError(f"{where}.quantile: must be < 1, got {quantile!r}")
+    min_samples = _integer(raw.get("min_samples", base.min_samples), f"{where}.min_samples")
+    window = _integer(raw.get("window", base.window), f"{where}.window", minimum=min_samples)
+    if window > 10_000:
+        raise ConfigError(f"{where}.window: at most 10000 transfers, got {window!r}")
+    tolerance = _number(
+        raw.get("tolerance_hours", base.tolerance_hours), f"{where}.tolerance_hours"
+    )
+    return LeadTimeLearning(enabled, quantile, min_samples, window, tolerance)
 
 
 def limits_from_dict(raw: Mapping[str, Any]) -> Limits:

@@ -330,6 +330,15 @@ class SiteOccupancy:
 
 
 @record
+class LeadTime:
+    """What one transfer took on its lane, from its dispatch to its receipt."""
+
+    from_site: str
+    to_site: str
+    hours: float
+
+
+@record
 class StepOutput:
     """Everything one input event caused; exactly one per event that reached the state."""
 
@@ -343,6 +352,8 @@ class StepOutput:
     positions: tuple[SitePosition, ...] = ()
     findings: tuple[Finding, ...] = ()
     occupancy: tuple[SiteOccupancy, ...] = ()
+    # A transfer received: what it took on its lane (the planner learns lanes' lead times).
+    lead_times: tuple[LeadTime, ...] = ()
     # The event was refused (a limit or an implausible quantity): it changed nothing and
     # goes to the dead-letter topic as this record.
     refused: DeadLetter | None = None

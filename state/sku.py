@@ -50,6 +50,9 @@ class Inbound(Restorable):
 
     qty: int
     eta_ms: int
+    # When a transfer was dispatched (its receipt then says what the lane took); -1 for a
+    # supplier shipment.
+    sent_ms: int = -1
 
 
 @dataclass(slots=True)

@@ -90,6 +90,9 @@ class Scenario:
     # 0: unlimited; else each site stores this many days of its expected sales (all SKUs)
     storage_capacity_days: float = 0.0
     reject_share: float = 0.05
+    # The world's transfers take this multiple of their lane's configured lead time (a
+    # network file that promises faster lanes than the carriers run).
+    lane_lead_factor: float = 1.0
     # Days the world runs before hour 0 with its replenishment and no transfers, so every
     # policy starts from the same steady state: stock on hand and orders in flight. 0 opens
     # each store with all of its target on hand and nothing on order (a cold start).
@@ -146,7 +149,7 @@ def load_scenario(path: str | Path, **overrides: Any) -> Scenario:
 
 # Fields that must be positive, and fields for which 0 means "none" or "unlimited": a
 # negative value in either is a typo that would otherwise pass for "unlimited".
-_POSITIVE = ("n_sites", "n_skus", "days", "mean_daily_demand", "dispersion")
+_POSITIVE = ("n_sites", "n_skus", "days", "mean_daily_demand", "dispersion", "lane_lead_factor")
 _NOT_NEGATIVE = (
     "supplier_lead_days", "review_days", "nearest_lanes", "lane_capacity_per_day",
     "storage_capacity_days", "forecast_error_sigma", "site_scale_sigma",
@@ -781,7 +784,8 @@ class Simulation:
                     self.kpis.trips += 1
                     self.kpis.transfer_cost += lane.trip_cost
                 self._lane_used[(lane.lane_id, h // 24)] = used + qty
-                self._ship(k, src, dst, qty, lane.lead_hours, h, order.ref)
+                lead = lane.lead_hours * self.scenario.lane_lead_factor
+                self._ship(k, src, dst, qty, lead, h, order.ref)
                 self.kpis.transfers += 1
                 self.kpis.transfer_cost += lane.fixed_cost + lane.cost_per_unit * qty
                 body.update(event_id=f"xfer-disp-{order.ref}", type="transfer_dispatched", qty=qty)

@@ -201,3 +201,23 @@ def test_sku_state_is_pickled_for_a_snapshot_only_when_recovery_stores_it() -> N
     assert skipped.snapshot() == b""
     assert SkuLogic(ctx, None, False, budget, b"").snapshot() == b""
     assert budget.held == 3  # two admitted SKUs and one restored
+
+
+def test_the_flow_learns_a_slow_lane_and_exports_its_lead_times() -> None:
+    """Twenty transfers on A->B (configured 5 h) each take 15 h: the flow's sink folds them
+    into the board the planner reads and exports configured, learned and planned leads."""
+    from prometheus_client import REGISTRY
+
+    from tests.unit.test_leadtimes import transfer
+
+    events = [event("count-A", EventType.SNAPSHOT, 0, "A", 500)]
+    for n in range(20):
+        events += transfer(n, "A", "B", 1.0 + n, 15.0)
+    run_raw([raw_of(e, i) for i, e in enumerate(events)], two_store_network(lead_hours=5), policy())
+
+    def gauge(name: str, lane: str) -> float | None:
+        return REGISTRY.get_sample_value(f"stockshift_lane_lead_time_{name}_hours", {"lane": lane})
+
+    assert gauge("configured", "A->B") == 5.0
+    assert gauge("learned", "A->B") == 15.0 and gauge("planned", "A->B") == 15.0
+    assert gauge("planned", "A->C") == 30.0  # no transfers: as configured
