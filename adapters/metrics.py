@@ -17,7 +17,7 @@ from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 
 from adapters import clock
 from operators.lanes import NegotiationOutcome
-from operators.leadtimes import LaneLead
+from operators.leadtimes import LaneLead, SiteDelay
 from state.governance import ControlCommand, ControlRejection
 from state.records import DeadLetter, Event, StepOutput
 
@@ -106,6 +106,16 @@ LANE_LEAD_LEARNED = Gauge(
     "stockshift_lane_lead_time_learned_hours",
     "The lead-time quantile of a lane's recent received transfers (once enough arrived)",
     ["lane"],
+)
+SUPPLIER_DELAY_LEARNED = Gauge(
+    "stockshift_supplier_delay_learned_hours",
+    "The delay quantile of a site's recent supplier deliveries against their ETAs",
+    ["site"],
+)
+SUPPLIER_DELAY_PLANNED = Gauge(
+    "stockshift_supplier_delay_planned_hours",
+    "How long after its ETA the planner counts on a site's supplier delivery (0: on time)",
+    ["site"],
 )
 LANE_LEAD_PLANNED = Gauge(
     "stockshift_lane_lead_time_planned_hours",
@@ -311,3 +321,11 @@ def record_lane_leads(leads: list[LaneLead]) -> None:
         LANE_LEAD_PLANNED.labels(lead.lane_id).set(lead.planned_hours)
         if lead.learned_hours is not None:
             LANE_LEAD_LEARNED.labels(lead.lane_id).set(lead.learned_hours)
+
+
+def record_supplier_delays(delays: list[SiteDelay]) -> None:
+    """Each site's planned supplier delay, and the learned one once known."""
+    for delay in delays:
+        SUPPLIER_DELAY_PLANNED.labels(delay.site_id).set(delay.planned_hours)
+        if delay.learned_hours is not None:
+            SUPPLIER_DELAY_LEARNED.labels(delay.site_id).set(delay.learned_hours)

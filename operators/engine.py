@@ -46,6 +46,7 @@ from state.records import (
     EventType,
     Evidence,
     Finding,
+    InboundDelay,
     LeadTime,
     Outcome,
     Proposal,
@@ -181,6 +182,7 @@ class _Step:
     decisions: list[DecisionRecord] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     lead_times: list[LeadTime] = field(default_factory=list)
+    inbound_delays: list[InboundDelay] = field(default_factory=list)
     proposals: list[Proposal] = field(default_factory=list)
 
 
@@ -327,7 +329,10 @@ def _apply(state: SkuState, site: SiteState, run: _Step, counts_as_demand: bool)
         run.decisions.extend(_approve(state, event, run.policy, run.now))
     on_hand_before = site.on_hand
     sent_ms = _sent_ms(site, event)
+    promised_ms = _promised_ms(site, event)
     released = apply_event(state, event, counts_as_demand)
+    if promised_ms >= 0:
+        run.inbound_delays.append(InboundDelay(event.site, (event.ts_ms - promised_ms) / HOUR_MS))
     if not counts_as_demand and event.type is EventType.SALE:
         signals.dispute(site, on_hand_before - site.on_hand, event.ts_ms, run.policy)
     if released is not None:
@@ -355,6 +360,15 @@ def _sent_ms(site: SiteState, event: Event) -> int:
         return -1
     found = site.inbound.get(TRANSFER_INBOUND_PREFIX + (event.proposal_id or event.event_id))
     return found.sent_ms if found is not None else -1
+
+
+def _promised_ms(site: SiteState, event: Event) -> int:
+    """The ETA a supplier delivery this receipt closes was announced with; -1 when not such
+    a receipt (or the delivery was never announced)."""
+    if event.type is not EventType.INBOUND_RECEIVED or event.shipment_id is None:
+        return -1
+    found = site.inbound.get(event.shipment_id) if site.inbound is not None else None
+    return found.eta_ms if found is not None and found.sent_ms < 0 else -1
 
 
 def _decide(state: SkuState, run: _Step, ctx: DecisionContext, rejudge_neighbours: bool) -> None:
@@ -425,6 +439,7 @@ def _output(
         findings=tuple(run.findings),
         occupancy=occupancy,
         lead_times=tuple(run.lead_times),
+        inbound_delays=tuple(run.inbound_delays),
     )
 
 

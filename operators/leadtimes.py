@@ -1,4 +1,5 @@
-"""Lanes' lead times learned from the transfers that arrive on them.
+"""Lanes' lead times learned from the transfers that arrive on them, and each site's supplier
+delay from the deliveries that arrive after their ETA.
 
 A network file says how long each lane takes; real lanes drift (a carrier changes its
 round, a route congests). Every transfer the engine sees received says what its lane took
@@ -11,6 +12,10 @@ The board belongs to a process, not to a SKU: it is folded after each batch of s
 board as the batch began, in the simulator as in the flow. It starts from the network file
 after a restart and learns again within `min_samples` transfers per lane; with several
 processes each learns from the transfers of the SKUs it holds.
+
+Supplier deliveries the same way, per receiving site: how late each `inbound_received` came
+against its `inbound_expected` ETA; a site whose delay quantile exceeds the tolerance has
+its deliveries counted on that much after their ETAs (`Site.inbound_delay_hours`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 from river import stats
 
 from state.config import Lane, LeadTimeLearning, Network
-from state.records import LeadTime
+from state.records import InboundDelay, LeadTime
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +43,20 @@ class LaneLead:
     samples: int
 
 
+@dataclass(frozen=True, slots=True)
+class SiteDelay:
+    """One site's supplier delay: learned (None until enough deliveries arrived) and the one
+    the planner counts deliveries with (0: on time)."""
+
+    site_id: str
+    learned_hours: float | None
+    planned_hours: float
+    samples: int
+
+
 @dataclass(slots=True)
-class _LaneRecord:
-    quantile: Any  # river.stats.RollingQuantile over the last `window` transfers
+class _Observed:
+    quantile: Any  # river.stats.RollingQuantile over the last `window` observations
     samples: int = 0
 
 
@@ -52,7 +68,22 @@ class LeadTimeBoard:
         self.settings: LeadTimeLearning = network.lead_times
         # The network the planner uses: the configured one with learned leads put in.
         self.network = network
-        self._lanes: dict[tuple[str, str], _LaneRecord] = {}
+        self._lanes: dict[tuple[str, str], _Observed] = {}
+        self._sites: dict[str, _Observed] = {}
+
+    def _record(self, records: dict[Any, _Observed], key: Any, hours: float) -> None:
+        record = records.get(key)
+        if record is None:
+            window = self.settings.window
+            record = _Observed(stats.RollingQuantile(self.settings.quantile, window))
+            records[key] = record
+        record.quantile.update(hours)
+        record.samples += 1
+
+    def _learned(self, record: _Observed | None) -> float | None:
+        if record is None or record.samples < self.settings.min_samples:
+            return None
+        return float(record.quantile.get())
 
     def learn(self, observations: Iterable[LeadTime]) -> list[LaneLead]:
         """Fold received transfers in; each touched lane's lead after them."""
@@ -61,13 +92,7 @@ class LeadTimeBoard:
             key = (seen.from_site, seen.to_site)
             if key not in self.configured.lanes:
                 continue  # a transfer on a lane the network does not have: nothing to plan
-            record = self._lanes.get(key)
-            if record is None:
-                window = self.settings.window
-                record = _LaneRecord(stats.RollingQuantile(self.settings.quantile, window))
-                self._lanes[key] = record
-            record.quantile.update(seen.hours)
-            record.samples += 1
+            self._record(self._lanes, key, seen.hours)
             touched[key] = None
         leads = [self.lead(key) for key in touched]
         changed = {
@@ -83,9 +108,7 @@ class LeadTimeBoard:
         lane = self.configured.lanes[key]
         record = self._lanes.get(key)
         samples = record.samples if record is not None else 0
-        learned = None
-        if record is not None and samples >= self.settings.min_samples:
-            learned = float(record.quantile.get())
+        learned = self._learned(record)
         return LaneLead(
             lane.lane_id, lane.lead_hours, learned, self.planned(lane, learned), samples
         )
@@ -100,6 +123,39 @@ class LeadTimeBoard:
     def leads(self) -> list[LaneLead]:
         """Every lane of the network, for metrics and the console."""
         return [self.lead(key) for key in self.configured.lanes]
+
+    def learn_delays(self, observations: Iterable[InboundDelay]) -> list[SiteDelay]:
+        """Fold received supplier deliveries in; each touched site's delay after them."""
+        touched: dict[str, None] = {}
+        for seen in observations:
+            if seen.site in self.configured.sites:
+                self._record(self._sites, seen.site, seen.hours)
+                touched[seen.site] = None
+        delays = [self.delay(site) for site in touched]
+        changed = {
+            d.site_id: d.planned_hours
+            for d in delays
+            if d.planned_hours != self.network.sites[d.site_id].inbound_delay_hours
+        }
+        if changed:
+            sites = dict(self.network.sites)
+            for site_id, hours in changed.items():
+                sites[site_id] = replace(sites[site_id], inbound_delay_hours=hours)
+            self.network = replace(self.network, sites=sites, _into={}, _from={})
+        return delays
+
+    def delay(self, site_id: str) -> SiteDelay:
+        """The learned delay, rounded up to a tenth of an hour, where it exceeds the
+        tolerance; else 0 (deliveries on time or early are counted from their ETAs)."""
+        record = self._sites.get(site_id)
+        learned = self._learned(record)
+        planned = 0.0
+        if learned is not None and learned > self.settings.tolerance_hours:
+            planned = math.ceil(round(learned * 10.0, 6)) / 10.0
+        return SiteDelay(site_id, learned, planned, record.samples if record else 0)
+
+    def delays(self) -> list[SiteDelay]:
+        return [self.delay(site_id) for site_id in self.configured.sites]
 
 
 def _with_leads(network: Network, leads: dict[tuple[str, str], float]) -> Network:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import EllipsisType
 from typing import Final
 
@@ -36,7 +36,7 @@ from operators.demand import (
 )
 from state.config import Lane, Network, Policy, SkuParams
 from state.records import Candidate, SiteView, SuppressReason
-from state.sku import SiteState, SkuState
+from state.sku import Inbound, SiteState, SkuState
 from state.units import HOUR_MS
 
 _SQRT2 = math.sqrt(2.0)
@@ -138,6 +138,8 @@ class Agent:
     # The site has a forecast its sales have not discredited (its record shows no larger
     # error than it states): evidence enough without thin-evidence pricing.
     forecast_trusted: bool = False
+    # How late its supplier deliveries arrive against their ETAs (learned; 0: on time).
+    inbound_delay_ms: int = 0
 
     def shifted(self, errors: float) -> Agent:
         """The same agent with its rate moved by `errors` standard errors (never below 0)."""
@@ -145,13 +147,23 @@ class Agent:
             return self
         mean = max(self.mean + errors * self.se, 0.0)
         return Agent(
-            self.site_id, self.state, mean, self.sd, self.learned, self.se, self.forecast_trusted
+            self.site_id,
+            self.state,
+            mean,
+            self.sd,
+            self.learned,
+            self.se,
+            self.forecast_trusted,
+            self.inbound_delay_ms,
         )
 
     def position_by(self, horizon_ms: int, now_ms: int) -> int:
         """Position counting only inbound stock due within the horizon."""
         due = now_ms + horizon_ms
-        inbound = sum(item.qty for item in self.state.inbound_items() if item.eta_ms <= due)
+        delay = self.inbound_delay_ms
+        inbound = sum(
+            item.qty for item in self.state.inbound_items() if arrival(item, delay) <= due
+        )
         return self.state.on_hand + inbound + self.state.reserved_in - self.state.reserved_out
 
     def reorder_point(self, hours: float, z: float) -> float:
@@ -253,6 +265,10 @@ def agent_at(
         site = sku_state.site(site_id)
         bias = forecast_bias(sku_state.sites.values()) if site.forecast is not None else 1.0
         found = agent_for(site_id, site, policy, prior, demand_index(network, site_id), bias)
+        configured = network.sites.get(site_id)
+        if configured is not None and configured.inbound_delay_hours > 0:
+            delay_ms = int(configured.inbound_delay_hours * HOUR_MS)
+            found = replace(found, inbound_delay_ms=delay_ms)
         if agents is not None:
             agents[site_id] = found
     return found
@@ -290,7 +306,10 @@ def receiver_need(agent: Agent, lead_hours: float, policy: Policy, now_ms: int) 
         return Need(qty, position, rop, target, horizon)
     position = agent.position_by(int(horizon * HOUR_MS), now_ms)
     qty = 0
-    for hours, stock in stock_checkpoints(agent.state, now_ms, horizon, receiving=True):
+    checkpoints = stock_checkpoints(
+        agent.state, now_ms, horizon, receiving=True, delay_ms=agent.inbound_delay_ms
+    )
+    for hours, stock in checkpoints:
         if hours > lead_hours:
             reorder_point = agent.reorder_point(hours, policy.service_level_z)
             if stock < reorder_point:
@@ -354,7 +373,11 @@ Checkpoint = tuple[float, int]
 
 
 def stock_checkpoints(
-    state: SiteState, now_ms: int, horizon_hours: float, receiving: bool = False
+    state: SiteState,
+    now_ms: int,
+    horizon_hours: float,
+    receiving: bool = False,
+    delay_ms: int = 0,
 ) -> tuple[Checkpoint, ...]:
     """What a site can sell from just before each inbound arrival within the horizon, and
     at its end.
@@ -372,10 +395,11 @@ def stock_checkpoints(
     end_ms = now_ms + int(horizon_hours * HOUR_MS)
     arrivals: list[tuple[int, int]] = []
     for item in state.inbound_items():
-        if item.eta_ms <= now_ms:
+        eta_ms = arrival(item, delay_ms)
+        if eta_ms <= now_ms:
             stock += item.qty
-        elif item.eta_ms <= end_ms:
-            arrivals.append((item.eta_ms, item.qty))
+        elif eta_ms <= end_ms:
+            arrivals.append((eta_ms, item.qty))
     arrivals.sort()
     points: list[Checkpoint] = []
     for eta_ms, qty in arrivals:
@@ -383,6 +407,12 @@ def stock_checkpoints(
         stock += qty
     points.append((horizon_hours, stock))
     return tuple(points)
+
+
+def arrival(item: Inbound, delay_ms: int) -> int:
+    """When an expected delivery is counted on: a supplier's at its ETA plus the site's
+    learned delay, a transfer's at its ETA (its lane's learned lead is in it already)."""
+    return item.eta_ms + delay_ms if item.sent_ms < 0 else item.eta_ms
 
 
 def stock_at(points: tuple[Checkpoint, ...], hours: float) -> int:
@@ -713,7 +743,11 @@ def _candidate(inputs: _PlanInputs, lane: Lane) -> ScoredSender | None:
     receiver_points: tuple[Checkpoint, ...] | None = None
     if inputs.params.shelf_life_hours is not None:
         receiver_points = stock_checkpoints(
-            inputs.receiver.state, inputs.now_ms, horizon, receiving=True
+            inputs.receiver.state,
+            inputs.now_ms,
+            horizon,
+            receiving=True,
+            delay_ms=inputs.receiver.inbound_delay_ms,
         )
         sellable = sellable_before_expiry(
             inputs.receiver, receiver_points, sender, lane, inputs.params.shelf_life_hours
@@ -725,7 +759,11 @@ def _candidate(inputs: _PlanInputs, lane: Lane) -> ScoredSender | None:
         return rejected(SuppressReason.NO_NET_BENEFIT, high, screened=True)
     if receiver_points is None:
         receiver_points = stock_checkpoints(
-            inputs.receiver.state, inputs.now_ms, horizon, receiving=True
+            inputs.receiver.state,
+            inputs.now_ms,
+            horizon,
+            receiving=True,
+            delay_ms=inputs.receiver.inbound_delay_ms,
         )
     loss = shortfall_for(policy)
     # Estimation risk: the receiver's rate a little lower, the sender's a little higher.
@@ -733,7 +771,9 @@ def _candidate(inputs: _PlanInputs, lane: Lane) -> ScoredSender | None:
     outlook = ReceiverOutlook(pessimistic, receiver_points, lane.lead_hours, loss)
     if inputs.screen and _ruled_out(inputs, lane, outlook, smallest, high):
         return rejected(SuppressReason.NO_NET_BENEFIT, high, screened=True)
-    sender_points = stock_checkpoints(sender_state, inputs.now_ms, surplus.horizon_hours)
+    sender_points = stock_checkpoints(
+        sender_state, inputs.now_ms, surplus.horizon_hours, delay_ms=sender.inbound_delay_ms
+    )
     sender_outlook = SenderOutlook(
         sender.shifted(estimate_risk(sender, policy)), sender_points, high, loss
     )

@@ -55,7 +55,9 @@ class Replay:
             self.states[event.sku], output = step(self.states.get(event.sku), event, self.ctx)
             outputs.append(output)
         if self.ctx.lead_times is not None:  # as the flow's sink does after the SKU step
-            self.ctx.lead_times.learn(seen for output in outputs for seen in output.lead_times)
+            board = self.ctx.lead_times
+            board.learn(seen for output in outputs for seen in output.lead_times)
+            board.learn_delays(seen for output in outputs for seen in output.inbound_delays)
         items = [item for output in outputs for item in receiving_items(output)]
         negotiated = negotiate_all(self.receiving, items, self.network)
         return ReplayedBatch(tuple(outputs), tuple(negotiated))

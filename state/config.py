@@ -47,6 +47,10 @@ class Site:
     # share at the start of each hour (25 values, 0 to 1). With it, a rise in demand can be
     # found before the day ends (operators.signals); None: days are judged whole.
     sales_profile: tuple[float, ...] | None = None
+    # How late the site's supplier deliveries arrive against their ETAs, learned from
+    # receipts (operators.leadtimes; never from the file): the planner counts a delivery
+    # from its ETA plus this.
+    inbound_delay_hours: float = 0.0
 
     def share_of_day(self, ts_ms: int) -> float:
         """The share of a day's sales expected by the end of `ts_ms`'s hour: a sale early in
@@ -114,8 +118,9 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class LeadTimeLearning:
-    """How the planner learns each lane's lead time from the transfers it sees arrive (the
-    network file's optional `[lead_times]` table).
+    """How the planner learns each lane's lead time from the transfers it sees arrive, and
+    each site's supplier delay from its deliveries (the network file's optional
+    `[lead_times]` table; the same settings for both, a site's tolerance against 0 h late).
 
     Once `min_samples` transfers on a lane were received, the `quantile` of the last
     `window` dispatch-to-receipt times is the lane's learned lead; the planner uses it in

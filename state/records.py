@@ -339,6 +339,15 @@ class LeadTime:
 
 
 @record
+class InboundDelay:
+    """How late a supplier delivery arrived against the ETA it was announced with (hours;
+    negative when early)."""
+
+    site: str
+    hours: float
+
+
+@record
 class StepOutput:
     """Everything one input event caused; exactly one per event that reached the state."""
 
@@ -354,6 +363,8 @@ class StepOutput:
     occupancy: tuple[SiteOccupancy, ...] = ()
     # A transfer received: what it took on its lane (the planner learns lanes' lead times).
     lead_times: tuple[LeadTime, ...] = ()
+    # A supplier delivery received: how late it was (the planner learns each site's delay).
+    inbound_delays: tuple[InboundDelay, ...] = ()
     # The event was refused (a limit or an implausible quantity): it changed nothing and
     # goes to the dead-letter topic as this record.
     refused: DeadLetter | None = None

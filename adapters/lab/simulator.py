@@ -93,6 +93,8 @@ class Scenario:
     # The world's transfers take this multiple of their lane's configured lead time (a
     # network file that promises faster lanes than the carriers run).
     lane_lead_factor: float = 1.0
+    # Supplier deliveries arrive this many hours after the ETA they were announced with.
+    supplier_delay_hours: int = 0
     # Days the world runs before hour 0 with its replenishment and no transfers, so every
     # policy starts from the same steady state: stock on hand and orders in flight. 0 opens
     # each store with all of its target on hand and nothing on order (a cold start).
@@ -124,9 +126,7 @@ def load_scenario(path: str | Path, **overrides: Any) -> Scenario:
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{path}: unknown scenario field(s) {sorted(unknown)}")
-    raw["shocks"] = tuple(
-        Shock(**{**s, "sites": tuple(s.get("sites", ()))}) for s in raw.get("shocks", [])
-    )
+    raw["shocks"] = tuple(_shock(path, i, s) for i, s in enumerate(raw.get("shocks", [])))
     if "weekly" in raw:
         raw["weekly"] = tuple(float(v) for v in raw["weekly"])
         if len(raw["weekly"]) != 7:
@@ -147,6 +147,19 @@ def load_scenario(path: str | Path, **overrides: Any) -> Scenario:
     return scenario
 
 
+def _shock(path: Path, index: int, table: dict[str, Any]) -> Shock:
+    """One [[shocks]] table; an unknown or missing field is a configuration error (a key
+    written below a [[shocks]] table belongs to it in TOML: a common slip)."""
+    known = {f.name for f in fields(Shock)}
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"{path}: shocks[{index}]: unknown field(s) {sorted(unknown)}")
+    try:
+        return Shock(**{**table, "sites": tuple(table.get("sites", ()))})
+    except TypeError as exc:
+        raise ConfigError(f"{path}: shocks[{index}]: {exc}") from None
+
+
 # Fields that must be positive, and fields for which 0 means "none" or "unlimited": a
 # negative value in either is a typo that would otherwise pass for "unlimited".
 _POSITIVE = ("n_sites", "n_skus", "days", "mean_daily_demand", "dispersion", "lane_lead_factor")
@@ -154,7 +167,7 @@ _NOT_NEGATIVE = (
     "supplier_lead_days", "review_days", "nearest_lanes", "lane_capacity_per_day",
     "storage_capacity_days", "forecast_error_sigma", "site_scale_sigma",
     "sku_popularity_sigma", "base_stock_z", "warmup_days", "published_forecast_factor",
-    "trace_demand_index_days",
+    "trace_demand_index_days", "supplier_delay_hours",
 )  # fmt: skip
 
 
@@ -671,8 +684,9 @@ class Simulation:
         return due
 
     def _orders_in_flight(self) -> list[Event]:
+        delay = self.scenario.supplier_delay_hours  # announced with the ETA they will miss
         return [
-            self._order_announced(ref, k, s, qty, self.ts(self.hour), hour)
+            self._order_announced(ref, k, s, qty, self.ts(self.hour), hour - delay)
             for hour in sorted(self.arrivals)
             for kind, k, s, qty, ref, _ in self.arrivals[hour]
             if kind == "supplier"
@@ -939,7 +953,8 @@ class Simulation:
             qty = int(order[k, s])
             ref = f"po-{h}-{k}-{s}"
             self.supplier_pipeline[k, s] += qty
-            self.arrivals.setdefault(h + lead, []).append(("supplier", k, s, qty, ref, None))
+            late = h + lead + self.scenario.supplier_delay_hours
+            self.arrivals.setdefault(late, []).append(("supplier", k, s, qty, ref, None))
             if self.emit:
                 # A minute before the day's closing counts: the flow's merged source replays
                 # same-time events by topic (inventory before shipments), so equal times would

@@ -203,16 +203,19 @@ def test_sku_state_is_pickled_for_a_snapshot_only_when_recovery_stores_it() -> N
     assert budget.held == 3  # two admitted SKUs and one restored
 
 
-def test_the_flow_learns_a_slow_lane_and_exports_its_lead_times() -> None:
-    """Twenty transfers on A->B (configured 5 h) each take 15 h: the flow's sink folds them
-    into the board the planner reads and exports configured, learned and planned leads."""
+def test_the_flow_learns_a_slow_lane_and_a_late_supplier_and_exports_them() -> None:
+    """Twenty transfers on A->B (configured 5 h) each take 15 h, and twenty deliveries to C
+    come 9 h after their ETAs: the flow's sink folds them into the board the planner reads
+    and exports configured, learned and planned leads and delays."""
     from prometheus_client import REGISTRY
 
-    from tests.unit.test_leadtimes import transfer
+    from tests.unit.test_leadtimes import delivery, transfer
 
     events = [event("count-A", EventType.SNAPSHOT, 0, "A", 500)]
     for n in range(20):
         events += transfer(n, "A", "B", 1.0 + n, 15.0)
+        events += delivery(n, "C", 1.0 + n, 30.0 + n, 9.0)
+    events.sort(key=lambda e: e.ts_ms)
     run_raw([raw_of(e, i) for i, e in enumerate(events)], two_store_network(lead_hours=5), policy())
 
     def gauge(name: str, lane: str) -> float | None:
@@ -221,3 +224,7 @@ def test_the_flow_learns_a_slow_lane_and_exports_its_lead_times() -> None:
     assert gauge("configured", "A->B") == 5.0
     assert gauge("learned", "A->B") == 15.0 and gauge("planned", "A->B") == 15.0
     assert gauge("planned", "A->C") == 30.0  # no transfers: as configured
+    delay = REGISTRY.get_sample_value
+    assert delay("stockshift_supplier_delay_planned_hours", {"site": "C"}) == 9.0
+    assert delay("stockshift_supplier_delay_learned_hours", {"site": "C"}) == 9.0
+    assert delay("stockshift_supplier_delay_planned_hours", {"site": "B"}) == 0.0

@@ -198,6 +198,14 @@ def test_ready_scenarios_load() -> None:
         # A negative limit is a typo, not "unlimited" (0 is).
         ("storage_capacity_days = -7.5", "storage_capacity_days must be >= 0"),
         ("reject_share = 5", "reject_share must be within 0-1"),
+        ("lane_lead_factor = 0", "lane_lead_factor must be > 0"),
+        ("supplier_delay_hours = -2", "supplier_delay_hours must be >= 0"),
+        # A key written below a [[shocks]] table belongs to the shock, not the scenario.
+        (
+            "[[shocks]]\nday = 3\ndays = 2\nfactor = 2\nsupplier_delay_hours = 48",
+            r"shocks\[0\]: unknown field\(s\) \['supplier_delay_hours'\]",
+        ),
+        ("[[shocks]]\nday = 3\nfactor = 2", r"shocks\[0\]: .*days"),
     ],
 )
 def test_bad_scenarios_fail_clearly(tmp_path: Path, line: str, message: str) -> None:
