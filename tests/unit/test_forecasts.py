@@ -195,7 +195,8 @@ def test_the_skus_bias_lies_between_1_and_what_its_sites_sold_over_what_was_expe
 ) -> None:
     bias = forecast_bias([with_forecast(e, s, cv) for e, s, cv in scores] + [SiteState()])
     expected, sold = sum(e for e, _, _ in scores), sum(s for _, s, _ in scores)
-    low, high = sorted((1.0, sold / expected if expected > 0 else 1.0))
+    ratio = sold / expected if expected > 0 else (math.inf if sold > 0 else 1.0)
+    low, high = sorted((1.0, ratio))
     assert low - 1e-9 <= bias <= high + 1e-9
     if not scores:
         assert bias == 1.0
