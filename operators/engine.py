@@ -214,8 +214,11 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
     _observe_demand(site, event, ctx)
     counts_as_demand = _check_signals(state, site, run, ctx) if run.policy.signal_checks else True
     if site.forecast is not None:
+        # A sale that empties the shelf may have met less than the demand: its hours are
+        # left out of the score, or every sell-out would read as a forecast too high.
         sold = event.qty if event.type is EventType.SALE and counts_as_demand else 0
-        track_forecast(site.forecast, event.ts_ms, _sells(site), sold)
+        censored = event.type is EventType.SALE and event.qty >= site.on_hand
+        track_forecast(site.forecast, event.ts_ms, _sells(site) and not censored, sold)
     site.last_event_ms = max(site.last_event_ms, event.ts_ms)
     rejudge_neighbours = _apply(state, site, run, counts_as_demand)
     _decide(state, run, ctx, rejudge_neighbours)
@@ -260,7 +263,7 @@ def _learn_forecast(
     assert figures is not None  # parse gives every forecast event its figures
     error_cv = figures.error_cv if figures.error_cv is not None else ctx.policy.forecast_error_cv
     site = state.site(event.site)
-    new = SiteForecast(figures.mean_per_day / 24.0, error_cv)
+    new = SiteForecast(figures.mean_per_day / 24.0, error_cv, scored_to_ms=event.ts_ms)
     before = site.forecast
     if before is not None:  # the new forecast takes over the source's record
         track_forecast(before, event.ts_ms, _sells(site), 0)

@@ -24,7 +24,7 @@ from operators.parse import parse_message, topic_kinds_for
 from operators.planner import agent_at, agent_for
 from state.records import DeadLetter, Event, EventType, ForecastFigures, RawMessage
 from state.sku import SiteForecast, SiteState, SkuState
-from tests.support.helpers import HOUR, event, policy, warm_history
+from tests.support.helpers import HOUR, T0, event, policy, warm_history
 from tests.unit.test_engine import CTX, run
 
 KINDS = topic_kinds_for("stockshift.")
@@ -254,3 +254,17 @@ def test_the_next_forecast_takes_over_the_sources_record() -> None:
     fade = 0.5 ** (5.5 / FORECAST_ERROR_HALFLIFE_HOURS)
     assert math.isclose(after.expected_units, before.expected_units * fade + 5.5)
     assert math.isclose(after.sold_units, before.sold_units * fade)
+
+
+def test_a_sale_that_empties_the_shelf_is_left_out_of_the_score() -> None:
+    """It may have met less than the demand: counting its hours would read every sell-out
+    as a forecast too high."""
+    state, _ = step(None, event("count-B", EventType.SNAPSHOT, 0, "B", 3), CTX)
+    state, _ = step(state, forecast(0, "B", 24.0), CTX)
+    state, _ = step(state, event("s1", EventType.SALE, 2, "B", 1), CTX)  # 2 left
+    scored = state.sites["B"].forecast
+    assert scored is not None and (scored.expected_units, scored.sold_units) == (2.0, 1.0)
+    state, _ = step(state, event("s2", EventType.SALE, 6, "B", 2), CTX)  # sold out
+    fade = 0.5 ** (4 / FORECAST_ERROR_HALFLIFE_HOURS)
+    assert math.isclose(scored.expected_units, 2.0 * fade)
+    assert math.isclose(scored.sold_units, 1.0 * fade) and scored.scored_to_ms == T0 + 6 * HOUR
