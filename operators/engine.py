@@ -181,8 +181,9 @@ class _Step:
     touched: set[str]
     decisions: list[DecisionRecord] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
-    lead_times: list[LeadTime] = field(default_factory=list)
-    inbound_delays: list[InboundDelay] = field(default_factory=list)
+    # A receipt closes at most one transfer or delivery: no list to allocate per event.
+    lead_times: tuple[LeadTime, ...] = ()
+    inbound_delays: tuple[InboundDelay, ...] = ()
     proposals: list[Proposal] = field(default_factory=list)
 
 
@@ -335,7 +336,7 @@ def _apply(state: SkuState, site: SiteState, run: _Step, counts_as_demand: bool)
     promised_ms = _promised_ms(site, event)
     released = apply_event(state, event, counts_as_demand)
     if promised_ms >= 0:
-        run.inbound_delays.append(InboundDelay(event.site, (event.ts_ms - promised_ms) / HOUR_MS))
+        run.inbound_delays = (InboundDelay(event.site, (event.ts_ms - promised_ms) / HOUR_MS),)
     if not counts_as_demand and event.type is EventType.SALE:
         signals.dispute(site, on_hand_before - site.on_hand, event.ts_ms, run.policy)
     if released is not None:
@@ -345,7 +346,7 @@ def _apply(state: SkuState, site: SiteState, run: _Step, counts_as_demand: bool)
         run.decisions.append(_received(state, event))
         if 0 <= sent_ms <= event.ts_ms and event.from_site is not None:
             hours = (event.ts_ms - sent_ms) / HOUR_MS
-            run.lead_times.append(LeadTime(event.from_site, event.site, hours))
+            run.lead_times = (LeadTime(event.from_site, event.site, hours),)
     if event.from_site is not None:
         run.touched.add(event.from_site)
     # A count or an adjustment that did not raise the site's stock gives no neighbour a new
@@ -441,8 +442,8 @@ def _output(
         positions=positions,
         findings=tuple(run.findings),
         occupancy=occupancy,
-        lead_times=tuple(run.lead_times),
-        inbound_delays=tuple(run.inbound_delays),
+        lead_times=run.lead_times,
+        inbound_delays=run.inbound_delays,
     )
 
 
