@@ -8,9 +8,9 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from adapters import metrics
 from operators.leadtimes import LeadTimeBoard
-from state.records import InboundDelay, LeadTime
+from state.records import LeadTime, SupplierDelay
 
-Received = LeadTime | InboundDelay
+Received = LeadTime | SupplierDelay
 
 
 class _BoardPartition(StatelessSinkPartition[Received]):
@@ -19,7 +19,7 @@ class _BoardPartition(StatelessSinkPartition[Received]):
 
     def write_batch(self, items: list[Received]) -> None:
         lanes = [item for item in items if isinstance(item, LeadTime)]
-        sites = [item for item in items if isinstance(item, InboundDelay)]
+        sites = [item for item in items if isinstance(item, SupplierDelay)]
         if lanes:
             metrics.record_lane_leads(self._board.learn(lanes))
         if sites:

@@ -55,11 +55,11 @@ from state.records import (
     DecisionRecord,
     Event,
     Finding,
-    InboundDelay,
     LeadTime,
     Proposal,
     RawMessage,
     StepOutput,
+    SupplierDelay,
 )
 from state.sku import SkuState
 
@@ -328,9 +328,9 @@ def _negotiation_decisions(outcomes: list[NegotiationOutcome]) -> list[DecisionR
     return [outcome.decision for outcome in outcomes if outcome.decision is not None]
 
 
-def _lead_times(keyed: list[tuple[str, StepOutput]]) -> list[LeadTime | InboundDelay]:
-    found: list[LeadTime | InboundDelay] = [seen for _, out in keyed for seen in out.lead_times]
-    return found + [seen for _, out in keyed for seen in out.inbound_delays]
+def _lead_times(keyed: list[tuple[str, StepOutput]]) -> list[LeadTime | SupplierDelay]:
+    found: list[LeadTime | SupplierDelay] = [seen for _, out in keyed for seen in out.lead_times]
+    return found + [seen for _, out in keyed for seen in out.supplier_delays]
 
 
 def _findings(keyed: list[tuple[str, StepOutput]]) -> list[Finding]:

@@ -46,7 +46,6 @@ from state.records import (
     EventType,
     Evidence,
     Finding,
-    InboundDelay,
     LeadTime,
     Outcome,
     Proposal,
@@ -55,6 +54,7 @@ from state.records import (
     SiteOccupancy,
     SitePosition,
     StepOutput,
+    SupplierDelay,
     SuppressReason,
 )
 from state.sku import Reservation, SiteForecast, SiteState, SkuState
@@ -183,7 +183,7 @@ class _Step:
     findings: list[Finding] = field(default_factory=list)
     # A receipt closes at most one transfer or delivery: no list to allocate per event.
     lead_times: tuple[LeadTime, ...] = ()
-    inbound_delays: tuple[InboundDelay, ...] = ()
+    supplier_delays: tuple[SupplierDelay, ...] = ()
     proposals: list[Proposal] = field(default_factory=list)
 
 
@@ -336,7 +336,7 @@ def _apply(state: SkuState, site: SiteState, run: _Step, counts_as_demand: bool)
     promised_ms = _promised_ms(site, event)
     released = apply_event(state, event, counts_as_demand)
     if promised_ms >= 0:
-        run.inbound_delays = (InboundDelay(event.site, (event.ts_ms - promised_ms) / HOUR_MS),)
+        run.supplier_delays = (SupplierDelay(event.site, (event.ts_ms - promised_ms) / HOUR_MS),)
     if not counts_as_demand and event.type is EventType.SALE:
         signals.dispute(site, on_hand_before - site.on_hand, event.ts_ms, run.policy)
     if released is not None:
@@ -443,7 +443,7 @@ def _output(
         findings=tuple(run.findings),
         occupancy=occupancy,
         lead_times=run.lead_times,
-        inbound_delays=run.inbound_delays,
+        supplier_delays=run.supplier_delays,
     )
 
 

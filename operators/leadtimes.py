@@ -15,7 +15,7 @@ processes each learns from the transfers of the SKUs it holds.
 
 Supplier deliveries the same way, per receiving site: how late each `inbound_received` came
 against its `inbound_expected` ETA; a site whose delay quantile exceeds the tolerance has
-its deliveries counted on that much after their ETAs (`Site.inbound_delay_hours`).
+its deliveries counted on that much after their ETAs (`Site.supplier_delay_hours`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 from river import stats
 
 from state.config import Lane, LeadTimeLearning, Network
-from state.records import InboundDelay, LeadTime
+from state.records import LeadTime, SupplierDelay
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +124,7 @@ class LeadTimeBoard:
         """Every lane of the network, for metrics and the console."""
         return [self.lead(key) for key in self.configured.lanes]
 
-    def learn_delays(self, observations: Iterable[InboundDelay]) -> list[SiteDelay]:
+    def learn_delays(self, observations: Iterable[SupplierDelay]) -> list[SiteDelay]:
         """Fold received supplier deliveries in; each touched site's delay after them."""
         touched: dict[str, None] = {}
         for seen in observations:
@@ -135,12 +135,12 @@ class LeadTimeBoard:
         changed = {
             d.site_id: d.planned_hours
             for d in delays
-            if d.planned_hours != self.network.sites[d.site_id].inbound_delay_hours
+            if d.planned_hours != self.network.sites[d.site_id].supplier_delay_hours
         }
         if changed:
             sites = dict(self.network.sites)
             for site_id, hours in changed.items():
-                sites[site_id] = replace(sites[site_id], inbound_delay_hours=hours)
+                sites[site_id] = replace(sites[site_id], supplier_delay_hours=hours)
             self.network = replace(self.network, sites=sites, _into={}, _from={})
         return delays
 

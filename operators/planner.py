@@ -139,7 +139,7 @@ class Agent:
     # error than it states): evidence enough without thin-evidence pricing.
     forecast_trusted: bool = False
     # How late its supplier deliveries arrive against their ETAs (learned; 0: on time).
-    inbound_delay_ms: int = 0
+    supplier_delay_ms: int = 0
 
     def shifted(self, errors: float) -> Agent:
         """The same agent with its rate moved by `errors` standard errors (never below 0)."""
@@ -154,13 +154,13 @@ class Agent:
             self.learned,
             self.se,
             self.forecast_trusted,
-            self.inbound_delay_ms,
+            self.supplier_delay_ms,
         )
 
     def position_by(self, horizon_ms: int, now_ms: int) -> int:
         """Position counting only inbound stock due within the horizon."""
         due = now_ms + horizon_ms
-        delay = self.inbound_delay_ms
+        delay = self.supplier_delay_ms
         inbound = sum(
             item.qty for item in self.state.inbound_items() if arrival(item, delay) <= due
         )
@@ -266,9 +266,9 @@ def agent_at(
         bias = forecast_bias(sku_state.sites.values()) if site.forecast is not None else 1.0
         found = agent_for(site_id, site, policy, prior, demand_index(network, site_id), bias)
         configured = network.sites.get(site_id)
-        if configured is not None and configured.inbound_delay_hours > 0:
-            delay_ms = int(configured.inbound_delay_hours * HOUR_MS)
-            found = replace(found, inbound_delay_ms=delay_ms)
+        if configured is not None and configured.supplier_delay_hours > 0:
+            delay_ms = int(configured.supplier_delay_hours * HOUR_MS)
+            found = replace(found, supplier_delay_ms=delay_ms)
         if agents is not None:
             agents[site_id] = found
     return found
@@ -307,7 +307,7 @@ def receiver_need(agent: Agent, lead_hours: float, policy: Policy, now_ms: int) 
     position = agent.position_by(int(horizon * HOUR_MS), now_ms)
     qty = 0
     checkpoints = stock_checkpoints(
-        agent.state, now_ms, horizon, receiving=True, delay_ms=agent.inbound_delay_ms
+        agent.state, now_ms, horizon, receiving=True, delay_ms=agent.supplier_delay_ms
     )
     for hours, stock in checkpoints:
         if hours > lead_hours:
@@ -747,7 +747,7 @@ def _candidate(inputs: _PlanInputs, lane: Lane) -> ScoredSender | None:
             inputs.now_ms,
             horizon,
             receiving=True,
-            delay_ms=inputs.receiver.inbound_delay_ms,
+            delay_ms=inputs.receiver.supplier_delay_ms,
         )
         sellable = sellable_before_expiry(
             inputs.receiver, receiver_points, sender, lane, inputs.params.shelf_life_hours
@@ -763,7 +763,7 @@ def _candidate(inputs: _PlanInputs, lane: Lane) -> ScoredSender | None:
             inputs.now_ms,
             horizon,
             receiving=True,
-            delay_ms=inputs.receiver.inbound_delay_ms,
+            delay_ms=inputs.receiver.supplier_delay_ms,
         )
     loss = shortfall_for(policy)
     # Estimation risk: the receiver's rate a little lower, the sender's a little higher.
@@ -772,7 +772,7 @@ def _candidate(inputs: _PlanInputs, lane: Lane) -> ScoredSender | None:
     if inputs.screen and _ruled_out(inputs, lane, outlook, smallest, high):
         return rejected(SuppressReason.NO_NET_BENEFIT, high, screened=True)
     sender_points = stock_checkpoints(
-        sender_state, inputs.now_ms, surplus.horizon_hours, delay_ms=sender.inbound_delay_ms
+        sender_state, inputs.now_ms, surplus.horizon_hours, delay_ms=sender.supplier_delay_ms
     )
     sender_outlook = SenderOutlook(
         sender.shifted(estimate_risk(sender, policy)), sender_points, high, loss

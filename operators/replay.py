@@ -57,7 +57,7 @@ class Replay:
         if self.ctx.lead_times is not None:  # as the flow's sink does after the SKU step
             board = self.ctx.lead_times
             board.learn(seen for output in outputs for seen in output.lead_times)
-            board.learn_delays(seen for output in outputs for seen in output.inbound_delays)
+            board.learn_delays(seen for output in outputs for seen in output.supplier_delays)
         items = [item for output in outputs for item in receiving_items(output)]
         negotiated = negotiate_all(self.receiving, items, self.network)
         return ReplayedBatch(tuple(outputs), tuple(negotiated))

@@ -50,7 +50,7 @@ class Site:
     # How late the site's supplier deliveries arrive against their ETAs, learned from
     # receipts (operators.leadtimes; never from the file): the planner counts a delivery
     # from its ETA plus this.
-    inbound_delay_hours: float = 0.0
+    supplier_delay_hours: float = 0.0
 
     def share_of_day(self, ts_ms: int) -> float:
         """The share of a day's sales expected by the end of `ts_ms`'s hour: a sale early in

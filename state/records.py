@@ -339,7 +339,7 @@ class LeadTime:
 
 
 @record
-class InboundDelay:
+class SupplierDelay:
     """How late a supplier delivery arrived against the ETA it was announced with (hours;
     negative when early)."""
 
@@ -364,7 +364,7 @@ class StepOutput:
     # A transfer received: what it took on its lane (the planner learns lanes' lead times).
     lead_times: tuple[LeadTime, ...] = ()
     # A supplier delivery received: how late it was (the planner learns each site's delay).
-    inbound_delays: tuple[InboundDelay, ...] = ()
+    supplier_delays: tuple[SupplierDelay, ...] = ()
     # The event was refused (a limit or an implausible quantity): it changed nothing and
     # goes to the dead-letter topic as this record.
     refused: DeadLetter | None = None

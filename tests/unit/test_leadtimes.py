@@ -12,7 +12,7 @@ from operators.leadtimes import LeadTimeBoard
 from operators.planner import Agent, agent_at, receiver_need, stock_checkpoints
 from operators.replay import Replay
 from state.config import ConfigError, LeadTimeLearning, lead_times_from_dict
-from state.records import Event, EventType, InboundDelay, LeadTime
+from state.records import Event, EventType, LeadTime, SupplierDelay
 from state.sku import Inbound, SkuState
 from tests.support.helpers import HOUR, T0, event, policy, two_store_network
 
@@ -124,28 +124,28 @@ def test_a_supplier_receipt_reports_how_late_it_came_and_an_unannounced_one_noth
     ctx = DecisionContext.build(two_store_network(), policy())
     expected, received = delivery(1, "B", 0.0, 10.0, 7.5)
     state, out = step(None, expected, ctx)
-    assert out.inbound_delays == ()
+    assert out.supplier_delays == ()
     state, out = step(state, received, ctx)
-    assert out.inbound_delays == (InboundDelay("B", 7.5),)
+    assert out.supplier_delays == (SupplierDelay("B", 7.5),)
     early = delivery(2, "B", 20.0, 40.0, -3.0)
     state, _ = step(state, early[0], ctx)
     _, out = step(state, early[1], ctx)
-    assert out.inbound_delays == (InboundDelay("B", -3.0),)
+    assert out.supplier_delays == (SupplierDelay("B", -3.0),)
     _, out = step(state, delivery(3, "B", 0, 50.0, 1.0)[1], ctx)  # never announced
-    assert out.inbound_delays == ()
+    assert out.supplier_delays == ()
 
 
 def test_a_site_whose_deliveries_come_late_has_them_counted_on_later() -> None:
     network = two_store_network()
     board = LeadTimeBoard(network)
-    board.learn_delays([InboundDelay("B", 1.5)] * 40 + [InboundDelay("A", 30.0)] * 19)
+    board.learn_delays([SupplierDelay("B", 1.5)] * 40 + [SupplierDelay("A", 30.0)] * 19)
     assert board.delay("B").planned_hours == 0.0  # within the tolerance: on time
     assert board.delay("A").learned_hours is None and board.network is network
-    (delay,) = board.learn_delays([InboundDelay("A", 30.0)])
+    (delay,) = board.learn_delays([SupplierDelay("A", 30.0)])
     assert delay.learned_hours == 30.0 and delay.planned_hours == 30.0
-    assert board.network.sites["A"].inbound_delay_hours == 30.0
+    assert board.network.sites["A"].supplier_delay_hours == 30.0
     assert board.network.lanes == network.lanes
-    board.learn_delays([InboundDelay("Z", 99.0)])  # no such site
+    board.learn_delays([SupplierDelay("Z", 99.0)])  # no such site
     assert "Z" not in board.network.sites
 
 
@@ -158,13 +158,13 @@ def test_the_planner_counts_a_late_suppliers_delivery_after_its_eta() -> None:
     site.on_hand = 2
     site.expect("S1", Inbound(60, now + 3 * HOUR))
     board = LeadTimeBoard(two_store_network())
-    board.learn_delays([InboundDelay("B", 30.0)] * 20)
+    board.learn_delays([SupplierDelay("B", 30.0)] * 20)
     p = policy()
-    assert agent_at(state, "B", board.network, p, None, None).inbound_delay_ms == 30 * HOUR
-    assert agent_at(state, "B", board.configured, p, None, None).inbound_delay_ms == 0
+    assert agent_at(state, "B", board.network, p, None, None).supplier_delay_ms == 30 * HOUR
+    assert agent_at(state, "B", board.configured, p, None, None).supplier_delay_ms == 0
     on_time = Agent("B", site, mean=1.0, sd=1.0, learned=True)
-    late = replace(on_time, inbound_delay_ms=30 * HOUR)
+    late = replace(on_time, supplier_delay_ms=30 * HOUR)
     assert stock_checkpoints(site, now, 24.0) == ((3.0, 2), (24.0, 62))
-    assert stock_checkpoints(site, now, 24.0, delay_ms=late.inbound_delay_ms) == ((24.0, 2),)
+    assert stock_checkpoints(site, now, 24.0, delay_ms=late.supplier_delay_ms) == ((24.0, 2),)
     assert receiver_need(on_time, 6.0, p, now).qty == 0
     assert receiver_need(late, 6.0, p, now).qty > 0
