@@ -18,12 +18,17 @@ _AFTER = {
 
 
 def _site(view: Mapping[str, Any]) -> str:
-    return (
+    text = (
         f"{view['site']}: on hand {view['on_hand']}, inbound {view['inbound']}, reserved in "
         f"{view['reserved_in']} / out {view['reserved_out']}, position {view['position']}; "
         f"demand {view['demand_per_hour']:.2f}/h (sd {view['demand_sd_per_hour']:.2f}); "
         f"reorder point {view['reorder_point']:.1f}, target {view['target']:.1f}"
     )
+    if view.get("forecast_per_hour") is not None:  # records before 2026-12 lack both
+        text += f"; forecast {view['forecast_per_hour']:.2f}/h as corrected by sales"
+    if view.get("supplier_delay_hours"):
+        text += f"; supplier deliveries counted {view['supplier_delay_hours']:.1f} h late"
+    return text
 
 
 def explain(proposal_id: str, trail: Sequence[Mapping[str, Any]]) -> str:

@@ -140,6 +140,8 @@ class Agent:
     forecast_trusted: bool = False
     # How late its supplier deliveries arrive against their ETAs (learned; 0: on time).
     supplier_delay_ms: int = 0
+    # Its forecast as the estimate used it (corrected by the SKU's bias); None without one.
+    forecast_per_hour: float | None = None
 
     def shifted(self, errors: float) -> Agent:
         """The same agent with its rate moved by `errors` standard errors (never below 0)."""
@@ -155,6 +157,7 @@ class Agent:
             self.se,
             self.forecast_trusted,
             self.supplier_delay_ms,
+            self.forecast_per_hour,
         )
 
     def position_by(self, horizon_ms: int, now_ms: int) -> int:
@@ -223,6 +226,7 @@ def agent_for(
     total, weight = evidence * mean, evidence
     forecast = site.forecast
     trusted = False
+    per_hour: float | None = None
     if forecast is not None and forecast.per_hour > 0:
         dispersion = sd * sd / mean if mean > 0 else 1.0
         error_sq = forecast_error_sq(forecast, bias, dispersion)
@@ -241,7 +245,7 @@ def agent_for(
         sd = max(sd, math.sqrt(mean))  # never below Poisson
         learned = True
     se = sd / math.sqrt(windows) if windows > 0 else sd
-    return Agent(site_id, site, mean, sd, learned, se, trusted)
+    return Agent(site_id, site, mean, sd, learned, se, trusted, forecast_per_hour=per_hour)
 
 
 # Agents already built for one decision, by site id. An agent depends on its site's demand,
@@ -356,6 +360,10 @@ def site_view(agent: Agent, position: int, reorder_point: float, target: float) 
         demand_sd_per_hour=round(agent.sd, 4),
         reorder_point=round(reorder_point, 2),
         target=round(target, 2),
+        forecast_per_hour=None
+        if agent.forecast_per_hour is None
+        else round(agent.forecast_per_hour, 4),
+        supplier_delay_hours=agent.supplier_delay_ms / HOUR_MS,
     )
 
 

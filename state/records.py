@@ -169,6 +169,11 @@ class SiteView:
     demand_sd_per_hour: float
     reorder_point: float
     target: float
+    # The site's forecast as the estimate used it (units an hour, corrected by how the SKU's
+    # forecasts matched its sales); None without one.
+    forecast_per_hour: float | None = None
+    # How long after their ETAs its supplier deliveries were counted on (learned; 0: on time).
+    supplier_delay_hours: float = 0.0
 
 
 @record

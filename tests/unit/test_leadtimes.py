@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import orjson
 import pytest
 
 from operators.engine import DecisionContext, step
@@ -168,3 +169,19 @@ def test_the_planner_counts_a_late_suppliers_delivery_after_its_eta() -> None:
     assert stock_checkpoints(site, now, 24.0, delay_ms=late.supplier_delay_ms) == ((24.0, 2),)
     assert receiver_need(on_time, 6.0, p, now).qty == 0
     assert receiver_need(late, 6.0, p, now).qty > 0
+
+
+def test_a_planner_reads_the_forecast_and_the_supplier_delay_a_decision_used() -> None:
+    from operators.explain import _site
+    from operators.planner import site_view
+
+    agent = Agent("B", SkuState("SKU-1").site("B"), mean=1.0, sd=1.0, learned=True)
+    plain = site_view(agent, 5, 3.0, 4.0)
+    assert plain.forecast_per_hour is None and plain.supplier_delay_hours == 0.0
+    used = replace(agent, supplier_delay_ms=30 * HOUR, forecast_per_hour=0.51234)
+    view = site_view(used, 5, 3.0, 4.0)
+    assert view.forecast_per_hour == 0.5123 and view.supplier_delay_hours == 30.0
+    text = _site(orjson.loads(orjson.dumps(view)))
+    assert "forecast 0.51/h as corrected by sales" in text
+    assert "supplier deliveries counted 30.0 h late" in text
+    assert "forecast" not in _site(orjson.loads(orjson.dumps(plain)))
