@@ -118,10 +118,10 @@ class LeadTimeBoard:
         configured one by more than the tolerance; else the configured one."""
         if learned is None or learned <= lane.lead_hours + self.settings.tolerance_hours:
             return lane.lead_hours
-        return math.ceil(round(learned * 10.0, 6)) / 10.0
+        return _tenth_up(learned)
 
     def leads(self) -> list[LaneLead]:
-        """Every lane of the network, for metrics and the console."""
+        """Every lane of the network, for metrics."""
         return [self.lead(key) for key in self.configured.lanes]
 
     def learn_delays(self, observations: Iterable[SupplierDelay]) -> list[SiteDelay]:
@@ -138,10 +138,7 @@ class LeadTimeBoard:
             if d.planned_hours != self.network.sites[d.site_id].supplier_delay_hours
         }
         if changed:
-            sites = dict(self.network.sites)
-            for site_id, hours in changed.items():
-                sites[site_id] = replace(sites[site_id], supplier_delay_hours=hours)
-            self.network = replace(self.network, sites=sites, _into={}, _from={})
+            self.network = _with_delays(self.network, changed)
         return delays
 
     def delay(self, site_id: str) -> SiteDelay:
@@ -151,7 +148,7 @@ class LeadTimeBoard:
         learned = self._learned(record)
         planned = 0.0
         if learned is not None and learned > self.settings.tolerance_hours:
-            planned = math.ceil(round(learned * 10.0, 6)) / 10.0
+            planned = _tenth_up(learned)
         return SiteDelay(site_id, learned, planned, record.samples if record else 0)
 
     def delays(self) -> list[SiteDelay]:
@@ -164,3 +161,17 @@ def _with_leads(network: Network, leads: dict[tuple[str, str], float]) -> Networ
     for key, hours in leads.items():
         lanes[key] = replace(lanes[key], lead_hours=hours)
     return replace(network, lanes=lanes, _into={}, _from={})
+
+
+def _with_delays(network: Network, delays: dict[str, float]) -> Network:
+    """The network with those sites' supplier delays replaced."""
+    sites = dict(network.sites)
+    for site_id, hours in delays.items():
+        sites[site_id] = replace(sites[site_id], supplier_delay_hours=hours)
+    return replace(network, sites=sites, _into={}, _from={})
+
+
+def _tenth_up(hours: float) -> float:
+    """Hours rounded up to a tenth (a plan never counts on less than was learned; the
+    inner round keeps 12.0 from becoming 12.1 through float error)."""
+    return math.ceil(round(hours * 10.0, 6)) / 10.0
