@@ -24,6 +24,7 @@ from operators.leadtimes import LeadTimeBoard
 from operators.limits import expire_inbound, refusal, refused_letter
 from operators.planner import (
     Agents,
+    DemandPrior,
     Plan,
     agent_at,
     demand_prior,
@@ -399,7 +400,7 @@ def _may_give(
     site_id: str,
     ctx: DecisionContext,
     policy: Policy,
-    prior: float | None,
+    prior: DemandPrior | None,
     agents: Agents,
 ) -> bool:
     """Whether the site (one with lanes out, so a network site) has units to ship at all (a
@@ -461,7 +462,7 @@ def _decide_receiver(
     run: _Step,
     receiver_id: str,
     ctx: DecisionContext,
-    prior: float | None,
+    prior: DemandPrior | None,
     agents: Agents,
     via: str | None = None,
 ) -> Proposal | None:

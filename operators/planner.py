@@ -173,7 +173,30 @@ class Agent:
         return self.mean * hours + z * self.sd * math.sqrt(hours)
 
 
-def demand_prior(sku_state: SkuState, policy: Policy, network: Network) -> float | None:
+# An exponentially smoothed mean weighs as many observations as (2 - a) / a, about 2.9
+# half-lives' worth.
+_EFFECTIVE_PER_HALFLIFE = 2.0 / math.log(2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class DemandPrior:
+    """The SKU's demand per hour at a site of demand index 1, from all its sites, and how far
+    its sites' own rates spread around it beyond what chance explains (per hour squared; 0
+    when they agree, or when the policy does not weigh the prior by the spread)."""
+
+    per_hour: float
+    spread: float = 0.0
+
+    def hours(self, index: float, most: float) -> float:
+        """What the prior is worth at a site of this index, in hours of its own sales: a
+        gamma prior of mean m = index x per_hour and variance index^2 x spread weighs as
+        m / variance hours; never more than `most` (the policy's `demand_prior_hours`)."""
+        if self.spread <= 0 or self.per_hour <= 0:
+            return most
+        return min(most, self.per_hour / (index * self.spread))
+
+
+def demand_prior(sku_state: SkuState, policy: Policy, network: Network) -> DemandPrior | None:
     """The SKU's demand per hour at a site of demand index 1, across its sites weighted by
     how long each was observed; None until some site has been observed for the warm-up."""
     minutes = policy.demand_window_minutes
@@ -190,7 +213,35 @@ def demand_prior(sku_state: SkuState, policy: Policy, network: Network) -> float
         weight += evidence
     if longest < policy.warmup_hours or weight <= 0:
         return None
-    return total / weight
+    per_hour = total / weight
+    if not policy.demand_prior_by_spread:
+        return DemandPrior(per_hour)
+    return DemandPrior(per_hour, _spread(sku_state, policy, network, per_hour, weight))
+
+
+def _spread(
+    sku_state: SkuState, policy: Policy, network: Network, per_hour: float, weight: float
+) -> float:
+    """Empirical Bayes: the variance of the sites' index-1 rates around the SKU's, weighted
+    as the prior weighs them, less the part their own estimates' noise explains (each
+    site's standard error squared, as `agent_for` reckons it). Sites whose rates differ no
+    more than chance get the full prior; an item that sells at one store and barely
+    anywhere else gets almost none, so that store's rate is not pulled toward the others'."""
+    minutes = policy.demand_window_minutes
+    cap = policy.demand_halflife_hours
+    memory = cap * _EFFECTIVE_PER_HALFLIFE
+    between = noise = 0.0
+    for site_id, site in sku_state.sites.items():
+        hours = observed_hours(site.demand, minutes)
+        if hours <= 0:
+            continue
+        index = demand_index(network, site_id)
+        evidence = min(hours, cap)
+        gap = mean_per_hour(site.demand, minutes) / index - per_hour
+        sd = sd_per_hour(site.demand, minutes) / index
+        between += evidence * gap * gap
+        noise += evidence * sd * sd / min(hours, memory)
+    return max((between - noise) / weight, 0.0)
 
 
 def demand_index(network: Network, site_id: str) -> float:
@@ -202,7 +253,7 @@ def agent_for(
     site_id: str,
     site: SiteState,
     policy: Policy,
-    prior: float | None = None,
+    prior: DemandPrior | None = None,
     index: float = 1.0,
     bias: float = 1.0,
 ) -> Agent:
@@ -237,9 +288,10 @@ def agent_for(
         weight += strength
         windows += strength
     elif prior is not None and policy.demand_prior_hours > 0:
-        total += policy.demand_prior_hours * prior * index
-        weight += policy.demand_prior_hours
-        windows += policy.demand_prior_hours
+        strength = prior.hours(index, policy.demand_prior_hours)
+        total += strength * prior.per_hour * index
+        weight += strength
+        windows += strength
     if weight > evidence:
         mean = total / weight
         sd = max(sd, math.sqrt(mean))  # never below Poisson
@@ -260,7 +312,7 @@ def agent_at(
     site_id: str,
     network: Network,
     policy: Policy,
-    prior: float | None,
+    prior: DemandPrior | None,
     agents: Agents | None,
 ) -> Agent:
     """The site's agent, from `agents` when one was built for this decision already."""
@@ -276,11 +328,6 @@ def agent_at(
         if agents is not None:
             agents[site_id] = found
     return found
-
-
-# An exponentially smoothed mean weighs as many observations as (2 - a) / a, about 2.9
-# half-lives' worth.
-_EFFECTIVE_PER_HALFLIFE = 2.0 / math.log(2.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -597,7 +644,7 @@ def plan_for_receiver(
     network: Network,
     policy: Policy,
     now_ms: int,
-    prior: float | EllipsisType | None = ...,
+    prior: DemandPrior | EllipsisType | None = ...,
     screen: bool = False,
     agents: Agents | None = None,
     sender: str | None = None,
@@ -708,7 +755,7 @@ class _PlanInputs:
     network: Network
     policy: Policy
     now_ms: int
-    prior: float | None
+    prior: DemandPrior | None
     screen: bool
     agents: Agents | None
     # Screening found that no sender on any lane can pay (`_no_lane_can_pay`).

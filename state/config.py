@@ -202,6 +202,11 @@ class Policy:
     # The SKU's cross-site demand counts as this many hours of observation in each site's
     # estimate, against the site's own hours up to the half-life (0: each site on its own).
     demand_prior_hours: float = 72.0
+    # Weigh that prior by how alike the SKU's sites are (empirical Bayes): the more their
+    # own rates spread beyond chance, the fewer hours it counts (`demand_prior_hours` at
+    # most). An item that sells at one store and barely anywhere else must not have that
+    # store's rate pulled toward the others' (it would look able to give stock away).
+    demand_prior_by_spread: bool = False
     warmup_hours: float = 24.0
     # Event ids are remembered for this long of a SKU's event time (a producer's retry is
     # recognised within it), at most `dedupe_capacity` per SKU (a hard cap per key).
@@ -476,14 +481,15 @@ def policy_from_dict(raw: Mapping[str, Any]) -> Policy:
     version = _require(raw, "version", "policy")
     if not isinstance(version, str) or not version:
         raise ConfigError(f"policy.version: expected a non-empty string, got {version!r}")
-    extra = {"version", "description", "signal_checks", "integrity_action", "demand_distribution"}
+    flags = {"signal_checks", "demand_prior_by_spread"}
+    extra = {"version", "description", "integrity_action", "demand_distribution"} | flags
     reject_unknown(raw, set(_POLICY_FLOATS) | set(_POLICY_INTS) | extra, "policy")
     values: dict[str, Any] = {"version": version, "description": str(raw.get("description", ""))}
     values.update(_policy_numbers(raw))
-    if "signal_checks" in raw:
-        if not isinstance(raw["signal_checks"], bool):
-            raise ConfigError("policy.signal_checks: expected true or false")
-        values["signal_checks"] = raw["signal_checks"]
+    for flag in flags & set(raw):
+        if not isinstance(raw[flag], bool):
+            raise ConfigError(f"policy.{flag}: expected true or false")
+        values[flag] = raw[flag]
     if "demand_distribution" in raw:
         if raw["demand_distribution"] not in ("normal", "count"):
             raise ConfigError("policy.demand_distribution: expected 'normal' or 'count'")

@@ -61,6 +61,10 @@ def test_bad_network_is_rejected_with_a_clear_message(raw: dict, message: str) -
         ({"version": "1", "servce_level_z": 2}, "unknown field"),
         ({"version": "1", "cover_hours": "long"}, "finite number"),
         ({"version": "1", "demand_window_minutes": 0}, "integer >= 1"),
+        (
+            {"version": "1", "demand_prior_by_spread": "yes"},
+            "demand_prior_by_spread: expected true",
+        ),
     ],
 )
 def test_bad_policy_is_rejected(raw: dict, message: str) -> None:

@@ -12,6 +12,7 @@ from flows.lab.simulate import run_stockshift
 from operators.engine import DecisionContext, step
 from operators.parse import parse_object
 from operators.planner import (
+    DemandPrior,
     ReceiverOutlook,
     agent_for,
     demand_prior,
@@ -352,11 +353,11 @@ def test_a_site_that_has_not_sold_yet_borrows_the_skus_demand() -> None:
     # A sold one an hour for 30 hours; B had nothing to sell, so it never showed demand.
     state = _sites_selling(30, ("A",), {"A": 300, "B": 0})
     prior = demand_prior(state, CTX.policy, CTX.network)
-    assert prior is not None and 0.9 < prior <= 1.0
+    assert prior is not None and 0.9 < prior.per_hour <= 1.0
     alone = agent_for("B", state.sites["B"], CTX.policy)
     informed = agent_for("B", state.sites["B"], CTX.policy, prior)
     assert alone.mean == 0.0 and not alone.learned
-    assert informed.learned and informed.mean == pytest.approx(prior)
+    assert informed.learned and informed.mean == pytest.approx(prior.per_hour)
     # ...and so B, empty, is a receiver the planner fills from A.
     plan = plan_for_receiver(state, "B", CTX.network, CTX.policy, T0 + 31 * HOUR)
     assert plan is not None and plan.chosen is not None and plan.chosen.from_site == "A"
@@ -373,9 +374,60 @@ def test_the_prior_scales_with_each_sites_demand_index() -> None:
     }
     indexed = replace(network, sites=sites)
     prior = demand_prior(state, CTX.policy, indexed)
-    assert prior is not None and 0.45 < prior <= 0.5
+    assert prior is not None and 0.45 < prior.per_hour <= 0.5
     informed = agent_for("B", state.sites["B"], CTX.policy, prior, 0.5)
-    assert informed.mean == pytest.approx(prior * 0.5)
+    assert informed.mean == pytest.approx(prior.per_hour * 0.5)
+
+
+def _selling_at_rates(hours: int, per_hour: dict[str, int]) -> SkuState:
+    """Each site stocked for the whole run and selling its own number of units an hour (a
+    site that sells none is counted every hour, so its empty hours are seen)."""
+    state = SkuState("SKU-1")
+    events = [event(f"snap-{s}", EventType.SNAPSHOT, 0, s, 10_000) for s in per_hour]
+    for h in range(hours):
+        events += [
+            event(f"sale-{s}-{h}", EventType.SALE, h + 0.5, s, q)
+            if q
+            else event(f"count-{s}-{h}", EventType.SNAPSHOT, h + 0.5, s, 10_000)
+            for s, q in per_hour.items()
+        ]
+    for e in events:
+        state, _ = step(state, e, CTX)
+    return state
+
+
+def test_the_prior_counts_for_less_where_the_skus_sites_differ_beyond_chance() -> None:
+    by_spread = policy(demand_prior_by_spread=True)
+    # Alike: all three sell 2 an hour, so the spread is no more than chance and the prior
+    # keeps its full weight.
+    alike = demand_prior(_selling_at_rates(40, {"A": 2, "B": 2, "C": 2}), by_spread, CTX.network)
+    assert alike is not None and alike.spread == 0.0
+    assert alike.hours(1.0, by_spread.demand_prior_hours) == by_spread.demand_prior_hours
+    # Concentrated: A sells 6 an hour, B and C none (stocked all along). A's estimate keeps
+    # close to its own rate instead of being pulled toward the SKU's 2 an hour.
+    state = _selling_at_rates(40, {"A": 6, "B": 0, "C": 0})
+    apart = demand_prior(state, by_spread, CTX.network)
+    fixed = demand_prior(state, CTX.policy, CTX.network)
+    assert apart is not None and fixed is not None and fixed.spread == 0.0
+    assert apart.per_hour == pytest.approx(fixed.per_hour)
+    assert apart.hours(1.0, by_spread.demand_prior_hours) < 1.0
+    pulled = agent_for("A", state.sites["A"], CTX.policy, fixed).mean
+    own = agent_for("A", state.sites["A"], by_spread, apart).mean
+    assert pulled < 4.0 and own > 5.8
+
+
+@given(
+    per_hour=st.floats(0.0, 50.0),
+    spread=st.floats(0.0, 1e4),
+    wider=st.floats(0.0, 1e4),
+    index=st.floats(0.05, 20.0),
+    most=st.floats(0.0, 500.0),
+)
+def test_a_wider_spread_never_makes_the_prior_count_for_more(
+    per_hour: float, spread: float, wider: float, index: float, most: float
+) -> None:
+    narrow, broad = DemandPrior(per_hour, spread), DemandPrior(per_hour, spread + wider)
+    assert 0.0 <= broad.hours(index, most) <= narrow.hours(index, most) <= most
 
 
 def test_no_prior_before_any_site_is_warmed_up_and_none_when_turned_off() -> None:

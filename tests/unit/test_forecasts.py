@@ -21,7 +21,7 @@ from operators.demand import (
 )
 from operators.engine import step
 from operators.parse import parse_message, topic_kinds_for
-from operators.planner import agent_at, agent_for
+from operators.planner import DemandPrior, agent_at, agent_for
 from state.records import DeadLetter, Event, EventType, ForecastFigures, RawMessage
 from state.sku import SiteForecast, SiteState, SkuState
 from tests.support.helpers import HOUR, T0, event, policy, warm_history
@@ -106,7 +106,9 @@ def test_the_estimate_is_the_gamma_posterior_mean_of_forecast_and_sales() -> Non
     site = site_that_sold(1.0, 48)  # one unit an hour for two days
     own = agent_for("B", site, p)
     site.forecast = SiteForecast(0.25, 0.5)  # 6 a day, off by half: worth 16 hours of sales
-    blended = agent_for("B", site, p, prior=5.0)  # a cross-site prior is not added to it
+    blended = agent_for(
+        "B", site, p, prior=DemandPrior(5.0)
+    )  # a cross-site prior is not added to it
     hours = min(observed_hours(site.demand, p.demand_window_minutes), p.demand_halflife_hours)
     expected = (hours * own.mean + 16.0 * 0.25) / (hours + 16.0)
     assert math.isclose(blended.mean, expected, rel_tol=1e-9)
