@@ -666,6 +666,8 @@ def plan_for_receiver(
     """
     if prior is ...:
         prior = demand_prior(sku_state, policy, network) if policy.demand_prior_hours > 0 else None
+    if _needs_nothing(sku_state, receiver_id, network, policy, prior, now_ms):
+        return None
     receiver = agent_at(sku_state, receiver_id, network, policy, prior, agents)
     lanes = network.lanes_into(receiver_id)  # fastest first
     shortest = lanes[0].lead_hours if lanes else 0.0
@@ -699,6 +701,42 @@ def plan_for_receiver(
     if not candidates:
         return suppressed(SuppressReason.NO_SENDER_WITH_SURPLUS)
     return _choose(view, need, candidates)
+
+
+# Room left for floating-point rounding when a bound stands in for the exact figure.
+_BOUND_SLACK = 1e-9
+
+
+def _needs_nothing(
+    sku_state: SkuState,
+    receiver_id: str,
+    network: Network,
+    policy: Policy,
+    prior: DemandPrior | None,
+    now_ms: int,
+) -> bool:
+    """True only when the receiver surely has no need, shown without building its agent:
+    most events find their site stocked, and judging that is most of the engine's work.
+
+    The agent's rate is a blend of the site's own and the prior's (`agent_for`), so it is at
+    most the larger of the two, and its deviation at most the larger of the site's own and
+    Poisson's at that rate; a stock above the reorder point those give is above the real
+    one. Only for the common case `receiver_need` also spares the general walk: nothing
+    inbound and no forecast; False (judge in full) otherwise."""
+    site = sku_state.sites.get(receiver_id)
+    if site is None or site.inbound or site.forecast is not None:
+        return False
+    minutes = policy.demand_window_minutes
+    mean = mean_per_hour(site.demand, minutes)
+    sd = sd_per_hour(site.demand, minutes)
+    if prior is not None and policy.demand_prior_hours > 0:
+        mean = max(mean, prior.per_hour * demand_index(network, receiver_id))
+        sd = max(sd, math.sqrt(mean))
+    lanes = network.lanes_into(receiver_id)
+    hours = (lanes[0].lead_hours if lanes else 0.0) + policy.review_hours
+    ceiling = mean * hours + policy.service_level_z * sd * math.sqrt(hours)
+    stock = site.on_hand + site.reserved_in - site.reserved_out + site.disputed(now_ms)
+    return stock > ceiling * (1.0 + _BOUND_SLACK) + _BOUND_SLACK
 
 
 # When no sender is viable, the reason the plan gives: the first of these its senders hit.
