@@ -720,11 +720,12 @@ def _needs_nothing(
 
     The agent's rate is a blend of the site's own and the prior's (`agent_for`), so it is at
     most the larger of the two, and its deviation at most the larger of the site's own and
-    Poisson's at that rate; a stock above the reorder point those give is above the real
-    one. Only for the common case `receiver_need` also spares the general walk: nothing
-    inbound and no forecast; False (judge in full) otherwise."""
+    Poisson's at that rate; the reorder point those give at the horizon is above the real
+    one at every checkpoint of `receiver_need`, and the stock without its inbound is below
+    the stock at each (an inbound item holds at least a unit). A site with a forecast is
+    judged in full (its rate also depends on the SKU's forecast bias)."""
     site = sku_state.sites.get(receiver_id)
-    if site is None or site.inbound or site.forecast is not None:
+    if site is None or site.forecast is not None:
         return False
     minutes = policy.demand_window_minutes
     mean = mean_per_hour(site.demand, minutes)
