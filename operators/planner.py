@@ -12,7 +12,8 @@ is what lets an overstocked site feed a short one while keeping transfers that m
 a shortage from one site to another unprofitable (so no ping-pong).
 
 A site's demand estimate is shrunk toward the SKU's average across sites (empirical Bayes),
-which weighs as `demand_prior_hours` of observation against the site's own hours, capped at
+which weighs as `demand_prior_hours` of observation (fewer, with `demand_prior_by_spread`,
+where the SKU's sites differ beyond chance) against the site's own hours, capped at
 the smoothing half-life (the estimate's memory): a slow mover or a site that has
 sold little yet otherwise looks like it needs nothing, never gets stock and never shows
 demand.
