@@ -724,7 +724,7 @@ def _needs_nothing(
     now_ms: int,
 ) -> bool:
     """True only when the receiver surely has no need, shown without building its agent:
-    most events find their site stocked, and judging that is most of the engine's work.
+    most judgements find their receiver stocked (on the bench stream, 86 % of them).
 
     The agent's rate is a blend of the site's own and the prior's (`agent_for`), so it is at
     most the larger of the two, and its deviation at most the larger of the site's own and

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 
@@ -14,6 +15,8 @@ from operators.parse import parse_object
 from operators.planner import (
     DemandPrior,
     ReceiverOutlook,
+    _needs_nothing,
+    agent_at,
     agent_for,
     demand_prior,
     estimate_risk,
@@ -428,6 +431,55 @@ def test_a_wider_spread_never_makes_the_prior_count_for_more(
 ) -> None:
     narrow, broad = DemandPrior(per_hour, spread), DemandPrior(per_hour, spread + wider)
     assert 0.0 <= broad.hours(index, most) <= narrow.hours(index, most) <= most
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    stock=st.lists(st.integers(20, 90), min_size=3, max_size=3),
+    sales=st.lists(st.integers(0, 4), min_size=3, max_size=3),
+    inbound=st.integers(0, 30),
+    hours=st.integers(20, 60),
+    spread=st.booleans(),
+)
+def test_a_receiver_said_to_need_nothing_has_no_plan(
+    stock: list[int], sales: list[int], inbound: int, hours: int, spread: bool
+) -> None:
+    # The shortcut may only ever skip a receiver that the full judgement finds without need.
+    p = policy(demand_prior_by_spread=spread)
+    state = SkuState("SKU-1")
+    sites = ("A", "B", "C")
+    events = [
+        event(f"snap-{s}", EventType.SNAPSHOT, 0, s, q) for s, q in zip(sites, stock, strict=True)
+    ]
+    if inbound:
+        due = T0 + hours * HOUR
+        events.append(
+            event(
+                "po-B", EventType.INBOUND_EXPECTED, 1, "B", inbound, eta_ms=due, shipment_id="po-1"
+            )
+        )
+    for h in range(hours):
+        events += [
+            event(f"sale-{s}-{h}", EventType.SALE, h + 0.5, s, q)
+            for s, q in zip(sites, sales, strict=True)
+            if q and h % (q + 1) == 0
+        ]
+    ctx = DecisionContext.build(two_store_network(), p)
+    for e in events:
+        state, _ = step(state, e, ctx)
+    now = state.clock_ms
+    prior = demand_prior(state, p, ctx.network)
+    skipped = 0
+    for site, on_hand in itertools.product(sites, range(0, 200, 3)):
+        state.sites[site].on_hand = on_hand  # every stock level against the same history
+        if _needs_nothing(state, site, ctx.network, p, prior, now):
+            skipped += 1
+            # The full judgement, as `plan_for_receiver` makes it past the shortcut.
+            agent = agent_at(state, site, ctx.network, p, prior, None)
+            lanes = ctx.network.lanes_into(site)
+            lead = lanes[0].lead_hours if lanes else 0.0
+            assert receiver_need(agent, lead, p, now).qty <= 0
+    assert skipped > 0
 
 
 def test_no_prior_before_any_site_is_warmed_up_and_none_when_turned_off() -> None:
