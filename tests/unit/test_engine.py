@@ -441,7 +441,7 @@ def test_a_wider_spread_never_makes_the_prior_count_for_more(
     hours=st.integers(20, 60),
     spread=st.booleans(),
 )
-def test_a_receiver_said_to_need_nothing_has_no_plan(
+def test_a_receiver_said_to_need_nothing_has_no_need_by_the_full_judgement(
     stock: list[int], sales: list[int], inbound: int, hours: int, spread: bool
 ) -> None:
     # The shortcut may only ever skip a receiver that the full judgement finds without need.
