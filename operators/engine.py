@@ -169,10 +169,13 @@ def in_shadow_share(sku: str, share: float) -> bool:
     return int.from_bytes(digest, "big") / 2**64 < share
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class _Step:
     """What one event does to its SKU, gathered as the step goes: the governance and policy
-    in force at its time, the SKU's clock, and every output so far."""
+    in force at its time, the SKU's clock, and every output so far.
+
+    A class with its own __init__ (the dataclass gives it eq and repr only): compiled, it
+    is built natively; a dataclass's generated __init__ runs as interpreted Python."""
 
     event: Event
     policy: Policy
@@ -180,12 +183,33 @@ class _Step:
     now: int
     new_hour: bool
     touched: set[str]
-    decisions: list[DecisionRecord] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
+    decisions: list[DecisionRecord]
+    findings: list[Finding]
     # A receipt closes at most one transfer or delivery: no list to allocate per event.
-    lead_times: tuple[LeadTime, ...] = ()
-    supplier_delays: tuple[SupplierDelay, ...] = ()
-    proposals: list[Proposal] = field(default_factory=list)
+    lead_times: tuple[LeadTime, ...]
+    supplier_delays: tuple[SupplierDelay, ...]
+    proposals: list[Proposal]
+
+    def __init__(
+        self,
+        event: Event,
+        policy: Policy,
+        governance: Governance,
+        now: int,
+        new_hour: bool,
+        touched: set[str],
+    ) -> None:
+        self.event = event
+        self.policy = policy
+        self.governance = governance
+        self.now = now
+        self.new_hour = new_hour
+        self.touched = touched
+        self.decisions = []
+        self.findings = []
+        self.lead_times = ()
+        self.supplier_delays = ()
+        self.proposals = []
 
 
 def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[SkuState, StepOutput]:

@@ -23,7 +23,9 @@ afterwards (a changed one is a new one, through `replace`), but they are plain s
 dataclasses, not frozen ones: compiled with mypyc, a frozen dataclass's __init__ runs as
 interpreted Python setting each field through `object.__setattr__`, which was a fifth of the
 compiled engine's time on the bench stream (45.6 / 42.7 us an event frozen, 35.7 / 33.8
-plain; issue #23).
+plain; issue #23). Those built on every event also write their own __init__ (the dataclass
+gives them eq and repr only): mypyc compiles a class's own __init__, while a dataclass's
+generated one still runs interpreted.
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ def shortfall_for(policy: Policy) -> Shortfall:
     return count_shortfall if policy.demand_distribution == "count" else expected_shortfall
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Agent:
     """A site's demand and position as its agent sees them at one moment."""
 
@@ -150,6 +152,28 @@ class Agent:
     supplier_delay_ms: int = 0
     # Its forecast as the estimate used it (corrected by the SKU's bias); None without one.
     forecast_per_hour: float | None = None
+
+    def __init__(
+        self,
+        site_id: str,
+        state: SiteState,
+        mean: float,
+        sd: float,
+        learned: bool,
+        se: float = 0.0,
+        forecast_trusted: bool = False,
+        supplier_delay_ms: int = 0,
+        forecast_per_hour: float | None = None,
+    ) -> None:
+        self.site_id = site_id
+        self.state = state
+        self.mean = mean
+        self.sd = sd
+        self.learned = learned
+        self.se = se
+        self.forecast_trusted = forecast_trusted
+        self.supplier_delay_ms = supplier_delay_ms
+        self.forecast_per_hour = forecast_per_hour
 
     def shifted(self, errors: float) -> Agent:
         """The same agent with its rate moved by `errors` standard errors (never below 0)."""
@@ -186,7 +210,7 @@ class Agent:
 _EFFECTIVE_PER_HALFLIFE = 2.0 / math.log(2.0)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class DemandPrior:
     """The SKU's demand per hour at a site of demand index 1, from all its sites, and how far
     its sites' own rates spread around it beyond what chance explains (per hour squared; 0
@@ -194,6 +218,14 @@ class DemandPrior:
 
     per_hour: float
     spread: float = 0.0
+
+    def __init__(
+        self,
+        per_hour: float,
+        spread: float = 0.0,
+    ) -> None:
+        self.per_hour = per_hour
+        self.spread = spread
 
     def hours(self, index: float, most: float) -> float:
         """What the prior is worth at a site of this index, in hours of its own sales: a
@@ -338,7 +370,7 @@ def agent_at(
     return found
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Need:
     """A receiver's deficit for a given lane lead time."""
 
@@ -347,6 +379,20 @@ class Need:
     reorder_point: float
     target: float
     horizon_hours: float
+
+    def __init__(
+        self,
+        qty: int,
+        position: int,
+        reorder_point: float,
+        target: float,
+        horizon_hours: float,
+    ) -> None:
+        self.qty = qty
+        self.position = position
+        self.reorder_point = reorder_point
+        self.target = target
+        self.horizon_hours = horizon_hours
 
 
 def receiver_need(agent: Agent, lead_hours: float, policy: Policy, now_ms: int) -> Need:
@@ -376,12 +422,24 @@ def receiver_need(agent: Agent, lead_hours: float, policy: Policy, now_ms: int) 
     return Need(qty, position, rop, target, horizon)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Surplus:
     qty: int
     keep: float
     reorder_point: float
     horizon_hours: float
+
+    def __init__(
+        self,
+        qty: int,
+        keep: float,
+        reorder_point: float,
+        horizon_hours: float,
+    ) -> None:
+        self.qty = qty
+        self.keep = keep
+        self.reorder_point = reorder_point
+        self.horizon_hours = horizon_hours
 
 
 def sender_surplus(agent: Agent, replenishment_hours: float, policy: Policy) -> Surplus:
@@ -422,13 +480,27 @@ def site_view(agent: Agent, position: int, reorder_point: float, target: float) 
     )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Economics:
     qty: int
     saved: float
     lost_at_sender: float
     cost: float
     net_benefit: float
+
+    def __init__(
+        self,
+        qty: int,
+        saved: float,
+        lost_at_sender: float,
+        cost: float,
+        net_benefit: float,
+    ) -> None:
+        self.qty = qty
+        self.saved = saved
+        self.lost_at_sender = lost_at_sender
+        self.cost = cost
+        self.net_benefit = net_benefit
 
 
 # (hours from now, units the site can sell from until then)
@@ -630,7 +702,7 @@ class EconomicsFn:
         return found
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Plan:
     """The planner's answer for one receiver: a chosen transfer or the reason there is none."""
 
@@ -644,6 +716,26 @@ class Plan:
     # Some alternatives were screened out by a bound on their net benefit: their numbers
     # were not computed (see `plan_for_receiver`).
     screened: bool = False
+
+    def __init__(
+        self,
+        receiver: SiteView,
+        need: Need,
+        chosen: Candidate | None,
+        lane: Lane | None,
+        sender: SiteView | None,
+        alternatives: tuple[Candidate, ...],
+        suppress_reason: SuppressReason | None,
+        screened: bool = False,
+    ) -> None:
+        self.receiver = receiver
+        self.need = need
+        self.chosen = chosen
+        self.lane = lane
+        self.sender = sender
+        self.alternatives = alternatives
+        self.suppress_reason = suppress_reason
+        self.screened = screened
 
 
 def plan_for_receiver(
@@ -780,7 +872,7 @@ def _choose(view: SiteView, need: Need, candidates: list[ScoredSender]) -> Plan:
     return Plan(view, need, best.candidate, best.lane, sender_view, alternatives, None, screened)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ScoredSender:
     """A sender considered: its candidate, the lane, its agent and surplus, and whether it
     was screened out (its numbers not computed)."""
@@ -791,8 +883,22 @@ class ScoredSender:
     surplus: Surplus
     screened: bool = False
 
+    def __init__(
+        self,
+        candidate: Candidate,
+        lane: Lane,
+        sender: Agent,
+        surplus: Surplus,
+        screened: bool = False,
+    ) -> None:
+        self.candidate = candidate
+        self.lane = lane
+        self.sender = sender
+        self.surplus = surplus
+        self.screened = screened
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class _PlanInputs:
     """What pricing every sender of one receiver shares."""
 
@@ -807,6 +913,30 @@ class _PlanInputs:
     agents: Agents | None
     # Screening found that no sender on any lane can pay (`_no_lane_can_pay`).
     hopeless: bool = False
+
+    def __init__(
+        self,
+        sku_state: SkuState,
+        receiver: Agent,
+        params: SkuParams,
+        network: Network,
+        policy: Policy,
+        now_ms: int,
+        prior: DemandPrior | None,
+        screen: bool,
+        agents: Agents | None,
+        hopeless: bool = False,
+    ) -> None:
+        self.sku_state = sku_state
+        self.receiver = receiver
+        self.params = params
+        self.network = network
+        self.policy = policy
+        self.now_ms = now_ms
+        self.prior = prior
+        self.screen = screen
+        self.agents = agents
+        self.hopeless = hopeless
 
 
 # Screen only below the threshold by more than floating-point noise in the bound.
