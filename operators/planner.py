@@ -704,9 +704,13 @@ class EconomicsFn:
 
 @dataclass(slots=True, init=False)
 class Plan:
-    """The planner's answer for one receiver: a chosen transfer or the reason there is none."""
+    """The planner's answer for one receiver: a chosen transfer or the reason there is none.
 
-    receiver: SiteView
+    The receiver's view (`receiver`, its numbers for the record) is built when first read:
+    most plans end in nothing logged and need none. It reads the receiver's site as it is
+    then, so it is read before anything changes the site (the engine reads it first)."""
+
+    receiver_agent: Agent
     need: Need
     chosen: Candidate | None
     lane: Lane | None
@@ -715,11 +719,12 @@ class Plan:
     suppress_reason: SuppressReason | None
     # Some alternatives were screened out by a bound on their net benefit: their numbers
     # were not computed (see `plan_for_receiver`).
-    screened: bool = False
+    screened: bool
+    _receiver_view: SiteView | None
 
     def __init__(
         self,
-        receiver: SiteView,
+        receiver_agent: Agent,
         need: Need,
         chosen: Candidate | None,
         lane: Lane | None,
@@ -728,7 +733,7 @@ class Plan:
         suppress_reason: SuppressReason | None,
         screened: bool = False,
     ) -> None:
-        self.receiver = receiver
+        self.receiver_agent = receiver_agent
         self.need = need
         self.chosen = chosen
         self.lane = lane
@@ -736,6 +741,16 @@ class Plan:
         self.alternatives = alternatives
         self.suppress_reason = suppress_reason
         self.screened = screened
+        self._receiver_view = None
+
+    @property
+    def receiver(self) -> SiteView:
+        if self._receiver_view is None:
+            need = self.need
+            self._receiver_view = site_view(
+                self.receiver_agent, need.position, need.reorder_point, need.target
+            )
+        return self._receiver_view
 
 
 def plan_for_receiver(
@@ -774,12 +789,11 @@ def plan_for_receiver(
     need = receiver_need(receiver, shortest, policy, now_ms)
     if need.qty <= 0:
         return None
-    view = site_view(receiver, need.position, need.reorder_point, need.target)
 
     def suppressed(
         reason: SuppressReason, alts: tuple[Candidate, ...] = (), screened: bool = False
     ) -> Plan:
-        return Plan(view, need, None, None, None, alts, reason, screened)
+        return Plan(receiver, need, None, None, None, alts, reason, screened)
 
     if not receiver.learned:
         return suppressed(SuppressReason.WARMING_UP)
@@ -800,7 +814,7 @@ def plan_for_receiver(
     ]
     if not candidates:
         return suppressed(SuppressReason.NO_SENDER_WITH_SURPLUS)
-    return _choose(view, need, candidates)
+    return _choose(receiver, need, candidates)
 
 
 # Room left for floating-point rounding when a bound stands in for the exact figure.
@@ -849,7 +863,7 @@ _REASON_ORDER: Final = (
 )
 
 
-def _choose(view: SiteView, need: Need, candidates: list[ScoredSender]) -> Plan:
+def _choose(receiver: Agent, need: Need, candidates: list[ScoredSender]) -> Plan:
     """The best viable sender (net benefit, then the faster lane, then the sender's id), the
     others as alternatives; or why none qualifies."""
     screened = any(c.screened for c in candidates)
@@ -860,7 +874,7 @@ def _choose(view: SiteView, need: Need, candidates: list[ScoredSender]) -> Plan:
         reason = next(
             (r for r in _REASON_ORDER if r.value in reasons), SuppressReason.NO_SENDER_WITH_SURPLUS
         )
-        return Plan(view, need, None, None, None, alternatives, reason, screened)
+        return Plan(receiver, need, None, None, None, alternatives, reason, screened)
     best = min(
         viable,
         key=lambda c: (-c.candidate.net_benefit, c.candidate.lead_hours, c.candidate.from_site),
@@ -869,7 +883,9 @@ def _choose(view: SiteView, need: Need, candidates: list[ScoredSender]) -> Plan:
     # Only the chosen sender's view goes into the evidence: built for it alone.
     sender_view = site_view(sender, sender.state.position, surplus.reorder_point, surplus.keep)
     alternatives = tuple(c.candidate for c in candidates if c is not best)
-    return Plan(view, need, best.candidate, best.lane, sender_view, alternatives, None, screened)
+    return Plan(
+        receiver, need, best.candidate, best.lane, sender_view, alternatives, None, screened
+    )
 
 
 @dataclass(slots=True, init=False)
