@@ -628,7 +628,8 @@ def _add_simulate(sub: Subcommands) -> None:
     sim.add_argument(
         "--policies",
         help="comma-separated subset of none,tie,pooling,stockshift,hindsight (the default), "
-        "plus lookahead: a slow online reference that knows the true demand rates",
+        "plus lookahead: a slow online reference that knows the true demand rates, and "
+        "trip-bound: the most any plan could earn paying per-trip costs (per_trip scenarios)",
     )
     sim.add_argument(
         "--trace", help="replay demand from a CSV/Parquet trace (date or ts, sku, site, qty)"

@@ -23,12 +23,13 @@ from operators.parse import parse_object
 from operators.reference.baselines import Move, tie_moves
 from operators.reference.hindsight import LaneSpec, hindsight_bound, network_hindsight_bound
 from operators.reference.lookahead import first_stage_moves
+from operators.reference.tripbound import trip_bound
 from operators.replay import Replay
 from state.config import Network, Policy
 
 POLICIES = ("none", "tie", "pooling", "stockshift", "hindsight")
 # Not run unless asked for: a reference, and slow (minutes on the small scenarios).
-OPTIONAL_POLICIES = ("lookahead",)
+OPTIONAL_POLICIES = ("lookahead", "trip-bound")
 Progress = Callable[[str, int, int], None]
 
 
@@ -271,6 +272,49 @@ def run_hindsight(
     return _bound_run(served, demand, moved, cost, started)
 
 
+def trip_bound_applies(scenario: Scenario, network: Network) -> bool:
+    """The trip-cost bound models trips charged per lane and day, one-for-one replenishment,
+    and neither lane nor storage limits."""
+    return (
+        scenario.cost_model == "per_trip"
+        and scenario.replenishment == "one_for_one"
+        and not any(lane.capacity_per_day for lane in network.lanes.values())
+        and not any(site.storage_capacity for site in network.sites.values())
+    )
+
+
+def run_trip_bound(
+    scenario: Scenario, network: Network, progress: Progress | None = None
+) -> PolicyRun:
+    """The trip-cost bound (`operators.reference.tripbound`): its column shows the plan the
+    world could carry out (fill, units, trips, cost), and `net_benefit_bound` the most any
+    plan could earn."""
+    started = time.perf_counter()
+    if not trip_bound_applies(scenario, network):
+        raise ValueError(
+            "the trip-cost bound models per_trip costs, one_for_one replenishment and no "
+            "lane or storage limits"
+        )
+    sim = Simulation(scenario, network, emit=False)
+    index = {s: i for i, s in enumerate(sim.sites)}
+    if progress is not None:
+        progress("trip-bound", 0, 1)
+    result = trip_bound(
+        sim.demand, sim.on_hand, sim.scheduled_arrivals(), _lane_specs(network, index),
+        [lane.trip_cost for lane in network.lanes.values()], scenario.review_days * 24,
+        scenario.supplier_lead_days * 24, network.sku_defaults.unit_margin,
+    )  # fmt: skip
+    if progress is not None:
+        progress("trip-bound", 1, 1)
+    run = _bound_run(
+        result.lower_served, result.demand, result.lower_units_moved, result.lower_cost, started
+    )
+    run.kpis["trips"] = result.lower_trips
+    # margin x units sold - costs at best; `run_all` takes `none`'s sales off.
+    run.kpis["net_benefit_bound"] = result.upper
+    return PolicyRun("trip-bound", run.kpis, [], [], [], run.seconds)
+
+
 def _bound_run(served: float, demand: int, moved: float, cost: float, started: float) -> PolicyRun:
     """The LP gives fill, units moved and variable cost; trips, stock levels and where sales
     were served from are not part of its answer."""
@@ -328,10 +372,15 @@ def run_all(
                 runs[name] = run_hindsight(scenario, network, progress)
         elif name == "lookahead":
             runs[name] = run_lookahead(scenario, network, progress)
+        elif name == "trip-bound":
+            if trip_bound_applies(scenario, network):
+                runs[name] = run_trip_bound(scenario, network, progress)
         else:
             raise ValueError(f"unknown policy {name!r}; choose from {POLICIES + OPTIONAL_POLICIES}")
     if "none" in runs:
         _money(runs, network.sku_defaults.unit_margin, stockshift_columns(policy))
+    if "none" in runs and "trip-bound" in runs:
+        _net_capture(runs, network.sku_defaults.unit_margin)
     if "none" in runs and "hindsight" in runs:
         none_fill = runs["none"].kpis["network_fill_rate"]
         bound = runs["hindsight"].kpis["network_fill_rate"]
@@ -358,10 +407,25 @@ def _money(runs: dict[str, PolicyRun], margin: float, stockshift: Mapping[str, P
         )
 
 
+def _net_capture(runs: dict[str, PolicyRun], margin: float) -> None:
+    """Each policy's net benefit as a share of the most any plan could earn with the same
+    trip and unit costs (the trip-cost bound's upper figure, `none`'s sales taken off)."""
+    bound = runs["trip-bound"].kpis
+    bound["net_benefit_bound"] = round(
+        bound["net_benefit_bound"] - margin * runs["none"].kpis["served_units"], 2
+    )
+    for name, run in runs.items():
+        # The hindsight LP pays no trips: its net benefit is not one a trip-paying plan has.
+        if name != "hindsight" and bound["net_benefit_bound"] > 1e-9:
+            run.kpis["net_capture"] = round(run.kpis["net_benefit"] / bound["net_benefit_bound"], 3)
+
+
 KPI_ROWS = (
     "network_fill_rate",
     "gap_capture",
     "net_benefit",
+    "net_benefit_bound",
+    "net_capture",
     "net_benefit_at_policy_value",
     "local_fill_rate",
     "share_served_by_transfer",
