@@ -100,11 +100,15 @@ def trip_bound(
     supplier_lead_hours: int,
     margin: float,
     time_limit_s: float = 600.0,
-    relax: bool = False,
+    integral_trips: bool = False,
     rounds: int = 6,
 ) -> TripBoundResult:
     """demand and scheduled are [hour, sku, site], on_hand [sku, site]; one-for-one
-    replenishment, lanes without daily capacity, sites without storage limits."""
+    replenishment, lanes without daily capacity, sites without storage limits.
+
+    The upper figure is the relaxation's LP (trips may be fractional), or with
+    `integral_trips` its MILP's dual bound after `time_limit_s` (tighter; only small worlds
+    solve in minutes)."""
     if any(lane.capacity_per_day for lane in lanes):
         raise ValueError("the trip-cost bound models lanes without a daily capacity")
     hours = int(demand.shape[0])
@@ -112,7 +116,7 @@ def trip_bound(
         raise ValueError("the trip-cost bound needs whole days and a review in whole days")
     open_days, upper, upper_trips, gap = _daily_milp(
         demand, on_hand, scheduled, lanes, trip_costs, review_hours, supplier_lead_hours,
-        margin, time_limit_s, relax,
+        margin, time_limit_s, not integral_trips,
     )  # fmt: skip
     trips = np.asarray(trip_costs, dtype=float)
     plan = _best_hourly_plan(

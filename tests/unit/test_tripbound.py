@@ -22,7 +22,11 @@ SMALL = Scenario(
 
 
 def _bound(
-    scenario: Scenario, network: Network, trip_scale: float = 1.0, lanes: bool = True
+    scenario: Scenario,
+    network: Network,
+    trip_scale: float = 1.0,
+    lanes: bool = True,
+    integral_trips: bool = False,
 ) -> TripBoundResult:
     sim = Simulation(scenario, network, emit=False)
     index = {s: i for i, s in enumerate(sim.sites)}
@@ -31,7 +35,7 @@ def _bound(
     return trip_bound(
         sim.demand, sim.on_hand, sim.scheduled_arrivals(), specs, trips,
         scenario.review_days * 24, scenario.supplier_lead_days * 24,
-        network.sku_defaults.unit_margin, rounds=3,
+        network.sku_defaults.unit_margin, integral_trips=integral_trips, rounds=3,
     )  # fmt: skip
 
 
@@ -61,6 +65,10 @@ def test_no_policy_earns_more_than_the_upper_figure(warmup_days: int) -> None:
     result = _bound(scenario, network)
     assert result.lower <= result.upper + 1e-6
     assert result.lower_trips > 0 and result.lower_cost > 0
+    # Whole trips: the MILP's bound is between the feasible plan and the LP's.
+    exact = _bound(scenario, network, integral_trips=True)
+    assert exact.upper <= result.upper + 1e-6
+    assert exact.upper >= result.lower - 1e-6
 
 
 def test_without_trip_costs_the_lower_figure_is_the_hourly_optimum_and_under_the_upper() -> None:
