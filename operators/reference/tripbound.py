@@ -5,14 +5,16 @@ The exact problem, hourly with a yes/no trip per lane and day shared by every SK
 tens of millions of variables on a 300-item, 10-store month; it is not solved. Two
 figures bracket its best value (margin x units sold - unit and trip costs):
 
-- `upper`: a relaxation in daily periods, solved as a MILP (HiGHS; its dual bound when the
-  time limit stops it). A unit that arrives during a day may serve all of that day's
-  demand, a transfer arrives `lead // 24` days after the day it leaves and a supplier
-  order on the day its last hour falls in; stock must only be non-negative at each day's
-  end. Every hourly plan maps onto a daily plan at least as good, so no plan beats it.
+- `upper`: a relaxation in two periods a day (see `_period`), solved as an LP (trips may be
+  fractional; HiGHS's interior point) or, for small worlds, as a MILP with whole trips (its
+  dual bound when the time limit stops it). A transfer arrives in the earliest period its
+  lead allows, stock must only be non-negative at each period's end, and a SKU moves on a
+  lane in a period only if that lane's calendar day has its trip. Every hourly plan maps
+  onto a plan of the relaxation at least as good, so no plan beats it; without transfers
+  it is exact (deliveries land and reviews end on a period's edge).
 - `lower`: a plan the world could carry out (in continuous units, as the hindsight LP):
-  the hourly LP of each SKU, allowed to move stock only on the lane-days the MILP opened,
-  each lane-day it used charged its trip.
+  the hourly LP of each SKU, allowed to move stock only on the lane-days the relaxation
+  opened, trips shared by slope scaling, each lane-day it used charged its trip.
 
 The best plan lies between the two; their distance says how tight the bracket is.
 """
@@ -114,7 +116,7 @@ def trip_bound(
     hours = int(demand.shape[0])
     if hours % 24 or review_hours % 24:
         raise ValueError("the trip-cost bound needs whole days and a review in whole days")
-    open_days, upper, upper_trips, gap = _daily_milp(
+    open_days, upper, upper_trips, gap = _relaxation(
         demand, on_hand, scheduled, lanes, trip_costs, review_hours, supplier_lead_hours,
         margin, time_limit_s, not integral_trips,
     )  # fmt: skip
@@ -175,7 +177,7 @@ def _sku_block(
     return eq.matrix(layout.per_sku), ub.matrix(layout.per_sku)
 
 
-def _daily_milp(
+def _relaxation(
     demand: NDArray[np.int64],
     on_hand: NDArray[np.int64],
     scheduled: NDArray[np.int64],
@@ -187,8 +189,8 @@ def _daily_milp(
     time_limit_s: float,
     relax: bool,
 ) -> tuple[NDArray[np.bool_], float, float, float | None]:
-    """Solve the relaxation; return the lane-days it opens [day, lane], its bound on the
-    best value, the trips it pays for and HiGHS's relative gap (None for the LP)."""
+    """Solve the relaxation (`relax`: its LP); return the lane-days it opens [day, lane],
+    its bound on the best value, the trips it pays for and HiGHS's gap (None for the LP)."""
     hours, skus, sites = (int(n) for n in demand.shape)
     periods, days, n_lanes = _period(hours - 1) + 1, hours // 24, len(lanes)
     layout = _Layout(periods, sites, n_lanes, hours // review_hours)
@@ -215,8 +217,8 @@ def _daily_milp(
     upper_bounds[n_x:] = 1.0
     links = _trip_links(layout, lanes, demand_p, skus, x_cols, n_x)
     if relax:
-        # The LP relaxation by interior point: HiGHS's simplex takes longer than 20 minutes on
-        # 300 items x 10 stores x 28 days, its interior-point method minutes.
+        # By interior point: 9 / 36 / 118 s for 10 / 20 / 40 items x 10 stores x 28 days
+        # here; neither it nor the simplex finished 300 items in 20 minutes.
         result = linprog(
             cost,
             A_ub=vstack([a_orders, links]).tocsr(),
