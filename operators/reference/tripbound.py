@@ -47,6 +47,20 @@ class TripBoundResult:
     demand: int
 
 
+@dataclass(frozen=True, slots=True)
+class _World:
+    """What every part of the bound reads: demand and scheduled [hour, sku, site], on_hand
+    [sku, site], the lanes, one-for-one replenishment's review and lead, the unit margin."""
+
+    demand: NDArray[np.int64]
+    on_hand: NDArray[np.int64]
+    scheduled: NDArray[np.int64]
+    lanes: list[LaneSpec]
+    review_hours: int
+    supplier_lead_hours: int
+    margin: float
+
+
 def _period(hour: int) -> int:
     """The relaxation's periods: two a day, hours 0-22 and hour 23, the hour supplier
     deliveries land and review windows end, so both fall on a period's edge exactly."""
@@ -116,15 +130,12 @@ def trip_bound(
     hours = int(demand.shape[0])
     if hours % 24 or review_hours % 24:
         raise ValueError("the trip-cost bound needs whole days and a review in whole days")
-    open_days, upper, upper_trips, gap = _relaxation(
-        demand, on_hand, scheduled, lanes, trip_costs, review_hours, supplier_lead_hours,
-        margin, time_limit_s, not integral_trips,
-    )  # fmt: skip
+    world = _World(demand, on_hand, scheduled, lanes, review_hours, supplier_lead_hours, margin)
     trips = np.asarray(trip_costs, dtype=float)
-    plan = _best_hourly_plan(
-        demand, on_hand, scheduled, lanes, trips, open_days, review_hours,
-        supplier_lead_hours, margin, rounds,
-    )  # fmt: skip
+    open_days, upper, upper_trips, gap = _relaxation(
+        world, trips, time_limit_s, relax=not integral_trips
+    )
+    plan = _best_hourly_plan(world, trips, open_days, rounds)
     return TripBoundResult(
         upper=upper,
         lower=plan.value(margin, trips),
@@ -178,19 +189,13 @@ def _sku_block(
 
 
 def _relaxation(
-    demand: NDArray[np.int64],
-    on_hand: NDArray[np.int64],
-    scheduled: NDArray[np.int64],
-    lanes: list[LaneSpec],
-    trip_costs: list[float],
-    review_hours: int,
-    supplier_lead_hours: int,
-    margin: float,
-    time_limit_s: float,
-    relax: bool,
+    world: _World, trip_costs: NDArray[np.float64], time_limit_s: float, relax: bool
 ) -> tuple[NDArray[np.bool_], float, float, float | None]:
     """Solve the relaxation (`relax`: its LP); return the lane-days it opens [day, lane],
     its bound on the best value, the trips it pays for and HiGHS's gap (None for the LP)."""
+    demand, on_hand, scheduled, lanes = world.demand, world.on_hand, world.scheduled, world.lanes
+    review_hours, supplier_lead_hours = world.review_hours, world.supplier_lead_hours
+    margin = world.margin
     hours, skus, sites = (int(n) for n in demand.shape)
     periods, days, n_lanes = _period(hours - 1) + 1, hours // 24, len(lanes)
     layout = _Layout(periods, sites, n_lanes, hours // review_hours)
@@ -213,7 +218,7 @@ def _relaxation(
         cost[k * per : k * per + periods * sites] = -margin
         cost[k * per + x_cols] = np.tile(lane_cost, periods)
         upper_bounds[k * per : k * per + periods * sites] = demand_p[:, k, :].reshape(-1)
-    cost[n_x:] = np.tile(np.asarray(trip_costs, dtype=float), days)
+    cost[n_x:] = np.tile(trip_costs, days)
     upper_bounds[n_x:] = 1.0
     links = _trip_links(layout, lanes, demand_p, skus, x_cols, n_x)
     if relax:
@@ -306,30 +311,19 @@ class _HourlyPlan:
 
 
 def _best_hourly_plan(
-    demand: NDArray[np.int64],
-    on_hand: NDArray[np.int64],
-    scheduled: NDArray[np.int64],
-    lanes: list[LaneSpec],
-    trip_costs: NDArray[np.float64],
-    open_days: NDArray[np.bool_],
-    review_hours: int,
-    supplier_lead_hours: int,
-    margin: float,
-    rounds: int,
+    world: _World, trip_costs: NDArray[np.float64], open_days: NDArray[np.bool_], rounds: int
 ) -> _HourlyPlan:
     """Slope scaling, the classic heuristic for fixed charges on network flows: each round
     prices a lane-day's units at their unit cost plus its trip cost spread over the units
     the last round sent on it, so SKUs gather on trips that many of them use; the best
-    plan (by its true costs) over the rounds is kept. Only the MILP's open lane-days may
-    carry stock."""
-    unit = np.array([lane.cost_per_unit for lane in lanes])
+    plan (by its true costs) over the rounds is kept. Only the relaxation's open lane-days
+    may carry stock."""
+    margin = world.margin
+    unit = np.array([lane.cost_per_unit for lane in world.lanes])
     price = np.broadcast_to(unit, open_days.shape).copy()
     best: _HourlyPlan | None = None
     for _ in range(rounds):
-        plan = _hourly_plan(
-            demand, on_hand, scheduled, lanes, open_days, price, review_hours,
-            supplier_lead_hours, margin,
-        )  # fmt: skip
+        plan = _hourly_plan(world, open_days, price)
         if best is None or plan.value(margin, trip_costs) > best.value(margin, trip_costs):
             best = plan
         carried = plan.units > 1e-6
@@ -339,18 +333,13 @@ def _best_hourly_plan(
 
 
 def _hourly_plan(
-    demand: NDArray[np.int64],
-    on_hand: NDArray[np.int64],
-    scheduled: NDArray[np.int64],
-    lanes: list[LaneSpec],
-    open_days: NDArray[np.bool_],
-    price: NDArray[np.float64],
-    review_hours: int,
-    supplier_lead_hours: int,
-    margin: float,
+    world: _World, open_days: NDArray[np.bool_], price: NDArray[np.float64]
 ) -> _HourlyPlan:
     """Each SKU's best hourly plan (margin x sold - priced units) moving stock only on open
     lane-days; `price` [day, lane] per unit moved, its true unit cost kept apart."""
+    demand, on_hand, scheduled, lanes = world.demand, world.on_hand, world.scheduled, world.lanes
+    review_hours, supplier_lead_hours = world.review_hours, world.supplier_lead_hours
+    margin = world.margin
     hours, skus, sites = (int(n) for n in demand.shape)
     n_lanes = len(lanes)
     n_s = hours * sites
