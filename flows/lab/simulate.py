@@ -307,15 +307,18 @@ def run_trip_bound(
     if progress is not None:
         progress("trip-bound", 1, 1)
     run = _bound_run(
-        result.lower_served, result.demand, result.lower_units_moved, result.lower_cost, started
-    )
+        result.lower_served, result.demand, result.lower_units_moved, result.lower_cost, started,
+        name="trip-bound",
+    )  # fmt: skip
     run.kpis["trips"] = result.lower_trips
     # margin x units sold - costs at best; `run_all` takes `none`'s sales off.
     run.kpis["net_benefit_bound"] = result.upper
-    return PolicyRun("trip-bound", run.kpis, [], [], [], run.seconds)
+    return run
 
 
-def _bound_run(served: float, demand: int, moved: float, cost: float, started: float) -> PolicyRun:
+def _bound_run(
+    served: float, demand: int, moved: float, cost: float, started: float, name: str = "hindsight"
+) -> PolicyRun:
     """The LP gives fill, units moved and variable cost; trips, stock levels and where sales
     were served from are not part of its answer."""
     summary: dict[str, Any] = {row: None for row in KPI_ROWS}
@@ -327,7 +330,7 @@ def _bound_run(served: float, demand: int, moved: float, cost: float, started: f
         transfer_cost=round(cost, 2),
         transfer_cost_per_unit=round(cost / moved, 3) if moved else 0.0,
     )
-    return PolicyRun("hindsight", summary, [], [], [], time.perf_counter() - started)
+    return PolicyRun(name, summary, [], [], [], time.perf_counter() - started)
 
 
 def gap_capture(policy_fill: float, none_fill: float, bound_fill: float) -> float | None:
