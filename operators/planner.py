@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import EllipsisType
 from typing import Final
@@ -126,12 +125,16 @@ class _Count:
         return total
 
 
-Shortfall = Callable[[float, float, float], float]
+def counts_demand(policy: Policy) -> bool:
+    """Whether the policy prices stock with the count loss (else the normal one)."""
+    return policy.demand_distribution == "count"
 
 
-def shortfall_for(policy: Policy) -> Shortfall:
-    """The loss function the policy prices stock with."""
-    return count_shortfall if policy.demand_distribution == "count" else expected_shortfall
+def shortfall(count: bool, mean: float, sd: float, stock: float) -> float:
+    """Expected units short by the policy's loss (`counts_demand`). A flag, not a function
+    passed around: compiled, a call through a variable goes the generic way, this one is
+    native."""
+    return count_shortfall(mean, sd, stock) if count else expected_shortfall(mean, sd, stock)
 
 
 @dataclass(slots=True, init=False)
@@ -578,33 +581,34 @@ class ReceiverOutlook:
     arrival, less the cut the units would make before it (they are not there yet to make it).
     """
 
-    __slots__ = ("_after", "_before", "_loss")
+    __slots__ = ("_after", "_before", "_count")
 
     def __init__(
         self,
         agent: Agent,
         points: tuple[Checkpoint, ...],
         lead_hours: float,
-        loss: Shortfall = expected_shortfall,
+        count: bool = False,
     ) -> None:
         after = [exposure(agent, h, s) for h, s in points if h > lead_hours]
         self._after = _relevant(after, 0)
         self._before = _relevant([exposure(agent, lead_hours, stock_at(points, lead_hours))], 0)
-        self._loss = loss
+        self._count = count
 
     def saved(self, qty: int) -> float:
         best = self.saved_at_most(qty)
-        loss = self._loss
+        count = self._count
         for mean, sd, stock in self._before:
-            best -= loss(mean, sd, stock) - loss(mean, sd, stock + qty)
+            best -= shortfall(count, mean, sd, stock) - shortfall(count, mean, sd, stock + qty)
         return max(best, 0.0)
 
     def saved_at_most(self, qty: int) -> float:
         """A bound on `saved` of any quantity up to `qty`: each checkpoint's cut grows with
         the quantity, and the cut before arrival only takes away."""
-        best, loss = 0.0, self._loss
+        best, count = 0.0, self._count
         for mean, sd, stock in self._after:
-            best = max(best, loss(mean, sd, stock) - loss(mean, sd, stock + qty))
+            cut = shortfall(count, mean, sd, stock) - shortfall(count, mean, sd, stock + qty)
+            best = max(best, cut)
         return best
 
 
@@ -612,22 +616,23 @@ class SenderOutlook:
     """What giving units up now costs a sender: `lost(qty)` is the largest rise in expected
     shortfall at any of its checkpoints up to its replenishment horizon."""
 
-    __slots__ = ("_exposures", "_loss")
+    __slots__ = ("_count", "_exposures")
 
     def __init__(
         self,
         agent: Agent,
         points: tuple[Checkpoint, ...],
         most: int,
-        loss: Shortfall = expected_shortfall,
+        count: bool = False,
     ) -> None:
         self._exposures = _relevant([exposure(agent, h, s) for h, s in points], most)
-        self._loss = loss
+        self._count = count
 
     def lost(self, qty: int) -> float:
-        worst, loss = 0.0, self._loss
+        worst, count = 0.0, self._count
         for mean, sd, stock in self._exposures:
-            worst = max(worst, loss(mean, sd, stock - qty) - loss(mean, sd, stock))
+            rise = shortfall(count, mean, sd, stock - qty) - shortfall(count, mean, sd, stock)
+            worst = max(worst, rise)
         return worst
 
 
@@ -679,26 +684,48 @@ def best_quantity(low: int, high: int, pack: int, evaluate: EconomicsFn) -> Econ
     while hi - lo > 2:
         m1 = lo + (hi - lo) // 3
         m2 = hi - (hi - lo) // 3
-        if evaluate(m1 * pack).net_benefit < evaluate(m2 * pack).net_benefit:
+        if evaluate.at(m1 * pack).net_benefit < evaluate.at(m2 * pack).net_benefit:
             lo = m1 + 1
         else:
             hi = m2 - 1
-    return max((evaluate(k * pack) for k in range(lo, hi + 1)), key=lambda e: e.net_benefit)
+    best = evaluate.at(lo * pack)
+    for k in range(lo + 1, hi + 1):  # the first of equals wins, as max() would pick it
+        found = evaluate.at(k * pack)
+        if found.net_benefit > best.net_benefit:
+            best = found
+    return best
 
 
 class EconomicsFn:
-    """A memoised economics evaluation for one receiver-sender pair."""
+    """A memoised economics evaluation for one receiver-sender pair.
 
-    __slots__ = ("_args", "_cache")
+    Its inputs are fields, not a tuple of arguments, and it is asked through a method, not
+    `__call__`: compiled, both calls are then native, where a call through `*args` or of
+    an object goes the generic way."""
 
-    def __init__(self, *args: object) -> None:
-        self._args = args
+    __slots__ = ("_cache", "_lane", "_params", "_policy", "_receiver", "_sender")
+
+    def __init__(
+        self,
+        receiver: ReceiverOutlook,
+        lane: Lane,
+        sender: SenderOutlook,
+        params: SkuParams,
+        policy: Policy,
+    ) -> None:
+        self._receiver = receiver
+        self._lane = lane
+        self._sender = sender
+        self._params = params
+        self._policy = policy
         self._cache: dict[int, Economics] = {}
 
-    def __call__(self, qty: int) -> Economics:
+    def at(self, qty: int) -> Economics:
         found = self._cache.get(qty)
         if found is None:
-            found = self._cache[qty] = economics(qty, *self._args)  # type: ignore[arg-type]
+            found = self._cache[qty] = economics(
+                qty, self._receiver, self._lane, self._sender, self._params, self._policy
+            )
         return found
 
 
@@ -975,18 +1002,14 @@ def _candidate(inputs: _PlanInputs, lane: Lane) -> ScoredSender | None:
     if surplus.qty <= 0:
         return None
 
-    def rejected(reason: SuppressReason, qty: int = 0, screened: bool = False) -> ScoredSender:
-        cand = Candidate(lane.from_site, qty, lane.lead_hours, 0.0, 0.0, 0.0, 0.0, reason.value)
-        return ScoredSender(cand, lane, sender, surplus, screened)
-
     if _cooling_down(inputs, lane, sender_state):
-        return rejected(SuppressReason.COOLDOWN)
+        return _rejected(lane, sender, surplus, SuppressReason.COOLDOWN)
     need = receiver_need(inputs.receiver, lane.lead_hours, policy, inputs.now_ms)
     pack = inputs.params.pack_size
     high = min(need.qty, surplus.qty) // pack * pack
     smallest = max(math.ceil(inputs.params.min_transfer_qty / pack) * pack, pack)
     if need.qty <= 0 or high < smallest:
-        return rejected(SuppressReason.BELOW_MIN_QTY, max(high, 0))
+        return _rejected(lane, sender, surplus, SuppressReason.BELOW_MIN_QTY, max(high, 0))
     horizon = lane.lead_hours + policy.cover_hours
     receiver_points: tuple[Checkpoint, ...] | None = None
     if inputs.params.shelf_life_hours is not None:
@@ -1002,9 +1025,9 @@ def _candidate(inputs: _PlanInputs, lane: Lane) -> ScoredSender | None:
         )
         high = min(high, sellable // pack * pack)
         if high < smallest:
-            return rejected(SuppressReason.SHELF_LIFE, max(high, 0))
+            return _rejected(lane, sender, surplus, SuppressReason.SHELF_LIFE, max(high, 0))
     if inputs.hopeless:
-        return rejected(SuppressReason.NO_NET_BENEFIT, high, screened=True)
+        return _rejected(lane, sender, surplus, SuppressReason.NO_NET_BENEFIT, high, True)
     if receiver_points is None:
         receiver_points = stock_checkpoints(
             inputs.receiver.state,
@@ -1013,21 +1036,31 @@ def _candidate(inputs: _PlanInputs, lane: Lane) -> ScoredSender | None:
             receiving=True,
             delay_ms=inputs.receiver.supplier_delay_ms,
         )
-    loss = shortfall_for(policy)
+    count = counts_demand(policy)
     # Estimation risk: the receiver's rate a little lower, the sender's a little higher.
     pessimistic = inputs.receiver.shifted(-estimate_risk(inputs.receiver, policy))
-    outlook = ReceiverOutlook(pessimistic, receiver_points, lane.lead_hours, loss)
+    outlook = ReceiverOutlook(pessimistic, receiver_points, lane.lead_hours, count)
     if inputs.screen and _ruled_out(inputs, lane, outlook, smallest, high):
-        return rejected(SuppressReason.NO_NET_BENEFIT, high, screened=True)
+        return _rejected(lane, sender, surplus, SuppressReason.NO_NET_BENEFIT, high, True)
     sender_points = stock_checkpoints(
         sender_state, inputs.now_ms, surplus.horizon_hours, delay_ms=sender.supplier_delay_ms
     )
     sender_outlook = SenderOutlook(
-        sender.shifted(estimate_risk(sender, policy)), sender_points, high, loss
+        sender.shifted(estimate_risk(sender, policy)), sender_points, high, count
     )
     evaluate = EconomicsFn(outlook, lane, sender_outlook, inputs.params, policy)
     best = best_quantity(smallest, high, pack, evaluate)
     return ScoredSender(_priced(lane, best, policy), lane, sender, surplus)
+
+
+def _rejected(
+    lane: Lane, sender: Agent, surplus: Surplus, reason: SuppressReason, qty: int = 0,
+    screened: bool = False,
+) -> ScoredSender:  # fmt: skip
+    """A sender left out, and why. A module function, not a closure in `_candidate`: a
+    compiled closure builds its environment on every call of the function that holds it."""
+    cand = Candidate(lane.from_site, qty, lane.lead_hours, 0.0, 0.0, 0.0, 0.0, reason.value)
+    return ScoredSender(cand, lane, sender, surplus, screened)
 
 
 def estimate_risk(agent: Agent, policy: Policy) -> float:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from operators.planner import count_shortfall, expected_shortfall, shortfall_for
+from operators.planner import count_shortfall, counts_demand, expected_shortfall, shortfall
 from state.config import ConfigError, Policy, policy_from_dict
 
 
@@ -51,8 +51,11 @@ def test_at_low_means_the_normal_loss_misprices_the_last_units() -> None:
 
 
 def test_the_policy_chooses_the_loss_and_rejects_others() -> None:
-    assert shortfall_for(Policy(version="v")) is expected_shortfall
+    assert not counts_demand(Policy(version="v"))
     counted = policy_from_dict({"version": "v", "demand_distribution": "count"})
-    assert shortfall_for(counted) is count_shortfall
+    assert counts_demand(counted)
+    sd = math.sqrt(1.5)
+    assert shortfall(True, 0.5, sd, 2) == count_shortfall(0.5, sd, 2)
+    assert shortfall(False, 0.5, sd, 2) == expected_shortfall(0.5, sd, 2)
     with pytest.raises(ConfigError, match="demand_distribution"):
         policy_from_dict({"version": "v", "demand_distribution": "gamma"})
