@@ -628,7 +628,8 @@ def _add_simulate(sub: Subcommands) -> None:
     sim.add_argument(
         "--policies",
         help="comma-separated subset of none,tie,pooling,stockshift,hindsight (the default), "
-        "plus lookahead: a slow online reference that knows the true demand rates, and "
+        "plus lookahead: a slow online reference that knows the true demand rates "
+        "(lookahead-margin: the same valuing a lost sale at the margin only), and "
         "trip-bound: the most any plan could earn paying per-trip costs (per_trip scenarios)",
     )
     sim.add_argument(

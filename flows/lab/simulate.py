@@ -29,7 +29,7 @@ from state.config import Network, Policy
 
 POLICIES = ("none", "tie", "pooling", "stockshift", "hindsight")
 # Not run unless asked for: a reference, and slow (minutes on the small scenarios).
-OPTIONAL_POLICIES = ("lookahead", "trip-bound")
+OPTIONAL_POLICIES = ("lookahead", "lookahead-margin", "trip-bound")
 Progress = Callable[[str, int, int], None]
 
 
@@ -157,20 +157,27 @@ class Lookahead:
 
 
 LOOKAHEAD = Lookahead()
+# The same reference weighing a lost sale at the margin only, as the default policy and the
+# money rows do: what knowing the true rates earns (`lookahead` buys fill at a loss).
+LOOKAHEAD_MARGIN = Lookahead(lost_sale_penalty=0.0)
 
 
 def run_lookahead(
-    scenario: Scenario, network: Network, progress: Progress | None = None
+    scenario: Scenario,
+    network: Network,
+    progress: Progress | None = None,
+    settings: Lookahead = LOOKAHEAD,
+    name: str = "lookahead",
 ) -> PolicyRun:
     """An online reference that knows the true demand rates (operators.reference.lookahead):
     how far a policy gets that plans well but does not see the realised demand."""
     started = time.perf_counter()
     sim = Simulation(scenario, network, emit=False)
     index = {s: i for i, s in enumerate(sim.sites)}
-    bucket, horizon = LOOKAHEAD.bucket_hours, LOOKAHEAD.horizon_hours
+    bucket, horizon = settings.bucket_hours, settings.horizon_hours
     buckets = horizon // bucket
     lanes = _lane_specs(network, index)
-    value = network.sku_defaults.unit_margin + LOOKAHEAD.lost_sale_penalty
+    value = network.sku_defaults.unit_margin + settings.lost_sale_penalty
     rng = np.random.default_rng(scenario.seed + 11)
     n_sites = len(sim.sites)
 
@@ -179,22 +186,22 @@ def run_lookahead(
 
     def hour() -> None:
         sim.advance_hour()
-        if sim.hour % LOOKAHEAD.every_hours:
+        if sim.hour % settings.every_hours:
             return
         mean = by_bucket(sim.expected_demand(sim.hour, horizon))
         due = by_bucket(sim.due(sim.hour, horizon))
 
         def moves(k: int) -> list[Move]:
-            paths = rng.poisson(mean[None, :, k, :], size=(LOOKAHEAD.paths, buckets, n_sites))
+            paths = rng.poisson(mean[None, :, k, :], size=(settings.paths, buckets, n_sites))
             return first_stage_moves(
                 sim.on_hand[k], due[:, k, :], paths.astype(float), lanes, bucket, value,
-                LOOKAHEAD.terminal_value, network.sku_defaults.min_transfer_qty,
+                settings.terminal_value, network.sku_defaults.min_transfer_qty,
             )  # fmt: skip
 
         _carry_out(sim, "look", ((k, moves(k)) for k in range(len(sim.skus))))
 
-    _loop(sim, "lookahead", progress, hour)
-    return _finish("lookahead", sim, started)
+    _loop(sim, name, progress, hour)
+    return _finish(name, sim, started)
 
 
 def run_stockshift(
@@ -375,6 +382,8 @@ def run_all(
                 runs[name] = run_hindsight(scenario, network, progress)
         elif name == "lookahead":
             runs[name] = run_lookahead(scenario, network, progress)
+        elif name == "lookahead-margin":
+            runs[name] = run_lookahead(scenario, network, progress, LOOKAHEAD_MARGIN, name)
         elif name == "trip-bound":
             if trip_bound_applies(scenario, network):
                 runs[name] = run_trip_bound(scenario, network, progress)

@@ -59,3 +59,16 @@ def test_the_reference_stays_under_the_bound() -> None:
     look = runs["lookahead"].kpis
     assert look["units_moved"] > 0
     assert look["network_fill_rate"] <= runs["hindsight"].kpis["network_fill_rate"] + 1e-9
+
+
+def test_weighing_a_sale_at_its_margin_only_buys_less_fill_and_is_priced() -> None:
+    """`lookahead-margin` is the same reference valuing a lost sale at the margin alone (the
+    money rows' value): it moves no more than the reference that values it at margin plus
+    the penalty, and it gets its own column with a net benefit."""
+    scenario = Scenario(
+        name="tiny", n_sites=3, n_skus=4, days=5, seed=5, replenishment="one_for_one"
+    )
+    runs = run_all(scenario, Policy(version="t"), ("none", "lookahead", "lookahead-margin"))
+    margin, service = runs["lookahead-margin"].kpis, runs["lookahead"].kpis
+    assert margin["units_moved"] <= service["units_moved"]
+    assert isinstance(margin["net_benefit"], float)
