@@ -234,9 +234,10 @@ class DemandPrior:
         """What the prior is worth at a site of this index, in hours of its own sales: a
         gamma prior of mean m = index x per_hour and variance index^2 x spread weighs as
         m / variance hours; never more than `most` (the policy's `demand_prior_hours`)."""
-        if self.spread <= 0 or self.per_hour <= 0:
+        variance = index * self.spread  # a tiny spread can underflow to 0 here
+        if variance <= 0 or self.per_hour <= 0:
             return most
-        return min(most, self.per_hour / (index * self.spread))
+        return min(most, self.per_hour / variance)
 
 
 def demand_prior(sku_state: SkuState, policy: Policy, network: Network) -> DemandPrior | None:

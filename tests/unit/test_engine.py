@@ -5,7 +5,7 @@ import math
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from adapters.lab.simulator import Scenario, make_network
@@ -426,6 +426,7 @@ def test_the_prior_counts_for_less_where_the_skus_sites_differ_beyond_chance() -
     index=st.floats(0.05, 20.0),
     most=st.floats(0.0, 500.0),
 )
+@example(per_hour=1.0, spread=5e-324, wider=0.0, index=0.5, most=0.0)  # index x spread is 0
 def test_a_wider_spread_never_makes_the_prior_count_for_more(
     per_hour: float, spread: float, wider: float, index: float, most: float
 ) -> None:
