@@ -818,17 +818,15 @@ def plan_for_receiver(
     if need.qty <= 0:
         return None
 
-    def suppressed(
-        reason: SuppressReason, alts: tuple[Candidate, ...] = (), screened: bool = False
-    ) -> Plan:
-        return Plan(receiver, need, None, None, None, alts, reason, screened)
-
+    # (No nested helper for these: compiled, a closure builds its environment at every call
+    # of the function that holds it, and this one runs for most events.)
     if not receiver.learned:
-        return suppressed(SuppressReason.WARMING_UP)
+        return Plan(receiver, need, None, None, None, (), SuppressReason.WARMING_UP, False)
     if not lanes:
-        return suppressed(SuppressReason.NO_ALLOWED_LANE)
+        return Plan(receiver, need, None, None, None, (), SuppressReason.NO_ALLOWED_LANE, False)
     if any(r.to_site == receiver_id and not r.dispatched for r in sku_state.reservations.values()):
-        return suppressed(SuppressReason.RESERVATION_OUTSTANDING)
+        reason = SuppressReason.RESERVATION_OUTSTANDING
+        return Plan(receiver, need, None, None, None, (), reason, False)
     params = network.sku_params(sku_state.sku)
     hopeless = screen and _no_lane_can_pay(receiver, lanes, params, policy, now_ms)
     inputs = _PlanInputs(
@@ -841,7 +839,8 @@ def plan_for_receiver(
         and (scored := _candidate(inputs, lane)) is not None
     ]
     if not candidates:
-        return suppressed(SuppressReason.NO_SENDER_WITH_SURPLUS)
+        reason = SuppressReason.NO_SENDER_WITH_SURPLUS
+        return Plan(receiver, need, None, None, None, (), reason, False)
     return _choose(receiver, need, candidates)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import MISSING, Field, dataclass, field, fields
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 
 class Restorable:
@@ -214,12 +214,15 @@ class SkuState(Restorable):
         return found
 
 
-DIGEST_BYTES = 8
-SEEN_BYTES = DIGEST_BYTES + 4
+DIGEST_BYTES: Final = 8
+SEEN_BYTES: Final = DIGEST_BYTES + 4
 
 
 def _stamp(seen: bytearray, at: int) -> int:
-    return int.from_bytes(seen[at + DIGEST_BYTES : at + SEEN_BYTES], "little")
+    """The minute stored after the digest at `at` (4 bytes, little-endian), read byte by byte:
+    compiled, indexing is native where a slice builds a new bytearray."""
+    at += DIGEST_BYTES
+    return seen[at] | seen[at + 1] << 8 | seen[at + 2] << 16 | seen[at + 3] << 24
 
 
 def event_digest(event_id: str) -> bytes:
