@@ -44,6 +44,7 @@ from adapters.lab.simulator import Scenario, load_scenario, make_network
 from adapters.recovery import recovery_config
 from adapters.settings import INPUT_KINDS, OUTPUT_KINDS, Settings
 from flows.cli import DEFAULT_POLICY, DEFAULT_SCENARIOS
+from flows.entry import tune_collector
 from flows.lab.simulate import run_stockshift
 from flows.pipeline import SkuLogic, build, kafka_sinks, snapshot_state
 from operators.engine import DecisionContext, step
@@ -208,6 +209,7 @@ def _cluster_process(argv: list[str]) -> None:
             "bench: this process was to run the compiled core but imported the pure one"
         )
 
+    tune_collector()
     flow = _full(from_env(), bench_scenario(n_skus))
     started = time.perf_counter()
     cluster_main(flow, addresses, proc_id)  # type: ignore[no-untyped-call]
@@ -339,6 +341,9 @@ def run_bench(
             print(text, file=sys.stderr)
 
     brokers_given = brokers
+    # Every timed run under the collector settings `stockshift run` uses: the ceilings too,
+    # so the ratios compare like with like.
+    tune_collector()
     scenario = bench_scenario(n_skus, n_events)
     sites = sorted(make_network(scenario).sites)
     say(f"simulating {scenario.days} days of {n_skus} SKUs x {len(sites)} sites for the stream")
@@ -538,6 +543,7 @@ def _distribution(ns: list[int]) -> dict[str, float]:
 
 def _engine_process(argv: list[str]) -> None:
     """python -m flows.lab.bench engine STREAM.pickle SKUS: `engine_timings` as JSON."""
+    tune_collector()
     stream = pickle.loads(Path(argv[0]).read_bytes())
     print(orjson.dumps(engine_timings(stream, int(argv[1]))).decode())
 
