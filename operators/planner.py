@@ -1116,7 +1116,7 @@ def _no_lane_can_pay(
     if (
         state.inbound is not None
         or value < 0
-        or policy.demand_distribution == "count"
+        or counts_demand(policy)
         or any(lane.cost_per_unit < 0 for lane in lanes)
     ):
         return False
