@@ -61,7 +61,7 @@ def test_the_reference_stays_under_the_bound() -> None:
     assert look["network_fill_rate"] <= runs["hindsight"].kpis["network_fill_rate"] + 1e-9
 
 
-def test_weighing_a_sale_at_its_margin_only_buys_less_fill_and_is_priced() -> None:
+def test_weighing_a_sale_at_its_margin_only_moves_no_more_and_is_priced() -> None:
     """`lookahead-margin` is the same reference valuing a lost sale at the margin alone (the
     money rows' value): it moves no more than the reference that values it at margin plus
     the penalty, and it gets its own column with a net benefit."""
