@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import hiredis
 import orjson
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -115,6 +116,39 @@ return 0
 """
 
 
+Command = tuple[str | bytes | int, ...]
+
+
+def execute_packed(client: redis.Redis, commands: list[Command]) -> None:
+    """Send `commands` in one write, read every reply, and raise the first error reply.
+
+    What a non-transactional pipeline does, with each command packed by hiredis in C: redis-py's
+    pipeline encodes every argument in Python, which was 40 % of the live-state sink's time
+    (bench stream, 100k events: 37,701 commands, 278,794 arguments). Every reply is read even
+    after an error reply, and any other failure drops the connection, so no half-read batch
+    of replies meets the connection's next user.
+    """
+    # hiredis types its argument as a one-tuple; it takes any length.
+    packed = b"".join([hiredis.pack_command(command) for command in commands])  # type: ignore[arg-type]
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    first_error: redis.ResponseError | None = None
+    try:
+        connection.send_packed_command([packed])  # type: ignore[no-untyped-call]
+        for _ in commands:
+            try:
+                connection.read_response()
+            except redis.ResponseError as error:
+                first_error = first_error or error
+    except BaseException:
+        connection.disconnect()  # type: ignore[no-untyped-call]
+        raise
+    finally:
+        pool.release(connection)
+    if first_error is not None:
+        raise first_error
+
+
 # What the live-state sink takes: an engine step's output (positions and its decisions), or
 # a decision record from negotiation (a proposal's record once granted, or its refusal).
 LiveStateItem = tuple[str, StepOutput] | DecisionRecord
@@ -143,12 +177,13 @@ class _LiveStatePartition(StatelessSinkPartition[LiveStateItem]):
         self._settings = settings
         self._keys = Keys(settings.prefix)
         self._outage = Outage(settings.retry_after_s)
-        self._positions: dict[tuple[str, str], bytes] = {}
+        # SKU -> site -> the latest position's JSON, as one HSET per SKU writes them.
+        self._positions: dict[str, dict[str, bytes]] = {}
+        self._pending_positions = 0
         self._trail: list[tuple[str, bytes, DecisionRecord]] = []
         # SKU -> monotonic time its positions key's TTL is next due for a refresh.
         self._ttl_due: dict[str, float] = {}
         self._ttl_due_pruned_at = 0
-        self._set_known_status = client.register_script(_SET_KNOWN_STATUS)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._retrier = threading.Thread(target=self._retry, name="live-state-retry", daemon=True)
@@ -185,13 +220,17 @@ class _LiveStatePartition(StatelessSinkPartition[LiveStateItem]):
 
     def _take_positions(self, output: StepOutput) -> int:
         """Keep the latest position per SKU-site; returns how many found no room."""
-        positions, dropped = self._positions, 0
+        dropped = 0
         for position in output.positions:
-            where = (position.sku, position.site)
-            if where in positions or len(positions) < self.MAX_PENDING_POSITIONS:
-                positions[where] = position_json(position)
-            else:
-                dropped += 1
+            sites = self._positions.get(position.sku)
+            if sites is None:
+                sites = self._positions[position.sku] = {}
+            if position.site not in sites:
+                if self._pending_positions >= self.MAX_PENDING_POSITIONS:
+                    dropped += 1
+                    continue
+                self._pending_positions += 1
+            sites[position.site] = position_json(position)
         return dropped
 
     def _take_trail(self, decisions: Iterable[DecisionRecord]) -> None:
@@ -203,36 +242,52 @@ class _LiveStatePartition(StatelessSinkPartition[LiveStateItem]):
     def _flush(self) -> None:
         if not self._positions and not self._trail:
             return
-        pipe = self._client.pipeline(transaction=False)
-        by_sku: dict[str, dict[str, bytes]] = {}
-        for (sku, site), body in self._positions.items():
-            by_sku.setdefault(sku, {})[site] = body
         now = time.monotonic()
-        refreshed: list[str] = []
-        for sku, fields in by_sku.items():
-            key = self._keys.positions(sku)
-            pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
-            if self._ttl_due.get(sku, 0.0) <= now:
-                pipe.expire(key, self._settings.positions_ttl_s)
-                refreshed.append(sku)
-        for pid, body, decision in self._trail:
-            trail = self._keys.trail(pid)
-            pipe.rpush(trail, body)
-            pipe.expire(trail, self._settings.ledger_ttl_s)
-            # Only a proposal the ledger holds gets a status (that key has its TTL): an
-            # event naming a made-up proposal id must not create keys that never expire.
-            self._set_known_status(
-                keys=[self._keys.proposal(pid)], args=[decision.outcome.value], client=pipe
-            )
+        commands, refreshed = self._position_commands(now)
+        commands += self._trail_commands()
         try:
-            pipe.execute()
+            execute_packed(self._client, commands)
         except redis.RedisError as exc:
             self._outage.failed(exc, "live_state")
             return
         self._outage.recovered()
         self._positions.clear()
+        self._pending_positions = 0
         self._trail.clear()
         self._note_refreshed(refreshed, now)
+
+    def _position_commands(self, now: float) -> tuple[list[Command], list[str]]:
+        """One HSET per SKU, and an EXPIRE where its TTL is due; the SKUs refreshed."""
+        commands: list[Command] = []
+        refreshed: list[str] = []
+        ttl = self._settings.positions_ttl_s
+        for sku, sites in self._positions.items():
+            key = self._keys.positions(sku)
+            command: list[str | bytes | int] = ["HSET", key]
+            for site, body in sites.items():
+                command += (site, body)
+            commands.append(tuple(command))
+            if self._ttl_due.get(sku, 0.0) <= now:
+                commands.append(("EXPIRE", key, ttl))
+                refreshed.append(sku)
+        return commands, refreshed
+
+    def _trail_commands(self) -> list[Command]:
+        """Each record appended to its proposal's trail, and the proposal's status set.
+
+        Only a proposal the ledger holds gets a status (that key has its TTL): an event
+        naming a made-up proposal id must not create keys that never expire. EVAL, not
+        EVALSHA: Redis caches the script either way, and no NOSCRIPT round trip is needed."""
+        commands: list[Command] = []
+        ttl = self._settings.ledger_ttl_s
+        for pid, body, decision in self._trail:
+            trail = self._keys.trail(pid)
+            commands.append(("RPUSH", trail, body))
+            commands.append(("EXPIRE", trail, ttl))
+            commands.append(
+                ("EVAL", _SET_KNOWN_STATUS, 1, self._keys.proposal(pid), decision.outcome.value)
+            )
+        return commands
 
     def _note_refreshed(self, skus: list[str], now: float) -> None:
         """Remember when each key's TTL is next due; forget SKUs already due (evicted or

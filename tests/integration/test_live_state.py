@@ -1,4 +1,5 @@
-"""The live-state sink against a real Redis: positions land, and their keys keep a TTL."""
+"""The live-state sink against a real Redis: positions and trails land, keys keep a TTL,
+and an error reply fails a batch without poisoning the connection."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import time
 import uuid
 
 import orjson
+import pytest
 import redis
 
-from adapters.redis_store import Keys, LiveStateSink, RedisSettings
-from state.records import SitePosition, StepOutput
+from adapters.redis_store import Keys, LiveStateSink, RedisSettings, execute_packed
+from state.records import DecisionRecord, Outcome, SitePosition, StepOutput
 
 
 def _output(on_hand: int) -> tuple[str, StepOutput]:
@@ -74,3 +76,61 @@ def test_while_redis_refuses_writes_waiting_positions_are_capped_and_drops_count
         assert client.hget(Keys(settings.prefix).positions(f"SKU-{n}"), "S01") is not None
     assert client.exists(Keys(settings.prefix).positions("SKU-4")) == 0
     sink.close()
+
+
+def test_packed_commands_raise_the_first_error_reply_and_the_connection_stays_usable(
+    redis_url: str,
+) -> None:
+    """An error reply amid a batch (WRONGTYPE here) fails the batch, the commands around it
+    still ran, and the next batch on the same pool reads its own replies, not leftovers."""
+    client = redis.Redis.from_url(redis_url)
+    base = f"packed{uuid.uuid4().hex[:6]}:"
+    try:
+        client.set(base + "string", "x")
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            execute_packed(
+                client,
+                [
+                    ("HSET", base + "a", "f", b"1"),
+                    ("HSET", base + "string", "f", b"2"),
+                    ("HSET", base + "b", "f", b"3"),
+                ],
+            )
+        assert client.hget(base + "a", "f") == b"1"
+        assert client.hget(base + "b", "f") == b"3"
+        execute_packed(client, [("HSET", base + "c", "f", b"4"), ("EXPIRE", base + "c", 60)])
+        assert client.hget(base + "c", "f") == b"4"
+        assert 0 < client.ttl(base + "c") <= 60
+    finally:
+        client.delete(*(base + k for k in ("string", "a", "b", "c")))
+
+
+def _decision(proposal_id: str, outcome: Outcome) -> DecisionRecord:
+    return DecisionRecord(
+        "SKU-1", "S01", 1_767_571_200_000, outcome, "test", "", "v1", "e1",
+        proposal_id=proposal_id,
+    )  # fmt: skip
+
+
+def test_trail_lands_and_only_a_proposal_the_ledger_holds_gets_its_status(
+    redis_url: str,
+) -> None:
+    settings = RedisSettings(url=redis_url, prefix=f"trail{uuid.uuid4().hex[:6]}:")
+    keys = Keys(settings.prefix)
+    client = redis.Redis.from_url(redis_url)
+    client.hset(keys.proposal("known"), mapping={"state": "pending", "status": "proposed"})
+    client.expire(keys.proposal("known"), 600)
+    sink = LiveStateSink(settings).build("live", 0, 1)
+    try:
+        sink.write_batch(
+            [_decision("known", Outcome.APPROVED), _decision("made-up", Outcome.APPROVED)]
+        )
+        assert client.hget(keys.proposal("known"), "status") == Outcome.APPROVED.value.encode()
+        assert client.exists(keys.proposal("made-up")) == 0
+        for pid in ("known", "made-up"):
+            entries = [orjson.loads(raw) for raw in client.lrange(keys.trail(pid), 0, -1)]
+            assert [entry["proposal_id"] for entry in entries] == [pid]
+            assert 0 < client.ttl(keys.trail(pid)) <= settings.ledger_ttl_s
+    finally:
+        sink.close()
+        client.delete(keys.proposal("known"), keys.trail("known"), keys.trail("made-up"))
