@@ -5,15 +5,19 @@ The flow updates them from dedicated steps (a batch at a time) so that operators
 
 from __future__ import annotations
 
+import bisect
 import collections
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 from adapters import clock
 from operators.lanes import NegotiationOutcome
@@ -55,7 +59,51 @@ TRIGGER_TO_PROPOSAL = Histogram(
     "From consuming the trigger event to the broker acknowledging the proposal",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-EVENT_TIME_LAG = Histogram(
+
+
+class BatchHistogram(Collector):
+    """A histogram observed a batch at a time, exported as an ordinary one.
+
+    For a figure every event adds to: `Histogram.observe` takes a lock and walks the bounds
+    in Python for each value (0.77 us a call, 40 % of the flow's per-event metrics); here a
+    batch is bucketed by bisection into local counts and added under one lock."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: tuple[float, ...],
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        self._name, self._documentation = name, documentation
+        self._bounds = tuple(sorted(float(b) for b in buckets))
+        self._counts = [0] * (len(self._bounds) + 1)  # the last: above every bound
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        counts, total, bounds = [0] * len(self._counts), 0.0, self._bounds
+        for value in values:
+            counts[bisect.bisect_left(bounds, value)] += 1
+            total += value
+        with self._lock:
+            self._counts = [mine + more for mine, more in zip(self._counts, counts, strict=True)]
+            self._sum += total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        family = HistogramMetricFamily(self._name, self._documentation)
+        cumulative, buckets = 0, []
+        for bound, count in zip((*self._bounds, float("inf")), counts, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))  # type: ignore[no-untyped-call]
+        family.add_metric([], buckets, total)
+        yield family
+
+
+EVENT_TIME_LAG = BatchHistogram(
     "stockshift_event_time_lag_seconds",
     "Wall clock minus event time at the decision step",
     buckets=(0.1, 0.5, 1, 5, 30, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400),
@@ -188,7 +236,10 @@ def count_dead_letters(letters: list[DeadLetter]) -> tuple[()]:
 def count_outputs(keyed: list[tuple[str, StepOutput]]) -> tuple[()]:
     now_s = clock.now_s()
     for _, output in keyed:
-        count_output(output, now_s)
+        count_output(output)
+    EVENT_TIME_LAG.observe_many(
+        max(now_s - output.event_ts_ms / 1000, 0.0) for _, output in keyed if not output.duplicate
+    )
     return _NOTHING
 
 
@@ -198,11 +249,12 @@ def count_negotiations(outcomes: list[NegotiationOutcome]) -> tuple[()]:
     return _NOTHING
 
 
-def count_output(output: StepOutput, now_s: float) -> None:
+def count_output(output: StepOutput) -> None:
+    """Counts an output's duplicates, keys, late events, reservations, decisions and
+    findings (its event-time lag is observed a batch at a time, in `count_outputs`)."""
     if output.duplicate:
         DUPLICATES.inc()
         return
-    EVENT_TIME_LAG.observe(max(now_s - output.event_ts_ms / 1000, 0.0))
     if output.new_key:
         KEYS_HELD.inc()
     if output.late:
