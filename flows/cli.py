@@ -240,10 +240,10 @@ def _bench(args: argparse.Namespace) -> int:
         print("\n".join(run_exec_bench(folder).lines()))
         return 0
     if args.latency:
-        from adapters.lab.latency import latency_lines, run_latency
+        from adapters.lab.latency import TRIGGERS, latency_lines, run_latency
 
         rates = [float(r) for r in args.latency.split(",")]
-        rows = run_latency(rates, args.seconds, args.skus or 400, args.linger_ms, args.brokers)
+        rows = run_latency(rates, args.seconds, args.skus or TRIGGERS, args.linger_ms, args.brokers)
         print("\n".join(latency_lines(rows)))
         return 0
     low, high = (int(v) for v in args.memory_keys.split(","))
@@ -665,7 +665,9 @@ def _add_bench(sub: Subcommands) -> None:
     bench.add_argument("--brokers", help="use this Kafka (default: start a Tansu broker)")
     bench.add_argument("--events", type=int, default=200_000)
     bench.add_argument(
-        "--skus", type=int, help="SKUs x 8 sites in the stream (default 2,000; --latency: 400)"
+        "--skus",
+        type=int,
+        help="SKUs x 8 sites in the stream (default 2,000; --latency: 1,200, one trigger each)",
     )
     bench.add_argument(
         "--memory-keys", default="100000,1000000", help="two state sizes for the slope"
@@ -688,7 +690,7 @@ def _add_bench(sub: Subcommands) -> None:
     bench.add_argument(
         "--seconds",
         type=float,
-        default=15.0,
+        default=30.0,
         help="each latency run (after the throughput table at 2,000 events/s and half the "
         "sustained rate, or with --latency); 0: no latency table",
     )

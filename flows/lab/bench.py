@@ -465,12 +465,12 @@ def _latency_rows(
 ) -> list[dict[str, Any]]:
     """Trigger-to-proposal latency at 2,000 events/s and at half the rate the flow sustains
     in its own process (with the core the latency run uses: compiled when it was built)."""
-    from adapters.lab.latency import run_latency
+    from adapters.lab.latency import TRIGGERS, run_latency
 
     sustained = rates[_COMPILED_OWN if compiled is not None else _PURE_OWN]
     half = round(sustained / 2, -2)
     say(f"latency at 2,000 and {half:.0f} events/s (half of {sustained:.0f}), both brokers")
-    return run_latency([2000.0, half], seconds, 400, 20.0, brokers, compiled)
+    return run_latency([2000.0, half], seconds, TRIGGERS, 20.0, brokers, compiled)
 
 
 def print_results(results: dict[str, Any]) -> None:
