@@ -223,13 +223,13 @@ class _LiveStatePartition(StatelessSinkPartition[LiveStateItem]):
         dropped = 0
         for position in output.positions:
             sites = self._positions.get(position.sku)
-            if sites is None:
-                sites = self._positions[position.sku] = {}
-            if position.site not in sites:
+            if sites is None or position.site not in sites:
                 if self._pending_positions >= self.MAX_PENDING_POSITIONS:
                     dropped += 1
                     continue
                 self._pending_positions += 1
+                if sites is None:  # never an empty entry: an HSET needs a field
+                    sites = self._positions[position.sku] = {}
             sites[position.site] = position_json(position)
         return dropped
 

@@ -75,6 +75,9 @@ def test_while_redis_refuses_writes_waiting_positions_are_capped_and_drops_count
     for n in range(3):
         assert client.hget(Keys(settings.prefix).positions(f"SKU-{n}"), "S01") is not None
     assert client.exists(Keys(settings.prefix).positions("SKU-4")) == 0
+    # The whole batch landed: the sink is out of its outage, with nothing left waiting.
+    assert sink._outage.down_since is None
+    assert not sink._positions
     sink.close()
 
 
