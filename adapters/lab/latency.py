@@ -317,7 +317,7 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
 BROKERS = ("tansu", "librdkafka mock")
 # Triggers (one per SKU) in a latency run (`stockshift bench --seconds`, now 30 by default):
 # with 400 over 15 s the p99 was the 4th-worst trigger, and an epoch's snapshot pause landing
-# on a few of them moved it between 4 and 75 ms on the same build; with 1,200 it is the 12th.
+# on a few of them moved it between 3.5 and 75 ms on one build; with 1,200 it is the 12th.
 TRIGGERS = 1_200
 _PERCENTILES = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
 
