@@ -46,6 +46,10 @@ RESERVATIONS_OUTSTANDING = Gauge(
 )
 KEYS_HELD = Gauge("stockshift_state_keys", "SKUs held in state by this process")
 KEYS_EVICTED = Counter("stockshift_state_keys_evicted_total", "Idle SKUs dropped from memory")
+RECOVERY_TOMBSTONES_PRUNED = Counter(
+    "stockshift_recovery_tombstones_pruned_total",
+    "Rows of evicted SKUs deleted from the recovery store",
+)
 CONTROL_FOLLOWER_DOWN = Gauge(
     "stockshift_control_follower_down",
     "1 when this process's control-topic follower thread has stopped (see the log)",

@@ -54,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from bytewax.run import cli_main
 
-    from adapters.recovery import recovery_config
+    from adapters.recovery import recovery_config, start_tombstone_pruner
     from flows.entry import prepare
 
     settings = _settings(args)
@@ -62,6 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     recovery = None
     if settings.recovery_dir is not None:
         recovery = recovery_config(settings.recovery_dir, settings.backup_interval_s)
+        start_tombstone_pruner(settings.recovery_dir)
     cluster: dict[str, object] = {}
     if args.addresses:
         cluster = {"process_id": args.process_id, "addresses": args.addresses.split(";")}
