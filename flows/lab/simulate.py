@@ -115,24 +115,34 @@ def run_pooling(
 
 
 def run_tie(scenario: Scenario, network: Network, progress: Progress | None = None) -> PolicyRun:
-    """TIE at every daily review, from observed sales of the last seven days."""
+    """TIE at every daily review: each SKU's stock on hand and in transit to a site brought
+    to the same share of every site's replenishment target.
+
+    A target is what replenishment plans the site to hold (its forecast over the supplier
+    lead and review time, and safety stock): the retailer's own measure of a site's need,
+    which a TIE it ran would weigh sites by. The textbook weight, the last seven days'
+    sales, strips every site that sold nothing that week: on intermittent demand (300 M5
+    items) it lowered fill from `none`'s 0.9050 to 0.8599 under one-for-one replenishment and
+    to 0.7074 under base stock. Orders from the supplier are left out of the stock compared:
+    under one-for-one every site's position (stock and orders) is its target, and TIE on
+    positions finds nothing to move."""
     started = time.perf_counter()
     sim = Simulation(scenario, network, emit=False)
     index = {s: i for i, s in enumerate(sim.sites)}
     lane_cost = {(index[a], index[b]): lane.cost_per_unit for (a, b), lane in network.lanes.items()}
     min_qty = network.sku_defaults.min_transfer_qty
+    weight = sim.base_stock.astype(float)
 
     def hour() -> None:
         sim.advance_hour()
-        if sim.hour % 24 or not sim.sales_history:
+        if sim.hour % 24:
             return
-        recent = np.mean(sim.sales_history[-7:], axis=0)
-        position = sim.on_hand + sim.supplier_pipeline + sim.in_transit
+        stock = sim.on_hand + sim.in_transit
         _carry_out(
             sim,
             "tie",
             (
-                (k, tie_moves(position[k], sim.on_hand[k], recent[k], lane_cost, min_qty))
+                (k, tie_moves(stock[k], sim.on_hand[k], weight[k], lane_cost, min_qty))
                 for k in range(len(sim.skus))
             ),
         )

@@ -1,7 +1,8 @@
 """Baseline transfer policies to compare stockshift against (pure functions on arrays).
 
 `tie`: transshipment inventory equalization. At each review, move stock so that every site
-of a SKU holds the same days of supply, cheapest lanes first, from on-hand only.
+of a SKU holds the same share of its weight (the simulator weighs a site by its replenishment
+target), cheapest lanes first, from on-hand only.
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ class Move:
 def tie_moves(
     position: NDArray[np.int64],
     on_hand: NDArray[np.int64],
-    daily_rate: NDArray[np.float64],
+    weight: NDArray[np.float64],
     lane_cost: Mapping[tuple[int, int], float],
     min_qty: int,
 ) -> list[Move]:
-    """Moves for one SKU that bring every site towards the network's days of supply."""
-    rate = np.maximum(daily_rate, 1e-6)
-    days_of_supply = position.sum() / rate.sum()
-    target = days_of_supply * rate
+    """Moves for one SKU that bring every site towards the same stock per unit of weight
+    (with a demand rate for weight: the same days of supply)."""
+    weight = np.maximum(weight, 1e-6)
+    per_weight = position.sum() / weight.sum()
+    target = per_weight * weight
     excess = np.minimum(np.floor(position - target), on_hand).astype(int)
     shortage = np.floor(target - position).astype(int)
     moves: list[Move] = []
