@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import subprocess
+import sys
 import threading
 from contextlib import closing
 from datetime import timedelta
@@ -38,7 +40,8 @@ def recovery_config(
 
 
 def prune_tombstones(directory: Path, batch: int = PRUNE_BATCH) -> int:
-    """Delete the rows Bytewax keeps for SKUs it evicted; returns how many went.
+    """Delete the rows Bytewax keeps for SKUs it evicted; returns how many went. Never call it
+    in a process where Bytewax has the store open (`start_tombstone_pruner` says why).
 
     A SKU that leaves memory (idle eviction) leaves a row with no state behind, and Bytewax
     never deletes it: the store grows with every SKU ever held, and so does the pause at each
@@ -85,17 +88,19 @@ def _prune_partition(path: Path, batch: int) -> int:
 
 def start_tombstone_pruner(directory: Path, every_s: float = PRUNE_EVERY_S) -> threading.Event:
     """Sweep the store at once (a restart after a long run starts clean) and then every
-    `every_s`, in a daemon thread; set the returned event to stop it. A sweep that fails is
-    logged and tried again at the next one: the flow never waits on it."""
+    `every_s`, from a daemon thread; set the returned event to stop it. A sweep that fails is
+    logged and tried again at the next one: the flow never waits on it.
+
+    Each sweep runs in a child process (`python -m adapters.recovery DIR`). Bytewax links its
+    own copy of SQLite, and two copies in one process break SQLite's file locks: closing
+    Python's connection released Bytewax's locks and let Python's copy checkpoint and delete
+    the write-ahead log Bytewax was still writing, so a restart found no snapshot at all
+    (sqlite.org/howtocorrupt.html, 2.2.1). Across processes the locks hold."""
     stop = threading.Event()
 
     def sweep_forever() -> None:
         while True:
-            try:
-                pruned = prune_tombstones(directory)
-            except sqlite3.Error as exc:
-                log.warning("recovery store sweep failed", extra={"error": str(exc)})
-                pruned = 0
+            pruned = sweep_in_child(directory)
             metrics.RECOVERY_TOMBSTONES_PRUNED.inc(pruned)
             if pruned:
                 log.info("pruned evicted SKUs from the recovery store", extra={"rows": pruned})
@@ -104,3 +109,23 @@ def start_tombstone_pruner(directory: Path, every_s: float = PRUNE_EVERY_S) -> t
 
     threading.Thread(target=sweep_forever, name="recovery-pruner", daemon=True).start()
     return stop
+
+
+def sweep_in_child(directory: Path) -> int:
+    """Rows pruned by one sweep in a child process; 0, logged, when it fails."""
+    command = [sys.executable, "-m", "adapters.recovery", str(directory)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=PRUNE_EVERY_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("recovery store sweep failed", extra={"error": str(exc)})
+        return 0
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:]
+        log.warning("recovery store sweep failed", extra={"error": " ".join(tail)})
+        return 0
+    return int(done.stdout.strip() or 0)
+
+
+if __name__ == "__main__":
+    # The child of `start_tombstone_pruner`: prints how many rows it deleted.
+    print(prune_tombstones(Path(sys.argv[1])))

@@ -14,7 +14,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulLogic
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from adapters.recovery import prune_tombstones, recovery_config
+from adapters.recovery import prune_tombstones, recovery_config, sweep_in_child
 
 EVICTED = [f"gone-{i}" for i in range(300)]
 HELD = [f"held-{i}" for i in range(5)]
@@ -61,16 +61,19 @@ THEN = [*FIRST, *EVICTED, *HELD]
 
 
 def test_evicted_keys_rows_are_pruned_and_a_resume_loads_the_same(tmp_path: Path) -> None:
-    store, untouched = tmp_path / "store", tmp_path / "untouched"
+    store, untouched, batched = tmp_path / "store", tmp_path / "untouched", tmp_path / "batched"
     run(store, FIRST)
     shutil.copytree(store, untouched)
+    shutil.copytree(store, batched)
     assert rows(store)[1] == len(EVICTED) + 1  # the filler key left too, at its 2nd item
 
-    pruned = prune_tombstones(store, batch=7)  # several write transactions
+    pruned = sweep_in_child(store)  # as `stockshift run` sweeps: in a process of its own
 
     assert pruned == len(EVICTED) + 1
     assert rows(store) == (rows(untouched)[0], 0)
-    assert prune_tombstones(store) == 0
+    assert sweep_in_child(store) == 0
+    assert prune_tombstones(batched, batch=7) == pruned  # several write transactions
+    assert rows(batched) == rows(store)
     # Restarted on the pruned store and on the untouched copy: the same outputs, and each
     # as the state says (an evicted key starts again at 1, a held one goes on to 2).
     after_pruning, without_pruning = run(store, THEN), run(untouched, THEN)
@@ -85,5 +88,5 @@ def test_rows_newer_than_the_committed_epoch_stay(tmp_path: Path) -> None:
     before = rows(store)
     assert before[1] > 0
 
-    assert prune_tombstones(store) == 0
+    assert sweep_in_child(store) == 0
     assert rows(store) == before

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import random
 import signal
+import sqlite3
 import time
 import tomllib
 import uuid
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import orjson
@@ -113,3 +116,50 @@ def test_kill_and_restart_loses_nothing_and_duplicates_nothing(
         live = client.hget(f"{prefix}pos:{sku}", site)
         assert live is not None, (sku, site)
         assert orjson.loads(live)["on_hand"] == on_hand, (sku, site)
+
+
+def _rows_of_evicted_skus(store: Path) -> int:
+    (part,) = store.glob("part-*.sqlite3")
+    with closing(sqlite3.connect(part)) as db:
+        return int(db.execute("SELECT COUNT(*) FROM snaps WHERE ser_change IS NULL").fetchone()[0])
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_a_restart_prunes_evicted_skus_from_the_store_and_still_resumes(
+    kafka_brokers: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """SKUs evicted for idleness leave rows in the recovery store; the next start's sweep (a
+    process of its own) deletes them, and the flow still resumes from its snapshots."""
+    store = tmp_path / "recovery"
+    flow = FlowHarness(
+        kafka_brokers, topic_prefix, tmp_path,
+        STOCKSHIFT_METRICS_PORT=str(free_port()), STOCKSHIFT_RECOVERY_DIR=str(store),
+        STOCKSHIFT_SNAPSHOT_INTERVAL_S="0.5", STOCKSHIFT_IDLE_EVICTION_S="1",
+    )  # fmt: skip
+    history = [e for i in range(20) for e in warm_history(5, sku=f"SKU-{i}")]
+    try:
+        flow.start()
+        flow.publish_events(history)
+        flow.wait_live()
+        _wait_for(lambda: flow.metric("stockshift_state_keys_evicted_total") >= 10, 30, "evictions")
+        time.sleep(2.0)  # snapshots and commits past the evictions
+        flow.stop()
+        evicted = _rows_of_evicted_skus(store)
+        assert evicted >= 10
+
+        flow.start()
+        pruned = "stockshift_recovery_tombstones_pruned_total"
+        _wait_for(lambda: flow.metric(pruned) >= evicted, 30, "the sweep at start")
+        flow.wait_live()
+        consumed_after_restart = flow.metric("stockshift_events_consumed_total")
+    finally:
+        flow.stop()
+    assert _rows_of_evicted_skus(store) == 0
+    # Resumed from the snapshots: the history was not read again.
+    assert consumed_after_restart < len(history) / 2, consumed_after_restart
