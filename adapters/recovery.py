@@ -17,8 +17,8 @@ from adapters import metrics
 
 log = logging.getLogger("stockshift.recovery")
 
-# How often the store is swept for evicted SKUs' rows (each sweep reads it whole, off the
-# worker thread: 0.1 s for 1,000,000 rows), and how many rows one write transaction deletes:
+# How often the store is swept for evicted SKUs' rows (each sweep reads it whole, in a child
+# process: 0.1 s for 1,000,000 rows), and how many rows one write transaction deletes:
 # Bytewax's own writes wait for it, so it stays short (500 rows: about 5 ms; 100,000 pruned
 # out of 1,000,000 in 1.0 s).
 PRUNE_EVERY_S = 600.0
