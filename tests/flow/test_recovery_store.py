@@ -3,6 +3,7 @@ and a resume after pruning loads exactly what it loaded before."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sqlite3
 from contextlib import closing
@@ -10,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import bytewax.operators as op
+import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulLogic
 from bytewax.testing import TestingSink, TestingSource, run_main
@@ -90,3 +92,15 @@ def test_rows_newer_than_the_committed_epoch_stay(tmp_path: Path) -> None:
 
     assert sweep_in_child(store) == 0
     assert rows(store) == before
+
+
+def test_a_sweep_that_fails_is_logged_and_prunes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store the sweep cannot read (here not a database at all): the child fails, the flow's
+    side logs why and counts nothing; the next sweep tries again."""
+    (tmp_path / "part-0.sqlite3").write_bytes(b"not a database, " * 64)
+    with caplog.at_level(logging.WARNING, logger="stockshift.recovery"):
+        assert sweep_in_child(tmp_path) == 0
+    (failed,) = [r for r in caplog.records if r.getMessage() == "recovery store sweep failed"]
+    assert "not a database" in failed.__dict__["error"]
