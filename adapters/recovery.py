@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
@@ -86,17 +87,16 @@ def _prune_partition(path: Path, batch: int) -> int:
             after = rowids[-1]
 
 
-def start_tombstone_pruner(directory: Path, every_s: float = PRUNE_EVERY_S) -> threading.Event:
+def start_tombstone_pruner(directory: Path, every_s: float = PRUNE_EVERY_S) -> None:
     """Sweep the store at once (a restart after a long run starts clean) and then every
-    `every_s`, from a daemon thread; set the returned event to stop it. A sweep that fails is
-    logged and tried again at the next one: the flow never waits on it.
+    `every_s`, from a daemon thread that ends with the process. A sweep that fails is logged
+    and tried again at the next one: the flow never waits on it.
 
     Each sweep runs in a child process (`python -m adapters.recovery DIR`). Bytewax links its
     own copy of SQLite, and two copies in one process break SQLite's file locks: closing
     Python's connection released Bytewax's locks and let Python's copy checkpoint and delete
     the write-ahead log Bytewax was still writing, so a restart found no snapshot at all
     (sqlite.org/howtocorrupt.html, 2.2.1). Across processes the locks hold."""
-    stop = threading.Event()
 
     def sweep_forever() -> None:
         while True:
@@ -104,11 +104,9 @@ def start_tombstone_pruner(directory: Path, every_s: float = PRUNE_EVERY_S) -> t
             metrics.RECOVERY_TOMBSTONES_PRUNED.inc(pruned)
             if pruned:
                 log.info("pruned evicted SKUs from the recovery store", extra={"rows": pruned})
-            if stop.wait(every_s):
-                return
+            time.sleep(every_s)
 
     threading.Thread(target=sweep_forever, name="recovery-pruner", daemon=True).start()
-    return stop
 
 
 def sweep_in_child(directory: Path) -> int:
@@ -119,11 +117,12 @@ def sweep_in_child(directory: Path) -> int:
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.warning("recovery store sweep failed", extra={"error": str(exc)})
         return 0
-    if done.returncode != 0:
-        tail = done.stderr.strip().splitlines()[-1:]
+    answer = done.stdout.strip().splitlines()[-1:]
+    if done.returncode != 0 or not answer or not answer[0].isdigit():
+        tail = done.stderr.strip().splitlines()[-1:] or answer
         log.warning("recovery store sweep failed", extra={"error": " ".join(tail)})
         return 0
-    return int(done.stdout.strip() or 0)
+    return int(answer[0])
 
 
 if __name__ == "__main__":
