@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Final
 
 from state.sku import Demand, SiteForecast, SiteState
 from state.units import HOUR_MS
 
 # After this many empty windows the estimate has decayed to nothing anyway.
-_MAX_GAP_WINDOWS = 2000
+_MAX_GAP_WINDOWS: Final = 2000
 
 
 def smoothing_alpha(halflife_hours: float, window_minutes: int) -> float:
@@ -31,9 +32,9 @@ def _learn(demand: Demand, qty: float, alpha: float) -> None:
 
 
 # Below this many empty windows the step-by-step update is as cheap as the closed form.
-_CLOSED_FORM_FROM = 64
+_CLOSED_FORM_FROM: Final = 64
 # The closed form sums a series in (1 - weight); it is used only where that converges fast.
-_SERIES_TERMS = 64
+_SERIES_TERMS: Final = 64
 
 
 def _learn_zeros(demand: Demand, count: int, alpha: float) -> None:
@@ -136,10 +137,10 @@ def observed_hours(demand: Demand, window_minutes: int) -> float:
 
 # A forecast source's record at a SKU-site fades over four weeks: long enough to judge a
 # slow mover (a unit every few days), short enough to forgive a source that improved.
-FORECAST_ERROR_HALFLIFE_HOURS = 672.0
+FORECAST_ERROR_HALFLIFE_HOURS: Final = 672.0
 # A site's miss discredits its forecast when it is this many standard deviations of what
 # the stated error and chance allow (squared: 3 sd).
-FORECAST_MISS_Z_SQ = 9.0
+FORECAST_MISS_Z_SQ: Final = 9.0
 
 
 def track_forecast(forecast: SiteForecast, ts_ms: int, in_stock: bool, sold: int) -> None:

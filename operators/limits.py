@@ -10,21 +10,21 @@ expired delivery a finding.
 from __future__ import annotations
 
 import threading
+from typing import Final
 
 import orjson
 
 from operators.codec import event_message
 from operators.position import TRANSFER_INBOUND_PREFIX
 from state.config import Network
-from state.records import DeadLetter, Event, EventType, Finding
+from state.kinds import ADJUSTMENT, INBOUND_EXPECTED, INBOUND_RECEIVED, RETURN, TRANSFER_RECEIVED
+from state.records import DeadLetter, Event, Finding
 from state.sku import SiteState, SkuState
 
-_EMPTY = SiteState()  # read only: a site the SKU has not seen yet
+_EMPTY: Final = SiteState()  # read only: a site the SKU has not seen yet
 
 # Events that raise a site's on-hand, and so must keep it under the site's ceiling.
-_RAISES_ON_HAND = frozenset(
-    {EventType.RETURN, EventType.INBOUND_RECEIVED, EventType.TRANSFER_RECEIVED}
-)
+_RAISES_ON_HAND: Final = frozenset({RETURN, INBOUND_RECEIVED, TRANSFER_RECEIVED})
 
 
 def refusal(state: SkuState, event: Event, network: Network) -> tuple[str, str] | None:
@@ -32,7 +32,7 @@ def refusal(state: SkuState, event: Event, network: Network) -> tuple[str, str] 
     site = state.sites.get(event.site) or _EMPTY
     ceiling = network.unit_ceiling(event.site)
     kind = event.type
-    if kind is EventType.INBOUND_EXPECTED and event.shipment_id is not None:
+    if kind is INBOUND_EXPECTED and event.shipment_id is not None:
         if site.expects(event.shipment_id):
             return None  # an update of a delivery already expected
         cap = network.limits.max_inbound_per_sku_site
@@ -45,7 +45,7 @@ def refusal(state: SkuState, event: Event, network: Network) -> tuple[str, str] 
         if site.on_hand + site.inbound_qty + event.qty > ceiling:
             return _too_much(event, site.on_hand + site.inbound_qty + event.qty, ceiling)
         return None
-    raises = kind in _RAISES_ON_HAND or (kind is EventType.ADJUSTMENT and event.qty > 0)
+    raises = kind in _RAISES_ON_HAND or (kind is ADJUSTMENT and event.qty > 0)
     if raises and site.on_hand + event.qty > ceiling:
         return _too_much(event, site.on_hand + event.qty, ceiling)
     return None

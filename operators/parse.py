@@ -16,6 +16,21 @@ from typing import Any, Final
 
 import orjson
 
+from state.kinds import (
+    ADJUSTMENT,
+    FORECAST,
+    INBOUND_EXPECTED,
+    INBOUND_RECEIVED,
+    RETURN,
+    SALE,
+    SALE_HISTORY,
+    SNAPSHOT,
+    TRANSFER_APPROVED,
+    TRANSFER_DISPATCHED,
+    TRANSFER_FAILED,
+    TRANSFER_RECEIVED,
+    TRANSFER_REJECTED,
+)
 from state.records import DeadLetter, Event, EventType, ForecastFigures, RawMessage, SourceRef
 
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
@@ -28,22 +43,22 @@ MAX_TS_MS: Final = 7_258_118_400_000
 
 POS, INVENTORY, SHIPMENTS, FORECASTS = "pos", "inventory", "shipments", "forecasts"
 TYPES_BY_TOPIC: Final[Mapping[str, frozenset[EventType]]] = {
-    POS: frozenset({EventType.SALE, EventType.RETURN, EventType.SALE_HISTORY}),
-    INVENTORY: frozenset({EventType.SNAPSHOT, EventType.ADJUSTMENT}),
+    POS: frozenset({SALE, RETURN, SALE_HISTORY}),
+    INVENTORY: frozenset({SNAPSHOT, ADJUSTMENT}),
     SHIPMENTS: frozenset(
         {
-            EventType.INBOUND_EXPECTED,
-            EventType.INBOUND_RECEIVED,
-            EventType.TRANSFER_APPROVED,
-            EventType.TRANSFER_DISPATCHED,
-            EventType.TRANSFER_RECEIVED,
-            EventType.TRANSFER_REJECTED,
-            EventType.TRANSFER_FAILED,
+            INBOUND_EXPECTED,
+            INBOUND_RECEIVED,
+            TRANSFER_APPROVED,
+            TRANSFER_DISPATCHED,
+            TRANSFER_RECEIVED,
+            TRANSFER_REJECTED,
+            TRANSFER_FAILED,
         }
     ),
-    FORECASTS: frozenset({EventType.FORECAST}),
+    FORECASTS: frozenset({FORECAST}),
 }
-_DEFAULT_TYPE: Final = {POS: EventType.SALE, FORECASTS: EventType.FORECAST}
+_DEFAULT_TYPE: Final = {POS: SALE, FORECASTS: FORECAST}
 # A forecast's mean units a day and its relative error stay within these.
 MAX_FORECAST_PER_DAY: Final = 1_000_000.0
 MAX_FORECAST_CV: Final = 10.0
@@ -171,9 +186,7 @@ class _Movement:
 
 
 _NO_MOVEMENT: Final = _Movement()
-_NEEDS_PROPOSAL_ID: Final = frozenset(
-    {EventType.TRANSFER_APPROVED, EventType.TRANSFER_REJECTED, EventType.TRANSFER_FAILED}
-)
+_NEEDS_PROPOSAL_ID: Final = frozenset({TRANSFER_APPROVED, TRANSFER_REJECTED, TRANSFER_FAILED})
 
 
 def _event(
@@ -198,7 +211,7 @@ def _event(
             f"reached stockshift (at most {max_future_ms / 60_000:g} min ahead accepted)",
         )
     event_type = _event_type(topic_kind, obj)
-    if event_type is EventType.FORECAST:
+    if event_type is FORECAST:
         figures = _forecast(obj)
         return Event(
             event_id,
@@ -214,7 +227,7 @@ def _event(
         )
     qty = _quantity(event_type, obj)
     moved = _movement(event_type, obj, site, sites)
-    if event_type is not EventType.SALE:
+    if event_type is not SALE:
         _plausible(qty, site, ceilings, event_type.value)
         if moved.from_site is not None:
             _plausible(qty, moved.from_site, ceilings, event_type.value)
@@ -261,9 +274,9 @@ def _event_type(topic_kind: str, obj: Mapping[str, Any]) -> EventType:
 
 def _quantity(event_type: EventType, obj: Mapping[str, Any]) -> int:
     """The event's one quantity: on-hand counted, a signed adjustment, or units moved."""
-    if event_type is EventType.SNAPSHOT:
+    if event_type is SNAPSHOT:
         return _integer(obj, "on_hand", 0)
-    if event_type is EventType.ADJUSTMENT:
+    if event_type is ADJUSTMENT:
         delta = _integer(obj, "delta", -MAX_QTY)
         if delta == 0:
             raise Invalid("out_of_range", "field `delta` must not be 0")
@@ -297,10 +310,10 @@ def _forecast(obj: Mapping[str, Any]) -> ForecastFigures:
 def _movement(
     event_type: EventType, obj: Mapping[str, Any], site: str, sites: frozenset[str]
 ) -> _Movement:
-    if event_type is EventType.INBOUND_EXPECTED:
+    if event_type is INBOUND_EXPECTED:
         eta_ms = parse_timestamp(obj.get("eta"), "eta")
         return _Movement(eta_ms=eta_ms, shipment_id=_string(obj, "shipment_id", MAX_ID_LEN))
-    if event_type is EventType.INBOUND_RECEIVED:
+    if event_type is INBOUND_RECEIVED:
         return _Movement(shipment_id=_string(obj, "shipment_id", MAX_ID_LEN, required=False))
     if not event_type.value.startswith("transfer_"):
         return _NO_MOVEMENT

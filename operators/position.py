@@ -6,10 +6,24 @@ proposal's reservation is released exactly once: on dispatch, rejection, failure
 
 from __future__ import annotations
 
-from state.records import Event, EventType, ReleaseReason
+from typing import Final
+
+from state.kinds import (
+    ADJUSTMENT,
+    INBOUND_EXPECTED,
+    INBOUND_RECEIVED,
+    RETURN,
+    SALE,
+    SNAPSHOT,
+    TRANSFER_APPROVED,
+    TRANSFER_DISPATCHED,
+    TRANSFER_RECEIVED,
+    TRANSFER_REJECTED,
+)
+from state.records import Event, ReleaseReason
 from state.sku import Inbound, Reservation, SiteState, SkuState
 
-TRANSFER_INBOUND_PREFIX = "transfer:"
+TRANSFER_INBOUND_PREFIX: Final = "transfer:"
 
 
 def _take(site: SiteState, qty: int) -> None:
@@ -47,7 +61,7 @@ def reserve(state: SkuState, proposal_id: str, reservation: Reservation) -> None
 
 
 # A dispatch event later than this after its receipt is not waited for.
-_EARLY_RECEIPT_MEMORY_MS = 7 * 24 * 3_600_000
+_EARLY_RECEIPT_MEMORY_MS: Final = 7 * 24 * 3_600_000
 
 
 def _remember_early_receipt(state: SkuState, key: str, ts_ms: int) -> None:
@@ -68,26 +82,26 @@ def apply_event(
     """
     site = state.site(event.site)
     kind = event.type
-    if kind is EventType.SALE:
+    if kind is SALE:
         _take(site, event.qty)
         if counts_as_demand:
             site.demand.window_qty += event.qty
-    elif kind is EventType.RETURN:
+    elif kind is RETURN:
         site.on_hand += event.qty
-    elif kind is EventType.SNAPSHOT:
+    elif kind is SNAPSHOT:
         site.on_hand = event.qty
         site.disputed_qty = 0  # the count settles what an outlier sale took
         if event.qty == 0:
             site.stocked_out_in_window = True
-    elif kind is EventType.ADJUSTMENT:
+    elif kind is ADJUSTMENT:
         if event.qty < 0:
             _take(site, -event.qty)
         else:
             site.on_hand += event.qty
-    elif kind is EventType.INBOUND_EXPECTED:
+    elif kind is INBOUND_EXPECTED:
         assert event.shipment_id is not None and event.eta_ms is not None
         site.expect(event.shipment_id, Inbound(event.qty, event.eta_ms))
-    elif kind is EventType.INBOUND_RECEIVED:
+    elif kind is INBOUND_RECEIVED:
         site.on_hand += event.qty
         if event.shipment_id is not None:
             site.take_inbound(event.shipment_id)
@@ -104,11 +118,11 @@ def _apply_transfer(state: SkuState, event: Event, receiver: SiteState) -> Relea
     sender = state.site(event.from_site)
     key = TRANSFER_INBOUND_PREFIX + (event.proposal_id or event.event_id)
     kind = event.type
-    if kind is EventType.TRANSFER_APPROVED:
+    if kind is TRANSFER_APPROVED:
         return None  # an answer, not a movement: the engine extends the reservation
-    if kind is EventType.TRANSFER_DISPATCHED:
+    if kind is TRANSFER_DISPATCHED:
         return _dispatched(state, event, sender, receiver, key)
-    if kind is EventType.TRANSFER_RECEIVED:
+    if kind is TRANSFER_RECEIVED:
         return _received(state, event, sender, receiver, key)
     return _not_done(state, event, sender, receiver, key)
 
@@ -176,9 +190,5 @@ def _not_done(
         state.reservations.pop(pid, None)
         return None
     release(state, pid)
-    why = (
-        ReleaseReason.REJECTED
-        if event.type is EventType.TRANSFER_REJECTED
-        else ReleaseReason.FAILED
-    )
+    why = ReleaseReason.REJECTED if event.type is TRANSFER_REJECTED else ReleaseReason.FAILED
     return (pid, reservation, why)

@@ -26,7 +26,8 @@ from typing import Final
 from operators.demand import mean_per_hour
 from operators.drift import PoissonCusum
 from state.config import Policy
-from state.records import Event, EventType, Finding
+from state.kinds import ADJUSTMENT, RETURN, SALE, SNAPSHOT
+from state.records import Event, Finding
 from state.sku import Signals, SiteState, SkuState
 from state.units import DAY_MS, HOUR_MS
 
@@ -91,11 +92,11 @@ def check_event(
     findings = _clock_findings(event)
     counts_as_demand = True
     kind = event.type
-    if kind in (EventType.SALE, EventType.RETURN):
+    if kind in (SALE, RETURN):
         counts_as_demand = _check_sale(site, event, findings)
-    elif kind is EventType.SNAPSHOT and site.last_event_ms >= 0:
+    elif kind is SNAPSHOT and site.last_event_ms >= 0:
         _check_count(site, event, findings)
-    elif kind is EventType.ADJUSTMENT and abs(event.qty) > max(10, 0.5 * site.on_hand):
+    elif kind is ADJUSTMENT and abs(event.qty) > max(10, 0.5 * site.on_hand):
         findings.append(
             _finding("adjustment_outlier", event, event.site, abs(event.qty) / max(site.on_hand, 1),
                      "books", delta=event.qty, on_hand=site.on_hand)
@@ -130,7 +131,7 @@ def _check_sale(site: SiteState, event: Event, findings: list[Finding]) -> bool:
         and score > _OUTLIER_K
     ):
         findings.append(
-            _finding("sale_outlier" if event.type is EventType.SALE else "return_outlier",
+            _finding("sale_outlier" if event.type is SALE else "return_outlier",
                      event, event.site, score, "robust_ewma",
                      qty=event.qty, typical_qty=signals.sale_mean, spread=spread)
         )  # fmt: skip
@@ -142,7 +143,7 @@ def _check_sale(site: SiteState, event: Event, findings: list[Finding]) -> bool:
         alpha = max(_SALE_ALPHA, 1.0 / signals.sales_seen)
         signals.sale_dev += alpha * (abs(event.qty - signals.sale_mean) - signals.sale_dev)
         signals.sale_mean += alpha * (event.qty - signals.sale_mean)
-    if event.type is EventType.SALE:
+    if event.type is SALE:
         if event.qty >= site.on_hand:
             signals.day_short = True  # sold out: today's count understates demand
         if event.qty > site.on_hand:
