@@ -138,10 +138,12 @@ class LeadTimeLearning:
 
 @dataclass(frozen=True, slots=True)
 class Network:
-    sites: Mapping[str, Site]
-    lanes: Mapping[tuple[str, str], Lane]
+    # Dicts, not Mappings: compiled, a dict's `get` is a native call, a Mapping's a method
+    # looked up by name (the planner reads a site for every agent it builds).
+    sites: dict[str, Site]
+    lanes: dict[tuple[str, str], Lane]
     sku_defaults: SkuParams = SkuParams()
-    sku_overrides: Mapping[str, SkuParams] = field(default_factory=dict)
+    sku_overrides: dict[str, SkuParams] = field(default_factory=dict)
     limits: Limits = Limits()
     lead_times: LeadTimeLearning = LeadTimeLearning()
     # Lanes by destination, filled on first use (the network never changes after start).
