@@ -47,6 +47,7 @@ from state.kinds import (
     FORECAST,
     INBOUND_EXPECTED,
     INBOUND_RECEIVED,
+    REASON_TEXT,
     RETURN,
     SALE,
     SALE_HISTORY,
@@ -548,7 +549,7 @@ def _suppress_reason(
     now: int,
 ) -> str:
     """Why the plan becomes no proposal ('' when it becomes one)."""
-    reason = plan.suppress_reason.value if plan.suppress_reason else ""
+    reason = REASON_TEXT[plan.suppress_reason] if plan.suppress_reason else ""
     if plan.chosen is not None and governance.paused:
         reason = SuppressReason.PAUSED.value
     elif plan.chosen is not None and policy.integrity_action == "suppress":
@@ -718,10 +719,12 @@ def _received(state: SkuState, event: Event) -> DecisionRecord:
 def _position(state: SkuState, site_id: str, policy: Policy) -> SitePosition:
     site = state.sites[site_id]
     demand = round(mean_per_hour(site.demand, policy.demand_window_minutes), 4)
+    inbound = site.inbound_qty  # summed once: `site.position` would sum it again
+    position = site.on_hand + inbound + site.reserved_in - site.reserved_out
     # Positional, in the record's field order (see `_output`): one per site an event touches.
     return SitePosition(
-        state.sku, site_id, site.on_hand, site.inbound_qty, site.reserved_in,
-        site.reserved_out, site.position, demand, site.last_event_ms,
+        state.sku, site_id, site.on_hand, inbound, site.reserved_in, site.reserved_out,
+        position, demand, site.last_event_ms,
     )  # fmt: skip
 
 

@@ -44,12 +44,23 @@ from operators.demand import (
     sd_per_hour,
 )
 from state.config import Lane, Network, Policy, SkuParams
+from state.kinds import (
+    BELOW_MIN_QTY,
+    COOLDOWN,
+    NO_ALLOWED_LANE,
+    NO_NET_BENEFIT,
+    NO_SENDER_WITH_SURPLUS,
+    REASON_TEXT,
+    RESERVATION_OUTSTANDING,
+    SHELF_LIFE,
+    WARMING_UP,
+)
 from state.records import Candidate, SiteView, SuppressReason
 from state.sku import Inbound, SiteState, SkuState
 from state.units import HOUR_MS
 
-_SQRT2 = math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_SQRT2: Final = math.sqrt(2.0)
+_INV_SQRT_2PI: Final = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def expected_shortfall(mean: float, sd: float, stock: float) -> float:
@@ -812,11 +823,11 @@ def plan_for_receiver(
     # (No nested helper for these: compiled, a closure builds its environment at every call
     # of the function that holds it, and this one runs for most events.)
     if not receiver.learned:
-        return Plan(receiver, need, None, None, None, (), SuppressReason.WARMING_UP, False)
+        return Plan(receiver, need, None, None, None, (), WARMING_UP, False)
     if not lanes:
-        return Plan(receiver, need, None, None, None, (), SuppressReason.NO_ALLOWED_LANE, False)
+        return Plan(receiver, need, None, None, None, (), NO_ALLOWED_LANE, False)
     if any(r.to_site == receiver_id and not r.dispatched for r in sku_state.reservations.values()):
-        reason = SuppressReason.RESERVATION_OUTSTANDING
+        reason = RESERVATION_OUTSTANDING
         return Plan(receiver, need, None, None, None, (), reason, False)
     params = network.sku_params(sku_state.sku)
     hopeless = screen and _no_lane_can_pay(receiver, lanes, params, policy, now_ms)
@@ -830,7 +841,7 @@ def plan_for_receiver(
         and (scored := _candidate(inputs, lane)) is not None
     ]
     if not candidates:
-        reason = SuppressReason.NO_SENDER_WITH_SURPLUS
+        reason = NO_SENDER_WITH_SURPLUS
         return Plan(receiver, need, None, None, None, (), reason, False)
     return _choose(receiver, need, candidates)
 
@@ -874,10 +885,10 @@ def _needs_nothing(
 
 # When no sender is viable, the reason the plan gives: the first of these its senders hit.
 _REASON_ORDER: Final = (
-    SuppressReason.NO_NET_BENEFIT,
-    SuppressReason.BELOW_MIN_QTY,
-    SuppressReason.SHELF_LIFE,
-    SuppressReason.COOLDOWN,
+    NO_NET_BENEFIT,
+    BELOW_MIN_QTY,
+    SHELF_LIFE,
+    COOLDOWN,
 )
 
 
@@ -890,7 +901,7 @@ def _choose(receiver: Agent, need: Need, candidates: list[ScoredSender]) -> Plan
         reasons = {c.candidate.rejected_because for c in candidates}
         alternatives = tuple(c.candidate for c in candidates)
         reason = next(
-            (r for r in _REASON_ORDER if r.value in reasons), SuppressReason.NO_SENDER_WITH_SURPLUS
+            (r for r in _REASON_ORDER if REASON_TEXT[r] in reasons), NO_SENDER_WITH_SURPLUS
         )
         return Plan(receiver, need, None, None, None, alternatives, reason, screened)
     best = min(
@@ -973,10 +984,6 @@ class _PlanInputs:
         self.hopeless = hopeless
 
 
-# A read of `SuppressReason.NO_NET_BENEFIT.value` passes the enum's attribute hooks (see
-# `state.kinds`); priced senders need the text often.
-_NO_NET_BENEFIT: Final = SuppressReason.NO_NET_BENEFIT.value
-
 # Screen only below the threshold by more than floating-point noise in the bound.
 _SCREEN_MARGIN: Final = 1e-9
 
@@ -998,13 +1005,13 @@ def _candidate(inputs: _PlanInputs, lane: Lane) -> ScoredSender | None:
         return None
 
     if _cooling_down(inputs, lane, sender_state):
-        return _rejected(lane, sender, surplus, SuppressReason.COOLDOWN)
+        return _rejected(lane, sender, surplus, COOLDOWN)
     need = receiver_need(inputs.receiver, lane.lead_hours, policy, inputs.now_ms)
     pack = inputs.params.pack_size
     high = min(need.qty, surplus.qty) // pack * pack
     smallest = max(math.ceil(inputs.params.min_transfer_qty / pack) * pack, pack)
     if need.qty <= 0 or high < smallest:
-        return _rejected(lane, sender, surplus, SuppressReason.BELOW_MIN_QTY, max(high, 0))
+        return _rejected(lane, sender, surplus, BELOW_MIN_QTY, max(high, 0))
     horizon = lane.lead_hours + policy.cover_hours
     receiver_points: tuple[Checkpoint, ...] | None = None
     if inputs.params.shelf_life_hours is not None:
@@ -1020,9 +1027,9 @@ def _candidate(inputs: _PlanInputs, lane: Lane) -> ScoredSender | None:
         )
         high = min(high, sellable // pack * pack)
         if high < smallest:
-            return _rejected(lane, sender, surplus, SuppressReason.SHELF_LIFE, max(high, 0))
+            return _rejected(lane, sender, surplus, SHELF_LIFE, max(high, 0))
     if inputs.hopeless:
-        return _rejected(lane, sender, surplus, SuppressReason.NO_NET_BENEFIT, high, True)
+        return _rejected(lane, sender, surplus, NO_NET_BENEFIT, high, True)
     if receiver_points is None:
         receiver_points = stock_checkpoints(
             inputs.receiver.state,
@@ -1036,7 +1043,7 @@ def _candidate(inputs: _PlanInputs, lane: Lane) -> ScoredSender | None:
     pessimistic = inputs.receiver.shifted(-estimate_risk(inputs.receiver, policy))
     outlook = ReceiverOutlook(pessimistic, receiver_points, lane.lead_hours, count)
     if inputs.screen and _ruled_out(inputs, lane, outlook, smallest, high):
-        return _rejected(lane, sender, surplus, SuppressReason.NO_NET_BENEFIT, high, True)
+        return _rejected(lane, sender, surplus, NO_NET_BENEFIT, high, True)
     sender_points = stock_checkpoints(
         sender_state, inputs.now_ms, surplus.horizon_hours, delay_ms=sender.supplier_delay_ms
     )
@@ -1054,7 +1061,7 @@ def _rejected(
 ) -> ScoredSender:  # fmt: skip
     """A sender left out, and why. A module function, not a closure in `_candidate`: a
     compiled closure builds its environment on every call of the function that holds it."""
-    cand = Candidate(lane.from_site, qty, lane.lead_hours, 0.0, 0.0, 0.0, 0.0, reason.value)
+    cand = Candidate(lane.from_site, qty, lane.lead_hours, 0.0, 0.0, 0.0, 0.0, REASON_TEXT[reason])
     return ScoredSender(cand, lane, sender, surplus, screened)
 
 
@@ -1130,7 +1137,7 @@ def _priced(lane: Lane, best: Economics, policy: Policy) -> Candidate:
     return Candidate(
         lane.from_site, best.qty, lane.lead_hours, round(best.cost, 4), round(best.saved, 4),
         round(best.lost_at_sender, 4), round(best.net_benefit, 4),
-        None if viable else _NO_NET_BENEFIT,
+        None if viable else REASON_TEXT[NO_NET_BENEFIT],
     )  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""The input events' types as module constants, for the decision core's hot path.
+"""The input events' types and the planner's suppression reasons as module constants, for
+the decision core's hot path.
 
 On Python 3.11 every read of an enum member through its class (`EventType.SALE`) passes
 the enum metaclass's `__getattr__` hook, and CPython builds a method-wrapper object for
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from state.records import EventType
+from state.records import EventType, SuppressReason
 
 SALE: Final = EventType.SALE
 RETURN: Final = EventType.RETURN
@@ -27,3 +28,15 @@ TRANSFER_RECEIVED: Final = EventType.TRANSFER_RECEIVED
 TRANSFER_REJECTED: Final = EventType.TRANSFER_REJECTED
 TRANSFER_FAILED: Final = EventType.TRANSFER_FAILED
 FORECAST: Final = EventType.FORECAST
+
+# The planner's reasons for no proposal, and their texts as decision records carry them (a
+# member's `.value` is a Python-level property on 3.11).
+NO_SENDER_WITH_SURPLUS: Final = SuppressReason.NO_SENDER_WITH_SURPLUS
+NO_ALLOWED_LANE: Final = SuppressReason.NO_ALLOWED_LANE
+BELOW_MIN_QTY: Final = SuppressReason.BELOW_MIN_QTY
+SHELF_LIFE: Final = SuppressReason.SHELF_LIFE
+NO_NET_BENEFIT: Final = SuppressReason.NO_NET_BENEFIT
+COOLDOWN: Final = SuppressReason.COOLDOWN
+RESERVATION_OUTSTANDING: Final = SuppressReason.RESERVATION_OUTSTANDING
+WARMING_UP: Final = SuppressReason.WARMING_UP
+REASON_TEXT: Final[dict[SuppressReason, str]] = {r: r.value for r in SuppressReason}

