@@ -30,7 +30,6 @@ _RAISES_ON_HAND: Final = frozenset({RETURN, INBOUND_RECEIVED, TRANSFER_RECEIVED}
 def refusal(state: SkuState, event: Event, network: Network) -> tuple[str, str] | None:
     """Why the SKU's state cannot take this event (reason code, sentence), or None."""
     site = state.sites.get(event.site) or _EMPTY
-    ceiling = network.unit_ceiling(event.site)
     kind = event.type
     if kind is INBOUND_EXPECTED and event.shipment_id is not None:
         if site.expects(event.shipment_id):
@@ -42,11 +41,13 @@ def refusal(state: SkuState, event: Event, network: Network) -> tuple[str, str] 
                 "inbound_limit",
                 f"{event.site} already expects {expected} deliveries (max {cap})",
             )
-        if site.on_hand + site.inbound_qty + event.qty > ceiling:
-            return _too_much(event, site.on_hand + site.inbound_qty + event.qty, ceiling)
-        return None
-    raises = kind in _RAISES_ON_HAND or (kind is ADJUSTMENT and event.qty > 0)
-    if raises and site.on_hand + event.qty > ceiling:
+        total = site.on_hand + site.inbound_qty + event.qty
+        ceiling = network.unit_ceiling(event.site)
+        return _too_much(event, total, ceiling) if total > ceiling else None
+    if not (kind in _RAISES_ON_HAND or (kind is ADJUSTMENT and event.qty > 0)):
+        return None  # most events: a sale or a count takes no site over its ceiling
+    ceiling = network.unit_ceiling(event.site)
+    if site.on_hand + event.qty > ceiling:
         return _too_much(event, site.on_hand + event.qty, ceiling)
     return None
 

@@ -139,12 +139,14 @@ def _strings(value: Mapping[str, Any] | list[Any]) -> int:
     return count
 
 
-def _plausible(qty: int, site: str, ceilings: Mapping[str, int] | None, what: str) -> None:
+def _plausible(
+    qty: int, site: str, ceilings: Mapping[str, int] | None, event_type: EventType
+) -> None:
     ceiling = ceilings.get(site) if ceilings is not None else None
     if ceiling is not None and abs(qty) > ceiling:
         raise Invalid(
             "implausible_quantity",
-            f"{what} of {qty} units is more than site {site!r} can hold ({ceiling})",
+            f"{event_type.value} of {qty} units is more than site {site!r} can hold ({ceiling})",
         )
 
 
@@ -175,17 +177,32 @@ def parse_timestamp(value: Any, name: str = "ts") -> int:
     return ts_ms
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class _Movement:
-    """The fields only some event types carry."""
+    """The fields only some event types carry. Its own __init__: compiled, a dataclass's
+    generated one runs as interpreted Python (a frozen one setting each field through
+    `object.__setattr__`)."""
 
-    eta_ms: int | None = None
-    shipment_id: str | None = None
-    from_site: str | None = None
-    proposal_id: str | None = None
+    eta_ms: int | None
+    shipment_id: str | None
+    from_site: str | None
+    proposal_id: str | None
+
+    def __init__(
+        self,
+        eta_ms: int | None = None,
+        shipment_id: str | None = None,
+        from_site: str | None = None,
+        proposal_id: str | None = None,
+    ) -> None:
+        self.eta_ms = eta_ms
+        self.shipment_id = shipment_id
+        self.from_site = from_site
+        self.proposal_id = proposal_id
 
 
 _NO_MOVEMENT: Final = _Movement()
+_TRANSFER_TYPES: Final = frozenset(t for t in EventType if t.value.startswith("transfer_"))
 _NEEDS_PROPOSAL_ID: Final = frozenset({TRANSFER_APPROVED, TRANSFER_REJECTED, TRANSFER_FAILED})
 
 
@@ -228,9 +245,9 @@ def _event(
     qty = _quantity(event_type, obj)
     moved = _movement(event_type, obj, site, sites)
     if event_type is not SALE:
-        _plausible(qty, site, ceilings, event_type.value)
+        _plausible(qty, site, ceilings, event_type)
         if moved.from_site is not None:
-            _plausible(qty, moved.from_site, ceilings, event_type.value)
+            _plausible(qty, moved.from_site, ceilings, event_type)
     return Event(
         event_id=event_id,
         type=event_type,
@@ -315,7 +332,7 @@ def _movement(
         return _Movement(eta_ms=eta_ms, shipment_id=_string(obj, "shipment_id", MAX_ID_LEN))
     if event_type is INBOUND_RECEIVED:
         return _Movement(shipment_id=_string(obj, "shipment_id", MAX_ID_LEN, required=False))
-    if not event_type.value.startswith("transfer_"):
+    if event_type not in _TRANSFER_TYPES:
         return _NO_MOVEMENT
     from_site = _site(obj, "from_site", sites)
     if from_site == site:
