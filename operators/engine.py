@@ -467,10 +467,14 @@ def _output(
     positions = (
         tuple(_position(state, s, run.policy) for s in touched) if ctx.emit_positions else ()
     )
-    occupancy = tuple(
-        SiteOccupancy(state.sku, s, _occupancy(state.sites[s], run.now), run.now)
-        for s in touched
-        if s in ctx.storage_sites
+    occupancy = (
+        tuple(
+            SiteOccupancy(state.sku, s, _occupancy(state.sites[s], run.now), run.now)
+            for s in touched
+            if s in ctx.storage_sites
+        )
+        if ctx.storage_sites  # most networks give no site a storage capacity
+        else ()
     )
     # Positional, in the record's field order: keywords cost a dict per call, and the record
     # is built for every event (0.3 us of an interpreted dataclass's 0.56).
