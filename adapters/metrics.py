@@ -265,7 +265,8 @@ def count_output(output: StepOutput) -> None:
         LATE_EVENTS.inc()
     # A proposal reserves its units when the engine makes it, whatever negotiation grants;
     # it is counted and logged as a proposal once granted (count_negotiated).
-    RESERVATIONS_OUTSTANDING.inc(len(output.proposals))
+    if output.proposals:  # a gauge's inc takes its lock even for 0; most events propose nothing
+        RESERVATIONS_OUTSTANDING.inc(len(output.proposals))
     for decision in output.decisions:
         if decision.shadow:
             continue
