@@ -83,10 +83,10 @@ def expire_inbound(state: SkuState, now_ms: int, grace_ms: int) -> list[Finding]
     goods never came, a transfer lost in transit); each is reported once as a finding. A
     transfer's dispatched reservation goes with it."""
     findings: list[Finding] = []
+    due = now_ms - grace_ms  # an item expected before this is overdue
     for site_id, site in state.sites.items():
         if site.inbound is None:
             continue
-        due = now_ms - grace_ms
         if all(item.eta_ms >= due for item in site.inbound.values()):
             continue  # most hours at most sites: no list built
         overdue = [k for k, item in site.inbound.items() if item.eta_ms < due]
