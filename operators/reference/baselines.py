@@ -22,19 +22,20 @@ class Move:
 
 
 def tie_moves(
-    position: NDArray[np.int64],
+    stock: NDArray[np.int64],
     on_hand: NDArray[np.int64],
     weight: NDArray[np.float64],
     lane_cost: Mapping[tuple[int, int], float],
     min_qty: int,
 ) -> list[Move]:
     """Moves for one SKU that bring every site towards the same stock per unit of weight
-    (with a demand rate for weight: the same days of supply)."""
+    (with a demand rate for weight: the same days of supply). `stock` is what is evened
+    (the simulator passes on hand and in transit); only `on_hand` can be sent."""
     weight = np.maximum(weight, 1e-6)
-    per_weight = position.sum() / weight.sum()
+    per_weight = stock.sum() / weight.sum()
     target = per_weight * weight
-    excess = np.minimum(np.floor(position - target), on_hand).astype(int)
-    shortage = np.floor(target - position).astype(int)
+    excess = np.minimum(np.floor(stock - target), on_hand).astype(int)
+    shortage = np.floor(target - stock).astype(int)
     moves: list[Move] = []
     for receiver in np.argsort(-shortage):
         need = int(shortage[receiver])
