@@ -407,7 +407,7 @@ class _LedgerPartition(_ProposalPartition):
             self._acked.append(proposal)
 
     def write_batch(self, items: list[Proposal]) -> None:
-        delivered = self._ledger.delivered_among([p.proposal_id for p in items])
+        delivered = self._ledger.claim(items)
         if delivered is None:
             metrics.LEDGER_UNAVAILABLE.inc(len(items))
             delivered = set()
@@ -415,7 +415,6 @@ class _LedgerPartition(_ProposalPartition):
         if len(fresh) < len(items):
             metrics.PROPOSALS_DEDUPLICATED.inc(len(items) - len(fresh))
             self._stats.deduplicated += len(items) - len(fresh)
-        self._ledger.mark(fresh, "pending")
         self._produce_all(fresh)
         # Wait for the acknowledgements so the ledger knows at once (proposals are few).
         self._producer.flush(self._flush_timeout_s)
@@ -424,7 +423,7 @@ class _LedgerPartition(_ProposalPartition):
     def _record_acks(self) -> None:
         with self._lock:
             acked, self._acked = self._acked, []
-        if acked and not self._ledger.mark(acked, "delivered"):
+        if acked and not self._ledger.mark_delivered(acked):
             with self._lock:
                 self._acked = acked + self._acked  # Redis away: try again later
 

@@ -119,8 +119,9 @@ return 0
 Command = tuple[str | bytes | int, ...]
 
 
-def execute_packed(client: redis.Redis, commands: list[Command]) -> None:
-    """Send `commands` in one write, read every reply, and raise the first error reply.
+def execute_packed(client: redis.Redis, commands: list[Command]) -> list[Any]:
+    """Send `commands` in one write, read every reply, and raise the first error reply;
+    the replies, in order.
 
     What a non-transactional pipeline does, with each command packed by hiredis in C: redis-py's
     pipeline encodes every argument in Python, which was 40 % of the live-state sink's time
@@ -132,14 +133,16 @@ def execute_packed(client: redis.Redis, commands: list[Command]) -> None:
     packed = b"".join([hiredis.pack_command(command) for command in commands])  # type: ignore[arg-type]
     pool = client.connection_pool
     connection = pool.get_connection()
+    replies: list[Any] = []
     first_error: redis.ResponseError | None = None
     try:
         connection.send_packed_command([packed])  # type: ignore[no-untyped-call]
         for _ in commands:
             try:
-                connection.read_response()
+                replies.append(connection.read_response())
             except redis.ResponseError as error:
                 first_error = first_error or error
+                replies.append(error)
     except BaseException:
         connection.disconnect()  # type: ignore[no-untyped-call]
         raise
@@ -147,6 +150,7 @@ def execute_packed(client: redis.Redis, commands: list[Command]) -> None:
         pool.release(connection)
     if first_error is not None:
         raise first_error
+    return replies
 
 
 # What the live-state sink takes: an engine step's output (positions and its decisions), or
@@ -328,55 +332,73 @@ class ProposalLedger:
         self._keys = Keys(settings.prefix)
         self._outage = Outage(settings.retry_after_s)
 
-    def delivered_among(self, ids: list[str]) -> set[str] | None:
-        if not ids:
+    def claim(self, proposals: list[Proposal]) -> set[str] | None:
+        """Mark each proposal pending unless the ledger already has it delivered; the ids it
+        had delivered (to skip). One round trip, each check-and-mark atomic in Redis: a read
+        and then a write were two (1.2 of a batch's 2.4 ms, bench stream on loopback)."""
+        if not proposals:
             return set()
         if not self._outage.may_try():
             return None
-        pipe = self._client.pipeline(transaction=False)
-        for pid in ids:
-            pipe.hget(self._keys.proposal(pid), "state")
+        ttl = self._settings.ledger_ttl_s
+        commands: list[Command] = [
+            ("EVAL", _CLAIM_UNLESS_DELIVERED, 1, self._keys.proposal(p.proposal_id), ttl,
+             *_ledger_fields(p, "pending"))
+            for p in proposals
+        ]  # fmt: skip
         try:
-            states = pipe.execute()
+            replies = execute_packed(self._client, commands)
         except redis.RedisError as exc:
-            self._outage.failed(exc, "ledger_read")
+            self._outage.failed(exc, "ledger_pending")
             return None
         self._outage.recovered()
-        return {pid for pid, state in zip(ids, states, strict=True) if state == b"delivered"}
+        return {p.proposal_id for p, was in zip(proposals, replies, strict=True) if was == 1}
 
-    def mark(self, proposals: Iterable[Proposal], state: str) -> bool:
-        items = list(proposals)
-        if not items or not self._outage.may_try():
-            return not items
-        pipe = self._client.pipeline(transaction=False)
-        for proposal in items:
+    def mark_delivered(self, proposals: list[Proposal]) -> bool:
+        if not proposals:
+            return True
+        if not self._outage.may_try():
+            return False
+        ttl = self._settings.ledger_ttl_s
+        commands: list[Command] = []
+        for proposal in proposals:
             key = self._keys.proposal(proposal.proposal_id)
-            pipe.hset(key, mapping=_ledger_fields(proposal, state))  # type: ignore[arg-type]
-            pipe.expire(key, self._settings.ledger_ttl_s)
+            commands.append(("HSET", key, *_ledger_fields(proposal, "delivered")))
+            commands.append(("EXPIRE", key, ttl))
         try:
-            pipe.execute()
+            execute_packed(self._client, commands)
         except redis.RedisError as exc:
-            self._outage.failed(exc, f"ledger_{state}")
+            self._outage.failed(exc, "ledger_delivered")
             return False
         self._outage.recovered()
         return True
 
 
-def _ledger_fields(proposal: Proposal, state: str) -> dict[str, Any]:
-    """The ledger entry; its first write (pending) also sets the proposal's status, which
-    later decision records about it update (adapters.redis_store._SET_KNOWN_STATUS)."""
-    status = {"status": proposal.status.value} if state == "pending" else {}
-    return {
-        **status,
-        "state": state,
-        "sku": proposal.sku,
-        "from_site": proposal.from_site,
-        "to_site": proposal.to_site,
-        "qty": proposal.qty,
-        "created_at": rfc3339(proposal.created_at_ms),
-        "expires_at": rfc3339(proposal.expires_at_ms),
-        "policy_version": proposal.policy_version,
-    }
+_CLAIM_UNLESS_DELIVERED = """
+if redis.call('HGET', KEYS[1], 'state') == 'delivered' then
+  return 1
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 0
+"""
+
+
+def _ledger_fields(proposal: Proposal, state: str) -> tuple[str | int, ...]:
+    """The ledger entry as field, value pairs; its first write (pending) also sets the
+    proposal's status, which later decision records about it update (_SET_KNOWN_STATUS)."""
+    status = ("status", proposal.status.value) if state == "pending" else ()
+    return (
+        *status,
+        "state", state,
+        "sku", proposal.sku,
+        "from_site", proposal.from_site,
+        "to_site", proposal.to_site,
+        "qty", proposal.qty,
+        "created_at", rfc3339(proposal.created_at_ms),
+        "expires_at", rfc3339(proposal.expires_at_ms),
+        "policy_version", proposal.policy_version,
+    )  # fmt: skip
 
 
 def read_trail(
