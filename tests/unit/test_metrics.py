@@ -48,3 +48,24 @@ def test_batches_export_as_the_same_values_observed_one_by_one(
     assert ours.get_sample_value("lag_seconds_sum") == pytest.approx(
         theirs.get_sample_value("lag_seconds_sum"), rel=1e-12, abs=1e-12
     )
+
+
+def test_events_are_counted_by_topic_and_the_type_as_it_is_written() -> None:
+    from adapters import metrics
+    from state.records import Event, EventType, SourceRef
+
+    def consumed(topic: str, kind: str) -> float:
+        child = metrics.EVENTS_CONSUMED.labels(topic=topic, type=kind)
+        return child._value.get()  # type: ignore[no-any-return]
+
+    topic = "counting-test.sales"
+    before = consumed(topic, "sale"), consumed(topic, "return"), consumed("memory", "sale")
+    events = [
+        Event(f"e{n}", kind, 0, "SKU", "S01", 1, source=SourceRef(topic, 0, n))
+        for n, kind in enumerate([EventType.SALE, EventType.SALE, EventType.RETURN])
+    ]
+    events.append(Event("e9", EventType.SALE, 0, "SKU", "S01", 1))
+    metrics.count_events(events)
+    metrics.count_events(events[:1])
+    after = consumed(topic, "sale"), consumed(topic, "return"), consumed("memory", "sale")
+    assert [a - b for a, b in zip(after, before, strict=True)] == [3, 1, 1]
