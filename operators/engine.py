@@ -39,6 +39,7 @@ from operators.position import (
     expire_reservations,
     reserve,
 )
+from operators.rounding import rounded
 from operators.trace import continue_trace
 from state.config import ConfigError, Network, Policy, SkuParams
 from state.governance import DEFAULT_GOVERNANCE, Governance
@@ -663,7 +664,7 @@ def _evidence(plan: Plan, params: SkuParams) -> Evidence:
         expected_units_lost_at_sender=chosen.expected_units_lost_at_sender,
         net_benefit=chosen.net_benefit,
         alternatives=plan.alternatives,
-        value=round(chosen.qty * params.unit_cost, 2),
+        value=rounded(chosen.qty * params.unit_cost, 2),
     )
 
 
@@ -722,7 +723,7 @@ def _received(state: SkuState, event: Event) -> DecisionRecord:
 
 def _position(state: SkuState, site_id: str, policy: Policy) -> SitePosition:
     site = state.sites[site_id]
-    demand = round(mean_per_hour(site.demand, policy.demand_window_minutes), 4)
+    demand = rounded(mean_per_hour(site.demand, policy.demand_window_minutes), 4)
     inbound = site.inbound_qty  # summed once: `site.position` would sum it again
     position = site.on_hand + inbound + site.reserved_in - site.reserved_out
     # Positional, in the record's field order (see `_output`): one per site an event touches.

@@ -43,6 +43,7 @@ from operators.demand import (
     observed_hours,
     sd_per_hour,
 )
+from operators.rounding import rounded
 from state.config import Lane, Network, Policy, SkuParams
 from state.kinds import (
     BELOW_MIN_QTY,
@@ -480,8 +481,8 @@ def site_view(agent: Agent, position: int, reorder_point: float, target: float) 
     forecast = agent.forecast_per_hour
     return SiteView(
         agent.site_id, state.on_hand, state.inbound_qty, state.reserved_in, state.reserved_out,
-        position, round(agent.mean, 4), round(agent.sd, 4), round(reorder_point, 2),
-        round(target, 2), None if forecast is None else round(forecast, 4),
+        position, rounded(agent.mean, 4), rounded(agent.sd, 4), rounded(reorder_point, 2),
+        rounded(target, 2), None if forecast is None else rounded(forecast, 4),
         agent.supplier_delay_ms / HOUR_MS,
     )  # fmt: skip
 
@@ -1135,8 +1136,8 @@ def _priced(lane: Lane, best: Economics, policy: Policy) -> Candidate:
     # Positional, in the record's field order: keywords cost a dict per call (a priced
     # sender is built for most plans).
     return Candidate(
-        lane.from_site, best.qty, lane.lead_hours, round(best.cost, 4), round(best.saved, 4),
-        round(best.lost_at_sender, 4), round(best.net_benefit, 4),
+        lane.from_site, best.qty, lane.lead_hours, rounded(best.cost, 4), rounded(best.saved, 4),
+        rounded(best.lost_at_sender, 4), rounded(best.net_benefit, 4),
         None if viable else REASON_TEXT[NO_NET_BENEFIT],
     )  # fmt: skip
 
