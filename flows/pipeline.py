@@ -13,14 +13,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Generic, TypeVar
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
-from bytewax.operators import KeyedStream, StatefulBatchLogic, StatefulLogic
+from bytewax.operators import KeyedStream, StatefulBatchLogic
 from bytewax.outputs import DynamicSink
 
 from adapters import clock, kafka, metrics
@@ -46,7 +45,7 @@ from operators.lanes import (
     receiving_items,
     receiving_site,
 )
-from operators.limits import KeyBudget, over_budget_letter
+from operators.limits import IDLE_CHECK, IdleCheck, IdleSweep, KeyBudget, over_budget_letter
 from operators.parse import parse_message, topic_kinds_for
 from state.config import Network, Policy
 from state.governance import ControlCommand, ControlRejection
@@ -167,70 +166,83 @@ def _split(step_id: str, up: Stream[Any], kind: type[T]) -> Stream[T]:
     return op.flat_map_batch(step_id, up, _only(kind))
 
 
-class SkuLogic(StatefulLogic[Event, StepOutput, bytes]):
+class SkuLogic(StatefulBatchLogic[Event | IdleCheck, StepOutput, bytes]):
     """Runs `engine.step` for one SKU; its snapshot is the pickled state.
 
     `stateful_map` would deep-copy the whole SKU state at every epoch a key is touched (with
     or without recovery); profiling the flow showed that copy taking 40% of the time. A
     pickle is an immutable snapshot at a fraction of the cost, and what recovery stores anyway.
     A new SKU is admitted only while the process's `KeyBudget` has room.
+
+    Idle SKUs leave when an `IdleCheck` finds them idle (`operators.limits.IdleSweep`), not
+    at a deadline handed to Bytewax (`notify_at` stays None): Bytewax's scheduler walks every
+    held key's deadline at each activation.
     """
 
-    __slots__ = ("_budget", "_ctx", "_idle", "_idle_rounds", "_snapshots", "_state", "_touched")
+    __slots__ = ("_budget", "_ctx", "_idle_rounds", "_snapshots", "_state", "_sweep")
 
     def __init__(
         self,
         ctx: DecisionContext,
-        idle: timedelta | None,
+        sweep: IdleSweep | None,
         snapshots: bool,
         budget: KeyBudget,
         resume: bytes | None,
     ) -> None:
         self._ctx = ctx
-        self._idle = idle
+        self._sweep = sweep
         self._snapshots = snapshots
         self._budget = budget
         self._state: SkuState | None = snapshot.decode(resume) if resume else None
         if self._state is not None:
             budget.restored()
-        self._touched = clock.now_s()  # a float: half a datetime's memory
+            if sweep is not None:
+                sweep.touch(self._state.sku, clock.now_s())
         self._idle_rounds = 0
 
-    def on_item(self, value: Event) -> tuple[list[StepOutput], bool]:
+    def on_batch(self, values: list[Event | IdleCheck]) -> tuple[list[StepOutput], bool]:
+        outputs = []
+        for value in values:
+            if isinstance(value, IdleCheck):
+                self._leave_if_idle()
+            else:
+                outputs.append(self.on_item(value))
+        return outputs, self._state is None
+
+    def on_item(self, value: Event) -> StepOutput:
+        """One event's output; a SKU the budget has no room for is refused, with a letter."""
         if self._state is None and not self._budget.take():
             metrics.SKUS_REFUSED.inc()
             letter = over_budget_letter(value, self._budget.capacity)
-            return [StepOutput(value.event_id, event_ts_ms=value.ts_ms, refused=letter)], (
-                StatefulLogic.DISCARD
-            )
+            return StepOutput(value.event_id, event_ts_ms=value.ts_ms, refused=letter)
         self._state, output = step(self._state, value, self._ctx)
-        self._touched = clock.now_s()
+        if self._sweep is not None:
+            self._sweep.touched[value.sku] = clock.now_s()
         self._idle_rounds = 0
-        return [output], StatefulLogic.RETAIN
+        return output
 
-    def notify_at(self) -> datetime | None:
-        """Idle SKUs leave memory (their last positions stay in Redis)."""
-        if self._idle is None:
-            return None
-        return datetime.fromtimestamp(self._touched, UTC) + self._idle
-
-    def on_notify(self) -> tuple[list[StepOutput], bool]:
-        """A SKU with a proposal still unanswered stays for as long as a reservation can
-        live, once; then it goes too. Nothing a producer sends (deliveries that never come,
-        reservations no one answers) can pin a SKU in memory for good."""
-        state = self._state
-        pending = state is not None and any(not r.dispatched for r in state.reservations.values())
+    def _leave_if_idle(self) -> None:
+        """Idle SKUs leave memory (their last positions stay in Redis). A SKU with a
+        proposal still unanswered stays for as long as a reservation can live, once; then
+        it goes too. Nothing a producer sends (deliveries that never come, reservations no
+        one answers) can pin a SKU in memory for good."""
+        state, sweep = self._state, self._sweep
+        now_s = clock.now_s()
+        if state is None or sweep is None or not sweep.idle(state.sku, now_s):
+            return  # touched since the sweep listed it
+        pending = any(not r.dispatched for r in state.reservations.values())
         if pending and self._idle_rounds == 0:
             self._idle_rounds = 1
             policy = self._ctx.policy
             lifetime_s = max(policy.proposal_ttl_hours, policy.approval_ttl_hours) * 3600
-            idle_s = self._idle.total_seconds() if self._idle is not None else 0.0
-            self._touched = clock.now_s() + lifetime_s - idle_s
-            return [], StatefulLogic.RETAIN
+            sweep.touch(state.sku, now_s + lifetime_s - sweep.idle_s)
+            return
+        sweep.forget(state.sku)
+        self._state = None
+        self._idle_rounds = 0
         self._budget.give_back()
         metrics.KEYS_HELD.dec()
         metrics.KEYS_EVICTED.inc()
-        return [], StatefulLogic.DISCARD
 
     @property
     def state(self) -> SkuState | None:
@@ -284,14 +296,43 @@ def _stateful_scope(
     return op.stateful_batch("stateful_batch", up, partial(NegotiationLogic, network))
 
 
+# `op.stateful("sku_state")` held this state before, at sku_state.stateful_batch; this scope
+# keeps that path, so a restart after an upgrade resumes every SKU.
+@operator
+def _sku_state(
+    step_id: str,
+    up: KeyedStream[Event | IdleCheck],
+    builder: Callable[[bytes | None], SkuLogic],
+) -> KeyedStream[StepOutput]:
+    return op.stateful_batch("stateful_batch", up, builder)
+
+
 def snapshot_state(state: SkuState | None) -> bytes:
     """What recovery stores for a SKU at each epoch it was touched (and what `stockshift
     bench` times per key): operators.snapshot."""
     return snapshot.encode(state)
 
 
-def _keyed_by_sku(events: list[Event]) -> list[tuple[str, Event]]:
-    return [(event.sku, event) for event in events]
+class KeyBySku:
+    """Each event keyed by its SKU; ahead of them, when a sweep is due, an `IdleCheck` for
+    every SKU held that has been idle long enough. Sweeps ride on arriving batches, and on
+    Kafka on a clock as well (`build`)."""
+
+    def __init__(self, sweep: IdleSweep | None) -> None:
+        self._sweep = sweep
+
+    def __call__(self, events: list[Event]) -> list[tuple[str, Event | IdleCheck]]:
+        keyed: list[tuple[str, Event | IdleCheck]] = [(event.sku, event) for event in events]
+        if self._sweep is not None:
+            checks = _idle_checks(self._sweep, events)
+            if checks:
+                keyed[:0] = checks
+        return keyed
+
+
+def _idle_checks(sweep: IdleSweep, _woken_by: list[Any]) -> list[tuple[str, Event | IdleCheck]]:
+    """An `IdleCheck` for each SKU held that has been idle long enough, when a sweep is due."""
+    return [(sku, IDLE_CHECK) for sku in sweep.due(clock.now_s())]
 
 
 def _control_key(_raw: RawMessage) -> str:
@@ -385,10 +426,10 @@ def build(
     flow = Dataflow("stockshift")
     inputs = _inputs(flow, settings, network, source, control)
     events, dead = _parse(inputs.raw, settings, network)
-    keyed: KeyedStream[Event] = op.flat_map_batch("key_by_sku", events, _keyed_by_sku)
-    idle = timedelta(seconds=settings.idle_eviction_s) if settings.idle_eviction_s > 0 else None
+    sweep = IdleSweep(settings.idle_eviction_s) if settings.idle_eviction_s > 0 else None
+    keyed: KeyedStream[Event | IdleCheck] = op.flat_map_batch("key_by_sku", events, KeyBySku(sweep))
     budget = KeyBudget(settings.max_skus)
-    outputs = op.stateful("sku_state", keyed, partial(SkuLogic, context, idle, snapshots, budget))
+    outputs = _sku_state("sku_state", keyed, partial(SkuLogic, context, sweep, snapshots, budget))
     # (sku, StepOutput): exactly one per event that reached the state
     op.flat_map_batch("count_outputs", outputs, metrics.count_outputs)
     refused = op.flat_map_batch("refused_events", outputs, _refused)

@@ -48,7 +48,7 @@ from flows.entry import tune_collector
 from flows.lab.simulate import run_stockshift
 from flows.pipeline import SkuLogic, build, kafka_sinks, snapshot_state
 from operators.engine import DecisionContext, step
-from operators.limits import KeyBudget
+from operators.limits import IdleSweep, KeyBudget
 from operators.parse import parse_message, parse_object, topic_kinds_for
 from state.config import Policy
 from state.records import DeadLetter, Event, RawMessage
@@ -291,12 +291,13 @@ def memory_per_key(
 
     t0 = 1_767_225_600_000
     held: dict[str, SkuLogic] = {}
+    sweep = IdleSweep(7 * 86_400.0)  # as `stockshift run` holds SKUs: its entry counts too
     sizes: dict[int, float] = {}
     gc.collect()
     base = _rss_bytes()
     for i in range(max(counts) // len(sites)):
         sku = f"SKU-{i:07d}"
-        logic = SkuLogic(ctx, timedelta(days=7), False, budget, None)
+        logic = SkuLogic(ctx, sweep, False, budget, None)
         for site in sites:
             body = {"event_id": f"c{i}{site}", "ts": t0, "sku": sku, "site": site}
             logic.on_item(parsed("inventory", {**body, "type": "snapshot", "on_hand": 50}))

@@ -63,6 +63,49 @@ def test_an_idle_sku_is_evicted_and_one_with_a_reservation_is_kept() -> None:
     assert not outputs["late-1"].new_key  # SKU-1 still held its reservation
 
 
+def _timed_pull(plan: list[tuple[float, list[RawMessage]]]) -> PullSource:
+    """Hands over each batch once its second (from the first pull) has come."""
+    plan = list(plan)
+    started: list[float] = []
+
+    def pull() -> list[RawMessage] | None:
+        if not plan:
+            return None
+        started[:] = started or [time.monotonic()]
+        if time.monotonic() - started[0] < plan[0][0]:
+            time.sleep(0.01)
+            return []
+        return plan.pop(0)[1]
+
+    return PullSource(pull)
+
+
+def test_a_sku_is_idle_from_its_last_event_not_its_first() -> None:
+    """Idle 1 s: touched at 0 and 0.6 s, still held at 1.3 s; after 1.5 s quiet it has
+    left (a given source carries no clock: the sweeps ride on the arriving batches, and
+    the one at 1.3 s found it busy, the one at 2.8 s idle)."""
+    sales = [event(f"s{i}", EventType.SALE, 31 + i, "A", 1, sku="SKU-2") for i in range(4)]
+    plan = [
+        (0.0, [raw_of(e, i) for i, e in enumerate(warm_history(5, sku="SKU-2"))]),
+        (0.6, [raw_of(sales[0], 100)]),
+        (1.3, [raw_of(sales[1], 101)]),
+        (2.8, [raw_of(sales[2], 102)]),
+    ]
+    out = sinks()
+    run_main(
+        build(
+            replace(Settings(), idle_eviction_s=1.0),
+            source=_timed_pull(plan),
+            sinks=out,
+            network=two_store_network(),
+            policy=policy(),
+        )
+    )
+    outputs: dict[str, StepOutput] = {o.event_id: o for _, o in out.step_outputs.items}  # type: ignore[union-attr]
+    assert not outputs["s0"].new_key and not outputs["s1"].new_key  # held past 1 s
+    assert outputs["s2"].new_key  # 1.5 s after its last event it was evicted
+
+
 junk = st.one_of(
     st.binary(max_size=200),
     st.builds(

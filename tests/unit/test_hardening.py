@@ -25,7 +25,7 @@ from operators.control import (
     verify,
 )
 from operators.engine import DecisionContext, step
-from operators.limits import KeyBudget
+from operators.limits import IdleSweep, KeyBudget
 from operators.parse import parse_message, topic_kinds_for
 from state.config import ConfigError, network_from_dict
 from state.governance import ControlCommand, ControlRejection
@@ -179,6 +179,22 @@ def test_the_key_budget_admits_up_to_its_capacity() -> None:
     assert budget.take() and budget.take() and not budget.take()
     budget.give_back()
     assert budget.take() and budget.held == 2
+
+
+def test_the_idle_sweep_lists_skus_idle_since_their_last_touch_once_per_interval() -> None:
+    sweep = IdleSweep(80.0)
+    assert sweep.every_s == 10.0  # an eighth of the idle time
+    sweep.touch("SKU-1", 0.0)
+    sweep.touch("SKU-2", 0.0)
+    sweep.touch("SKU-2", 50.0)  # touched again: idle from here
+    assert sweep.due(79.0) == []  # nothing idle yet; the next sweep is at 89
+    assert sweep.due(85.0) == []  # SKU-1 is idle, but no sweep is due
+    assert sweep.due(89.0) == ["SKU-1"]
+    assert sweep.idle("SKU-1", 89.0) and not sweep.idle("SKU-2", 89.0)
+    sweep.forget("SKU-1")
+    assert not sweep.idle("SKU-1", 1e9)  # a SKU not held is never idle
+    assert sweep.due(130.0) == ["SKU-2"]
+    assert IdleSweep(7 * 86_400.0).every_s == 3600.0  # at most an hour between sweeps
 
 
 # Row 10: a 170 KB payload made a dead letter the broker refused (JSON escaping grew it 6x).
