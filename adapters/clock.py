@@ -20,8 +20,9 @@ def now_s() -> float:
 
 
 class _TickPartition(StatelessSourcePartition[bool]):
-    def __init__(self, every_s: float) -> None:
+    def __init__(self, every_s: float, wake_s: float) -> None:
         self._every_s = every_s
+        self._wake_s = wake_s
         self._next_s = now_s() + every_s
 
     def next_batch(self) -> list[bool]:
@@ -31,16 +32,21 @@ class _TickPartition(StatelessSourcePartition[bool]):
         return [True]
 
     def next_awake(self) -> datetime:
-        return datetime.fromtimestamp(self._next_s, UTC)
+        return datetime.fromtimestamp(min(self._next_s, now_s() + self._wake_s), UTC)
 
 
 class Ticks(DynamicSource[bool]):
     """An item every `every_s` seconds on each worker, for housekeeping that must run while
     no events arrive (the idle sweep, in `stockshift run`); it never ends, so only a flow on
-    an endless input carries it."""
+    an endless input carries it.
 
-    def __init__(self, every_s: float) -> None:
+    Woken every `wake_s` (at most the epoch interval) in between: Bytewax moves an input to
+    its next epoch only when it wakes it, and an input still in an old epoch holds every
+    other input back (an hourly tick once stalled the flow after its first epoch)."""
+
+    def __init__(self, every_s: float, wake_s: float) -> None:
         self._every_s = every_s
+        self._wake_s = wake_s
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _TickPartition:
-        return _TickPartition(self._every_s)
+        return _TickPartition(self._every_s, self._wake_s)

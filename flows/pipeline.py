@@ -428,6 +428,13 @@ def build(
     events, dead = _parse(inputs.raw, settings, network)
     sweep = IdleSweep(settings.idle_eviction_s) if settings.idle_eviction_s > 0 else None
     keyed: KeyedStream[Event | IdleCheck] = op.flat_map_batch("key_by_sku", events, KeyBySku(sweep))
+    if sweep is not None and source is None:
+        # On Kafka the input never ends and may fall quiet: a clock wakes the sweep too,
+        # itself woken twice an epoch (clock.Ticks says why).
+        wake_s = min(sweep.every_s, settings.snapshot_interval_s / 2)
+        ticks = op.input("idle_sweep_clock", flow, clock.Ticks(sweep.every_s, wake_s))
+        checks = op.flat_map_batch("idle_checks", ticks, partial(_idle_checks, sweep))
+        keyed = op.merge("keyed_with_idle_checks", keyed, checks)
     budget = KeyBudget(settings.max_skus)
     outputs = _sku_state("sku_state", keyed, partial(SkuLogic, context, sweep, snapshots, budget))
     # (sku, StepOutput): exactly one per event that reached the state

@@ -163,3 +163,25 @@ def test_a_restart_prunes_evicted_skus_from_the_store_and_still_resumes(
     assert _rows_of_evicted_skus(store) == 0
     # Resumed from the snapshots: the history was not read again.
     assert consumed_after_restart < len(history) / 2, consumed_after_restart
+
+
+def test_a_flow_on_kafka_keeps_reading_across_epochs_with_idle_eviction_at_its_default(
+    kafka_brokers: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Every input of the dataflow must be woken at least once an epoch, or its epoch holds
+    the others back: the idle sweep's clock (hourly at the default idle time) once stalled
+    the Kafka input after the first epoch. Epochs of 0.3 s; events 3 s apart."""
+    flow = FlowHarness(
+        kafka_brokers, topic_prefix, tmp_path,
+        STOCKSHIFT_METRICS_PORT=str(free_port()), STOCKSHIFT_SNAPSHOT_INTERVAL_S="0.3",
+    )  # fmt: skip
+    try:
+        flow.start()
+        flow.publish_events(warm_history(E2E_HOURS, sku="SKU-1", b_stock=E2E_B_STOCK))
+        flow.wait_live()
+        time.sleep(3.0)  # ten epochs
+        flow.publish_events([event("trigger-1", EventType.ADJUSTMENT, 50.2, "B", -15)])
+        (proposal,) = flow.records("proposals", 1, timeout=15)
+        assert proposal["sku"] == "SKU-1"
+    finally:
+        flow.stop()
