@@ -429,10 +429,8 @@ def build(
     sweep = IdleSweep(settings.idle_eviction_s) if settings.idle_eviction_s > 0 else None
     keyed: KeyedStream[Event | IdleCheck] = op.flat_map_batch("key_by_sku", events, KeyBySku(sweep))
     if sweep is not None and source is None:
-        # On Kafka the input never ends and may fall quiet: a clock wakes the sweep too,
-        # itself woken twice an epoch (clock.Ticks says why).
-        wake_s = min(sweep.every_s, settings.snapshot_interval_s / 2)
-        ticks = op.input("idle_sweep_clock", flow, clock.Ticks(sweep.every_s, wake_s))
+        # On Kafka the input never ends and may fall quiet: a clock wakes the sweep too.
+        ticks = op.input("idle_sweep_clock", flow, clock.Ticks(sweep.every_s))
         checks = op.flat_map_batch("idle_checks", ticks, partial(_idle_checks, sweep))
         keyed = op.merge("keyed_with_idle_checks", keyed, checks)
     budget = KeyBudget(settings.max_skus)

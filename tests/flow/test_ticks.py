@@ -48,7 +48,7 @@ class _EndingTicks(clock.Ticks):
     """The production clock, ending a little after the paced source so the run can end."""
 
     def __init__(self, started: float) -> None:
-        super().__init__(3600.0, 0.05)
+        super().__init__(3600.0)
         self._started = started
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> clock._TickPartition:
@@ -60,13 +60,13 @@ class _EndingTicks(clock.Ticks):
                     raise StopIteration
                 return super().next_batch()
 
-        return Ending(self._every_s, self._wake_s)
+        return Ending(self._every_s)
 
 
 def test_items_keep_flowing_across_epochs_beside_an_hourly_clock() -> None:
-    """Epochs of 0.1 s; the clock ticks hourly but wakes every 0.05 s, so its epoch keeps
-    up and a stateful step downstream of both keeps processing (it stalled after its first
-    epoch when the clock slept until its next tick)."""
+    """Epochs of 0.1 s; the clock ticks hourly but is woken at Bytewax's pace, so its epoch
+    keeps up and a stateful step downstream of both keeps processing (it stalled after its
+    first epoch when the clock slept until its next tick)."""
     started = time.monotonic()
     seen: list[float] = []
     flow = Dataflow("ticks")
