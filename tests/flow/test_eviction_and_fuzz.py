@@ -21,6 +21,16 @@ def sinks() -> Sinks:
     return Sinks(ListSink(), ListSink(), ListSink(), ListSink())
 
 
+def _outputs_by_event(idle_s: float, source: PullSource) -> dict[str, StepOutput]:
+    """Each event's output from the flow on the two-store network, SKUs idle after `idle_s`."""
+    out = sinks()
+    settings = replace(Settings(), idle_eviction_s=idle_s)
+    run_main(
+        build(settings, source=source, sinks=out, network=two_store_network(), policy=policy())
+    )
+    return {o.event_id: o for _, o in out.step_outputs.items}  # type: ignore[union-attr]
+
+
 def test_an_idle_sku_is_evicted_and_one_with_a_reservation_is_kept() -> None:
     # SKU-1 ends with an open proposal (a reservation); SKU-2 is plain history.
     first = [
@@ -48,17 +58,7 @@ def test_an_idle_sku_is_evicted_and_one_with_a_reservation_is_kept() -> None:
             return []
         return batches.pop(0)
 
-    out = sinks()
-    run_main(
-        build(
-            replace(Settings(), idle_eviction_s=0.2),
-            source=PullSource(pull),
-            sinks=out,
-            network=two_store_network(),
-            policy=policy(),
-        )
-    )
-    outputs: dict[str, StepOutput] = {o.event_id: o for _, o in out.step_outputs.items}  # type: ignore[union-attr]
+    outputs = _outputs_by_event(0.2, PullSource(pull))
     assert outputs["late-2"].new_key  # SKU-2 was evicted and starts afresh
     assert not outputs["late-1"].new_key  # SKU-1 still held its reservation
 
@@ -91,17 +91,7 @@ def test_a_sku_is_idle_from_its_last_event_not_its_first() -> None:
         (1.3, [raw_of(sales[1], 101)]),
         (2.8, [raw_of(sales[2], 102)]),
     ]
-    out = sinks()
-    run_main(
-        build(
-            replace(Settings(), idle_eviction_s=1.0),
-            source=_timed_pull(plan),
-            sinks=out,
-            network=two_store_network(),
-            policy=policy(),
-        )
-    )
-    outputs: dict[str, StepOutput] = {o.event_id: o for _, o in out.step_outputs.items}  # type: ignore[union-attr]
+    outputs = _outputs_by_event(1.0, _timed_pull(plan))
     assert not outputs["s0"].new_key and not outputs["s1"].new_key  # held past 1 s
     assert outputs["s2"].new_key  # 1.5 s after its last event it was evicted
 
