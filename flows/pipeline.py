@@ -45,7 +45,15 @@ from operators.lanes import (
     receiving_items,
     receiving_site,
 )
-from operators.limits import IDLE_CHECK, IdleCheck, IdleSweep, KeyBudget, over_budget_letter
+from operators.limits import (
+    HOLD,
+    IDLE_CHECK,
+    LEAVE,
+    IdleCheck,
+    IdleSweep,
+    KeyBudget,
+    over_budget_letter,
+)
 from operators.parse import parse_message, topic_kinds_for
 from state.config import Network, Policy
 from state.governance import ControlCommand, ControlRejection
@@ -222,27 +230,21 @@ class SkuLogic(StatefulBatchLogic[Event | IdleCheck, StepOutput, bytes]):
         return output
 
     def _leave_if_idle(self) -> None:
-        """Idle SKUs leave memory (their last positions stay in Redis). A SKU with a
-        proposal still unanswered stays for as long as a reservation can live, once; then
-        it goes too. Nothing a producer sends (deliveries that never come, reservations no
-        one answers) can pin a SKU in memory for good."""
+        """Idle SKUs leave memory (their last positions stay in Redis): `IdleSweep.check`."""
         state, sweep = self._state, self._sweep
-        now_s = clock.now_s()
-        if state is None or sweep is None or not sweep.idle(state.sku, now_s):
-            return  # touched since the sweep listed it
-        pending = any(not r.dispatched for r in state.reservations.values())
-        if pending and self._idle_rounds == 0:
-            self._idle_rounds = 1
-            policy = self._ctx.policy
-            lifetime_s = max(policy.proposal_ttl_hours, policy.approval_ttl_hours) * 3600
-            sweep.touch(state.sku, now_s + lifetime_s - sweep.idle_s)
+        if state is None or sweep is None:
             return
-        sweep.forget(state.sku)
-        self._state = None
-        self._idle_rounds = 0
-        self._budget.give_back()
-        metrics.KEYS_HELD.dec()
-        metrics.KEYS_EVICTED.inc()
+        policy = self._ctx.policy
+        hold_s = max(policy.proposal_ttl_hours, policy.approval_ttl_hours) * 3600
+        verdict = sweep.check(state, clock.now_s(), self._idle_rounds > 0, hold_s)
+        if verdict == HOLD:
+            self._idle_rounds = 1
+        elif verdict == LEAVE:
+            self._state = None
+            self._idle_rounds = 0
+            self._budget.give_back()
+            metrics.KEYS_HELD.dec()
+            metrics.KEYS_EVICTED.inc()
 
     @property
     def state(self) -> SkuState | None:

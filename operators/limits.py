@@ -151,6 +151,11 @@ class IdleCheck:
 
 IDLE_CHECK: Final = IdleCheck()
 
+# What an `IdleCheck` does to a SKU (`IdleSweep.check`).
+STAY: Final = "stay"
+HOLD: Final = "hold"
+LEAVE: Final = "leave"
+
 # The longest a sweep waits: an idle SKU leaves within this of its idle time.
 _LONGEST_SWEEP_S: Final = 3600.0
 
@@ -182,6 +187,20 @@ class IdleSweep:
         """Whether the SKU has not been touched for the idle time (a SKU not in the table
         was never admitted, or has left)."""
         return now_s - self.touched.get(sku, now_s) >= self.idle_s
+
+    def check(self, state: SkuState, now_s: float, held_once: bool, hold_s: float) -> str:
+        """What an `IdleCheck` does to a held SKU: `STAY` when an event came since the sweep
+        listed it; `HOLD`, once, while a proposal of its is unanswered (its clock moved on so
+        it stays `hold_s` more, as long as a reservation can live); else `LEAVE` (it leaves
+        the table too). Nothing a producer sends (deliveries that never come, reservations
+        no one answers) can pin a SKU in memory for good."""
+        if not self.idle(state.sku, now_s):
+            return STAY
+        if not held_once and any(not r.dispatched for r in state.reservations.values()):
+            self.touch(state.sku, now_s + hold_s - self.idle_s)
+            return HOLD
+        self.forget(state.sku)
+        return LEAVE
 
     def due(self, now_s: float) -> list[str]:
         """The SKUs idle at `now_s`, when a sweep is due; else none."""

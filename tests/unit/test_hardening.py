@@ -25,11 +25,12 @@ from operators.control import (
     verify,
 )
 from operators.engine import DecisionContext, step
-from operators.limits import IdleSweep, KeyBudget
+from operators.limits import HOLD, LEAVE, STAY, IdleSweep, KeyBudget
 from operators.parse import parse_message, topic_kinds_for
 from state.config import ConfigError, network_from_dict
 from state.governance import ControlCommand, ControlRejection
 from state.records import DeadLetter, Event, EventType, RawMessage
+from state.sku import Reservation, SkuState
 from tests.support.helpers import HOUR, T0, event, policy, two_store_network, warm_history
 
 KINDS = topic_kinds_for("stockshift.")
@@ -195,6 +196,20 @@ def test_the_idle_sweep_lists_skus_idle_since_their_last_touch_once_per_interval
     assert not sweep.idle("SKU-1", 1e9)  # a SKU not held is never idle
     assert sweep.due(130.0) == ["SKU-2"]
     assert IdleSweep(7 * 86_400.0).every_s == 3600.0  # at most an hour between sweeps
+
+
+def test_an_idle_check_keeps_a_busy_sku_holds_one_with_an_open_proposal_once() -> None:
+    sweep = IdleSweep(100.0)
+    plain = SkuState("SKU-1")
+    waiting = SkuState("SKU-2", reservations={"p1": Reservation("A", "B", 3, 0, 4.0)})
+    for state in (plain, waiting):
+        sweep.touch(state.sku, 0.0)
+    assert sweep.check(plain, 50.0, False, 500.0) == STAY  # touched 50 s ago
+    assert sweep.check(waiting, 100.0, False, 500.0) == HOLD  # its proposal is unanswered
+    assert not sweep.idle("SKU-2", 499.0) and sweep.idle("SKU-2", 600.0)  # held 500 s more
+    assert sweep.check(waiting, 600.0, True, 500.0) == LEAVE  # held once already
+    assert sweep.check(plain, 100.0, False, 500.0) == LEAVE
+    assert sweep.touched == {}  # both left the table
 
 
 # Row 10: a 170 KB payload made a dead letter the broker refused (JSON escaping grew it 6x).
