@@ -98,6 +98,8 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         # (one 35k-event batch held the first snapshot of a replay back for seconds).
         starved = any(not b and k not in self._caught_up for k, b in self._buffers.items())
         fetched = self._drain() if starved or buffered < 4 * self._batch_size else []
+        # One clock read per fetch: its messages arrived in the same consume calls.
+        received_ms, fetched_at = now_ms(), time.monotonic()
         for msg in fetched:
             key = (msg.topic() or "", msg.partition() or 0)
             error = msg.error()
@@ -108,23 +110,8 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
                     out.append(_dead(msg, str(error)))
                 continue
             self._caught_up.discard(key)
-            self._fetched[key].append(time.monotonic())
-            ts_type, ts = msg.timestamp()
-            headers = msg.headers()
-            self._buffers[key].append(
-                RawMessage(
-                    topic=key[0],
-                    partition=key[1],
-                    offset=msg.offset(),
-                    key=msg.key(),
-                    value=msg.value(),
-                    received_at_ms=now_ms(),
-                    timestamp_ms=ts if ts_type else None,
-                    broker_time=ts_type == TIMESTAMP_LOG_APPEND_TIME,
-                    traceparent=_traceparent(headers),
-                    content_type=_content_type(headers),
-                )
-            )
+            self._fetched[key].append(fetched_at)
+            self._buffers[key].append(_raw(msg, key, received_ms))
         out.extend(self._merge(self._batch_size))
         self._apply_backpressure()
         return out
@@ -246,6 +233,21 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def _raw(msg: Any, key: Key, received_ms: int) -> RawMessage:
+    """A consumed message as the flow's record. Positional: records are interpreted
+    dataclasses, and ten keywords cost a dict per message (0.6-0.8 against 0.3 us)."""
+    ts_type, ts = msg.timestamp()
+    headers = msg.headers()
+    traceparent = content_type = None
+    if headers is not None:
+        traceparent, content_type = _traceparent(headers), _content_type(headers)
+    return RawMessage(
+        key[0], key[1], msg.offset(), msg.key(), msg.value(), received_ms,
+        ts if ts_type else None, ts_type == TIMESTAMP_LOG_APPEND_TIME, traceparent,
+        content_type,
+    )  # fmt: skip
 
 
 def _header(headers: list[tuple[str, bytes | None]] | None, wanted: str) -> bytes | None:
