@@ -248,21 +248,12 @@ def _event(
         _plausible(qty, site, ceilings, event_type)
         if moved.from_site is not None:
             _plausible(qty, moved.from_site, ceilings, event_type)
+    # Positional, in Event's field order: records are interpreted dataclasses, and thirteen
+    # keywords cost a dict per event (0.7-0.8 against 0.3 us, `python -m timeit`).
     return Event(
-        event_id=event_id,
-        type=event_type,
-        ts_ms=ts_ms,
-        sku=sku,
-        site=site,
-        qty=qty,
-        eta_ms=moved.eta_ms,
-        shipment_id=moved.shipment_id,
-        from_site=moved.from_site,
-        proposal_id=moved.proposal_id,
-        source=source,
-        ingested_ms=ingested_ms,
-        received_ms=received_ms,
-    )
+        event_id, event_type, ts_ms, sku, site, qty, moved.eta_ms, moved.shipment_id,
+        moved.from_site, moved.proposal_id, source, ingested_ms, received_ms,
+    )  # fmt: skip
 
 
 def _site(obj: Mapping[str, Any], name: str, sites: frozenset[str]) -> str:
