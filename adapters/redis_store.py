@@ -27,7 +27,7 @@ import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from adapters import metrics
-from operators.codec import decision_dict, rfc3339
+from operators.codec import decision_json, rfc3339
 from state.records import DecisionRecord, Proposal, SitePosition, StepOutput
 
 log = logging.getLogger("stockshift.redis")
@@ -240,7 +240,7 @@ class _LiveStatePartition(StatelessSinkPartition[LiveStateItem]):
     def _take_trail(self, decisions: Iterable[DecisionRecord]) -> None:
         for decision in decisions:
             if decision.proposal_id is not None and not decision.shadow:
-                body = orjson.dumps(decision_dict(decision))
+                body = decision_json(decision)
                 self._trail.append((decision.proposal_id, body, decision))
 
     def _flush(self) -> None:

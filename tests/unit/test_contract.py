@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,10 +13,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from operators.codec import dead_letter_headers, dead_letter_message, proposal_dict, rfc3339
+from operators.codec import (
+    dead_letter_headers,
+    dead_letter_message,
+    decision_json,
+    proposal_dict,
+    rfc3339,
+)
 from operators.engine import DecisionContext, step
 from operators.parse import parse_message, topic_kinds_for
-from state.records import DeadLetter, Event, EventType, RawMessage
+from state.records import Candidate, DeadLetter, Event, EventType, RawMessage
 from tests.support.helpers import event, policy, two_store_network, warm_history
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,6 +90,30 @@ def test_outputs_match_their_schemas() -> None:
     headers = dead_letter_headers(dead_letter_message(letter).headers)
     documented = (ROOT / "docs" / "contract.md").read_text()
     assert headers and all(f"`stockshift.{name}`" in documented for name in headers)
+
+
+def test_a_decision_record_reads_as_its_fields_with_the_time_as_ts_last() -> None:
+    """Each field in the record's order, nested records as objects, `ts_ms` written as `ts`
+    at the end, and no `traceparent` unless the trigger had one: checked against orjson's
+    own reading of the whole record: a real proposal's record, and one with an alternative."""
+    ctx = DecisionContext.build(two_store_network(), policy())
+    state = None
+    records = []
+    for e in [*warm_history(), event("count-B", EventType.SNAPSHOT, 30.2, "B", 20)]:
+        state, out = step(state, e, ctx)
+        records += [*out.decisions, *(p.record for p in out.proposals if p.record)]
+    assert records and all(r.receiver and r.evidence for r in records)
+    traced = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    rejected = Candidate("C", 2, 11.6, 8.37, 0.0835, 1.1835, -14.9695, "no_net_benefit")
+    weighed = dataclasses.replace(records[-1], alternatives=(rejected,), traceparent=traced)
+    for record in [*records, weighed]:
+        expected = orjson.loads(orjson.dumps(record))
+        expected["ts"] = rfc3339(expected.pop("ts_ms"))
+        if expected["traceparent"] is None:
+            del expected["traceparent"]
+        written = orjson.loads(decision_json(record))
+        assert list(written) == list(expected) and written == expected
+    assert orjson.loads(decision_json(records[-1]))["outcome"] == records[-1].outcome.value
 
 
 @given(st.integers(min_value=-62_135_596_800_000 + 86_400_000, max_value=253_402_300_799_999))
