@@ -243,14 +243,25 @@ def _compiled_core() -> tuple[Path | None, str]:
 def _compiled_rows(
     rates: dict[str, float], spread: dict[str, tuple[float, float]],
     fresh: Callable[[], Settings], n_skus: int, n_events: int, compiled: Path | None,
-) -> None:  # fmt: skip
+    ceiling_b: Callable[[], float],
+) -> list[float]:  # fmt: skip
     """The full flow in a process of its own with the pure core, then with the compiled
     one: the same start-up in both, so the ratio between them is the compiled core's gain.
-    The compiled rows, the ones the goals are judged on, are medians of `REPEATS` runs."""
+    The compiled rows, the ones the goals are judged on, are medians of `REPEATS` runs.
+
+    Returns each compiled run's dataflow rate over a ceiling B run (`ceiling_b`, events/s)
+    timed just before it: this machine's speed drifted by half within an hour (2026-12-06:
+    B 84,592 and 61,167 events/s in two benches), and minutes apart by a tenth or more, so
+    a ratio of adjacent runs says more than one of medians timed minutes apart."""
     pure = _timed_processes(fresh(), n_skus, 1)
     rates[_PURE_OWN], rates[_PURE_RUN] = n_events / pure.total, n_events / pure.run
+    paired: list[float] = []
     if compiled is not None:
-        runs = [_timed_processes(fresh(), n_skus, 1, compiled) for _ in range(REPEATS)]
+        runs = []
+        for _ in range(REPEATS):
+            b_rate = ceiling_b()
+            runs.append(_timed_processes(fresh(), n_skus, 1, compiled))
+            paired.append(n_events / runs[-1].run / b_rate)
         own, alone = [n_events / r.total for r in runs], [n_events / r.run for r in runs]
         rates[_COMPILED_OWN], rates[_COMPILED_RUN] = (
             statistics.median(own),
@@ -260,6 +271,7 @@ def _compiled_rows(
             (min(own), max(own)),
             (min(alone), max(alone)),
         )
+    return paired
 
 
 def _rss_bytes() -> int:
@@ -420,8 +432,12 @@ def run_bench(
         rates["stockshift full flow, 2 workers, 1 process"] = n_events / _timed_workers(
             _full(fresh(), scenario), 2
         )
-        say("full flow, 1 worker in its own process: pure core, then compiled core")
-        _compiled_rows(rates, spread, fresh, n_skus, n_events, compiled)
+        say("full flow, 1 worker in its own process: pure core, then compiled core (a B run each)")
+        paired = _compiled_rows(
+            rates, spread, fresh, n_skus, n_events, compiled,
+            lambda: n_events / _timed(_passthrough(settings)),
+        )  # fmt: skip
+        results["paired_ratio_to_ceiling_b"] = [round(r, 3) for r in paired]
         say("full flow, 2 processes (Bytewax cluster on loopback)")
         rates["stockshift full flow, 2 processes x 1 worker (incl. start-up)"] = (
             n_events / _timed_processes(fresh(), n_skus, 2).total
@@ -491,6 +507,13 @@ def print_results(results: dict[str, Any]) -> None:
         print(
             f"{name:<70}{rate:>10}{results['ratio_to_ceiling_b'][name]:>8.2f}"
             f"{results['ratio_to_ceiling_a'][name]:>8.2f}{runs}"
+        )
+    paired = results.get("paired_ratio_to_ceiling_b")
+    if paired:
+        print(
+            f"compiled core, dataflow alone, each run over a B run timed just before it: "
+            f"median {statistics.median(paired):.2f} ({min(paired):.2f}-{max(paired):.2f}, "
+            f"{len(paired)} pairs)"
         )
     if results["compiled_skipped"]:
         print(f"compiled core: not built here ({results['compiled_skipped']})")
