@@ -105,6 +105,9 @@ class Scenario:
     # The published forecasts are this multiple of the ones behind the targets (an error
     # upstream: wrong units, a stale model), to test how stockshift copes with a bad feed.
     published_forecast_factor: float = 1.0
+    # Whether the published forecasts state their error (`error_cv`); many planning systems
+    # hand over the figure alone, and an exact forecast (sigma 0) can state none.
+    publish_forecast_error: bool = True
     # How a lane's fixed cost is charged: "per_transfer" (each SKU's transfer pays it) or
     # "per_trip" (one departure a day on the lane pays it, whatever it carries).
     cost_model: str = "per_transfer"
@@ -668,7 +671,7 @@ class Simulation:
                 body = {"event_id": f"fc-{sku}-{site}", "ts": self.ts(0), "sku": sku,
                         "site": site, "mean_per_day": round(float(self.forecast[k, s] * factor), 4),
                         "forecast_version": "sim-0"}  # fmt: skip
-                if cv > 0:
+                if cv > 0 and self.scenario.publish_forecast_error:
                     body["error_cv"] = round(cv, 4)
                 events.append(("forecasts", body))
         return events

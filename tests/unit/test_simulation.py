@@ -402,6 +402,10 @@ def test_a_world_that_publishes_its_forecasts_hands_one_per_sku_site_to_the_plan
     }
     sigma = scenario.forecast_error_sigma
     assert all(b["error_cv"] == round(math.sqrt(math.expm1(sigma**2)), 4) for b in forecasts)
+    quiet = Simulation(replace(scenario, publish_forecast_error=False), network)
+    bare = [body for kind, body in quiet.initial_events() if kind == "forecasts"]
+    assert [{**b, "error_cv": 0} for b in bare] == [{**b, "error_cv": 0} for b in forecasts]
+    assert not any("error_cv" in b for b in bare)
     recorded: list = []
     told = run_stockshift(scenario, network, POLICY, record=recorded).kpis
     blind = run_stockshift(SMALL, network, POLICY).kpis
