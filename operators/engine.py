@@ -303,7 +303,8 @@ def _learn_forecast(
     nothing by itself (the next event at the SKU is judged with it)."""
     figures = event.forecast
     assert figures is not None  # parse gives every forecast event its figures
-    error_cv = figures.error_cv if figures.error_cv is not None else ctx.policy.forecast_error_cv
+    # 0.0: the source states no error; the planner learns one (and starts from the policy's).
+    error_cv = figures.error_cv if figures.error_cv is not None else 0.0
     site = state.site(event.site)
     new = SiteForecast(figures.mean_per_day / 24.0, error_cv, scored_to_ms=event.ts_ms)
     before = site.forecast

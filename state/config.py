@@ -240,7 +240,8 @@ class Policy:
     # than their estimate: on a slow mover's few units that is mostly noise. 0: off.
     thin_evidence_units: float = 0.0
     thin_evidence_z: float = 2.0
-    # A forecast event without its own `error_cv` is taken to be off by this share.
+    # A forecast event without its own `error_cv` is taken to be off by this share until
+    # the SKU's sales show otherwise (`operators.demand.unstated_error_sq`).
     forecast_error_cv: float = 0.5
 
 

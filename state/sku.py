@@ -86,6 +86,8 @@ class SiteForecast(Restorable):
     source, not one number."""
 
     per_hour: float
+    # The relative error its source states; 0.0 where it states none (the planner then
+    # learns it from the SKU's sales: `operators.demand.unstated_error_sq`).
     error_cv: float
     # Units the forecasts expected over the hours the site had stock to sell, and the units
     # it sold in those hours; both decay with `FORECAST_ERROR_HALFLIFE_HOURS`.

@@ -14,10 +14,13 @@ from operators.codec import event_message
 from operators.demand import (
     FORECAST_ERROR_HALFLIFE_HOURS,
     FORECAST_MISS_Z_SQ,
+    MIN_LEARNED_ERROR_SQ,
+    UNSTATED_ERROR_PRIOR,
     forecast_bias,
     forecast_error_sq,
     observed_hours,
     track_forecast,
+    unstated_error_sq,
 )
 from operators.engine import step
 from operators.parse import parse_message, topic_kinds_for
@@ -71,8 +74,8 @@ def test_a_forecast_is_kept_per_site_replaced_by_the_next_and_decides_nothing() 
     assert not out.proposals and not out.decisions
     assert figures(state.sites["B"].forecast) == (0.5, 0.3)
     state, _ = step(state, forecast(1, "B", 24.0, cv=None), CTX)
-    # No error given: the policy's.
-    assert figures(state.sites["B"].forecast) == (1.0, CTX.policy.forecast_error_cv)
+    # No error given: kept as none stated (the planner learns one, from the policy's).
+    assert figures(state.sites["B"].forecast) == (1.0, 0.0)
 
 
 def figures(found: SiteForecast | None) -> tuple[float, float]:
@@ -165,7 +168,7 @@ def test_a_forecast_is_never_weighed_above_its_stated_error_nor_below_it_by_chan
     cv: float, expected: float, sold: float, bias: float, dispersion: float
 ) -> None:
     fc = SiteForecast(1.0, cv, expected_units=expected, sold_units=sold)
-    error = forecast_error_sq(fc, bias, dispersion)
+    error = forecast_error_sq(fc, bias, dispersion, cv * cv)
     assert error >= cv * cv
     # A miss within 2 sd of chance plus the stated error leaves the stated error.
     corrected = expected * bias
@@ -176,10 +179,10 @@ def test_a_forecast_is_never_weighed_above_its_stated_error_nor_below_it_by_chan
 
 def test_a_forecast_four_times_the_sales_shows_its_miss_and_the_bias_forgives_it() -> None:
     fc = SiteForecast(2.0, 0.2, expected_units=400.0, sold_units=100.0)
-    assert math.isclose(forecast_error_sq(fc, 1.0, 1.0), (300**2 - 400) / 400**2)
+    assert math.isclose(forecast_error_sq(fc, 1.0, 1.0, 0.2 * 0.2), (300**2 - 400) / 400**2)
     # The SKU's forecasts all run four times high: corrected, this one is right.
-    assert forecast_error_sq(fc, 0.25, 1.0) == 0.2 * 0.2
-    assert forecast_error_sq(SiteForecast(2.0, 0.2, 400.0, 390.0), 1.0, 1.0) == 0.2 * 0.2
+    assert forecast_error_sq(fc, 0.25, 1.0, 0.2 * 0.2) == 0.2 * 0.2
+    assert forecast_error_sq(SiteForecast(2.0, 0.2, 400.0, 390.0), 1.0, 1.0, 0.2 * 0.2) == 0.2 * 0.2
 
 
 def with_forecast(expected: float, sold: float, cv: float = 0.3) -> SiteState:
@@ -195,7 +198,7 @@ def with_forecast(expected: float, sold: float, cv: float = 0.3) -> SiteState:
 def test_the_skus_bias_lies_between_1_and_what_its_sites_sold_over_what_was_expected(
     scores: list[tuple[float, float, float]],
 ) -> None:
-    bias = forecast_bias([with_forecast(e, s, cv) for e, s, cv in scores] + [SiteState()])
+    bias = forecast_bias([with_forecast(e, s, cv) for e, s, cv in scores] + [SiteState()], 0.5)
     expected, sold = sum(e for e, _, _ in scores), sum(s for _, s, _ in scores)
     ratio = sold / expected if expected > 0 else (math.inf if sold > 0 else 1.0)
     low, high = sorted((1.0, ratio))
@@ -207,8 +210,76 @@ def test_the_skus_bias_lies_between_1_and_what_its_sites_sold_over_what_was_expe
 def test_the_bias_weighs_the_sites_together_against_the_stated_error() -> None:
     sites = [with_forecast(100.0, 50.0) for _ in range(3)]
     prior = 1 / 0.3**2  # worth 11 units
-    assert math.isclose(forecast_bias(sites), (150 + prior) / (300 + prior))
-    assert forecast_bias(sites[:1]) > forecast_bias(sites)  # one site: less evidence
+    assert math.isclose(forecast_bias(sites, 0.5), (150 + prior) / (300 + prior))
+    assert forecast_bias(sites[:1], 0.5) > forecast_bias(sites, 0.5)  # one site: less evidence
+    # Forecasts stating no error are weighed with the error assumed for them.
+    unstated = [with_forecast(100.0, 50.0, cv=0.0) for _ in range(3)]
+    assert math.isclose(forecast_bias(unstated, 0.3), (150 + prior) / (300 + prior))
+
+
+# Forecasts that state no error: the error is learned across the SKU's sites.
+
+
+def test_an_unstated_error_starts_from_the_assumed_one_and_ignores_stated_forecasts() -> None:
+    assert unstated_error_sq([SiteState()], 1.0, 0.5) == 0.25
+    # Stated forecasts say nothing about the unstated ones, however far they miss.
+    stated = [with_forecast(100.0, 10.0, cv=0.3) for _ in range(5)]
+    assert unstated_error_sq(stated, 1.0, 0.5) == 0.25
+    # Less than a unit expected: any miss is chance.
+    assert unstated_error_sq([with_forecast(0.9, 30.0, cv=0.0)], 1.0, 0.5) == 0.25
+
+
+def test_forecasts_that_keep_hitting_lose_their_assumed_error_and_missing_ones_keep_it() -> None:
+    # Ten sites each expected 20 units and sold 20 +- 3: a miss within chance (variance 20).
+    hitting = [with_forecast(20.0, 20.0 + (3 if i % 2 else -3), cv=0.0) for i in range(10)]
+    weight = 10 * 20.0**2
+    learned = unstated_error_sq(hitting, 1.0, 0.5)
+    assert math.isclose(
+        learned,
+        (UNSTATED_ERROR_PRIOR * 0.25 + weight * MIN_LEARNED_ERROR_SQ)
+        / (UNSTATED_ERROR_PRIOR + weight),
+    )
+    assert learned < 0.1  # from 50 % to the floor, 30 %
+    # Sold half or one and a half times what was expected: of the miss (10 units, squared
+    # 100) chance explains 20, the rest (80 of 400 expected squared) is the forecast's error.
+    missing = [with_forecast(20.0, 10.0 if i % 2 else 30.0, cv=0.0) for i in range(10)]
+    measured = 80.0 / 400.0
+    assert math.isclose(
+        unstated_error_sq(missing, 1.0, 0.5),
+        (UNSTATED_ERROR_PRIOR * 0.25 + weight * measured) / (UNSTATED_ERROR_PRIOR + weight),
+    )
+    # The SKU's bias is taken out first: all ran twice high, corrected they hit.
+    doubled = [with_forecast(40.0, 20.0, cv=0.0) for _ in range(10)]
+    assert unstated_error_sq(doubled, 0.5, 0.5) < 0.1
+
+
+@given(
+    scores=st.lists(st.tuples(st.floats(0.0, 1e4), st.floats(0.0, 1e4)), max_size=10),
+    assumed=st.floats(0.05, 2.0),
+)
+def test_a_learned_error_lies_between_the_floor_and_the_larger_of_assumed_and_measured(
+    scores: list[tuple[float, float]], assumed: float
+) -> None:
+    sites = [with_forecast(e, s, cv=0.0) for e, s in scores]
+    learned = unstated_error_sq(sites, 1.0, assumed)
+    counted = [(e, s) for e, s in scores if e >= 1.0]
+    weight = sum(e * e for e, _ in counted)
+    measured = sum((s - e) ** 2 - e for e, s in counted) / weight if weight else assumed**2
+    low = min(assumed**2, max(measured, MIN_LEARNED_ERROR_SQ))
+    high = max(assumed**2, measured, MIN_LEARNED_ERROR_SQ)
+    assert low * (1 - 1e-9) <= learned <= high * (1 + 1e-9)
+
+
+def test_the_planner_trusts_a_forecast_the_sales_bear_out_more_than_an_assumed_one() -> None:
+    p = policy()
+    site = site_that_sold(1.0, 48)
+    site.forecast = SiteForecast(0.25, 0.0)
+    assumed = agent_for("B", site, p)  # no error learned yet: the policy's
+    site.forecast = SiteForecast(0.25, p.forecast_error_cv)
+    assert math.isclose(assumed.mean, agent_for("B", site, p).mean, rel_tol=1e-12)
+    site.forecast = SiteForecast(0.25, 0.0)
+    learned = agent_for("B", site, p, unstated_sq=0.01)  # 10 %: worth 25 times the hours
+    assert abs(learned.mean - 0.25) < abs(assumed.mean - 0.25)
 
 
 def sku_under_forecast(per_day: float, hours: int) -> SkuState:
