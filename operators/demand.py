@@ -167,7 +167,7 @@ UNSTATED_ERROR_PRIOR: Final = 25.0
 # ...and never learned below this (squared: 30 %). The estimate runs low: the sales that
 # would show a forecast too low are the ones cut short by sell-outs (on M5 items whose
 # forecasts were 31 % off it gave a median of 12 %). With a floor of 5 % or 20 % such a world
-# lost up to a quarter of its net benefit; at 30 %, 1-12 %, while a world of exact forecasts
+# lost 19-28 % of its net benefit; at 30 %, 6-12 %, while a world of exact forecasts
 # still loses half as much as before (docs/benchmarks.md).
 MIN_LEARNED_ERROR_SQ: Final = 0.09
 
