@@ -423,7 +423,7 @@ def _decide(state: SkuState, run: _Step, ctx: DecisionContext, rejudge_neighbour
     it: no batch timer)."""
     policy = run.policy
     prior = demand_prior(state, policy, ctx.network) if policy.demand_prior_hours > 0 else None
-    agents: Agents = {}
+    agents = Agents()
     site_id = run.event.site
     receivers: list[tuple[str, str | None]] = [(site_id, None)]
     lanes = ctx.network.lanes_from(site_id) if rejudge_neighbours else []

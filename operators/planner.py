@@ -365,11 +365,35 @@ def agent_for(
     return Agent(site_id, site, mean, sd, learned, se, trusted, forecast_per_hour=per_hour)
 
 
-# Agents already built for one decision, by site id. An agent depends on its site's demand,
-# forecast and the SKU's prior, none of which change while one event's receivers are judged
-# (only reservations do, which agents read live): a receiver and its seven senders are built
-# once per event, not once per receiver they meet.
-Agents = dict[str, Agent]
+class ForecastSkill:
+    """How the SKU's forecasts have done across its sites: the bias factor for all of them,
+    and the learned error of those that state none (squared)."""
+
+    __slots__ = ("bias", "unstated_sq")
+
+    def __init__(self, bias: float, unstated_sq: float) -> None:
+        self.bias = bias
+        self.unstated_sq = unstated_sq
+
+
+def forecast_skill(sku_state: SkuState, policy: Policy) -> ForecastSkill:
+    assumed = policy.forecast_error_cv
+    bias = forecast_bias(sku_state.sites.values(), assumed)
+    return ForecastSkill(bias, unstated_error_sq(sku_state.sites.values(), bias, assumed))
+
+
+class Agents:
+    """Agents already built for one decision, by site id, and the SKU's forecast skill. An
+    agent depends on its site's demand, forecast and the SKU's prior, none of which change
+    while one event's receivers are judged (only reservations do, which agents read live):
+    a receiver and its seven senders are built once per event, not once per receiver they
+    meet, and the skill, a pass over all the SKU's sites, once, not once per agent."""
+
+    __slots__ = ("by_site", "skill")
+
+    def __init__(self) -> None:
+        self.by_site: dict[str, Agent] = {}
+        self.skill: ForecastSkill | None = None
 
 
 def agent_at(
@@ -381,15 +405,19 @@ def agent_at(
     agents: Agents | None,
 ) -> Agent:
     """The site's agent, from `agents` when one was built for this decision already."""
-    found = agents.get(site_id) if agents is not None else None
+    found = agents.by_site.get(site_id) if agents is not None else None
     if found is None:
         site = sku_state.site(site_id)
         bias, unstated_sq = 1.0, None
         if site.forecast is not None:
-            assumed = policy.forecast_error_cv
-            bias = forecast_bias(sku_state.sites.values(), assumed)
+            skill = agents.skill if agents is not None else None
+            if skill is None:
+                skill = forecast_skill(sku_state, policy)
+                if agents is not None:
+                    agents.skill = skill
+            bias = skill.bias
             if site.forecast.error_cv <= 0:
-                unstated_sq = unstated_error_sq(sku_state.sites.values(), bias, assumed)
+                unstated_sq = skill.unstated_sq
         index = demand_index(network, site_id)
         found = agent_for(site_id, site, policy, prior, index, bias, unstated_sq)
         configured = network.sites.get(site_id)
@@ -397,7 +425,7 @@ def agent_at(
             delay_ms = int(configured.supplier_delay_hours * HOUR_MS)
             found = replace(found, supplier_delay_ms=delay_ms)
         if agents is not None:
-            agents[site_id] = found
+            agents.by_site[site_id] = found
     return found
 
 
