@@ -24,7 +24,7 @@ from operators.demand import (
 )
 from operators.engine import step
 from operators.parse import parse_message, topic_kinds_for
-from operators.planner import DemandPrior, agent_at, agent_for
+from operators.planner import Agents, DemandPrior, agent_at, agent_for
 from state.records import DeadLetter, Event, EventType, ForecastFigures, RawMessage
 from state.sku import SiteForecast, SiteState, SkuState
 from tests.support.helpers import HOUR, T0, event, policy, warm_history
@@ -313,6 +313,21 @@ def test_a_biased_forecast_is_corrected_and_a_right_one_kept() -> None:
     assert right.sites["B"].forecast is not None
     right.sites["B"].forecast.expected_units = right.sites["B"].forecast.sold_units = 0.0
     assert abs(kept - mean_at_b(right)) < 0.02
+
+
+def test_agents_built_for_one_decision_share_the_skus_forecast_skill_and_match_fresh_ones() -> None:
+    state = sku_under_forecast(24.0, 96)
+    state, _ = step(state, forecast(96, "A", 2.0, cv=None), CTX)  # unstated: learned
+    state, _ = step(state, event("count-A", EventType.SNAPSHOT, 96.5, "A", 40), CTX)
+    p = policy()
+    agents = Agents()
+    shared = [agent_at(state, s, CTX.network, p, None, agents) for s in ("A", "B")]
+    assert agents.skill is not None and set(agents.by_site) == {"A", "B"}
+    fresh = [agent_at(state, s, CTX.network, p, None, None) for s in ("A", "B")]
+    assert [(a.mean, a.sd, a.forecast_trusted) for a in shared] == [
+        (a.mean, a.sd, a.forecast_trusted) for a in fresh
+    ]
+    assert agent_at(state, "A", CTX.network, p, None, agents) is shared[0]
 
 
 def test_the_next_forecast_takes_over_the_sources_record() -> None:
