@@ -108,6 +108,12 @@ class Scenario:
     # Whether the published forecasts state their error (`error_cv`); many planning systems
     # hand over the figure alone, and an exact forecast (sigma 0) can state none.
     publish_forecast_error: bool = True
+    # What the forecasts behind the targets are drawn around (times the lognormal error),
+    # for a trace: "run", the mean daily sales of the run itself (a forecast that knew the
+    # coming weeks' mean; sales then cannot stray from it by the run's end), or "history",
+    # the mean daily sales of the `history_days` before it (as a planning system's forecast
+    # would be made: from the past, so it also misses by the demand's own change).
+    forecast_basis: str = "run"
     # How a lane's fixed cost is charged: "per_transfer" (each SKU's transfer pays it) or
     # "per_trip" (one departure a day on the lane pays it, whatever it carries).
     cost_model: str = "per_transfer"
@@ -144,6 +150,12 @@ def load_scenario(path: str | Path, **overrides: Any) -> Scenario:
         raise ConfigError(f"{path}: cost_model must be per_transfer or per_trip")
     if scenario.trace_unplaced not in ("error", "warn"):
         raise ConfigError(f"{path}: trace_unplaced must be error or warn")
+    if scenario.forecast_basis not in ("run", "history"):
+        raise ConfigError(f"{path}: forecast_basis must be run or history")
+    if scenario.forecast_basis == "history" and (
+        scenario.trace is None or scenario.history_days <= 0
+    ):
+        raise ConfigError(f'{path}: forecast_basis = "history" needs a trace and history_days > 0')
     if scenario.distribution not in ("poisson", "negbin"):
         raise ConfigError(f"{path}: distribution must be poisson or negbin")
     _check_ranges(path, scenario)
@@ -540,7 +552,7 @@ class Simulation:
         if scenario.trace is not None:
             observed = self.demand.sum(axis=0) / max(scenario.days, 1)
             self.daily_rate = np.maximum(observed, 0.05)
-        forecast = self.daily_rate * rng.lognormal(
+        forecast = self._forecast_basis() * rng.lognormal(
             0.0, scenario.forecast_error_sigma, (n_skus, n_sites)
         )
         self.forecast = forecast
@@ -588,6 +600,13 @@ class Simulation:
         self.sales_history = self.sales_history[-self.scenario.review_days :]
         self.kpis = Kpis(unit_cost=self.network.sku_defaults.unit_cost)
         self._day_demand = self._day_served = self._day_moved = 0
+
+    def _forecast_basis(self) -> np.ndarray:
+        """The daily rates the forecasts are drawn around (`Scenario.forecast_basis`)."""
+        if self.scenario.forecast_basis == "history":
+            observed = self.history_demand.sum(axis=0) / self.scenario.history_days
+            return np.asarray(np.maximum(observed, 0.05), dtype=float)
+        return np.asarray(self.daily_rate, dtype=float)
 
     def _fit_storage(self, base_stock: np.ndarray) -> np.ndarray:
         """Each store's targets (and so its opening stock), scaled down alike to fit its

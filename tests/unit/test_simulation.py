@@ -389,6 +389,29 @@ def test_a_traces_first_days_can_be_stockshifts_history(tmp_path: Path) -> None:
     assert run.kpis["demand_units"] == 3
 
 
+def test_forecasts_can_be_drawn_around_the_history_days_instead_of_the_run(
+    tmp_path: Path,
+) -> None:
+    """`forecast_basis = "history"`: each SKU-site's forecast (error 0) is its mean daily
+    sales over the history days, as a forecast made from the past would be, not the run's
+    own mean; a scenario without history days is refused."""
+    trace = tmp_path / "trace.csv"
+    trace.write_text(
+        "date,sku,site,qty\n2016-04-25,SKU-A,CA_1,4\n2016-04-26,SKU-A,CA_1,2\n"
+        "2016-04-26,SKU-A,TX_1,1\n2016-04-27,SKU-A,CA_1,9\n2016-04-27,SKU-A,TX_1,5\n"
+    )
+    base = replace(SMALL, trace=str(trace), days=1, history_days=2, forecast_error_sigma=0.0)
+    network = make_network(base)
+    from_run = Simulation(base, network, emit=False).forecast
+    from_history = Simulation(replace(base, forecast_basis="history"), network).forecast
+    assert from_run.tolist() == [[9.0, 5.0]]
+    assert from_history.tolist() == [[3.0, 0.5]]
+    with pytest.raises(ConfigError, match="forecast_basis"):
+        path = tmp_path / "bad.toml"
+        path.write_text('forecast_basis = "history"\n')
+        load_scenario(path)
+
+
 def test_a_world_that_publishes_its_forecasts_hands_one_per_sku_site_to_the_planner() -> None:
     """The forecast each target was set from reaches stockshift as contract events, and the
     same world is judged differently with it (the planner's prior changed)."""
