@@ -164,11 +164,12 @@ def track_forecast(forecast: SiteForecast, ts_ms: int, in_stock: bool, sold: int
 # SKU's sites (`unstated_error_sq`), starting from the policy's `forecast_error_cv` as if that
 # had been seen over this many squared expected units (ten sites expecting 1.6 units each).
 UNSTATED_ERROR_PRIOR: Final = 25.0
-# ...and never learned below this (squared: 30 %). The estimate runs low: the sales that
-# would show a forecast too low are the ones cut short by sell-outs (on M5 items whose
-# forecasts were 31 % off it gave a median of 12 %). With a floor of 5 % or 20 % such a world
-# lost 19-28 % of its net benefit; at 30 %, 6-12 %, while a world of exact forecasts
-# still loses half as much as before (docs/benchmarks.md).
+# ...and never learned below this (squared: 30 %). In the simulator the estimate runs low
+# (on M5 items whose forecasts were 31 % off, a median of 12 %): its sales are pinned to the
+# rate the forecasts were drawn around, and sell-outs, left out of the score, are where
+# forecasts ran low (docs/benchmarks.md, "Why the learned error runs low"). With a floor of
+# 5 % or 20 % such a world lost 19-28 % of its net benefit; at 30 %, 6-12 %, while a world
+# of exact forecasts still loses half as much as before (docs/benchmarks.md).
 MIN_LEARNED_ERROR_SQ: Final = 0.09
 
 

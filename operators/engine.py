@@ -257,7 +257,9 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
     counts_as_demand = _check_signals(state, site, run, ctx) if run.policy.signal_checks else True
     if site.forecast is not None:
         # A sale that empties the shelf may have met less than the demand: its hours are
-        # left out of the score, or every sell-out would read as a forecast too high.
+        # left out of the score. (That leaves out where demand ran high, so the score reads
+        # sales a few per cent low; counting them, the sale as a lower bound, is the less
+        # biased estimate but decided no better: docs/benchmarks.md.)
         sold = event.qty if event.type is SALE and counts_as_demand else 0
         censored = event.type is SALE and event.qty >= site.on_hand
         track_forecast(site.forecast, event.ts_ms, _sells(site) and not censored, sold)
