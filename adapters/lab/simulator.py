@@ -565,6 +565,10 @@ class Simulation:
         self.reorder_level = np.floor(self.base_stock * scenario.reorder_share).astype(int)
         self.on_hand = self.base_stock.copy()
         self.from_transfer = np.zeros((n_skus, n_sites))
+        # Per SKU-site over the run (hour 0 on): units sold, and units sent less units
+        # received by transfer; `flows.lab.simulate` compares them with `none`'s.
+        self.sold_by_cell = np.zeros((n_skus, n_sites))
+        self.net_sent_by_cell = np.zeros((n_skus, n_sites))
         self.supplier_pipeline = np.zeros((n_skus, n_sites), dtype=int)
         self.in_transit = np.zeros((n_skus, n_sites), dtype=int)
         self.sold_today = np.zeros((n_skus, n_sites), dtype=int)
@@ -776,6 +780,8 @@ class Simulation:
         share = self.from_transfer[k, src] / self.on_hand[k, src] if self.on_hand[k, src] else 0.0
         self.from_transfer[k, src] -= share * qty
         self.on_hand[k, src] -= qty
+        self.net_sent_by_cell[k, src] += qty
+        self.net_sent_by_cell[k, dst] -= qty
         if lead_hours <= 0:
             self.on_hand[k, dst] += qty
             self.from_transfer[k, dst] += qty
@@ -879,6 +885,8 @@ class Simulation:
         pooled = self._pool(h, demand - served) if self.pooling else 0
         total_served = int(served.sum()) + pooled
         self.sold_today += served
+        if h >= 0:
+            self.sold_by_cell += served
         self.kpis.demand += int(demand.sum())
         self.kpis.served += total_served
         self.kpis.served_by_transfer += float(by_transfer.sum()) + pooled

@@ -41,6 +41,9 @@ class PolicyRun:
     daily_units_moved: list[int]
     days_of_supply: list[float]
     seconds: float
+    # Per SKU-site units sold and units sent net of those received (simulated runs only).
+    sold_by_cell: np.ndarray | None = None
+    net_sent_by_cell: np.ndarray | None = None
 
 
 def _days_of_supply(sim: Simulation) -> list[float]:
@@ -57,6 +60,9 @@ def _finish(name: str, sim: Simulation, started: float) -> PolicyRun:
         kpis.daily_units_moved,
         _days_of_supply(sim),
         time.perf_counter() - started,
+        # Pooling serves a site's unmet demand from another's shelf without a transfer.
+        None if sim.pooling else sim.sold_by_cell,
+        None if sim.pooling else sim.net_sent_by_cell,
     )
 
 
@@ -401,6 +407,7 @@ def run_all(
             raise ValueError(f"unknown policy {name!r}; choose from {POLICIES + OPTIONAL_POLICIES}")
     if "none" in runs:
         _money(runs, network.sku_defaults.unit_margin, stockshift_columns(policy))
+        _fill_change_at_senders(runs)
     if "none" in runs and "trip-bound" in runs:
         _net_capture(runs, network.sku_defaults.unit_margin)
     if "none" in runs and "hindsight" in runs:
@@ -429,6 +436,23 @@ def _money(runs: dict[str, PolicyRun], margin: float, stockshift: Mapping[str, P
         )
 
 
+def _fill_change_at_senders(runs: dict[str, PolicyRun]) -> None:
+    """What a policy's senders gave up: the units the SKU-sites that sent more than they
+    received sold against `none`'s at the same SKU-sites, as a share of all demand (so it
+    adds to network fill like the receivers' gain does). Local fill (network fill less the
+    share served by transferred units) falls whenever transferred units are sold, also
+    where they only stand in for a receiver's own supplier order (base-stock replenishment
+    orders less after a transfer in); this row counts only the sales senders lost."""
+    base = runs["none"].sold_by_cell
+    demand = runs["none"].kpis["demand_units"]
+    for run in runs.values():
+        sold, sent = run.sold_by_cell, run.net_sent_by_cell
+        if base is None or sold is None or sent is None or not demand:
+            continue
+        change = float((sold - base)[sent > 0].sum()) / demand
+        run.kpis["fill_change_at_senders"] = round(change, 4)
+
+
 def _net_capture(runs: dict[str, PolicyRun], margin: float) -> None:
     """Each policy's net benefit as a share of the most any plan could earn with the same
     trip and unit costs (the trip-cost bound's upper figure, `none`'s sales taken off)."""
@@ -450,6 +474,7 @@ KPI_ROWS = (
     "net_capture",
     "net_benefit_at_policy_value",
     "local_fill_rate",
+    "fill_change_at_senders",
     "share_served_by_transfer",
     "units_moved",
     "transfers",

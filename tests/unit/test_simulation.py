@@ -12,8 +12,15 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from adapters.lab.simulator import Scenario, Simulation, load_scenario, make_network
+from flows.lab.simulate import (
+    PolicyRun,
+    _fill_change_at_senders,
+    run_all,
+    run_none,
+    run_stockshift,
+    run_tie,
+)
 from flows.lab.simulate import _lane_specs as lane_specs
-from flows.lab.simulate import run_all, run_none, run_stockshift, run_tie
 from operators.history import MIN_DEMAND_INDEX, HistoryRow, fitted_demand_index, units_by_site
 from operators.reference.baselines import tie_moves
 from operators.reference.hindsight import LaneSpec, hindsight_bound, network_hindsight_bound
@@ -435,6 +442,31 @@ def test_a_world_that_publishes_its_forecasts_hands_one_per_sku_site_to_the_plan
     assert sum(kind == "forecasts" for kind, _ in recorded) == len(forecasts)
     assert told["demand_units"] == blind["demand_units"]  # the same demand
     assert told != blind
+
+
+def test_the_fill_senders_gave_up_counts_only_the_sales_lost_where_stock_left() -> None:
+    """`fill_change_at_senders`: units sold against `none`'s at the SKU-sites that sent more
+    than they received, over all demand; the receivers' gain and other sites are left out."""
+    none = PolicyRun("none", {"demand_units": 20}, [], [], [], 0.0,
+                     np.array([[5.0, 3.0, 2.0]]), np.zeros((1, 3)))  # fmt: skip
+    moved = PolicyRun("stockshift", {}, [], [], [], 0.0,
+                      np.array([[4.0, 6.0, 1.0]]), np.array([[2.0, -2.0, 0.0]]))  # fmt: skip
+    _fill_change_at_senders({"none": none, "stockshift": moved})
+    assert moved.kpis["fill_change_at_senders"] == -0.05
+    assert none.kpis["fill_change_at_senders"] == 0.0
+
+
+def test_a_runs_sales_and_transfers_by_sku_site_add_up_to_its_kpis() -> None:
+    scenario = replace(SMALL, n_skus=30)
+    runs = run_all(scenario, POLICY, ("none", "stockshift"))
+    for run in runs.values():
+        assert run.sold_by_cell is not None and run.net_sent_by_cell is not None
+        assert run.sold_by_cell.sum() == run.kpis["served_units"]
+        assert run.net_sent_by_cell.sum() == 0
+    moved = runs["stockshift"]
+    assert moved.net_sent_by_cell is not None and moved.kpis["units_moved"] > 0
+    assert np.abs(moved.net_sent_by_cell).sum() <= 2 * moved.kpis["units_moved"]
+    assert -1 <= moved.kpis["fill_change_at_senders"] <= 1
 
 
 def test_per_trip_costs_charge_a_lanes_fixed_cost_once_a_day_whatever_it_carries() -> None:
