@@ -39,7 +39,8 @@ class CusumParams:
 
 
 DEFAULT_PARAMS: Final = CusumParams()
-_STATE: Final = (
+# The detector's state, as it pickles itself and as recovery snapshots write it.
+DETECTOR_STATE: Final = (
     "reference_qty",
     "reference_days",
     "pending_qty",
@@ -61,7 +62,7 @@ class PoissonCusum:
     excursion become the new reference, so the detector follows the new level.
     """
 
-    __slots__ = ("params", *_STATE)
+    __slots__ = ("params", *DETECTOR_STATE)
 
     def __init__(
         self,
@@ -107,8 +108,8 @@ class PoissonCusum:
         return self.params.confirm
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {name: getattr(self, name) for name in _STATE}
-        if self.params != DEFAULT_PARAMS:
+        state = {name: getattr(self, name) for name in DETECTOR_STATE}
+        if self.params is not DEFAULT_PARAMS:  # equal settings are always that one object
             state["params"] = self.params
         return state
 
@@ -125,7 +126,7 @@ class PoissonCusum:
             params = CusumParams(**{k: values[k] for k in names if k in values})
         self.params = DEFAULT_PARAMS if params == DEFAULT_PARAMS else params
         fresh = PoissonCusum()
-        for name in _STATE:
+        for name in DETECTOR_STATE:
             setattr(self, name, values.get(name, getattr(fresh, name)))
 
     @property

@@ -129,6 +129,50 @@ def test_a_snapshot_under_an_older_schema_loads_by_field_name() -> None:
             assert loaded.sites[name].signals.quiet_since_ms == original.signals.quiet_since_ms
 
 
+def test_a_drift_detector_written_by_name_under_the_previous_schema_loads() -> None:
+    """Until December 2026 the detector wrote its own dict; the schema before then has no
+    record for it, and such snapshots load to the same detector."""
+    previous = snapshot.PAST_SCHEMAS[-2]
+    assert "PoissonCusum" not in dict(previous)
+    schema = dict(previous)
+    drift_at = schema["Signals"].index("drift")
+    signals_at = schema["SiteState"].index("signals")
+    shadow_at = schema["SkuState"].index("shadow")
+
+    def as_previous(values: tuple[Any, ...], sku: SkuState) -> tuple[Any, ...]:
+        for name, site_values in values[1].items():
+            signals = sku.sites[name].signals
+            if signals is not None and signals.drift is not None:
+                written = list(site_values[signals_at])
+                written[drift_at] = signals.drift.__getstate__()
+                site = list(site_values)
+                site[signals_at] = tuple(written)
+                values[1][name] = tuple(site)
+        if sku.shadow is not None:
+            values = (*values[:shadow_at], as_previous(values[shadow_at], sku.shadow))
+        return values
+
+    state = _rich_state()
+    assert state.shadow is not None and state.sites["A"].signals is not None
+    values = pickle.loads(snapshot.encode(state)[len(snapshot.MAGIC) + 8 :])
+    data = (
+        snapshot.MAGIC + snapshot.fingerprint(previous) + pickle.dumps(as_previous(values, state))
+    )
+    assert _same(snapshot.decode(data), state)
+
+
+def test_a_detector_with_its_own_settings_keeps_them() -> None:
+    state = _rich_state()
+    signals = state.sites["A"].signals
+    assert signals is not None
+    signals.drift = PoissonCusum(threshold=5.0, up=2.0)
+    loaded = snapshot.decode(snapshot.encode(state))
+    assert loaded is not None and loaded.sites["A"].signals is not None
+    drift = loaded.sites["A"].signals.drift
+    assert drift is not None and drift.params == signals.drift.params != PoissonCusum().params
+    assert _same(loaded, state)
+
+
 def test_an_unknown_schema_fails_clearly() -> None:
     data = snapshot.MAGIC + b"\x00" * 8 + pickle.dumps(())
     with pytest.raises(StateVersionError, match="schema"):
