@@ -46,9 +46,9 @@ def fingerprint(schema: Schema) -> bytes:
     return hashlib.blake2b(repr(schema).encode(), digest_size=8).digest()
 
 
-# Every schema a snapshot may have been written with. When a record's fields change, the
-# new schema is added here and the old ones stay (tests/unit/test_snapshot.py says so).
-PAST_SCHEMAS: Final[tuple[Schema, ...]] = (
+# The schemas whose snapshots hold the drift detector's state as its own dict (until
+# December 2026).
+_WITH_DETECTOR_DICT: Final[tuple[Schema, ...]] = (
     (
         ("SkuState", ("sku", "sites", "reservations", "recent_seen", "clock_ms",
                       "received_early", "shadow")),
@@ -105,24 +105,13 @@ PAST_SCHEMAS: Final[tuple[Schema, ...]] = (
         ("Reservation", ("from_site", "to_site", "qty", "expires_at_ms", "lead_hours",
                          "dispatched", "approved")),
     ),
+)  # fmt: skip
+# Every schema a snapshot may have been written with. When a record's fields change, the
+# new schema is added here and the old ones stay (tests/unit/test_snapshot.py says so).
+PAST_SCHEMAS: Final[tuple[Schema, ...]] = (
+    *_WITH_DETECTOR_DICT,
     (
-        ("SkuState", ("sku", "sites", "reservations", "recent_seen", "clock_ms",
-                      "received_early", "shadow")),
-        ("SiteState", ("on_hand", "reserved_in", "reserved_out", "inbound", "demand",
-                       "stocked_out_in_window", "last_transfer_in_ms", "last_event_ms",
-                       "last_logged", "integrity_until_ms", "integrity_reason",
-                       "disputed_qty", "disputed_until_ms", "unexplained_qty", "signals",
-                       "forecast")),
-        ("Demand", ("window_start_ms", "window_qty", "rate", "var", "weight",
-                    "windows_seen")),
-        ("Inbound", ("qty", "eta_ms", "sent_ms")),
-        ("Signals", ("sale_mean", "sale_dev", "sales_seen", "day_start_ms", "day_qty",
-                     "day_short", "drift", "drift_until_ms", "quiet_since_ms", "silent",
-                     "rise_found_today")),
-        ("SiteForecast", ("per_hour", "error_cv", "expected_units", "sold_units",
-                          "scored_to_ms")),
-        ("Reservation", ("from_site", "to_site", "qty", "expires_at_ms", "lead_hours",
-                         "dispatched", "approved")),
+        *_WITH_DETECTOR_DICT[-1],
         ("PoissonCusum", ("reference_qty", "reference_days", "pending_qty",
                           "pending_days", "score_up", "score_down", "_drift_detected",
                           "params")),
