@@ -413,10 +413,10 @@ def test_forecasts_can_be_drawn_around_the_history_days_instead_of_the_run(
     from_history = Simulation(replace(base, forecast_basis="history"), network).forecast
     assert from_run.tolist() == [[9.0, 5.0]]
     assert from_history.tolist() == [[3.0, 0.5]]
+    without_history = tmp_path / "no_history.toml"
+    without_history.write_text('forecast_basis = "history"\n')
     with pytest.raises(ConfigError, match="forecast_basis"):
-        path = tmp_path / "bad.toml"
-        path.write_text('forecast_basis = "history"\n')
-        load_scenario(path)
+        load_scenario(without_history)
 
 
 def test_a_world_that_publishes_its_forecasts_hands_one_per_sku_site_to_the_planner() -> None:
