@@ -227,7 +227,7 @@ _PURE_RUN = "  the same, dataflow alone (as B is timed), pure core"
 _COMPILED_RUN = "  the same, dataflow alone (as B is timed), compiled core"
 
 
-def _compiled_core() -> tuple[Path | None, str]:
+def compiled_core() -> tuple[Path | None, str]:
     """A copy of this checkout with the core compiled (as `make compiled` and the image
     build it), or why there is none."""
     why_not = can_compile()
@@ -388,7 +388,7 @@ def run_bench(
         "stream": benchgen.mix(stream),
     }
     say("compiling the core (mypyc) into a scratch copy")
-    compiled, results["compiled_skipped"] = _compiled_core()
+    compiled, results["compiled_skipped"] = compiled_core()
     results["engine"] = _engine_rows(stream, n_skus, compiled, say)
     try:
         prefix = f"bench{uuid.uuid4().hex[:6]}."
