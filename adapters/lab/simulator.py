@@ -450,6 +450,13 @@ def trace_keys(path: str | Path, site_map: str | None = None) -> tuple[list[str]
     return sorted(map(str, frame["sku"].unique())), sorted(map(str, frame["site"].unique()))
 
 
+def _mean_daily(hourly: np.ndarray, days: int) -> np.ndarray:
+    """Each SKU-site's mean daily sales over a trace's hours, at least 0.05 a day (a
+    SKU-site that sold nothing still gets a small target and forecast)."""
+    observed = hourly.sum(axis=0) / max(days, 1)
+    return np.asarray(np.maximum(observed, 0.05), dtype=float)
+
+
 @dataclass
 class Kpis:
     demand: int = 0
@@ -550,8 +557,7 @@ class Simulation:
         n_skus, n_sites = len(self.skus), len(self.sites)
         rng = np.random.default_rng(scenario.seed + 3)
         if scenario.trace is not None:
-            observed = self.demand.sum(axis=0) / max(scenario.days, 1)
-            self.daily_rate = np.maximum(observed, 0.05)
+            self.daily_rate = _mean_daily(self.demand, scenario.days)
         forecast = self._forecast_basis() * rng.lognormal(
             0.0, scenario.forecast_error_sigma, (n_skus, n_sites)
         )
@@ -608,8 +614,7 @@ class Simulation:
     def _forecast_basis(self) -> np.ndarray:
         """The daily rates the forecasts are drawn around (`Scenario.forecast_basis`)."""
         if self.scenario.forecast_basis == "history":
-            observed = self.history_demand.sum(axis=0) / self.scenario.history_days
-            return np.asarray(np.maximum(observed, 0.05), dtype=float)
+            return _mean_daily(self.history_demand, self.scenario.history_days)
         return np.asarray(self.daily_rate, dtype=float)
 
     def _fit_storage(self, base_stock: np.ndarray) -> np.ndarray:
