@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -22,9 +22,14 @@ from state.records import DeadLetter, DecisionRecord, Event, EventType, Finding,
 def rfc3339(ts_ms: int) -> str:
     """`2026-01-05T00:00:00.123+00:00`: the second's text is cached, since every live
     position and record carries a time and consecutive ones share their second (building
-    it through datetime each time was 1.4 us, most of a live position's encoding)."""
+    it through datetime each time was 1.4 us, most of a live position's encoding), and the
+    millisecond's is looked up (formatting it was half of what was left: 0.50 against
+    0.25 us a time, cache hits)."""
     second, ms = divmod(ts_ms, 1000)
-    return f"{_second_text(second)}.{ms:03d}+00:00"
+    return _second_text(second) + _MILLISECOND_TEXT[ms]
+
+
+_MILLISECOND_TEXT: Final = tuple(f".{ms:03d}+00:00" for ms in range(1000))
 
 
 @functools.lru_cache(maxsize=4096)
