@@ -148,8 +148,11 @@ def test_flow_survives_a_redis_outage_and_catches_up(
         flow.publish_events(warm_history(E2E_HOURS, sku="SKU-1", b_stock=E2E_B_STOCK))
         flow.wait_live()
         server.__exit__(None, None, None)  # Redis goes away mid-stream
-        flow.publish_events(warm_history(E2E_HOURS, sku="SKU-2", b_stock=E2E_B_STOCK))
-        flow.publish_events([event("trigger-2", EventType.ADJUSTMENT, 50.2, "B", -15, sku="SKU-2")])
+        # History and trigger in one call: the harness lets the flow consume each topic's run
+        # before the next topic's (the trigger, on another topic than the last sales, could
+        # otherwise be merged ahead of them and find B still stocked).
+        trigger = event("trigger-2", EventType.ADJUSTMENT, 50.2, "B", -15, sku="SKU-2")
+        flow.publish_events([*warm_history(E2E_HOURS, sku="SKU-2", b_stock=E2E_B_STOCK), trigger])
         (proposal,) = flow.records("proposals", 1, timeout=15)
         assert proposal["sku"] == "SKU-2" and flow.alive
         # Redis returns on the same port, empty: the live state written since is caught up.
