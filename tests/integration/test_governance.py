@@ -148,9 +148,10 @@ def test_flow_survives_a_redis_outage_and_catches_up(
         flow.publish_events(warm_history(E2E_HOURS, sku="SKU-1", b_stock=E2E_B_STOCK))
         flow.wait_live()
         server.__exit__(None, None, None)  # Redis goes away mid-stream
-        # History and trigger in one call: the harness lets the flow consume each topic's run
-        # before the next topic's (the trigger, on another topic than the last sales, could
-        # otherwise be merged ahead of them and find B still stocked).
+        # History and trigger in one call, as the harness asks: it lets the flow consume each
+        # topic's run before the next topic's (the trigger is on another topic than the last
+        # sales). This test has failed now and then under load; that race is not shown to be
+        # why (CHANGELOG, tenth round).
         trigger = event("trigger-2", EventType.ADJUSTMENT, 50.2, "B", -15, sku="SKU-2")
         flow.publish_events([*warm_history(E2E_HOURS, sku="SKU-2", b_stock=E2E_B_STOCK), trigger])
         (proposal,) = flow.records("proposals", 1, timeout=15)
