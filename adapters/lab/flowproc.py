@@ -180,6 +180,12 @@ class FlowHarness:
         )
         return [orjson.loads(m.value()) for m in messages]
 
+    def report(self, lines: int = 40) -> str:
+        """For a failed test's message: whether the flow still runs, and its log's tail (a
+        flow that stalled and one that decided otherwise look alike from the topics)."""
+        tail = self.log.read_text(errors="replace").splitlines()[-lines:]
+        return f"flow alive: {self.alive}; its log's last {len(tail)} lines:\n" + "\n".join(tail)
+
     def metric(self, name: str) -> float:
         """The sum of a metric's series as the flow serves it (STOCKSHIFT_METRICS_PORT);
         0 while the flow does not answer (starting, or killed)."""
