@@ -151,7 +151,7 @@ def test_flow_survives_a_redis_outage_and_catches_up(
         # History and trigger in one call, as the harness asks: it lets the flow consume each
         # topic's run before the next topic's. Sent apart, the trigger (inventory topic) was
         # now and then merged ahead of the last hours of sales (pos topic); those then counted
-        # in the current demand window, B's rate read 0.17 an hour instead of 0.27, and B at
+        # in the current demand window, B's demand read 0.56 an hour instead of 1.0, and B at
         # 26 units needed nothing (4 failures in 200 runs under load; 0 in 210 sent together).
         trigger = event("trigger-2", EventType.ADJUSTMENT, 50.2, "B", -15, sku="SKU-2")
         flow.publish_events([*warm_history(E2E_HOURS, sku="SKU-2", b_stock=E2E_B_STOCK), trigger])
