@@ -148,11 +148,11 @@ def test_flow_survives_a_redis_outage_and_catches_up(
         flow.publish_events(warm_history(E2E_HOURS, sku="SKU-1", b_stock=E2E_B_STOCK))
         flow.wait_live()
         server.__exit__(None, None, None)  # Redis goes away mid-stream
-        # History and trigger in one call, as the harness asks: it lets the flow consume each
-        # topic's run before the next topic's. Sent apart, the trigger (inventory topic) was
-        # now and then merged ahead of the last hours of sales (pos topic); those then counted
-        # in the current demand window, B's demand read 0.56 an hour instead of 1.0, and B at
-        # 26 units needed nothing (4 failures in 200 runs under load; 0 in 210 sent together).
+        # The harness lets the flow consume each topic's run before the next topic's. Before it
+        # did so across calls as well, the trigger sent in a call of its own (inventory topic)
+        # was now and then merged ahead of the last hours of sales (pos topic); those then
+        # counted in the current demand window, B's demand read 0.56 an hour instead of 1.0,
+        # and B at 26 units needed nothing (CHANGELOG, eleventh round).
         trigger = event("trigger-2", EventType.ADJUSTMENT, 50.2, "B", -15, sku="SKU-2")
         flow.publish_events([*warm_history(E2E_HOURS, sku="SKU-2", b_stock=E2E_B_STOCK), trigger])
         proposals = flow.records("proposals", 1, timeout=15)
