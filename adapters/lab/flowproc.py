@@ -105,7 +105,7 @@ class FlowHarness:
         deadline = time.monotonic() + timeout_s
         while self._count_starts() <= self._starts_seen:
             if not self.alive:
-                raise FlowNotLive(f"flow exited: {self.log.read_text()[-3000:]}")
+                raise FlowNotLive(f"flow exited; {self.report()}")
             if time.monotonic() > deadline:
                 raise FlowNotLive(f"flow did not start within {timeout_s:.0f} s")
             time.sleep(0.05)
@@ -187,8 +187,9 @@ class FlowHarness:
         return [orjson.loads(m.value()) for m in messages]
 
     def report(self, lines: int = 40) -> str:
-        """For a failed test's message: whether the flow still runs, and its log's tail (a
-        flow that stalled and one that decided otherwise look alike from the topics)."""
+        """For a failure's message (a test's, or `FlowNotLive`): whether the flow still runs,
+        and its log's tail (a flow that stalled and one that decided otherwise look alike
+        from the topics)."""
         tail = self.log.read_text(errors="replace").splitlines()[-lines:]
         return f"flow alive: {self.alive}; its log's last {len(tail)} lines:\n" + "\n".join(tail)
 
@@ -221,7 +222,7 @@ class FlowHarness:
             self.brokers, self.prefix + "dlq", 1, 60, keep=lambda m: marker in (m.value() or b"")
         )
         if not found:
-            raise FlowNotLive(f"flow not live; log:\n{self.log.read_text()[-3000:]}")
+            raise FlowNotLive(f"flow not live; {self.report()}")
         self._last_kind = None
 
 
