@@ -117,6 +117,27 @@ def advance(
     return True
 
 
+def count_sale(demand: Demand, ts_ms: int, qty: int, window_ms: int, alpha: float) -> None:
+    """A sale counted as demand, in the window of its own time.
+
+    In order, that is the open window. A sale older than the open window (a POS feed that
+    lags, a topic fetched behind another) arrives after its own window closed short, and
+    counted in the open one it would pull the estimate down twice, once there and once by
+    the hours it leaves empty: it is added to the moving average with the weight its window
+    has now, as if it had been counted in time (exact for the average while no window since
+    was left out as sold out; the variance keeps the window as it closed). A sale older than
+    anything the estimate has learned counts in the open window.
+    """
+    if ts_ms >= demand.window_start_ms:
+        demand.window_qty += qty
+        return
+    windows_after = (demand.window_start_ms - ts_ms + ts_ms % window_ms) // window_ms - 1
+    if windows_after >= demand.windows_seen:
+        demand.window_qty += qty
+        return
+    demand.rate += alpha * (1.0 - alpha) ** windows_after * qty
+
+
 def mean_per_hour(demand: Demand, window_minutes: int) -> float:
     if demand.weight <= 0:
         return 0.0

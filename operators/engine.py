@@ -16,6 +16,7 @@ from typing import Final
 from operators import signals
 from operators.demand import (
     advance,
+    count_sale,
     mean_per_hour,
     observed_hours,
     smoothing_alpha,
@@ -265,6 +266,8 @@ def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[Sk
         track_forecast(site.forecast, event.ts_ms, _sells(site) and not censored, sold)
     site.last_event_ms = max(site.last_event_ms, event.ts_ms)
     rejudge_neighbours = _apply(state, site, run, counts_as_demand)
+    if counts_as_demand and event.type is SALE:
+        count_sale(site.demand, event.ts_ms, event.qty, ctx.window_ms, ctx.alpha)
     _decide(state, run, ctx, rejudge_neighbours)
     _shadow(state, run, ctx)
     return state, _output(state, run, ctx, new_key, late)
@@ -292,8 +295,7 @@ def _learn_history(
     gives the demand state a flow that had watched those sales would have."""
     site = state.site(event.site)
     advance(site.demand, event.ts_ms, ctx.window_ms, ctx.alpha, stocked_out=False, out_now=False)
-    if site.demand.window_start_ms <= event.ts_ms:
-        site.demand.window_qty += event.qty
+    count_sale(site.demand, event.ts_ms, event.qty, ctx.window_ms, ctx.alpha)
     state.clock_ms = max(state.clock_ms, event.ts_ms)
     return StepOutput(event.event_id, event_ts_ms=event.ts_ms, new_key=new_key)
 
@@ -378,7 +380,7 @@ def _apply(state: SkuState, site: SiteState, run: _Step, counts_as_demand: bool)
     on_hand_before = site.on_hand
     sent_ms = _sent_ms(site, event)
     promised_ms = _promised_ms(site, event)
-    released = apply_event(state, event, counts_as_demand)
+    released = apply_event(state, event)
     if promised_ms >= 0:
         run.supplier_delays = (SupplierDelay(event.site, (event.ts_ms - promised_ms) / HOUR_MS),)
     if not counts_as_demand and event.type is SALE:

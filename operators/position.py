@@ -73,19 +73,16 @@ def _remember_early_receipt(state: SkuState, key: str, ts_ms: int) -> None:
     early[key] = ts_ms
 
 
-def apply_event(
-    state: SkuState, event: Event, counts_as_demand: bool = True
-) -> tuple[str, Reservation, ReleaseReason] | None:
+def apply_event(state: SkuState, event: Event) -> tuple[str, Reservation, ReleaseReason] | None:
     """Update stock for one event; returns the reservation it released, if any.
 
-    A sale flagged as an outlier still leaves the shelf but does not count as demand.
+    A sale leaves the shelf here; whether it counts as demand, and in which window, is the
+    engine's (`operators.demand.count_sale`).
     """
     site = state.site(event.site)
     kind = event.type
     if kind is SALE:
         _take(site, event.qty)
-        if counts_as_demand:
-            site.demand.window_qty += event.qty
     elif kind is RETURN:
         site.on_hand += event.qty
     elif kind is SNAPSHOT:

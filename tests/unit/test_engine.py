@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from adapters.lab.simulator import Scenario, make_network
 from flows.lab.simulate import run_stockshift
+from operators.demand import mean_per_hour
 from operators.engine import DecisionContext, step
 from operators.parse import parse_object
 from operators.planner import (
@@ -164,6 +165,19 @@ def test_duplicate_event_ids_are_ignored() -> None:
     on_hand = state.sites["B"].on_hand
     state, out = step(state, event("sale-B-3-SKU-1", EventType.SALE, 30, "B", 5), CTX)
     assert out.duplicate and state.sites["B"].on_hand == on_hand
+
+
+def test_sales_that_arrive_after_a_later_count_teach_demand_as_in_time() -> None:
+    """B's last ten hours of sales come after its count (a POS feed lagging the counts):
+    its demand reads one an hour, as with the sales in time, not the 0.64 it read when late
+    sales counted in the open window while their own had closed empty."""
+    history = warm_history(30)
+    lagging = [e for e in history if e.type is EventType.SALE and e.ts_ms >= T0 + 20 * HOUR]
+    in_time = [e for e in history if e not in lagging]
+    state, _, _ = run([*in_time, trigger(), *lagging])
+    window_minutes = CTX.policy.demand_window_minutes
+    assert mean_per_hour(state.sites["B"].demand, window_minutes) == pytest.approx(1.0)
+    assert mean_per_hour(state.sites["A"].demand, window_minutes) == pytest.approx(1.0)
 
 
 def test_warm_up_suppresses_and_is_logged_once() -> None:
