@@ -26,9 +26,33 @@ from state.sku import Inbound, Reservation, SiteState, SkuState
 TRANSFER_INBOUND_PREFIX: Final = "transfer:"
 
 
-def _take(site: SiteState, qty: int) -> None:
+def in_count(site: SiteState, ts_ms: int) -> bool:
+    """Whether a movement at `ts_ms` is already in the site's latest count: it came after
+    the count (a lagging feed) and must not move on-hand a second time."""
+    return ts_ms < site.counted_ms
+
+
+def _take(site: SiteState, qty: int, ts_ms: int) -> None:
+    if in_count(site, ts_ms):
+        return
     site.on_hand = max(0, site.on_hand - qty)
     if site.on_hand == 0:
+        site.stocked_out_in_window = True
+
+
+def _add(site: SiteState, qty: int, ts_ms: int) -> None:
+    if not in_count(site, ts_ms):
+        site.on_hand += qty
+
+
+def _count(site: SiteState, on_hand: int, ts_ms: int) -> None:
+    """A count replaces on-hand, unless a later count already has (it came late)."""
+    if ts_ms < site.counted_ms:
+        return
+    site.on_hand = on_hand
+    site.counted_ms = ts_ms
+    site.disputed_qty = 0  # the count settles what an outlier sale took
+    if on_hand == 0:
         site.stocked_out_in_window = True
 
 
@@ -77,29 +101,28 @@ def apply_event(state: SkuState, event: Event) -> tuple[str, Reservation, Releas
     """Update stock for one event; returns the reservation it released, if any.
 
     A sale leaves the shelf here; whether it counts as demand, and in which window, is the
-    engine's (`operators.demand.count_sale`).
+    engine's (`operators.demand.count_sale`). A movement older than the site's latest count
+    is in that count already: it changes no stock (`in_count`).
     """
     site = state.site(event.site)
     kind = event.type
+    ts_ms = event.ts_ms
     if kind is SALE:
-        _take(site, event.qty)
+        _take(site, event.qty, ts_ms)
     elif kind is RETURN:
-        site.on_hand += event.qty
+        _add(site, event.qty, ts_ms)
     elif kind is SNAPSHOT:
-        site.on_hand = event.qty
-        site.disputed_qty = 0  # the count settles what an outlier sale took
-        if event.qty == 0:
-            site.stocked_out_in_window = True
+        _count(site, event.qty, ts_ms)
     elif kind is ADJUSTMENT:
         if event.qty < 0:
-            _take(site, -event.qty)
+            _take(site, -event.qty, ts_ms)
         else:
-            site.on_hand += event.qty
+            _add(site, event.qty, ts_ms)
     elif kind is INBOUND_EXPECTED:
         assert event.shipment_id is not None and event.eta_ms is not None
         site.expect(event.shipment_id, Inbound(event.qty, event.eta_ms))
     elif kind is INBOUND_RECEIVED:
-        site.on_hand += event.qty
+        _add(site, event.qty, ts_ms)
         if event.shipment_id is not None:
             site.take_inbound(event.shipment_id)
     else:
@@ -144,7 +167,7 @@ def _dispatched(
         reservation.dispatched = True
         state.reservations[pid] = reservation
         released = (pid, reservation, ReleaseReason.DISPATCHED)
-    _take(sender, event.qty)
+    _take(sender, event.qty, event.ts_ms)
     eta_ms = event.ts_ms + int(lead_hours * 3_600_000)
     receiver.expect(key, Inbound(event.qty, eta_ms, sent_ms=event.ts_ms))
     return released
@@ -159,13 +182,13 @@ def _received(
     if not receiver.expects(key):
         # The dispatch event never reached us: the receipt proves the goods left the sender
         # (also when the proposal's reservation had already expired).
-        _take(sender, event.qty)
+        _take(sender, event.qty, event.ts_ms)
         _remember_early_receipt(state, key, event.ts_ms)
         if reservation is not None and pid is not None and not reservation.dispatched:
             release(state, pid)
             released = (pid, reservation, ReleaseReason.DISPATCHED)
     receiver.take_inbound(key)
-    receiver.on_hand += event.qty
+    _add(receiver, event.qty, event.ts_ms)
     receiver.last_transfer_in_ms = event.ts_ms
     if pid is not None:
         state.reservations.pop(pid, None)
@@ -183,7 +206,7 @@ def _not_done(
         return None
     if reservation.dispatched:
         if receiver.take_inbound(key) is not None:
-            sender.on_hand += event.qty
+            _add(sender, event.qty, event.ts_ms)
         state.reservations.pop(pid, None)
         return None
     release(state, pid)

@@ -25,6 +25,7 @@ from typing import Final
 
 from operators.demand import mean_per_hour
 from operators.drift import PoissonCusum
+from operators.position import in_count
 from state.config import Policy
 from state.kinds import ADJUSTMENT, RETURN, SALE, SNAPSHOT
 from state.records import Event, Finding
@@ -94,8 +95,8 @@ def check_event(
     kind = event.type
     if kind in (SALE, RETURN):
         counts_as_demand = _check_sale(site, event, findings)
-    elif kind is SNAPSHOT and site.last_event_ms >= 0:
-        _check_count(site, event, findings)
+    elif kind is SNAPSHOT and site.last_event_ms >= 0 and not in_count(site, event.ts_ms):
+        _check_count(site, event, findings)  # a count older than the latest says nothing new
     elif kind is ADJUSTMENT and abs(event.qty) > max(10, 0.5 * site.on_hand):
         findings.append(
             _finding("adjustment_outlier", event, event.site, abs(event.qty) / max(site.on_hand, 1),
@@ -144,16 +145,24 @@ def _check_sale(site: SiteState, event: Event, findings: list[Finding]) -> bool:
         signals.sale_dev += alpha * (abs(event.qty - signals.sale_mean) - signals.sale_dev)
         signals.sale_mean += alpha * (event.qty - signals.sale_mean)
     if event.type is SALE:
-        if event.qty >= site.on_hand:
-            signals.day_short = True  # sold out: today's count understates demand
-        if event.qty > site.on_hand:
-            findings.append(
-                _finding("negative_implied_stock", event, event.site, event.qty - site.on_hand,
-                         "books", qty=event.qty, on_hand=site.on_hand)
-            )  # fmt: skip
+        if not in_count(site, event.ts_ms):
+            _check_books(site, event, signals, findings)
         signals.quiet_since_ms = max(signals.quiet_since_ms, event.ts_ms)
         signals.silent = False
     return counts_as_demand
+
+
+def _check_books(site: SiteState, event: Event, signals: Signals, findings: list[Finding]) -> None:
+    """A sale that empties the shelf, or takes more than the books hold. (Not asked of a
+    sale already in the site's latest count: it left before the count, and the books
+    after the count say nothing of the shelf it found.)"""
+    if event.qty >= site.on_hand:
+        signals.day_short = True  # sold out: today's count understates demand
+    if event.qty > site.on_hand:
+        findings.append(
+            _finding("negative_implied_stock", event, event.site, event.qty - site.on_hand,
+                     "books", qty=event.qty, on_hand=site.on_hand)
+        )  # fmt: skip
 
 
 def _check_count(site: SiteState, event: Event, findings: list[Finding]) -> None:

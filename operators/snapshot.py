@@ -108,13 +108,20 @@ _WITH_DETECTOR_DICT: Final[tuple[Schema, ...]] = (
 )  # fmt: skip
 # Every schema a snapshot may have been written with. When a record's fields change, the
 # new schema is added here and the old ones stay (tests/unit/test_snapshot.py says so).
+_DETECTOR_BY_NAME: Final = (
+    ("PoissonCusum", ("reference_qty", "reference_days", "pending_qty", "pending_days",
+                      "score_up", "score_down", "_drift_detected", "params")),
+)  # fmt: skip
 PAST_SCHEMAS: Final[tuple[Schema, ...]] = (
     *_WITH_DETECTOR_DICT,
+    (*_WITH_DETECTOR_DICT[-1], *_DETECTOR_BY_NAME),
+    # December 2026, twelfth round: SiteState.counted_ms.
     (
-        *_WITH_DETECTOR_DICT[-1],
-        ("PoissonCusum", ("reference_qty", "reference_days", "pending_qty",
-                          "pending_days", "score_up", "score_down", "_drift_detected",
-                          "params")),
+        *(
+            (name, (*names, "counted_ms") if name == "SiteState" else names)
+            for name, names in _WITH_DETECTOR_DICT[-1]
+        ),
+        *_DETECTOR_BY_NAME,
     ),
 )  # fmt: skip
 _SCHEMAS: Final = {fingerprint(s): dict(s) for s in (*PAST_SCHEMAS, current_schema())}

@@ -124,6 +124,9 @@ class SiteState(Restorable):
     signals: Signals | None = None
     # The latest demand forecast for the site (a `forecast` event); None: none received.
     forecast: SiteForecast | None = None
+    # The time of the site's latest count (a `snapshot`); -1: never counted. A movement
+    # older than it is in the count already and leaves on-hand alone when it comes late.
+    counted_ms: int = -1
 
     @property
     def inbound_qty(self) -> int:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from copy import deepcopy
 from dataclasses import replace
 
 import pytest
@@ -178,6 +179,83 @@ def test_sales_that_arrive_after_a_later_count_teach_demand_as_in_time() -> None
     window_minutes = CTX.policy.demand_window_minutes
     assert mean_per_hour(state.sites["B"].demand, window_minutes) == pytest.approx(1.0)
     assert mean_per_hour(state.sites["A"].demand, window_minutes) == pytest.approx(1.0)
+
+
+def test_a_count_then_the_sales_it_already_holds_decide_as_in_time() -> None:
+    """B counts 32 at 30.2, then its last ten hours of sales arrive: in time B needs
+    nothing, and late it needs nothing either (taken off the count, they left 22 and B
+    asked for 8 units)."""
+    history = warm_history(30)
+    lagging = [e for e in history if e.type is EventType.SALE and e.ts_ms >= T0 + 20 * HOUR]
+    in_time = [e for e in history if e not in lagging]
+    count = event("count-B", EventType.SNAPSHOT, 30.2, "B", 32)
+    expected, none, _ = run([*history, count])
+    state, proposals, _ = run([*in_time, count, *lagging])
+    assert none == [] and proposals == []
+    assert state.sites["B"].on_hand == expected.sites["B"].on_hand == 32
+
+
+movements_in_a_count = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [EventType.SALE, EventType.RETURN, EventType.ADJUSTMENT, EventType.INBOUND_RECEIVED]
+        ),
+        st.floats(0.0, 30.1),
+        st.integers(-30, 30).filter(lambda v: v != 0),
+    ),
+    max_size=20,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(movements=movements_in_a_count, counted=st.integers(0, 200))
+def test_a_movement_older_than_the_sites_count_leaves_its_stock_to_the_count(
+    movements: list[tuple[EventType, float, int]], counted: int
+) -> None:
+    """A count at 30.2 says what B holds; sales, returns, adjustments and receipts from
+    before it that come after it (a lagging feed) are in it already."""
+    state, _, _ = run([*warm_history(), event("count-B", EventType.SNAPSHOT, 30.2, "B", counted)])
+    late = [
+        event(f"late-{i}", kind, hour, "B", qty if kind is EventType.ADJUSTMENT else abs(qty))
+        for i, (kind, hour, qty) in enumerate(movements)
+    ]
+    state, _, _ = run(late, state=state)
+    assert state.sites["B"].on_hand == counted
+    # The same movement a moment after the count moves the stock.
+    state, _, _ = run([event("after", EventType.RETURN, 30.3, "B", 5)], state=state)
+    assert state.sites["B"].on_hand == counted + 5
+
+
+CHECKED = DecisionContext.build(two_store_network(), policy(signal_checks=True))
+
+
+def test_a_count_older_than_the_latest_changes_nothing_and_finds_nothing() -> None:
+    counts = [
+        event("count-B", EventType.SNAPSHOT, 30.2, "B", 40),
+        event("stale-count-B", EventType.SNAPSHOT, 20.2, "B", 3),
+    ]
+    state, _, _ = run([*warm_history(), *counts], ctx=CHECKED)
+    assert (state.sites["B"].on_hand, state.sites["B"].counted_ms) == (40, T0 + int(30.2 * HOUR))
+    _, out = step(state, event("stale-2", EventType.SNAPSHOT, 25.0, "B", 200), CHECKED)
+    assert out.findings == ()
+    # The same count a moment after the latest is news: far above the books.
+    _, out = step(state, event("count-2", EventType.SNAPSHOT, 30.3, "B", 200), CHECKED)
+    assert [f.kind for f in out.findings] == ["phantom_stock"]
+
+
+def test_a_late_sale_from_before_a_count_that_found_the_shelf_empty_finds_nothing() -> None:
+    """B counted empty at 30.2; its sale at 29.9 arrives after: no `negative_implied_stock`
+    (it sold from the shelf it found then), and it still counts as demand."""
+    counted = event("count-B", EventType.SNAPSHOT, 30.2, "B", 0)
+    state, _, _ = run([*warm_history(), counted], ctx=CHECKED)
+    rate_before = state.sites["B"].demand.rate
+    late, out = step(deepcopy(state), event("late-sale", EventType.SALE, 29.9, "B", 2), CHECKED)
+    assert [f.kind for f in out.findings] == []
+    assert late.sites["B"].on_hand == 0
+    assert late.sites["B"].demand.rate > rate_before
+    # The same sale a moment after the count takes more than the books hold.
+    _, out = step(state, event("sale-after", EventType.SALE, 30.3, "B", 2), CHECKED)
+    assert [f.kind for f in out.findings] == ["negative_implied_stock"]
 
 
 def test_warm_up_suppresses_and_is_logged_once() -> None:
