@@ -46,8 +46,9 @@ def _add(site: SiteState, qty: int, ts_ms: int) -> None:
 
 
 def _count(site: SiteState, on_hand: int, ts_ms: int) -> None:
-    """A count replaces on-hand, unless a later count already has (it came late)."""
-    if ts_ms < site.counted_ms:
+    """A count replaces on-hand, unless a later count already has (it came late: it is in
+    that count too)."""
+    if in_count(site, ts_ms):
         return
     site.on_hand = on_hand
     site.counted_ms = ts_ms

@@ -106,12 +106,13 @@ _WITH_DETECTOR_DICT: Final[tuple[Schema, ...]] = (
                          "dispatched", "approved")),
     ),
 )  # fmt: skip
-# Every schema a snapshot may have been written with. When a record's fields change, the
-# new schema is added here and the old ones stay (tests/unit/test_snapshot.py says so).
+# The drift detector's state by field name (since December 2026).
 _DETECTOR_BY_NAME: Final = (
     ("PoissonCusum", ("reference_qty", "reference_days", "pending_qty", "pending_days",
                       "score_up", "score_down", "_drift_detected", "params")),
 )  # fmt: skip
+# Every schema a snapshot may have been written with. When a record's fields change, the
+# new schema is added here and the old ones stay (tests/unit/test_snapshot.py says so).
 PAST_SCHEMAS: Final[tuple[Schema, ...]] = (
     *_WITH_DETECTOR_DICT,
     (*_WITH_DETECTOR_DICT[-1], *_DETECTOR_BY_NAME),
