@@ -95,6 +95,9 @@ class Scenario:
     lane_lead_factor: float = 1.0
     # Supplier deliveries arrive this many hours after the ETA they were announced with.
     supplier_delay_hours: int = 0
+    # Sales reach stockshift this many hours after they happen (a POS feed that uploads
+    # late), behind the counts and receipts of those hours; their times stay their own.
+    pos_lag_hours: int = 0
     # Days the world runs before hour 0 with its replenishment and no transfers, so every
     # policy starts from the same steady state: stock on hand and orders in flight. 0 opens
     # each store with all of its target on hand and nothing on order (a cold start).
@@ -182,7 +185,7 @@ _NOT_NEGATIVE = (
     "supplier_lead_days", "review_days", "nearest_lanes", "lane_capacity_per_day",
     "storage_capacity_days", "forecast_error_sigma", "site_scale_sigma",
     "sku_popularity_sigma", "base_stock_z", "warmup_days", "published_forecast_factor",
-    "trace_demand_index_days", "supplier_delay_hours",
+    "trace_demand_index_days", "supplier_delay_hours", "pos_lag_hours",
 )  # fmt: skip
 
 
@@ -544,6 +547,8 @@ class Simulation:
         self.network = network
         self.emit = emit
         self.pooling = pooling
+        # Sales held back by `pos_lag_hours`, by the hour they reach stockshift.
+        self._lagging_sales: dict[int, list[Event]] = {}
         self.sites = sorted(network.sites)
         if scenario.trace is not None:
             trace_skus, _ = trace_keys(scenario.trace, scenario.trace_site_map)
@@ -741,7 +746,8 @@ class Simulation:
         ]
 
     def advance_hour(self) -> list[Event]:
-        """Simulate one hour; returns the events it published, in time order."""
+        """Simulate one hour; returns the events it published, in time order (with
+        `pos_lag_hours`, the sales of an earlier hour last)."""
         h = self.hour
         events: list[Event] = []
         self._arrive(h, events)
@@ -750,7 +756,14 @@ class Simulation:
         if h % 24 == 23:
             self._end_of_day(h, events)
         self.hour += 1
-        return events
+        return self._lag_sales(h, events) if self.scenario.pos_lag_hours else events
+
+    def _lag_sales(self, h: int, events: list[Event]) -> list[Event]:
+        """The hour's events without its sales, then the sales `pos_lag_hours` old (the
+        sales of the run's last hours never arrive)."""
+        sales = [e for e in events if e[0] == "pos"]
+        self._lagging_sales.setdefault(h + self.scenario.pos_lag_hours, []).extend(sales)
+        return [e for e in events if e[0] != "pos"] + self._lagging_sales.pop(h, [])
 
     def _arrive(self, h: int, events: list[Event]) -> None:
         for kind, k, s, qty, ref, from_site in self.arrivals.pop(h, []):

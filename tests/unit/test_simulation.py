@@ -535,3 +535,28 @@ def test_a_historys_units_by_site_add_up_each_sites_rows() -> None:
     rows = [HistoryRow("S", "A", 0, 3, True), HistoryRow("T", "A", 0, 2, True)]
     rows.append(HistoryRow("S", "B", 0, 5, False))
     assert units_by_site(rows) == {"A": 5.0, "B": 5.0}
+
+
+def test_a_lagging_pos_feed_publishes_each_hours_sales_later_behind_that_hours_counts() -> None:
+    """With `pos_lag_hours = 3` the sales of hour h come last in hour h + 3, with their own
+    times; every other event comes when it happens; the world itself does not change."""
+    lag = 3
+    network = make_network(SMALL)
+    in_time, lagging = (
+        Simulation(SMALL, network),
+        Simulation(replace(SMALL, pos_lag_hours=lag), network),
+    )
+    published: list[list[tuple[str, dict]]] = []
+    expected: list[list[tuple[str, dict]]] = []
+    for _ in range(48):
+        expected.append(in_time.advance_hour())
+        published.append(lagging.advance_hour())
+    for h in range(48):
+        others = [e for e in expected[h] if e[0] != "pos"]
+        sales = [e for e in expected[h - lag] if e[0] == "pos"] if h >= lag else []
+        assert published[h] == others + sales
+    # The day's counts (23:59) go out before the evening's sales (20:30) they include.
+    counted = [e for e in published[23] if e[1].get("type") == "snapshot"]
+    late = [e for e in published[23] if e[0] == "pos"]
+    assert counted and late and all(e[1]["ts"] < counted[0][1]["ts"] for e in late)
+    assert np.array_equal(in_time.on_hand, lagging.on_hand)
