@@ -40,6 +40,9 @@ _SILENT_MISSED: Final = 8.0
 _SILENT_REFERENCE_DAYS: Final = 7
 _FUTURE_MS: Final = HOUR_MS
 _LATE_MS: Final = 7 * DAY_MS
+# A site's sales feed is taken to lag by at most this much: a feed a day behind is broken
+# (its silence is a finding of its own), and a count's shortfall is judged by then.
+_MAX_FEED_LAG_MS: Final = DAY_MS
 _INTEGRITY_KINDS: Final = frozenset(
     {
         "phantom_stock",
@@ -95,8 +98,13 @@ def check_event(
     kind = event.type
     if kind in (SALE, RETURN):
         counts_as_demand = _check_sale(site, event, findings)
+        if kind is SALE:
+            _learn_feed_lag(_signals(site), state.clock_ms - event.ts_ms)
+            _explain_shortfall(site, event, state.clock_ms, findings)
     elif kind is SNAPSHOT and site.last_event_ms >= 0 and not in_count(site, event.ts_ms):
-        _check_count(site, event, findings)  # a count older than the latest says nothing new
+        # (A count older than the latest says nothing new.)
+        _judge_shortfall(site, event, findings)  # the new count ends the wait
+        _check_count(site, event, findings)
     elif kind is ADJUSTMENT and abs(event.qty) > max(10, 0.5 * site.on_hand):
         findings.append(
             _finding("adjustment_outlier", event, event.site, abs(event.qty) / max(site.on_hand, 1),
@@ -165,13 +173,55 @@ def _check_books(site: SiteState, event: Event, signals: Signals, findings: list
         )  # fmt: skip
 
 
+def _learn_feed_lag(signals: Signals, late_ms: int) -> None:
+    """How far behind the SKU's latest event a sale arrived: the site's feed lag is the
+    largest lately seen, an eighth of it forgotten at each sale (a feed that catches up is
+    trusted again within a few dozen sales)."""
+    held = signals.feed_lag_ms - signals.feed_lag_ms // 8
+    signals.feed_lag_ms = min(max(late_ms, held), _MAX_FEED_LAG_MS)
+
+
+def _explain_shortfall(site: SiteState, event: Event, now_ms: int, findings: list[Finding]) -> None:
+    """A sale at a site whose latest count is waiting (`count_shortfall`): one from before
+    the count explains that many of the missing units; one from after it says the feed has
+    passed the count, and what is still missing is judged."""
+    signals = site.signals
+    if signals is None or signals.count_shortfall <= 0:
+        return
+    if in_count(site, event.ts_ms):
+        signals.count_shortfall = max(signals.count_shortfall - event.qty, 0)
+        if now_ms < site.counted_ms + _MAX_FEED_LAG_MS:
+            return
+    _judge_shortfall(site, event, findings)
+
+
+def _judge_shortfall(site: SiteState, event: Event, findings: list[Finding]) -> None:
+    """What a waiting count still misses once its site's sales are in: shrink."""
+    signals = site.signals
+    if signals is None or signals.count_shortfall <= 0:
+        return
+    missing, signals.count_shortfall = signals.count_shortfall, 0
+    findings.append(
+        _finding("shrink", event, event.site, float(missing), "count_vs_books",
+                 unexplained_after_late_sales=missing)
+    )  # fmt: skip
+
+
 def _check_count(site: SiteState, event: Event, findings: list[Finding]) -> None:
     """A count far above or below the on-hand the events imply. Units above it are
-    unexplained: kept out of the site's storage while its hold is open."""
+    unexplained: kept out of the site's storage while its hold is open. Below the books at a
+    site whose sales arrive late, the count waits for them: the units beyond the tolerance
+    are kept as `count_shortfall`, each late sale from before the count explains its units,
+    and what is left once the feed passes the count (or at the next count, or a day on) is
+    shrink; otherwise every count of a feed half a day behind would read as shrink."""
     implied, counted = site.on_hand, event.qty
     gap = counted - implied
-    off = abs(gap) > max(3, 0.25 * max(implied, counted))
+    tolerance = max(3, 0.25 * max(implied, counted))
+    off = abs(gap) > tolerance
     site.unexplained_qty = gap if off and gap > 0 else 0
+    if off and gap < 0 and site.signals is not None and site.signals.feed_lag_ms > 0:
+        site.signals.count_shortfall = -gap - math.floor(tolerance)
+        return
     if off:
         findings.append(
             _finding("phantom_stock" if gap > 0 else "shrink", event, event.site,
@@ -289,7 +339,8 @@ def check_silence(state: SkuState, event: Event, policy: Policy) -> list[Finding
             # Nothing to sell is no silence: the clock starts again once it has stock.
             signals.quiet_since_ms = max(signals.quiet_since_ms, event.ts_ms)
             continue
-        quiet_hours = (event.ts_ms - signals.quiet_since_ms) / HOUR_MS
+        # A feed that lags may still owe the sales of its last `feed_lag_ms`.
+        quiet_hours = (event.ts_ms - signals.quiet_since_ms - signals.feed_lag_ms) / HOUR_MS
         if quiet_hours < 24.0:
             continue
         per_day = mean_per_hour(site.demand, policy.demand_window_minutes) * 24

@@ -124,6 +124,15 @@ PAST_SCHEMAS: Final[tuple[Schema, ...]] = (
         ),
         *_DETECTOR_BY_NAME,
     ),
+    # ...and Signals.feed_lag_ms, Signals.count_shortfall.
+    (
+        *(
+            (name, (*names, "counted_ms") if name == "SiteState"
+             else (*names, "feed_lag_ms", "count_shortfall") if name == "Signals" else names)
+            for name, names in _WITH_DETECTOR_DICT[-1]
+        ),
+        *_DETECTOR_BY_NAME,
+    ),
 )  # fmt: skip
 _SCHEMAS: Final = {fingerprint(s): dict(s) for s in (*PAST_SCHEMAS, current_schema())}
 _CURRENT: Final = fingerprint(current_schema())

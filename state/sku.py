@@ -75,6 +75,12 @@ class Signals(Restorable):
     silent: bool = False
     # The drift detector raised a rise during the day being counted (the day completes it).
     rise_found_today: bool = False
+    # How far behind the SKU's other events the site's sales arrive (a POS feed that uploads
+    # late): a count then finds the books still holding the sales not yet in.
+    feed_lag_ms: int = 0
+    # Units the latest count found missing beyond chance, waiting for the late sales that
+    # may explain them (operators.signals._check_count).
+    count_shortfall: int = 0
 
 
 @dataclass(slots=True)

@@ -236,3 +236,71 @@ def test_a_sales_profile_must_have_24_hours() -> None:
     bad = {"id": "A", "sales_profile": [1.0] * 23}
     with pytest.raises(ConfigError, match="24 hourly weights"):
         network_from_dict({"sites": [bad, {"id": "B"}], "lanes": []})
+
+
+def lagging_feed(hours: int, lag: int) -> tuple[list[Event], list[Event]]:
+    """A sells one an hour in time; B sells three an hour, its sales reaching us `lag`
+    hours late (behind A's). The events up to `hours`, and B's sales still owed then."""
+    events = [
+        event("sa", EventType.SNAPSHOT, 0, "A", 1000),
+        event("sb", EventType.SNAPSHOT, 0, "B", 160),
+    ]
+    b_sales = [event(f"b{h}", EventType.SALE, h + 0.5, "B", 3) for h in range(hours)]
+    for h in range(hours):
+        events.append(event(f"a{h}", EventType.SALE, h + 0.5, "A", 1))
+        if h >= lag:
+            events.append(b_sales[h - lag])
+    return events, b_sales[hours - lag :]
+
+
+def test_a_count_ahead_of_a_lagging_feeds_sales_waits_for_them() -> None:
+    """B's count at hour 48 finds 16 (160 less 48 hours of 3); its books, six hours of
+    sales behind, say 34. Judged at once that is shrink at every count; B's feed has been
+    seen lagging, so the count waits, the late sales explain the gap, and nothing is
+    raised."""
+    events, owed = lagging_feed(48, 6)
+    count = event("count-b", EventType.SNAPSHOT, 48.0, "B", 16)
+    after = event("b-after", EventType.SALE, 48.5, "B", 3)
+    state, findings, _ = run([*events, count, *owed, after])
+    assert findings == []
+    assert state.sites["B"].on_hand == 13  # the count, less the one sale after it
+
+
+def test_real_shrink_at_a_lagging_site_is_found_once_its_sales_are_in() -> None:
+    """The same count 12 units lower (stolen): once B's late sales are in, 4 units are
+    still missing beyond the tolerance (25 % of the 34 books: 8), raised at the first sale
+    after the count."""
+    events, owed = lagging_feed(48, 6)
+    count = event("count-b", EventType.SNAPSHOT, 48.0, "B", 4)
+    after = event("b-after", EventType.SALE, 48.5, "B", 1)
+    _, before, _ = run([*events, count, *owed])
+    assert "shrink" not in kinds(before)
+    state, findings, _ = run([*events, count, *owed, after])
+    shrink = [f for f in findings if f.kind == "shrink"]
+    assert len(shrink) == 1 and shrink[0].event_ids == ("b-after",)
+    assert dict(shrink[0].evidence) == {"unexplained_after_late_sales": 4.0}
+    assert state.sites["B"].integrity_until_ms > after.ts_ms  # the site is held
+
+
+def test_a_count_at_a_site_whose_sales_come_in_time_is_judged_at_once() -> None:
+    events, owed = lagging_feed(48, 0)
+    assert owed == []
+    _, findings, _ = run([*events, event("count-b", EventType.SNAPSHOT, 48.0, "B", 4)])
+    assert kinds(findings) == ["shrink"] and findings[0].event_ids == ("count-b",)
+
+
+def test_a_lagging_feed_is_silent_only_beyond_its_lag() -> None:
+    """B sells until hour 47 and its sales reach us 20 hours late. At hour 71.5 it has
+    sold nothing for 24 hours, but its feed, 20 hours behind, has shown only the last 4 of
+    them: no alarm. The same site with its sales in time is reported then."""
+    events, owed = lagging_feed(48, 20)
+    later: list[Event] = []
+    for h in range(24):
+        later.append(event(f"a-late{h}", EventType.SALE, 48 + h + 0.5, "A", 1))
+        later.extend(owed[h : h + 1])
+    _, findings, _ = run([*events, *later])
+    assert "silent_site" not in kinds(findings)
+    in_time, _ = lagging_feed(48, 0)
+    quiet = [e for e in later if e.site == "A"]
+    _, findings, _ = run([*in_time, *quiet])
+    assert [f.site for f in findings if f.kind == "silent_site"] == ["B"]

@@ -143,9 +143,10 @@ def test_a_drift_detector_written_by_name_under_the_previous_schema_loads() -> N
         for name, site_values in values[1].items():
             site = list(site_values[: len(schema["SiteState"])])  # no fields added since
             signals = sku.sites[name].signals
-            if signals is not None and signals.drift is not None:
-                written = list(site_values[signals_at])
-                written[drift_at] = signals.drift.__getstate__()
+            if signals is not None:
+                written = list(site_values[signals_at][: len(schema["Signals"])])
+                if signals.drift is not None:
+                    written[drift_at] = signals.drift.__getstate__()
                 site[signals_at] = tuple(written)
             values[1][name] = tuple(site)
         if sku.shadow is not None:
@@ -158,9 +159,11 @@ def test_a_drift_detector_written_by_name_under_the_previous_schema_loads() -> N
     data = (
         snapshot.MAGIC + snapshot.fingerprint(previous) + pickle.dumps(as_previous(values, state))
     )
-    for sku in (state, state.shadow):  # a field added since takes its default
+    for sku in (state, state.shadow):  # fields added since take their defaults
         for site in sku.sites.values():
             site.counted_ms = -1
+            if site.signals is not None:
+                site.signals.feed_lag_ms = site.signals.count_shortfall = 0
     assert _same(snapshot.decode(data), state)
 
 
