@@ -111,29 +111,30 @@ _DETECTOR_BY_NAME: Final = (
     ("PoissonCusum", ("reference_qty", "reference_days", "pending_qty", "pending_days",
                       "score_up", "score_down", "_drift_detected", "params")),
 )  # fmt: skip
+
+
+def _with_fields(schema: Schema, **added: tuple[str, ...]) -> Schema:
+    """`schema` with fields added at the end of the records named."""
+    return tuple((name, (*names, *added.get(name, ()))) for name, names in schema)
+
+
+_LAST_WITH_DICT: Final = _WITH_DETECTOR_DICT[-1]
 # Every schema a snapshot may have been written with. When a record's fields change, the
 # new schema is added here and the old ones stay (tests/unit/test_snapshot.py says so).
 PAST_SCHEMAS: Final[tuple[Schema, ...]] = (
     *_WITH_DETECTOR_DICT,
-    (*_WITH_DETECTOR_DICT[-1], *_DETECTOR_BY_NAME),
-    # December 2026, twelfth round: SiteState.counted_ms.
+    (*_LAST_WITH_DICT, *_DETECTOR_BY_NAME),
+    # December 2026, twelfth round: SiteState.counted_ms, then Signals' feed lag.
+    (*_with_fields(_LAST_WITH_DICT, SiteState=("counted_ms",)), *_DETECTOR_BY_NAME),
     (
-        *(
-            (name, (*names, "counted_ms") if name == "SiteState" else names)
-            for name, names in _WITH_DETECTOR_DICT[-1]
+        *_with_fields(
+            _LAST_WITH_DICT,
+            SiteState=("counted_ms",),
+            Signals=("feed_lag_ms", "count_shortfall"),
         ),
         *_DETECTOR_BY_NAME,
     ),
-    # ...and Signals.feed_lag_ms, Signals.count_shortfall.
-    (
-        *(
-            (name, (*names, "counted_ms") if name == "SiteState"
-             else (*names, "feed_lag_ms", "count_shortfall") if name == "Signals" else names)
-            for name, names in _WITH_DETECTOR_DICT[-1]
-        ),
-        *_DETECTOR_BY_NAME,
-    ),
-)  # fmt: skip
+)
 _SCHEMAS: Final = {fingerprint(s): dict(s) for s in (*PAST_SCHEMAS, current_schema())}
 _CURRENT: Final = fingerprint(current_schema())
 MAGIC: Final = b"SKS1"  # a pickle starts with b"\x80"
