@@ -128,14 +128,12 @@ def count_sale(demand: Demand, ts_ms: int, qty: int, window_ms: int, alpha: floa
     was left out as sold out; the variance keeps the window as it closed). A sale older than
     anything the estimate has learned counts in the open window.
     """
-    if ts_ms >= demand.window_start_ms:
-        demand.window_qty += qty
-        return
-    windows_after = (demand.window_start_ms - ts_ms + ts_ms % window_ms) // window_ms - 1
-    if windows_after >= demand.windows_seen:
-        demand.window_qty += qty
-        return
-    demand.rate += alpha * (1.0 - alpha) ** windows_after * qty
+    if ts_ms < demand.window_start_ms:
+        windows_after = (demand.window_start_ms - ts_ms + ts_ms % window_ms) // window_ms - 1
+        if windows_after < demand.windows_seen:
+            demand.rate += alpha * (1.0 - alpha) ** windows_after * qty
+            return
+    demand.window_qty += qty
 
 
 def mean_per_hour(demand: Demand, window_minutes: int) -> float:

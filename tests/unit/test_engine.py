@@ -168,13 +168,17 @@ def test_duplicate_event_ids_are_ignored() -> None:
     assert out.duplicate and state.sites["B"].on_hand == on_hand
 
 
+def sales_from(hour: float, events: list[Event]) -> tuple[list[Event], list[Event]]:
+    """The events without the sales from `hour` on, and those sales (to send late)."""
+    late = [e for e in events if e.type is EventType.SALE and e.ts_ms >= T0 + hour * HOUR]
+    return [e for e in events if e not in late], late
+
+
 def test_sales_that_arrive_after_a_later_count_teach_demand_as_in_time() -> None:
     """B's last ten hours of sales come after its count (a POS feed lagging the counts):
     its demand reads one an hour, as with the sales in time, not the 0.64 it read when late
     sales counted in the open window while their own had closed empty."""
-    history = warm_history(30)
-    lagging = [e for e in history if e.type is EventType.SALE and e.ts_ms >= T0 + 20 * HOUR]
-    in_time = [e for e in history if e not in lagging]
+    in_time, lagging = sales_from(20, warm_history(30))
     state, _, _ = run([*in_time, trigger(), *lagging])
     window_minutes = CTX.policy.demand_window_minutes
     assert mean_per_hour(state.sites["B"].demand, window_minutes) == pytest.approx(1.0)
@@ -186,8 +190,7 @@ def test_a_count_then_the_sales_it_already_holds_decide_as_in_time() -> None:
     nothing, and late it needs nothing either (taken off the count, they left 22 and B
     asked for 8 units)."""
     history = warm_history(30)
-    lagging = [e for e in history if e.type is EventType.SALE and e.ts_ms >= T0 + 20 * HOUR]
-    in_time = [e for e in history if e not in lagging]
+    in_time, lagging = sales_from(20, history)
     count = event("count-B", EventType.SNAPSHOT, 30.2, "B", 32)
     expected, none, _ = run([*history, count])
     state, proposals, _ = run([*in_time, count, *lagging])
