@@ -471,6 +471,7 @@ class Kpis:
     trips: int = 0
     proposals: int = 0
     proposals_rejected: int = 0
+    proposals_expired: int = 0
     # Proposals their own evidence priced below zero; the policy promises none.
     proposals_negative_net_benefit: int = 0
     proposals_failed: int = 0
@@ -513,6 +514,7 @@ class Kpis:
             ),
             "proposals": self.proposals,
             "proposals_rejected": self.proposals_rejected,
+            "proposals_expired": self.proposals_expired,
             "proposals_negative_net_benefit": self.proposals_negative_net_benefit,
             "proposals_failed": self.proposals_failed,
             "refused_for_storage": self.refused_for_storage,
@@ -528,6 +530,9 @@ class TransferOrder:
     to_site: str
     qty: int
     ref: str
+    # A proposal's `expires_at`: the world does not start it after then (as the execution
+    # layer does not); None for a baseline's move.
+    expires_at_ms: int | None = None
 
 
 Event = tuple[str, dict[str, Any]]
@@ -665,7 +670,10 @@ class Simulation:
     def accept(self, proposals: list[Proposal]) -> None:
         """Proposals from the flow, carried out at the start of the next hour."""
         self.order(
-            [TransferOrder(p.sku, p.from_site, p.to_site, p.qty, p.proposal_id) for p in proposals]
+            [
+                TransferOrder(p.sku, p.from_site, p.to_site, p.qty, p.proposal_id, p.expires_at_ms)
+                for p in proposals
+            ]
         )
         self.kpis.proposals += len(proposals)
         self.kpis.proposals_negative_net_benefit += sum(
@@ -813,6 +821,13 @@ class Simulation:
 
     def _execute(self, h: int, events: list[Event]) -> None:
         for order in self.pending:
+            if order.expires_at_ms is not None and order.expires_at_ms <= self.ts(h - 1):
+                # Expired before the hour it was published in began: the execution layer
+                # never starts it and reports nothing (stockshift releases the reservation at
+                # its expiry by itself). The world carries out an hour's proposals at the
+                # next hour's start; one that expires in between had minutes to spare.
+                self.kpis.proposals_expired += 1
+                continue
             k = self._sku_index[order.sku]
             src, dst = self._site_index[order.from_site], self._site_index[order.to_site]
             body: dict[str, Any] = {

@@ -487,6 +487,7 @@ KPI_ROWS = (
     "turns_annualised",
     "proposals",
     "proposals_rejected",
+    "proposals_expired",
     "proposals_negative_net_benefit",
     "refused_for_storage",
 )

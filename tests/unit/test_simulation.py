@@ -320,6 +320,25 @@ def test_the_world_enforces_lane_capacity_per_day() -> None:
     assert sim.kpis.proposals_failed == 1
 
 
+def test_the_world_does_not_start_a_proposal_that_expired_before_its_hour() -> None:
+    """As the execution layer does not: a proposal whose `expires_at` passed before the hour
+    it was published in began is never carried out; one that expires within that hour is
+    (the world carries out an hour's proposals at the next hour's start)."""
+    from adapters.lab.simulator import TransferOrder
+
+    scenario = replace(SMALL, reject_share=0.0)
+    sim = Simulation(scenario, make_network(scenario), emit=False)
+    sku, a, b = sim.skus[0], sim.sites[0], sim.sites[1]
+    for _ in range(5):
+        sim.advance_hour()
+    sim.on_hand[0, 0] = 100
+    expired = TransferOrder(sku, a, b, 4, "00000001", expires_at_ms=sim.ts(4))
+    in_time = TransferOrder(sku, a, b, 3, "00000002", expires_at_ms=sim.ts(4, 30))
+    sim.order([expired, in_time])  # published in hour 4, carried out as hour 5 starts
+    sim.advance_hour()
+    assert (sim.kpis.proposals_expired, sim.kpis.transfers, sim.kpis.units_moved) == (1, 1, 3)
+
+
 TIGHT = replace(SMALL, name="tight", lane_capacity_per_day=3, storage_capacity_days=4.0)
 
 
