@@ -198,6 +198,9 @@ class _Step:
     policy: Policy
     governance: Governance
     now: int
+    # When the decision is made (`decision_time`): proposals and records are dated by it
+    # and reservations expire by it; the state's own arithmetic keeps `now`.
+    decided: int
     new_hour: bool
     touched: set[str]
     decisions: list[DecisionRecord]
@@ -220,6 +223,7 @@ class _Step:
         self.policy = policy
         self.governance = governance
         self.now = now
+        self.decided = decision_time(event, now)
         self.new_hour = new_hour
         self.touched = touched
         self.decisions = []
@@ -227,6 +231,21 @@ class _Step:
         self.lead_times = ()
         self.supplier_delays = ()
         self.proposals = []
+
+
+def decision_time(event: Event, now: int) -> int:
+    """When the decision an event causes is made, as the input log dates it: the later of
+    the SKU's clock and the time the event's message reached Kafka, where that is within
+    `signals.MAX_FEED_LAG_MS` after the event's own time. A sale from a store that uploads
+    its sales every few hours is decided when it arrives, so its proposal's life
+    (`expires_at`) runs from then, as the clocks of the services that carry it out do; with
+    the SKU's clock it could expire before it was made. A message published longer after
+    its event (a backfill, a replay of history, a wrong clock) keeps event time, as does an
+    event without a message time (the simulator's)."""
+    arrived = event.ingested_ms
+    if arrived is None or not 0 < arrived - event.ts_ms <= signals.MAX_FEED_LAG_MS:
+        return now
+    return max(now, arrived)
 
 
 def step(state: SkuState | None, event: Event, ctx: DecisionContext) -> tuple[SkuState, StepOutput]:
@@ -332,7 +351,7 @@ def _expire(state: SkuState, run: _Step, ctx: DecisionContext) -> None:
     proposal was never dispatched."""
     if run.new_hour:
         run.findings += expire_inbound(state, run.now, ctx.inbound_grace_ms)
-    for pid, reservation in expire_reservations(state, run.now):
+    for pid, reservation in expire_reservations(state, run.decided):
         run.decisions.append(_released(state, run.event, pid, reservation, ReleaseReason.EXPIRED))
         run.touched.update((reservation.from_site, reservation.to_site))
 
@@ -376,7 +395,7 @@ def _apply(state: SkuState, site: SiteState, run: _Step, counts_as_demand: bool)
     """Move the stock; whether the site's neighbours may now have a new sender in it."""
     event = run.event
     if event.type is TRANSFER_APPROVED:
-        run.decisions.extend(_approve(state, event, run.policy, run.now))
+        run.decisions.extend(_approve(state, event, run.policy, run.decided))
     on_hand_before = site.on_hand
     sent_ms = _sent_ms(site, event)
     promised_ms = _promised_ms(site, event)
@@ -544,7 +563,10 @@ def _decide_receiver(
         # Logged when the reason changes, not on every event that finds the same answer.
         if receiver.last_logged != reason:
             receiver.last_logged = reason
-            run.decisions.append(_suppressed(state, event, receiver_id, plan, reason, policy, now))
+            decided = run.decided
+            run.decisions.append(
+                _suppressed(state, event, receiver_id, plan, reason, policy, decided)
+            )
         return None
     receiver.last_logged = ""
     return _propose(state, run, plan, ctx)
@@ -573,9 +595,10 @@ def _approval_reasons(
     proposal: Proposal,
     ctx: DecisionContext,
     policy: Policy,
-    governance: Governance,
+    run: _Step,
 ) -> tuple[str, ...]:
     """Why a human must look first: value, a frozen SKU or site, or thin demand evidence."""
+    governance = run.governance
     reasons = []
     threshold = (
         governance.approval_threshold
@@ -590,7 +613,7 @@ def _approval_reasons(
     receiver = state.site(proposal.to_site).demand
     if observed_hours(receiver, policy.demand_window_minutes) < policy.confidence_hours:
         reasons.append("low confidence: the receiver's demand has been observed only briefly")
-    held = _integrity_hold(state, (proposal.from_site, proposal.to_site), proposal.created_at_ms)
+    held = _integrity_hold(state, (proposal.from_site, proposal.to_site), run.now)
     if held:
         reasons.append(f"open data-quality finding: {held}")
     return tuple(reasons)
@@ -607,8 +630,9 @@ def _integrity_hold(state: SkuState, sites: tuple[str, ...], now: int) -> str:
 
 def _propose(state: SkuState, run: _Step, plan: Plan, ctx: DecisionContext) -> Proposal:
     """The plan as a proposal: its evidence, its status (a person must look first, or not),
-    its reservation at both ends, and its decision record, all computed once."""
-    event, policy, now = run.event, run.policy, run.now
+    its reservation at both ends, and its decision record, all computed once. It is dated
+    by the decision time."""
+    event, policy, now = run.event, run.policy, run.decided
     chosen, lane = plan.chosen, plan.lane
     assert chosen is not None and lane is not None
     receiver_id = plan.receiver.site
@@ -621,7 +645,7 @@ def _propose(state: SkuState, run: _Step, plan: Plan, ctx: DecisionContext) -> P
         pid, state.sku, chosen.from_site, receiver_id, chosen.qty, now, now,
         policy.version, ProposalStatus.PROPOSED, reason, evidence, (event.event_id,),
     )  # fmt: skip
-    approvals = _approval_reasons(state, draft, ctx, policy, run.governance)
+    approvals = _approval_reasons(state, draft, ctx, policy, run)
     status = ProposalStatus.NEEDS_APPROVAL if approvals else ProposalStatus.PROPOSED
     ttl = policy.approval_ttl_hours if approvals else policy.proposal_ttl_hours
     expires = now + int(ttl * HOUR_MS)

@@ -42,7 +42,7 @@ _FUTURE_MS: Final = HOUR_MS
 _LATE_MS: Final = 7 * DAY_MS
 # A site's sales feed is taken to lag by at most this much: a feed a day behind is broken
 # (its silence is a finding of its own), and a count's shortfall is judged by then.
-_MAX_FEED_LAG_MS: Final = DAY_MS
+MAX_FEED_LAG_MS: Final = DAY_MS
 _INTEGRITY_KINDS: Final = frozenset(
     {
         "phantom_stock",
@@ -178,7 +178,7 @@ def _learn_feed_lag(signals: Signals, late_ms: int) -> None:
     largest lately seen, an eighth of it forgotten at each sale (a feed that catches up is
     trusted again within a few dozen sales)."""
     held = signals.feed_lag_ms - signals.feed_lag_ms // 8
-    signals.feed_lag_ms = min(max(late_ms, held), _MAX_FEED_LAG_MS)
+    signals.feed_lag_ms = min(max(late_ms, held), MAX_FEED_LAG_MS)
 
 
 def _explain_shortfall(site: SiteState, event: Event, now_ms: int, findings: list[Finding]) -> None:
@@ -190,7 +190,7 @@ def _explain_shortfall(site: SiteState, event: Event, now_ms: int, findings: lis
         return
     if in_count(site, event.ts_ms):
         signals.count_shortfall = max(signals.count_shortfall - event.qty, 0)
-        if now_ms < site.counted_ms + _MAX_FEED_LAG_MS:
+        if now_ms < site.counted_ms + MAX_FEED_LAG_MS:
             return
     _judge_shortfall(site, event, findings)
 

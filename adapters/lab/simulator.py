@@ -667,6 +667,13 @@ class Simulation:
     def ts(self, hour: int, minute: int = 0) -> int:
         return self.scenario.start_ms + hour * HOUR_MS + minute * 60_000
 
+    def published_ms(self, kind: str, body: dict[str, Any]) -> int | None:
+        """When an event's message reached Kafka, where that is later than its own time:
+        a sale held back by `pos_lag_hours` (the world publishes everything else at once)."""
+        if kind != "pos" or not self.scenario.pos_lag_hours:
+            return None
+        return int(body["ts"]) + self.scenario.pos_lag_hours * HOUR_MS
+
     def accept(self, proposals: list[Proposal]) -> None:
         """Proposals from the flow, carried out at the start of the next hour."""
         self.order(

@@ -247,7 +247,10 @@ def run_stockshift(
         through negotiation as one batch (as the flow gets them from the simulator feed)."""
         if record is not None:
             record.extend(events)
-        sim.accept(replay.batch(parse_object(kind, body, sites) for kind, body in events).granted)
+        parsed = (
+            parse_object(kind, body, sites, sim.published_ms(kind, body)) for kind, body in events
+        )
+        sim.accept(replay.batch(parsed).granted)
 
     decide(sim.history_events())  # what `stockshift warmup` would publish (none by default)
     decide(sim.initial_events())

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from adapters.lab.simulator import Scenario, make_network
 from flows.lab.simulate import run_stockshift
 from operators.demand import mean_per_hour
-from operators.engine import DecisionContext, step
+from operators.engine import DecisionContext, decision_time, step
 from operators.parse import parse_object
 from operators.planner import (
     DemandPrior,
@@ -183,6 +183,51 @@ def test_sales_that_arrive_after_a_later_count_teach_demand_as_in_time() -> None
     window_minutes = CTX.policy.demand_window_minutes
     assert mean_per_hour(state.sites["B"].demand, window_minutes) == pytest.approx(1.0)
     assert mean_per_hour(state.sites["A"].demand, window_minutes) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("arrived_after_hours", "clock_ahead_hours", "decided_after_hours"),
+    [
+        (None, 0, 0),  # no message time (the simulator's events): event time
+        (3, 0, 3),  # a feed three hours behind: when it arrived
+        (24, 0, 24),  # a day behind, the most a lagging feed is taken to be
+        (24.01, 0, 0),  # later: a backfill or a wrong clock keeps event time
+        (-1, 0, 0),  # a message time before the event's (its clock ahead): event time
+        (3, 5, 5),  # the SKU's clock already past the arrival: the clock
+    ],
+)
+def test_decision_time_is_the_arrival_of_a_message_up_to_a_day_late(
+    arrived_after_hours: float | None, clock_ahead_hours: float, decided_after_hours: float
+) -> None:
+    sale = event("s", EventType.SALE, 10, "B", 1)
+    if arrived_after_hours is not None:
+        sale = replace(sale, ingested_ms=sale.ts_ms + int(arrived_after_hours * HOUR))
+    now = sale.ts_ms + int(clock_ahead_hours * HOUR)
+    assert decision_time(sale, now) == sale.ts_ms + int(decided_after_hours * HOUR)
+
+
+def test_a_proposal_from_a_late_message_lives_from_its_arrival() -> None:
+    """B's count reaches Kafka five hours after its time (a feed that lags): its proposal
+    and the reservation run from the arrival, so a sale from the hour the proposal would
+    have expired in by event time leaves the reservation held; one past the arrival's expiry
+    releases it. The same count a week late (a backfill) keeps the count's own time."""
+    count = trigger()
+    late = replace(count, ingested_ms=count.ts_ms + 5 * HOUR)
+    state, proposals, _ = run([*warm_history(), late])
+    (p,) = proposals
+    assert p.created_at_ms == late.ingested_ms and p.record is not None
+    assert p.record.ts_ms == p.created_at_ms
+    life_hours = (p.expires_at_ms - p.created_at_ms) / HOUR
+    by_event_time = event("sale-A-x", EventType.SALE, 30.2 + life_hours + 0.5, "A", 1)
+    state, _, _ = run([by_event_time], state=state)
+    assert p.proposal_id in state.reservations
+    past_expiry = event("sale-A-y", EventType.SALE, 30.2 + life_hours + 5.5, "A", 1)
+    state, _, decisions = run([past_expiry], state=state)
+    assert p.proposal_id not in state.reservations
+    assert [d.reason for d in decisions if d.proposal_id == p.proposal_id] == ["expired"]
+    backfill = replace(count, ingested_ms=count.ts_ms + 7 * 24 * HOUR)
+    _, (old,), _ = run([*warm_history(), backfill])
+    assert old.created_at_ms == count.ts_ms
 
 
 def test_a_count_then_the_sales_it_already_holds_decide_as_in_time() -> None:

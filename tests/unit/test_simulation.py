@@ -579,3 +579,8 @@ def test_a_lagging_pos_feed_publishes_each_hours_sales_later_behind_that_hours_c
     late = [e for e in published[23] if e[0] == "pos"]
     assert counted and late and all(e[1]["ts"] < counted[0][1]["ts"] for e in late)
     assert np.array_equal(in_time.on_hand, lagging.on_hand)
+    # Their messages carry the hour they reached Kafka; the in-time world's none.
+    kind, body = late[0]
+    assert lagging.published_ms(kind, body) == body["ts"] + lag * 3_600_000
+    assert in_time.published_ms(kind, body) is None
+    assert lagging.published_ms(*counted[0]) is None
