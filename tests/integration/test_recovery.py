@@ -147,7 +147,7 @@ def test_a_restart_prunes_evicted_skus_from_the_store_and_still_resumes(
         flow.start()
         flow.publish_events(history)
         flow.wait_live()
-        _wait_for(lambda: flow.metric("stockshift_state_keys_evicted_total") >= 10, 30, "evictions")
+        _wait_for(lambda: flow.metric("stockshift_state_keys_evicted_total") >= 10, 60, "evictions")
         time.sleep(2.0)  # snapshots and commits past the evictions
         flow.stop()
         evicted = _rows_of_evicted_skus(store)
@@ -155,7 +155,7 @@ def test_a_restart_prunes_evicted_skus_from_the_store_and_still_resumes(
 
         flow.start()
         pruned = "stockshift_recovery_tombstones_pruned_total"
-        _wait_for(lambda: flow.metric(pruned) >= evicted, 30, "the sweep at start")
+        _wait_for(lambda: flow.metric(pruned) >= evicted, 60, "the sweep at start")
         flow.wait_live()
         consumed_after_restart = flow.metric("stockshift_events_consumed_total")
     finally:
