@@ -563,9 +563,8 @@ def _decide_receiver(
         # Logged when the reason changes, not on every event that finds the same answer.
         if receiver.last_logged != reason:
             receiver.last_logged = reason
-            decided = run.decided
             run.decisions.append(
-                _suppressed(state, event, receiver_id, plan, reason, policy, decided)
+                _suppressed(state, event, receiver_id, plan, reason, policy, run.decided)
             )
         return None
     receiver.last_logged = ""
@@ -591,14 +590,10 @@ def _suppress_reason(
 
 
 def _approval_reasons(
-    state: SkuState,
-    proposal: Proposal,
-    ctx: DecisionContext,
-    policy: Policy,
-    run: _Step,
+    state: SkuState, proposal: Proposal, ctx: DecisionContext, run: _Step
 ) -> tuple[str, ...]:
     """Why a human must look first: value, a frozen SKU or site, or thin demand evidence."""
-    governance = run.governance
+    policy, governance = run.policy, run.governance
     reasons = []
     threshold = (
         governance.approval_threshold
@@ -632,7 +627,7 @@ def _propose(state: SkuState, run: _Step, plan: Plan, ctx: DecisionContext) -> P
     """The plan as a proposal: its evidence, its status (a person must look first, or not),
     its reservation at both ends, and its decision record, all computed once. It is dated
     by the decision time."""
-    event, policy, now = run.event, run.policy, run.decided
+    event, policy, decided = run.event, run.policy, run.decided
     chosen, lane = plan.chosen, plan.lane
     assert chosen is not None and lane is not None
     receiver_id = plan.receiver.site
@@ -642,13 +637,13 @@ def _propose(state: SkuState, run: _Step, plan: Plan, ctx: DecisionContext) -> P
     evidence = _evidence(plan, ctx.network.sku_params(state.sku))
     reason = _reason_text(plan)
     draft = Proposal(
-        pid, state.sku, chosen.from_site, receiver_id, chosen.qty, now, now,
+        pid, state.sku, chosen.from_site, receiver_id, chosen.qty, decided, decided,
         policy.version, ProposalStatus.PROPOSED, reason, evidence, (event.event_id,),
     )  # fmt: skip
-    approvals = _approval_reasons(state, draft, ctx, policy, run)
+    approvals = _approval_reasons(state, draft, ctx, run)
     status = ProposalStatus.NEEDS_APPROVAL if approvals else ProposalStatus.PROPOSED
     ttl = policy.approval_ttl_hours if approvals else policy.proposal_ttl_hours
-    expires = now + int(ttl * HOUR_MS)
+    expires = decided + int(ttl * HOUR_MS)
     if approvals:
         reason += " Needs approval: " + "; ".join(approvals) + "."
     reserve(
@@ -657,7 +652,7 @@ def _propose(state: SkuState, run: _Step, plan: Plan, ctx: DecisionContext) -> P
     record = DecisionRecord(
         sku=state.sku,
         site=receiver_id,
-        ts_ms=now,
+        ts_ms=decided,
         outcome=Outcome(status.value),
         reason=status.value,
         detail=reason,
