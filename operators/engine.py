@@ -241,7 +241,7 @@ def decision_time(event: Event, now: int) -> int:
     (`expires_at`) runs from then, as the clocks of the services that carry it out do; with
     the SKU's clock it could expire before it was made. A message published longer after
     its event (a backfill, a replay of history, a wrong clock) keeps event time, as does an
-    event without a message time (the simulator's)."""
+    event without a message time (the simulator's, but for the sales it holds back)."""
     arrived = event.ingested_ms
     if arrived is None or not 0 < arrived - event.ts_ms <= signals.MAX_FEED_LAG_MS:
         return now
