@@ -41,7 +41,8 @@ _SILENT_REFERENCE_DAYS: Final = 7
 _FUTURE_MS: Final = HOUR_MS
 _LATE_MS: Final = 7 * DAY_MS
 # A site's sales feed is taken to lag by at most this much: a feed a day behind is broken
-# (its silence is a finding of its own), and a count's shortfall is judged by then.
+# (its silence is a finding of its own), and a count's shortfall is judged by then. A
+# message up to this late is still dated at its arrival (`engine.decision_time`).
 MAX_FEED_LAG_MS: Final = DAY_MS
 _INTEGRITY_KINDS: Final = frozenset(
     {
