@@ -12,7 +12,9 @@ arrive, since waiting for a later fetch that may bring something older is latenc
 every event. `grace_ms` buys that wait where users want it (a burst published together can
 reach the client in several fetches).
 
-Recovery: the snapshot is, per partition, the offset of the next message not yet emitted.
+Recovery: the snapshot is, per partition, the offset of the next message not yet emitted,
+and the stream time (the latest timestamp emitted; each message carries it, as the time the
+input had reached when the message came).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ from state.records import DeadLetter, RawMessage
 
 log = logging.getLogger("stockshift.kafka")
 Key = tuple[str, int]
+# The snapshot's entry for the stream time; partitions are named "<partition>-<topic>".
+_STREAM_TIME = "stream_time"
 _MAX_BUFFERED_PER_PARTITION = 20_000
 
 
@@ -63,11 +67,12 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
     ) -> None:
         self._max_future_ms = max_future_ms
         self._commit_offsets = commit_offsets
-        self._watermark = -1  # the largest merge time emitted so far
         self._consumer = Consumer(
             {**config, "stats_cb": self._on_stats, "error_cb": on_client_error("input")}
         )
         self._next: dict[str, int] = dict(resume or {})
+        # The largest merge time emitted so far (snapshots before 2026-12-08 lack it).
+        self._watermark = self._next.pop(_STREAM_TIME, -1)
         self._consumer.assign(
             [
                 TopicPartition(topic, part, self._next.get(f"{part}-{topic}", start_offset))
@@ -159,6 +164,7 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
             self._watermark = max(self._watermark, heapq.heappop(heads)[0])
             buffer = self._buffers[key]
             message = buffer.popleft()
+            _stamp_stream_time(message, min(self._watermark, message.received_at_ms))
             self._fetched[key].popleft()
             merged.append(message)
             self._next[f"{key[1]}-{key[0]}"] = (message.offset or 0) + 1
@@ -219,7 +225,7 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         exporters) see how far the flow is; recovery still resumes from the snapshot."""
         if self._commit_offsets and self._next:
             self._commit()
-        return dict(self._next)
+        return {**self._next, _STREAM_TIME: self._watermark}
 
     def _commit(self) -> None:
         offsets = []
@@ -248,6 +254,16 @@ def _raw(msg: Any, key: Key, received_ms: int) -> RawMessage:
         ts if ts_type else None, ts_type == TIMESTAMP_LOG_APPEND_TIME, traceparent,
         content_type,
     )  # fmt: skip
+
+
+def _stamp_stream_time(message: RawMessage, stream_ms: int) -> None:
+    """Fill in the stream time the merge emits a message at (the one field set after the
+    record is built: only the merge knows it). It is the latest timestamp emitted so far,
+    this message's included, but never after the receive time (a message stamped up to
+    `max_future_ms` ahead moves the watermark). The merged order is the same on every replay
+    of a backlog, so is each message's stream time, and a restart resumes it from the
+    snapshot."""
+    object.__setattr__(message, "stream_time_ms", stream_ms)
 
 
 def _header(headers: list[tuple[str, bytes | None]] | None, wanted: str) -> bytes | None:

@@ -352,7 +352,7 @@ def parse_message(
         source = None
         if raw.partition is not None and raw.offset is not None:
             source = SourceRef(raw.topic, raw.partition, raw.offset)
-        ingested = raw.timestamp_ms if raw.timestamp_ms is not None else raw.received_at_ms
+        ingested = _ingested(raw)
         # A receive time before 2000 is no wall clock (tests, replays that leave it unset).
         received = raw.received_at_ms if raw.received_at_ms >= MIN_TS_MS else None
         event = _event(
@@ -371,6 +371,16 @@ def parse_message(
             received_at_ms=raw.received_at_ms,
             timestamp_ms=raw.timestamp_ms,
         )
+
+
+def _ingested(raw: RawMessage) -> int:
+    """When the message entered Kafka, as near as the log tells: its timestamp (the broker's
+    append time, or the producer's), or when it reached us if it has none; and the input's
+    stream time when it came, if later. A producer that stamps messages with their event's
+    time hides a late message's arrival in the first; the second still shows it."""
+    stamped = raw.timestamp_ms if raw.timestamp_ms is not None else raw.received_at_ms
+    streamed = raw.stream_time_ms
+    return stamped if streamed is None or streamed <= stamped else streamed
 
 
 def parse_object(

@@ -101,7 +101,9 @@ class Event:
     from_site: str | None = None
     proposal_id: str | None = None
     source: SourceRef | None = None
-    # When the message entered Kafka (its timestamp) or reached us; for clock checks.
+    # When the message entered Kafka: its timestamp, or the input's stream time when it
+    # came if that is later (RawMessage.stream_time_ms), or when it reached us; for clock
+    # checks and to date the decisions it causes.
     ingested_ms: int | None = None
     # When this process consumed it (wall clock); for trigger-to-proposal latency.
     received_ms: int | None = None
@@ -132,6 +134,11 @@ class RawMessage:
     # The record decoded from a registry-framed Avro value (adapters.avro), when it was one:
     # parsed instead of the value, which stays as it came (for the dead-letter topic).
     decoded: dict[str, Any] | None = None
+    # The input's stream time when the merged source emitted the message: the latest message
+    # timestamp it had emitted (never after the receive time). Where producers stamp messages
+    # with their event's time, a message that came after the stream moved on (a store's feed
+    # hours behind) shows its arrival only here.
+    stream_time_ms: int | None = None
 
 
 @record

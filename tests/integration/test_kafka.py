@@ -7,15 +7,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from confluent_kafka import Producer
 
-from adapters.kafka import ProducingSink, ensure_topics
+from adapters.kafka import SOURCE_DEFAULTS, ProducingSink, ensure_topics
+from adapters.kafka_source import MergedKafkaSource
 from adapters.lab.flowproc import NETWORK
 from operators.codec import dead_letter_headers
-from state.records import EventType
+from state.records import EventType, RawMessage
 from tests.support.helpers import (
     E2E_B_STOCK,
     E2E_HOURS,
@@ -260,3 +262,54 @@ def test_a_broker_that_never_creates_a_topic_fails_start_up_with_the_reason() ->
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def _emitted(part: Any, count: int, timeout_s: float = 30) -> list[RawMessage]:
+    """The next `count` messages a merged source's partition emits."""
+    got: list[RawMessage] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < count and time.monotonic() < deadline:
+        got.extend(m for m in part.next_batch() if isinstance(m, RawMessage))
+        time.sleep(0.01)
+    assert len(got) == count, got
+    return got
+
+
+def test_the_merged_source_dates_a_message_stamped_with_event_time_by_the_stream(
+    kafka_brokers: str, topic_prefix: str
+) -> None:
+    """Producers stamp messages with their event's time. The counts reach 14:00; then a
+    store's 10:00 sale comes: its timestamp says 10:00, its stream time says when it came,
+    14:00. In order, a message's stream time is its own timestamp. A source resumed from
+    the snapshot carries the stream time on to the next late sale."""
+    pos, inventory = topic_prefix + "pos", topic_prefix + "inventory"
+    ensure_topics([kafka_brokers], [pos, inventory], 1)
+    start = (int(time.time() * 1000) - 24 * HOUR) // HOUR * HOUR
+    at = lambda hour: start + hour * HOUR  # noqa: E731
+    producer = Producer({"bootstrap.servers": kafka_brokers})
+
+    def send(topic: str, hour: int) -> None:
+        producer.produce(topic, b"{}", b"SKU-1", timestamp=at(hour))
+        assert producer.flush(10) == 0
+
+    send(inventory, 12)
+    send(inventory, 14)
+    source = MergedKafkaSource([kafka_brokers], [pos, inventory], consumer_config=SOURCE_DEFAULTS)
+    part = source.build_part("inputs", "merged-inputs", None)
+    try:
+        in_order = _emitted(part, 2)
+        assert [m.stream_time_ms for m in in_order] == [at(12), at(14)]
+        send(pos, 10)
+        (late,) = _emitted(part, 1)
+        assert (late.timestamp_ms, late.stream_time_ms) == (at(10), at(14))
+        snapshot = part.snapshot()
+    finally:
+        part.close()
+    assert snapshot["stream_time"] == at(14)
+    send(pos, 11)
+    resumed = source.build_part("inputs", "merged-inputs", snapshot)
+    try:
+        (next_late,) = _emitted(resumed, 1)
+    finally:
+        resumed.close()
+    assert (next_late.offset, next_late.stream_time_ms) == (1, at(14))

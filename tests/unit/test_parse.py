@@ -166,3 +166,29 @@ def test_a_content_type_other_than_json_is_dead_lettered_with_a_reason() -> None
     for declared in ("application/json", None):
         json_ = RawMessage("stockshift.pos", 0, 1, b"k", body, 7, content_type=declared)
         assert isinstance(parse_message(json_, KINDS, SITES), Event)
+
+
+@pytest.mark.parametrize(
+    ("stamped_hour", "stream_hour", "ingested_hour"),
+    [
+        (10, 14, 14),  # stamped with event time, the stream four hours on: the stream's time
+        (10, 10, 10),  # in order
+        (10, 9, 10),  # the stream behind the stamp (LogAppendTime, a slower partition)
+        (10, None, 10),  # not from the merged source
+        (None, 14, 20),  # no message timestamp: when it reached us (the stream is not later)
+    ],
+)
+def test_a_message_enters_kafka_at_the_later_of_its_stamp_and_the_stream_time_it_came_at(
+    stamped_hour: int | None, stream_hour: int | None, ingested_hour: int
+) -> None:
+    """A store's 10:00 sale, stamped with its event time, comes when the other feeds have
+    reached 14:00: it is dated as arriving at 14:00 (its decisions, and the clock checks),
+    for sales and forecasts alike."""
+    at = lambda hour: None if hour is None else 1_767_254_400_000 + hour * 3_600_000  # noqa: E731
+    for kind, body in (("pos", {**BASE, "qty": 1}), ("forecasts", {**BASE, "mean_per_day": 2})):
+        raw = RawMessage(
+            f"stockshift.{kind}", 0, 1, b"k", orjson.dumps(body), at(20) or 0, at(stamped_hour),
+            stream_time_ms=at(stream_hour),
+        )  # fmt: skip
+        event = parse_message(raw, KINDS, SITES)
+        assert isinstance(event, Event) and event.ingested_ms == at(ingested_hour)
