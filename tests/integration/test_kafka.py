@@ -24,6 +24,7 @@ from tests.support.helpers import (
     HOUR,
     T0,
     e2e_trigger,
+    event,
     event_message,
     read_topic,
     warm_history,
@@ -246,6 +247,30 @@ def test_a_traceparent_on_the_trigger_reaches_its_proposal_and_decision_record(
     assert body["traceparent"][3:35] == trace_id
     assert dict(proposals[0].headers() or [])["traceparent"].decode() == body["traceparent"]
     assert decisions[0]["traceparent"] == body["traceparent"]
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+def test_a_trigger_stamped_with_event_time_behind_the_stream_lives_from_its_arrival(
+    kafka_brokers: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Producers stamp messages with event time (the harness does, as the README's
+    producer). Another SKU's count takes the input to hour 55; B's damage, stamped 50.2,
+    comes after it: its proposal is created at 55:00 and expires a TTL after that, not
+    after 50.2, which had left it under five hours to live."""
+    from adapters.lab.flowproc import flow_harness
+    from operators.parse import parse_timestamp
+
+    with flow_harness(kafka_brokers, topic_prefix, tmp_path) as flow:
+        flow.publish_events(warm_history(E2E_HOURS, b_stock=E2E_B_STOCK))
+        flow.publish_events([event("snap-A-SKU-9", EventType.SNAPSHOT, 55, "A", 40, "SKU-9")])
+        flow.wait_live()
+        flow.publish_events([e2e_trigger()])
+        (proposal,) = flow.records("proposals", 1, timeout=60)
+    assert proposal["trigger_event_ids"] == ["damage-B"]
+    created, expires = (parse_timestamp(proposal[k]) for k in ("created_at", "expires_at"))
+    assert created == T0 + 55 * HOUR
+    assert expires - created == 6 * HOUR  # the default policy's proposal_ttl_hours
 
 
 def test_a_broker_that_never_creates_a_topic_fails_start_up_with_the_reason() -> None:
