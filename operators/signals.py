@@ -99,8 +99,9 @@ def check_event(
     kind = event.type
     if kind in (SALE, RETURN):
         counts_as_demand = _check_sale(site, event, findings)
+        # A return comes through the same point-of-sale feed: as late as its sales.
+        _learn_feed_lag(_signals(site), state.clock_ms - event.ts_ms)
         if kind is SALE:
-            _learn_feed_lag(_signals(site), state.clock_ms - event.ts_ms)
             _explain_shortfall(site, event, state.clock_ms, findings)
     elif kind is SNAPSHOT and site.last_event_ms >= 0 and not in_count(site, event.ts_ms):
         # (A count older than the latest says nothing new.)
@@ -175,9 +176,9 @@ def _check_books(site: SiteState, event: Event, signals: Signals, findings: list
 
 
 def _learn_feed_lag(signals: Signals, late_ms: int) -> None:
-    """How far behind the SKU's latest event a sale arrived: the site's feed lag is the
-    largest lately seen, an eighth of it forgotten at each sale (a feed that catches up is
-    trusted again within a few dozen sales)."""
+    """How far behind the SKU's latest event a sale or return arrived: the site's feed lag
+    is the largest lately seen, an eighth of it forgotten at each (a feed that catches up
+    is trusted again within a few dozen sales)."""
     held = signals.feed_lag_ms - signals.feed_lag_ms // 8
     signals.feed_lag_ms = min(max(late_ms, held), MAX_FEED_LAG_MS)
 

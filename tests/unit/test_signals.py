@@ -253,6 +253,17 @@ def lagging_feed(hours: int, lag: int) -> tuple[list[Event], list[Event]]:
     return events, b_sales[hours - lag :]
 
 
+def test_a_late_return_teaches_its_site_s_feed_lag_as_a_late_sale_does() -> None:
+    """A return comes through the same point-of-sale feed as the sales: one that reaches
+    us five hours behind A's sales teaches B's feed lag (what a count waits for)."""
+    events, _ = lagging_feed(10, 0)
+    state, _, _ = run(events)
+    assert state.sites["B"].signals is not None and state.sites["B"].signals.feed_lag_ms == 0
+    late_return = event("r-b", EventType.RETURN, 4.5, "B", 1)
+    state, _, _ = run([late_return], state=state)
+    assert state.sites["B"].signals.feed_lag_ms == 5 * HOUR
+
+
 def test_a_count_ahead_of_a_lagging_feeds_sales_waits_for_them() -> None:
     """B's count at hour 48 finds 16 (160 less 48 hours of 3); its books, six hours of
     sales behind, say 34. Judged at once that is shrink at every count; B's feed has been
