@@ -548,8 +548,12 @@ def _decide_receiver(
         )  # fmt: skip
         if offer is None or offer.chosen is None:
             return None
+    # Screening pays only where the answer may repeat the reason last logged: a receiver
+    # with none logged (its last judgement found no need, or proposed) logs or proposes
+    # whatever it finds now, with every alternative priced, so it is planned in full at once.
+    screen = bool(receiver.last_logged)
     plan = plan_for_receiver(
-        state, receiver_id, network, planning, now, prior, screen=True, agents=agents
+        state, receiver_id, network, planning, now, prior, screen=screen, agents=agents
     )
     if plan is None:
         receiver.last_logged = ""
