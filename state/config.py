@@ -240,6 +240,11 @@ class Policy:
     # than their estimate: on a slow mover's few units that is mostly noise. 0: off.
     thin_evidence_units: float = 0.0
     thin_evidence_z: float = 2.0
+    # A receiver without a forecast whose own sales span less than this many hours is
+    # priced at no higher a rate than the SKU's cross-site prior at its full weight gives it
+    # (`demand_prior_hours`, not lowered for the sites' spread): a few days of a slow mover
+    # with one big day say little yet about how the site differs from the others. 0: off.
+    receiver_full_prior_hours: float = 0.0
     # A forecast event without its own `error_cv` is taken to be off by this share until
     # the SKU's sales show otherwise (`operators.demand.unstated_error_sq`).
     forecast_error_cv: float = 0.5
@@ -474,6 +479,7 @@ _POLICY_FLOATS = {
     "estimate_risk_z": 0.0,
     "thin_evidence_units": 0.0,
     "thin_evidence_z": 0.0,
+    "receiver_full_prior_hours": 0.0,
     "forecast_error_cv": 0.0,
 }
 _POLICY_INTS = {"demand_window_minutes": 1, "dedupe_capacity": 1}

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from adapters.lab.simulator import Scenario, make_network
 from flows.lab.simulate import run_stockshift
-from operators.demand import mean_per_hour
+from operators.demand import mean_per_hour, observed_hours
 from operators.engine import DecisionContext, decision_time, step
 from operators.parse import parse_object
 from operators.planner import (
@@ -24,6 +24,7 @@ from operators.planner import (
     estimate_risk,
     expected_shortfall,
     plan_for_receiver,
+    priced_receiver,
     receiver_need,
     stock_checkpoints,
 )
@@ -557,6 +558,47 @@ def test_the_prior_counts_for_less_where_the_skus_sites_differ_beyond_chance() -
     pulled = agent_for("A", state.sites["A"], CTX.policy, fixed).mean
     own = agent_for("A", state.sites["A"], by_spread, apart).mean
     assert pulled < 4.0 and own > 5.8
+
+
+def test_a_receiver_observed_briefly_is_priced_at_no_more_than_the_full_prior() -> None:
+    """A sold 6 an hour for 40 hours where B and C sold none: with the spread's discount its
+    estimate keeps near its own rate. As a receiver observed for less than
+    `receiver_full_prior_hours` it is priced at the rate the prior at full weight gives;
+    the need and the estimate itself are untouched (`priced_receiver` leaves the agent)."""
+    p = policy(demand_prior_by_spread=True, receiver_full_prior_hours=72.0)
+    state = _selling_at_rates(40, {"A": 6, "B": 0, "C": 0})
+    prior = demand_prior(state, p, CTX.network)
+    assert prior is not None and prior.spread > 0
+    own = agent_for("A", state.sites["A"], p, prior)
+    priced = priced_receiver(own, p, CTX.network, prior)
+    full = agent_for("A", state.sites["A"], p, DemandPrior(prior.per_hour))
+    assert priced.mean == pytest.approx(full.mean) and priced.mean < 4.0 < 5.8 < own.mean
+    assert (priced.sd, priced.se, priced.learned) == (own.sd, own.se, own.learned)
+    off = replace(p, receiver_full_prior_hours=0.0)
+    assert priced_receiver(own, off, CTX.network, prior) is own
+    seen_hours = observed_hours(state.sites["A"].demand, p.demand_window_minutes)
+    at_seen = replace(p, receiver_full_prior_hours=seen_hours)  # observed that long: as it is
+    assert 30 < seen_hours < 72 and priced_receiver(own, at_seen, CTX.network, prior) is own
+    longer = _selling_at_rates(80, {"A": 6, "B": 0, "C": 0})
+    later = agent_for("A", longer.sites["A"], p, demand_prior(longer, p, CTX.network))
+    assert priced_receiver(later, p, CTX.network, demand_prior(longer, p, CTX.network)) is later
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    rates=st.lists(st.integers(0, 8), min_size=3, max_size=3),
+    hours=st.integers(25, 100),
+    cap_hours=st.floats(0.0, 200.0),
+)
+def test_a_priced_receiver_never_sells_faster_than_its_estimate(
+    rates: list[int], hours: int, cap_hours: float
+) -> None:
+    p = policy(demand_prior_by_spread=True, receiver_full_prior_hours=cap_hours)
+    state = _selling_at_rates(hours, dict(zip("ABC", rates, strict=True)))
+    prior = demand_prior(state, p, CTX.network)
+    for site in "ABC":
+        agent = agent_for(site, state.sites[site], p, prior)
+        assert priced_receiver(agent, p, CTX.network, prior).mean <= agent.mean
 
 
 @given(
