@@ -71,7 +71,8 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
             {**config, "stats_cb": self._on_stats, "error_cb": on_client_error("input")}
         )
         self._next: dict[str, int] = dict(resume or {})
-        # The largest merge time emitted so far (snapshots before 2026-12-08 lack it).
+        # The largest merge time emitted so far (a snapshot written before the fourteenth
+        # round has none: the merge then starts it again, as it did).
         self._watermark = self._next.pop(_STREAM_TIME, -1)
         self._consumer.assign(
             [

@@ -237,8 +237,8 @@ def decision_time(event: Event, now: int) -> int:
     """When the decision an event causes is made, as the input log dates it: the later of
     the SKU's clock and the time the event's message reached Kafka (`Event.ingested_ms`;
     where producers stamp event time, the input's stream time when it came), where that is
-    within `signals.MAX_FEED_LAG_MS` after the event's own time. A sale from a store that uploads
-    its sales every few hours is decided when it arrives, so its proposal's life
+    within `signals.MAX_FEED_LAG_MS` after the event's own time. A sale from a store that
+    uploads its sales every few hours is decided when it arrives, so its proposal's life
     (`expires_at`) runs from then, as the clocks of the services that carry it out do; with
     the SKU's clock it could expire before it was made. A message published longer after
     its event (a backfill, a replay of history, a wrong clock) keeps event time, as does an
