@@ -12,9 +12,13 @@ arrive, since waiting for a later fetch that may bring something older is latenc
 every event. `grace_ms` buys that wait where users want it (a burst published together can
 reach the client in several fetches).
 
-Recovery: the snapshot is, per partition, the offset of the next message not yet emitted,
-and the stream time (the latest timestamp emitted; each message carries it, as the time the
-input had reached when the message came).
+Recovery: the snapshot is, per partition, the offset of the next message not yet emitted.
+
+Each message carries the stream time it was emitted at (the latest timestamp emitted so
+far): where producers stamp messages with event time, the only record of when a late one
+came. It is not in the snapshot, so a release from before reads this one's snapshots; after
+a restart it starts again from the messages the catch-up emits, in timestamp order, as a
+replay of the log does.
 """
 
 from __future__ import annotations
@@ -47,8 +51,6 @@ from state.records import DeadLetter, RawMessage
 
 log = logging.getLogger("stockshift.kafka")
 Key = tuple[str, int]
-# The snapshot's entry for the stream time; partitions are named "<partition>-<topic>".
-_STREAM_TIME = "stream_time"
 _MAX_BUFFERED_PER_PARTITION = 20_000
 
 
@@ -67,13 +69,11 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
     ) -> None:
         self._max_future_ms = max_future_ms
         self._commit_offsets = commit_offsets
+        self._watermark = -1  # the largest merge time emitted so far: the stream time
         self._consumer = Consumer(
             {**config, "stats_cb": self._on_stats, "error_cb": on_client_error("input")}
         )
         self._next: dict[str, int] = dict(resume or {})
-        # The largest merge time emitted so far (a snapshot written before the fourteenth
-        # round has none: the merge then starts it again, as it did).
-        self._watermark = self._next.pop(_STREAM_TIME, -1)
         self._consumer.assign(
             [
                 TopicPartition(topic, part, self._next.get(f"{part}-{topic}", start_offset))
@@ -226,7 +226,7 @@ class _MergedPartition(StatefulSourcePartition[RawMessage | DeadLetter, dict[str
         exporters) see how far the flow is; recovery still resumes from the snapshot."""
         if self._commit_offsets and self._next:
             self._commit()
-        return {**self._next, _STREAM_TIME: self._watermark}
+        return dict(self._next)
 
     def _commit(self) -> None:
         offsets = []
@@ -262,8 +262,7 @@ def _stamp_stream_time(message: RawMessage, stream_ms: int) -> None:
     record is built: only the merge knows it). It is the latest timestamp emitted so far,
     this message's included, but never after the receive time (a message stamped up to
     `max_future_ms` ahead moves the watermark). The merged order is the same on every replay
-    of a backlog, so is each message's stream time, and a restart resumes it from the
-    snapshot."""
+    of a backlog, and so is each message's stream time."""
     object.__setattr__(message, "stream_time_ms", stream_ms)
 
 
