@@ -700,12 +700,20 @@ def _evidence(plan: Plan, params: SkuParams) -> Evidence:
 def _reason_text(plan: Plan) -> str:
     chosen = plan.chosen
     assert chosen is not None
-    return (
+    text = (
         f"{plan.receiver.site} holds {plan.receiver.position} units against a reorder point of "
         f"{plan.receiver.reorder_point:.0f} over the next {plan.need.horizon_hours:.0f} h, "
         f"while {chosen.from_site} holds more than it needs; moving {chosen.qty} units is "
         f"expected to save {chosen.expected_units_saved:.1f} lost sales for a transfer cost "
         f"of {chosen.transfer_cost:.2f} (net benefit {chosen.net_benefit:.2f})."
+    )
+    if plan.priced_per_hour is None:
+        return text
+    # The record's demand is the receiver's estimate; say where the saving was priced lower.
+    return (
+        f"{text} Its own sales are only a few days old: the saving is priced at "
+        f"{plan.priced_per_hour * 24:.1f} a day, with the SKU's rate across sites at full "
+        f"weight, not at its estimate of {plan.receiver_agent.mean * 24:.1f}."
     )
 
 

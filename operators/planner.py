@@ -795,6 +795,9 @@ class Plan:
     # were not computed (see `plan_for_receiver`).
     screened: bool
     _receiver_view: SiteView | None
+    # The rate (units an hour) the receiver was priced at where `priced_receiver` put it
+    # below its estimate; None where it was priced at its estimate.
+    priced_per_hour: float | None
 
     def __init__(
         self,
@@ -816,6 +819,7 @@ class Plan:
         self.suppress_reason = suppress_reason
         self.screened = screened
         self._receiver_view = None
+        self.priced_per_hour = None
 
     @property
     def receiver(self) -> SiteView:
@@ -888,7 +892,10 @@ def plan_for_receiver(
     if not candidates:
         reason = NO_SENDER_WITH_SURPLUS
         return Plan(receiver, need, None, None, None, (), reason, False)
-    return _choose(receiver, need, candidates)
+    plan = _choose(receiver, need, candidates)
+    if inputs.priced is not receiver:
+        plan.priced_per_hour = inputs.priced.mean
+    return plan
 
 
 # Room left for floating-point rounding when a bound stands in for the exact figure.

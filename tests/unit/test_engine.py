@@ -584,6 +584,32 @@ def test_a_receiver_observed_briefly_is_priced_at_no_more_than_the_full_prior() 
     assert priced_receiver(later, p, CTX.network, demand_prior(longer, p, CTX.network)) is later
 
 
+def test_a_proposal_to_a_young_receiver_is_priced_at_the_capped_rate_and_says_so() -> None:
+    """B sold 4 an hour for 40 hours where A sold 1 and C none, then lost 230 units: it is
+    short, and A sends. With the cap B's saving is priced at the rate the cross-site prior
+    at full weight gives (fewer units saved than at its own estimate), and the proposal's
+    reason names both rates; without it, the reason has no such sentence."""
+    stock = {"A": 1000, "B": 400, "C": 1000}
+    events = [event(f"snap-{s}", EventType.SNAPSHOT, 0, s, q) for s, q in stock.items()]
+    for h in range(40):
+        events.append(event(f"sale-A-{h}", EventType.SALE, h + 0.5, "A", 1))
+        events.append(event(f"sale-B-{h}", EventType.SALE, h + 0.5, "B", 4))
+        events.append(event(f"count-C-{h}", EventType.SNAPSHOT, h + 0.5, "C", 1000))
+    events.append(event("damage-B", EventType.ADJUSTMENT, 40.2, "B", -230))
+    saved = {}
+    for hours in (72.0, 0.0):
+        ctx = DecisionContext.build(
+            two_store_network(),
+            policy(demand_prior_by_spread=True, receiver_full_prior_hours=hours),
+        )
+        _, (proposal,), _ = run(events, ctx)
+        assert (proposal.from_site, proposal.to_site) == ("A", "B")
+        saved[hours] = proposal.evidence.expected_units_saved
+        priced = "the saving is priced at" in proposal.reason
+        assert priced == (hours > 0), proposal.reason
+    assert saved[72.0] < saved[0.0]
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     rates=st.lists(st.integers(0, 8), min_size=3, max_size=3),
