@@ -195,7 +195,10 @@ class Agent:
         """The same agent with its rate moved by `errors` standard errors (never below 0)."""
         if not errors or not self.se:
             return self
-        mean = max(self.mean + errors * self.se, 0.0)
+        return self.with_mean(max(self.mean + errors * self.se, 0.0))
+
+    def with_mean(self, mean: float) -> Agent:
+        """The same agent at another rate (its spread and evidence as they are)."""
         return Agent(
             self.site_id,
             self.state,
@@ -1140,12 +1143,7 @@ def priced_receiver(
         return receiver
     index = demand_index(network, receiver.site_id)
     full = agent_for(receiver.site_id, receiver.state, policy, DemandPrior(prior.per_hour), index)
-    if full.mean >= receiver.mean:
-        return receiver
-    return Agent(
-        receiver.site_id, receiver.state, full.mean, receiver.sd, receiver.learned, receiver.se,
-        receiver.forecast_trusted, receiver.supplier_delay_ms, receiver.forecast_per_hour,
-    )  # fmt: skip
+    return receiver if full.mean >= receiver.mean else receiver.with_mean(full.mean)
 
 
 def estimate_risk(agent: Agent, policy: Policy) -> float:
