@@ -792,12 +792,14 @@ class Plan:
     chosen: Candidate | None
     lane: Lane | None
     sender: SiteView | None
-    alternatives: tuple[Candidate, ...]
+    # The other senders weighed; their records (`alternatives`) are built when first read.
+    others: tuple[ScoredSender, ...]
     suppress_reason: SuppressReason | None
     # Some alternatives were screened out by a bound on their net benefit: their numbers
     # were not computed (see `plan_for_receiver`).
     screened: bool
     _receiver_view: SiteView | None
+    _alternatives: tuple[Candidate, ...] | None
     # The rate (units an hour) the receiver was priced at where `priced_receiver` put it
     # below its estimate; None where it was priced at its estimate.
     priced_per_hour: float | None
@@ -809,7 +811,7 @@ class Plan:
         chosen: Candidate | None,
         lane: Lane | None,
         sender: SiteView | None,
-        alternatives: tuple[Candidate, ...],
+        others: tuple[ScoredSender, ...],
         suppress_reason: SuppressReason | None,
         screened: bool = False,
     ) -> None:
@@ -818,11 +820,19 @@ class Plan:
         self.chosen = chosen
         self.lane = lane
         self.sender = sender
-        self.alternatives = alternatives
+        self.others = others
         self.suppress_reason = suppress_reason
         self.screened = screened
         self._receiver_view = None
+        self._alternatives = None
         self.priced_per_hour = None
+
+    @property
+    def alternatives(self) -> tuple[Candidate, ...]:
+        """The other senders weighed, as the decision record lists them."""
+        if self._alternatives is None:
+            self._alternatives = tuple(other.candidate for other in self.others)
+        return self._alternatives
 
     @property
     def receiver(self) -> SiteView:
@@ -951,51 +961,65 @@ def _choose(receiver: Agent, need: Need, candidates: list[ScoredSender]) -> Plan
     """The best viable sender (net benefit, then the faster lane, then the sender's id), the
     others as alternatives; or why none qualifies."""
     screened = any(c.screened for c in candidates)
-    viable = [c for c in candidates if c.candidate.rejected_because is None]
+    viable = [c.priced for c in candidates if c.priced is not None and c.reason is None]
     if not viable:
-        reasons = {c.candidate.rejected_because for c in candidates}
-        alternatives = tuple(c.candidate for c in candidates)
-        reason = next(
-            (r for r in _REASON_ORDER if REASON_TEXT[r] in reasons), NO_SENDER_WITH_SURPLUS
-        )
-        return Plan(receiver, need, None, None, None, alternatives, reason, screened)
-    best = min(
-        viable,
-        key=lambda c: (-c.candidate.net_benefit, c.candidate.lead_hours, c.candidate.from_site),
-    )
+        reasons = {c.reason for c in candidates}
+        reason = next((r for r in _REASON_ORDER if r in reasons), NO_SENDER_WITH_SURPLUS)
+        return Plan(receiver, need, None, None, None, tuple(candidates), reason, screened)
+    chosen = min(viable, key=lambda c: (-c.net_benefit, c.lead_hours, c.from_site))
+    best = next(c for c in candidates if c.priced is chosen)
     sender, surplus = best.sender, best.surplus
     # Only the chosen sender's view goes into the evidence: built for it alone.
     sender_view = site_view(sender, sender.state.position, surplus.reorder_point, surplus.keep)
-    alternatives = tuple(c.candidate for c in candidates if c is not best)
-    return Plan(
-        receiver, need, best.candidate, best.lane, sender_view, alternatives, None, screened
-    )
+    others = tuple(c for c in candidates if c is not best)
+    return Plan(receiver, need, chosen, best.lane, sender_view, others, None, screened)
 
 
 @dataclass(slots=True, init=False)
 class ScoredSender:
-    """A sender considered: its candidate, the lane, its agent and surplus, and whether it
-    was screened out (its numbers not computed)."""
+    """A sender considered: its lane, agent and surplus; priced (`priced`, its record), or
+    left out (`reason`, with the quantity it got to and whether it was screened out, its
+    numbers not computed). A left-out sender's record is built only when read
+    (`candidate`): most plans end with nothing logged."""
 
-    candidate: Candidate
     lane: Lane
     sender: Agent
     surplus: Surplus
-    screened: bool = False
+    priced: Candidate | None
+    # Why it cannot be the transfer: left out, or priced below `min_net_benefit`.
+    reason: SuppressReason | None
+    qty: int
+    screened: bool
 
     def __init__(
         self,
-        candidate: Candidate,
         lane: Lane,
         sender: Agent,
         surplus: Surplus,
+        priced: Candidate | None,
+        reason: SuppressReason | None,
+        qty: int = 0,
         screened: bool = False,
     ) -> None:
-        self.candidate = candidate
         self.lane = lane
         self.sender = sender
         self.surplus = surplus
+        self.priced = priced
+        self.reason = reason
+        self.qty = qty
         self.screened = screened
+
+    @property
+    def candidate(self) -> Candidate:
+        """The sender as the decision record lists it."""
+        if self.priced is not None:
+            return self.priced
+        assert self.reason is not None
+        lane = self.lane
+        return Candidate(
+            lane.from_site, self.qty, lane.lead_hours, 0.0, 0.0, 0.0, 0.0,
+            REASON_TEXT[self.reason],
+        )  # fmt: skip
 
 
 @dataclass(slots=True, init=False)
@@ -1111,7 +1135,9 @@ def _candidate(inputs: _PlanInputs, lane: Lane) -> ScoredSender | None:
     )
     evaluate = EconomicsFn(outlook, lane, sender_outlook, inputs.params, policy)
     best = best_quantity(smallest, high, pack, evaluate)
-    return ScoredSender(_priced(lane, best, policy), lane, sender, surplus)
+    viable = best.net_benefit >= policy.min_net_benefit
+    reason = None if viable else NO_NET_BENEFIT
+    return ScoredSender(lane, sender, surplus, _priced(lane, best, reason), reason)
 
 
 def _rejected(
@@ -1120,8 +1146,7 @@ def _rejected(
 ) -> ScoredSender:  # fmt: skip
     """A sender left out, and why. A module function, not a closure in `_candidate`: a
     compiled closure builds its environment on every call of the function that holds it."""
-    cand = Candidate(lane.from_site, qty, lane.lead_hours, 0.0, 0.0, 0.0, 0.0, REASON_TEXT[reason])
-    return ScoredSender(cand, lane, sender, surplus, screened)
+    return ScoredSender(lane, sender, surplus, None, reason, qty, screened)
 
 
 def priced_receiver(
@@ -1211,14 +1236,13 @@ def _no_lane_can_pay(
     return value * most - cheapest < policy.min_net_benefit - _SCREEN_MARGIN
 
 
-def _priced(lane: Lane, best: Economics, policy: Policy) -> Candidate:
-    viable = best.net_benefit >= policy.min_net_benefit
+def _priced(lane: Lane, best: Economics, reason: SuppressReason | None) -> Candidate:
     # Positional, in the record's field order: keywords cost a dict per call (a priced
     # sender is built for most plans).
     return Candidate(
         lane.from_site, best.qty, lane.lead_hours, rounded(best.cost, 4), rounded(best.saved, 4),
         rounded(best.lost_at_sender, 4), rounded(best.net_benefit, 4),
-        None if viable else REASON_TEXT[NO_NET_BENEFIT],
+        None if reason is None else REASON_TEXT[reason],
     )  # fmt: skip
 
 
