@@ -19,7 +19,7 @@ from operators.position import TRANSFER_INBOUND_PREFIX
 from state.config import Network
 from state.kinds import ADJUSTMENT, INBOUND_EXPECTED, INBOUND_RECEIVED, RETURN, TRANSFER_RECEIVED
 from state.records import DeadLetter, Event, Finding
-from state.sku import SiteState, SkuState
+from state.sku import NO_INBOUND_DUE, SiteState, SkuState
 
 _EMPTY: Final = SiteState()  # read only: a site the SKU has not seen yet
 
@@ -84,11 +84,16 @@ def expire_inbound(state: SkuState, now_ms: int, grace_ms: int) -> list[Finding]
     transfer's dispatched reservation goes with it."""
     findings: list[Finding] = []
     due = now_ms - grace_ms  # an item expected before this is overdue
+    if state.inbound_eta_floor_ms >= due:
+        return findings  # most hours: nothing expected can be overdue yet
+    floor = NO_INBOUND_DUE
     for site_id, site in state.sites.items():
         if site.inbound is None:
             continue
-        if all(item.eta_ms >= due for item in site.inbound.values()):
-            continue  # most hours at most sites: no list built
+        earliest = min(item.eta_ms for item in site.inbound.values())
+        if earliest >= due:
+            floor = min(floor, earliest)
+            continue  # most sites: no list built
         overdue = [k for k, item in site.inbound.items() if item.eta_ms < due]
         for key in overdue:
             item = site.take_inbound(key)
@@ -96,6 +101,9 @@ def expire_inbound(state: SkuState, now_ms: int, grace_ms: int) -> list[Finding]
             if key.startswith(TRANSFER_INBOUND_PREFIX):
                 state.reservations.pop(key[len(TRANSFER_INBOUND_PREFIX) :], None)
             findings.append(_overdue(state.sku, site_id, key, item.qty, item.eta_ms, now_ms))
+        if site.inbound is not None:
+            floor = min(floor, min(item.eta_ms for item in site.inbound.values()))
+    state.inbound_eta_floor_ms = floor
     return findings
 
 

@@ -121,7 +121,7 @@ def apply_event(state: SkuState, event: Event) -> tuple[str, Reservation, Releas
             _add(site, event.qty, ts_ms)
     elif kind is INBOUND_EXPECTED:
         assert event.shipment_id is not None and event.eta_ms is not None
-        site.expect(event.shipment_id, Inbound(event.qty, event.eta_ms))
+        state.expect(site, event.shipment_id, Inbound(event.qty, event.eta_ms))
     elif kind is INBOUND_RECEIVED:
         _add(site, event.qty, ts_ms)
         if event.shipment_id is not None:
@@ -170,7 +170,7 @@ def _dispatched(
         released = (pid, reservation, ReleaseReason.DISPATCHED)
     _take(sender, event.qty, event.ts_ms)
     eta_ms = event.ts_ms + int(lead_hours * 3_600_000)
-    receiver.expect(key, Inbound(event.qty, eta_ms, sent_ms=event.ts_ms))
+    state.expect(receiver, key, Inbound(event.qty, eta_ms, sent_ms=event.ts_ms))
     return released
 
 

@@ -38,7 +38,10 @@ Schema = tuple[tuple[str, tuple[str, ...]], ...]
 def current_schema() -> Schema:
     """Each record's field names, in the order its values are written; the drift detector's
     state last (its settings, `params`, only where they are not the defaults)."""
-    records = tuple((cls.__name__, tuple(f.name for f in fields(cls))) for cls in _RECORDS)
+    records = tuple(
+        (cls.__name__, tuple(f.name for f in fields(cls) if not f.metadata.get("transient")))
+        for cls in _RECORDS
+    )
     return (*records, ("PoissonCusum", (*DETECTOR_STATE, "params")))
 
 

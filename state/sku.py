@@ -180,6 +180,15 @@ class Reservation(Restorable):
     approved: bool = False
 
 
+# A field kept out of recovery snapshots: derived from the rest, and recomputed after a
+# restore (`operators.snapshot.current_schema` leaves it out).
+TRANSIENT: Final = {"transient": True}
+# `SkuState.inbound_eta_floor_ms` before any look: below every time, so the look walks.
+ETA_FLOOR_UNKNOWN: Final = -(1 << 60)
+# ... and where no site expects anything: after every time.
+NO_INBOUND_DUE: Final = 1 << 60
+
+
 @dataclass(slots=True)
 class SkuState(Restorable):
     sku: str
@@ -196,6 +205,19 @@ class SkuState(Restorable):
     received_early: dict[str, int] | None = None
     # The same SKU as a shadow policy sees it (decisions logged, never proposed).
     shadow: SkuState | None = None
+    # No delivery any of its sites expects is due before this (`expect` keeps it a lower
+    # bound), so the hourly look for overdue ones (`operators.limits.expire_inbound`) walks
+    # the sites only when one may be. Not in snapshots (TRANSIENT): restored, it is unknown
+    # and the first look walks.
+    inbound_eta_floor_ms: int = field(
+        default=ETA_FLOOR_UNKNOWN, compare=False, repr=False, metadata=TRANSIENT
+    )
+
+    def expect(self, site: SiteState, key: str, item: Inbound) -> None:
+        """`site`, one of this SKU's, expects `item` under `key`."""
+        site.expect(key, item)
+        if item.eta_ms < self.inbound_eta_floor_ms:
+            self.inbound_eta_floor_ms = item.eta_ms
 
     def seen_before(self, event_id: str, now_ms: int, horizon_ms: int, capacity: int) -> bool:
         """Whether the event id was seen within the horizon; remembers it if not."""

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from operators import parse
+from operators import parse, snapshot
 from operators.codec import DLQ_PAYLOAD_MAX_BYTES, dead_letter_headers, dead_letter_message
 from operators.control import (
     CREATE_TIME,
@@ -29,7 +29,7 @@ from operators.limits import HOLD, LEAVE, STAY, IdleSweep, KeyBudget
 from operators.parse import parse_message, topic_kinds_for
 from state.config import ConfigError, network_from_dict
 from state.governance import ControlCommand, ControlRejection
-from state.records import DeadLetter, Event, EventType, RawMessage
+from state.records import DeadLetter, Event, EventType, Finding, RawMessage
 from state.sku import Reservation, SkuState
 from tests.support.helpers import HOUR, T0, event, policy, two_store_network, warm_history
 
@@ -161,6 +161,34 @@ def test_expected_deliveries_are_capped_and_expire_after_their_eta() -> None:
     state, out = step(state, event("late", EventType.SALE, 10 + 25, "B", 1), context)
     assert state.sites["A"].inbound is None
     assert [f.kind for f in out.findings].count("inbound_overdue") == 3
+
+
+def _expected(event_id: str, hours: float, eta_hours: float) -> Event:
+    """A supplier delivery to site A announced at `hours`, due at `eta_hours`."""
+    e = event(event_id, EventType.INBOUND_EXPECTED, hours, "A", 5)
+    return Event(**{**_fields(e), "shipment_id": event_id, "eta_ms": T0 + int(eta_hours * HOUR)})
+
+
+def _overdue(findings: tuple[Finding, ...]) -> list[tuple[str, ...]]:
+    return [f.event_ids for f in findings if f.kind == "inbound_overdue"]
+
+
+def test_a_delivery_announced_after_a_look_still_expires_on_time() -> None:
+    """The hourly look for overdue deliveries skips the walk while none can be overdue
+    (`SkuState.inbound_eta_floor_ms`); one announced later with an earlier ETA, and a state
+    restored from its snapshot (which leaves the floor out), still have theirs found."""
+    context = ctx(inbound_grace_hours=24)
+    state, _ = step(None, _expected("far", 0, 100), context)
+    state, out = step(state, event("s1", EventType.SALE, 2, "B", 1), context)
+    assert not _overdue(out.findings) and state.inbound_eta_floor_ms == T0 + 100 * HOUR
+    state, _ = step(state, _expected("near", 3, 3), context)
+    state, out = step(state, event("s2", EventType.SALE, 3 + 24.5, "B", 1), context)
+    assert _overdue(out.findings) == [("near",)]
+    restored = snapshot.decode(snapshot.encode(state))
+    assert restored is not None and restored.inbound_eta_floor_ms < 0
+    state, out = step(restored, event("s3", EventType.SALE, 100 + 24.5, "B", 1), context)
+    assert _overdue(out.findings) == [("far",)]
+    assert state.sites["A"].inbound is None and state.inbound_eta_floor_ms > T0 + 1000 * HOUR
 
 
 def _fields(e: Event) -> dict[str, object]:

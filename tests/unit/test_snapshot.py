@@ -50,11 +50,16 @@ def _rich_state() -> SkuState:
 
 
 def _view(value: Any) -> Any:
-    """A record as nested plain values, the drift detector by its state (it has no `==`)."""
+    """A record as nested plain values, the drift detector by its state (it has no `==`);
+    fields kept out of snapshots (transient) left out."""
     if isinstance(value, PoissonCusum):
         return value.__getstate__()
     if is_dataclass(value):
-        return {f.name: _view(getattr(value, f.name)) for f in fields(value)}
+        return {
+            f.name: _view(getattr(value, f.name))
+            for f in fields(value)
+            if not f.metadata.get("transient")
+        }
     if isinstance(value, dict):
         return {k: _view(v) for k, v in value.items()}
     return value
