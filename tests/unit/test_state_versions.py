@@ -106,12 +106,31 @@ def test_event_ids_are_remembered_for_the_horizon_up_to_the_cap(
     """The same answers as a list of (id, time seen) whose entries count within the
     horizon, that drops expired entries from its front and its oldest entry when full;
     never more than `capacity`."""
+    _same_as_the_list(ids, capacity, horizon_h, 1_800_000)  # 0-5 h between events
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 600), st.integers(0, 3)), min_size=150, max_size=600),
+    st.integers(100, 700),
+    st.integers(4, 12),
+)
+def test_a_busy_sku_s_ids_are_remembered_as_a_quiet_one_s(
+    ids: list[tuple[int, int]], capacity: int, horizon_h: int
+) -> None:
+    """As above with hundreds of ids held, where a filter rules most new ids out before the
+    search (`SeenFilter`, from FILTER_FROM ids), and is rebuilt as ids come and go."""
+    _same_as_the_list(ids, capacity, horizon_h, 60_000)  # 0-3 min between events
+
+
+def _same_as_the_list(
+    ids: list[tuple[int, int]], capacity: int, horizon_h: int, step_ms: int
+) -> None:
     state = SkuState("SKU-1")
     model: list[tuple[str, int]] = []
     horizon = horizon_h * 3_600_000
     now = 1_767_225_600_000
-    for n, hours in ids:
-        now += hours * 1_800_000  # event time moves on 0-5 h between events
+    for n, steps in ids:
+        now += steps * step_ms
         event_id = f"event-{n}"
         cutoff = now // 60_000 - horizon // 60_000
         expected = any(seen_id == event_id and at >= cutoff for seen_id, at in model)
@@ -123,6 +142,23 @@ def test_event_ids_are_remembered_for_the_horizon_up_to_the_cap(
             model.append((event_id, now // 60_000))
         assert state.seen_before(event_id, now, horizon, capacity) is expected
         assert len(state.recent_seen) == len(model) * 12 <= capacity * 12
+
+
+def test_the_seen_filter_passes_every_id_held_and_few_others() -> None:
+    """`SkuState.seen_filter` rules an id out of the search only when it is not held (else a
+    retried event would count twice), and lets a new id through to the search about one
+    time in twenty (a SKU at a thousand stores holds 2,000 ids: 24 KB to search)."""
+    state = SkuState("SKU-1")
+    start = 1_767_225_600_000
+    for i in range(2000):
+        assert not state.seen_before(f"held-{i}", start + i * 60_000, HORIZON, 2048)
+    known = state.seen_filter
+    assert known is not None
+    assert all(known.may_hold(event_digest(f"held-{i}")) for i in range(2000))
+    passed = sum(known.may_hold(event_digest(f"new-{i}")) for i in range(20_000))
+    assert 0 < passed < 20_000 * 0.08
+    later = start + 2000 * 60_000
+    assert all(state.seen_before(f"held-{i}", later, HORIZON, 2048) for i in range(2000))
 
 
 def test_an_older_negotiation_state_loads_without_trips() -> None:
