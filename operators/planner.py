@@ -65,13 +65,18 @@ _SQRT2: Final = math.sqrt(2.0)
 _INV_SQRT_2PI: Final = 1.0 / math.sqrt(2.0 * math.pi)
 
 
+# Bound once: compiled, `math.erfc` is looked up on the module at every call (mypyc has
+# `math.exp` built in, not `erfc`), and this is called for every checkpoint priced.
+_erfc: Final = math.erfc
+
+
 def expected_shortfall(mean: float, sd: float, stock: float) -> float:
     """E[(D - stock)+] for D ~ Normal(mean, sd): the normal loss function."""
     if sd <= 1e-9:
         return max(mean - stock, 0.0)
     z = (stock - mean) / sd
     pdf = _INV_SQRT_2PI * math.exp(-0.5 * z * z)
-    tail = 0.5 * math.erfc(z / _SQRT2)
+    tail = 0.5 * _erfc(z / _SQRT2)
     return sd * (pdf - z * tail)
 
 
