@@ -22,6 +22,7 @@ from prometheus_client.utils import floatToGoString
 from adapters import clock
 from operators.lanes import NegotiationOutcome
 from operators.leadtimes import LaneLead, SiteDelay
+from operators.tally import tally_outputs
 from state.governance import ControlCommand, ControlRejection
 from state.records import DeadLetter, Event, EventType, StepOutput
 
@@ -242,12 +243,26 @@ def count_dead_letters(letters: list[DeadLetter]) -> tuple[()]:
 
 
 def count_outputs(keyed: list[tuple[str, StepOutput]]) -> tuple[()]:
-    now_s = clock.now_s()
-    for _, output in keyed:
-        count_output(output)
-    EVENT_TIME_LAG.observe_many(
-        max(now_s - output.event_ts_ms / 1000, 0.0) for _, output in keyed if not output.duplicate
-    )
+    """Each counter incremented once by the batch's total (`operators.tally`)."""
+    tally = tally_outputs(keyed, clock.now_s())
+    for counter, count in (
+        (DUPLICATES, tally.duplicates),
+        (KEYS_HELD, tally.new_keys),
+        (LATE_EVENTS, tally.late),
+    ):
+        if count:
+            counter.inc(count)
+    # A proposal reserves its units when the engine makes it, whatever negotiation grants;
+    # it is counted and logged as a proposal once granted (count_negotiated).
+    if tally.reserved:
+        RESERVATIONS_OUTSTANDING.inc(tally.reserved)
+    if tally.released:
+        RESERVATIONS_OUTSTANDING.dec(tally.released)
+    for (outcome, reason), count in tally.decisions.items():
+        DECISIONS.labels(outcome=outcome.value, reason=reason).inc(count)
+    for kind, count in tally.findings.items():
+        FINDINGS.labels(kind=kind).inc(count)
+    EVENT_TIME_LAG.observe_many(tally.lags_s)
     return _NOTHING
 
 
@@ -255,30 +270,6 @@ def count_negotiations(outcomes: list[NegotiationOutcome]) -> tuple[()]:
     for outcome in outcomes:
         count_negotiated(outcome)
     return _NOTHING
-
-
-def count_output(output: StepOutput) -> None:
-    """Counts an output's duplicates, keys, late events, reservations, decisions and
-    findings (its event-time lag is observed a batch at a time, in `count_outputs`)."""
-    if output.duplicate:
-        DUPLICATES.inc()
-        return
-    if output.new_key:
-        KEYS_HELD.inc()
-    if output.late:
-        LATE_EVENTS.inc()
-    # A proposal reserves its units when the engine makes it, whatever negotiation grants;
-    # it is counted and logged as a proposal once granted (count_negotiated).
-    if output.proposals:  # a gauge's inc takes its lock even for 0; most events propose nothing
-        RESERVATIONS_OUTSTANDING.inc(len(output.proposals))
-    for decision in output.decisions:
-        if decision.shadow:
-            continue
-        DECISIONS.labels(outcome=decision.outcome.value, reason=decision.reason).inc()
-        if decision.outcome.value == "reservation_released":
-            RESERVATIONS_OUTSTANDING.dec()
-    for finding in output.findings:
-        FINDINGS.labels(kind=finding.kind).inc()
 
 
 def count_negotiated(outcome: NegotiationOutcome) -> None:
