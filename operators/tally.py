@@ -20,7 +20,7 @@ class OutputTally:
     duplicates: int = 0
     new_keys: int = 0
     late: int = 0
-    # Units of reservations made by the batch's proposals, and reservations released.
+    # Reservations made (one a proposal) and released by the batch's events.
     reserved: int = 0
     released: int = 0
     # Decision records (shadow ones left out) by outcome and reason.

@@ -145,6 +145,7 @@ class SiteState(Restorable):
         return self.inbound.values() if self.inbound else ()
 
     def expect(self, key: str, item: Inbound) -> None:
+        """Call `SkuState.expect` instead: it keeps the SKU's ETA floor."""
         if self.inbound is None:
             self.inbound = {}
         self.inbound[key] = item
@@ -212,13 +213,6 @@ class SkuState(Restorable):
     inbound_eta_floor_ms: int = field(
         default=ETA_FLOOR_UNKNOWN, compare=False, repr=False, metadata=TRANSIENT
     )
-
-    def expect(self, site: SiteState, key: str, item: Inbound) -> None:
-        """`site`, one of this SKU's, expects `item` under `key`."""
-        site.expect(key, item)
-        if item.eta_ms < self.inbound_eta_floor_ms:
-            self.inbound_eta_floor_ms = item.eta_ms
-
     # Bits for the digests in `recent_seen` (SeenFilter), so most new ids are known new
     # without searching it: a SKU sold at a thousand stores holds up to `dedupe_capacity`
     # ids, 24 KB to search per event. None while it holds fewer than FILTER_FROM. Not in
@@ -226,6 +220,13 @@ class SkuState(Restorable):
     seen_filter: SeenFilter | None = field(
         default=None, compare=False, repr=False, metadata=TRANSIENT
     )
+
+    def expect(self, site: SiteState, key: str, item: Inbound) -> None:
+        """`site`, one of this SKU's, expects `item` under `key` (through here, not the
+        site's own `expect`, so the SKU's ETA floor holds)."""
+        site.expect(key, item)
+        if item.eta_ms < self.inbound_eta_floor_ms:
+            self.inbound_eta_floor_ms = item.eta_ms
 
     def seen_before(self, event_id: str, now_ms: int, horizon_ms: int, capacity: int) -> bool:
         """Whether the event id was seen within the horizon; remembers it if not."""
@@ -270,6 +271,11 @@ SEEN_BYTES: Final = DIGEST_BYTES + 4
 FILTER_FROM: Final = 128 * SEEN_BYTES
 
 
+# Two bytes of a digest address a slot: a larger filter could not be filled. Past 4,096 ids
+# held (`dedupe_capacity` is 2,048 by default) it is rebuilt more often, and passes more.
+_MAX_SLOTS: Final = 1 << 16
+
+
 class SeenFilter:
     """A Bloom filter over the digests in `recent_seen`, two bits a digest (slots: its
     first two and next two bytes, modulo the size): a clear bit proves a digest absent.
@@ -289,7 +295,7 @@ class SeenFilter:
     def of(seen: bytearray) -> SeenFilter:
         held = len(seen) // SEEN_BYTES
         slots = 256
-        while slots < 16 * held:
+        while slots < 16 * held and slots < _MAX_SLOTS:
             slots *= 2
         built = SeenFilter(slots)
         for at in range(0, held * SEEN_BYTES, SEEN_BYTES):
@@ -308,11 +314,11 @@ class SeenFilter:
         return bool(bits[second >> 3] & (1 << (second & 7)))
 
     def add(self, digest: bytes) -> None:
-        self._set((digest[0] | digest[1] << 8), (digest[2] | digest[3] << 8))
+        self._set(digest[0] | digest[1] << 8, digest[2] | digest[3] << 8)
 
     def add_at(self, seen: bytearray, at: int) -> None:
         """Add the digest that starts at `at` in `seen`."""
-        self._set((seen[at] | seen[at + 1] << 8), (seen[at + 2] | seen[at + 3] << 8))
+        self._set(seen[at] | seen[at + 1] << 8, seen[at + 2] | seen[at + 3] << 8)
 
     def _set(self, first: int, second: int) -> None:
         bits, mask = self.bits, self.mask
