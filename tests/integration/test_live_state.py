@@ -28,16 +28,19 @@ def test_positions_land_and_their_key_ttl_is_refreshed_each_quarter_ttl(redis_ur
     sink = LiveStateSink(settings).build("live", 0, 1)
     try:
         sink.write_batch([_output(7)])
+        assert sink.settle()
         assert orjson.loads(client.hget(key, "S01"))["on_hand"] == 7  # type: ignore[arg-type]
         assert 0 < client.ttl(key) <= 4
         # Within a quarter of the TTL a write refreshes the field but not the TTL: the one set
         # here by hand survives it.
         client.expire(key, 100)
         sink.write_batch([_output(6)])
+        assert sink.settle()
         assert orjson.loads(client.hget(key, "S01"))["on_hand"] == 6  # type: ignore[arg-type]
         assert client.ttl(key) > 50
         time.sleep(1.1)  # a quarter of the 4 s TTL has passed: the next write sets it again
         sink.write_batch([_output(5)])
+        assert sink.settle()
         assert 0 < client.ttl(key) <= 4
     finally:
         sink.close()
@@ -72,6 +75,7 @@ def test_while_redis_refuses_writes_waiting_positions_are_capped_and_drops_count
         client.config_set("maxmemory-policy", policy)
     sink._outage._next_try = 0.0  # retry now rather than after the back-off
     sink.write_batch([])
+    assert sink.settle()
     for n in range(3):
         assert client.hget(Keys(settings.prefix).positions(f"SKU-{n}"), "S01") is not None
     assert client.exists(Keys(settings.prefix).positions("SKU-4")) == 0
@@ -79,6 +83,44 @@ def test_while_redis_refuses_writes_waiting_positions_are_capped_and_drops_count
     assert sink._outage.down_since is None
     assert not sink._positions
     sink.close()
+
+
+def test_a_write_refused_after_it_was_sent_waits_again_behind_newer_positions(
+    redis_url: str,
+) -> None:
+    """The sink sends a batch and reads its replies at its next write. A batch Redis refused
+    (full, under noeviction) is found then: the positions it carried wait again, except
+    where a newer one has come since, and land once Redis has room."""
+    client = redis.Redis.from_url(redis_url)
+    settings = RedisSettings(url=redis_url, prefix=f"refused{uuid.uuid4().hex[:6]}:")
+    keys = Keys(settings.prefix)
+    sink = LiveStateSink(settings).build("live", 0, 1)
+
+    def output(sku: str, on_hand: int) -> tuple[str, StepOutput]:
+        position = SitePosition(sku, "S01", on_hand, 0, 0, 0, on_hand, 0.5, 1_767_571_200_000)
+        return sku, StepOutput(f"{sku}-{on_hand}", positions=(position,))
+
+    policy = client.config_get("maxmemory-policy")["maxmemory-policy"]
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", str(client.info("memory")["used_memory"]))
+    try:
+        sink.write_batch([output("SKU-1", 1), output("SKU-2", 1)])
+        sink.write_batch([output("SKU-1", 2)])
+        assert sink._outage.down_since is not None  # found refused by the second write
+        assert client.exists(keys.positions("SKU-1"), keys.positions("SKU-2")) == 0
+    finally:
+        client.config_set("maxmemory", "0")
+        client.config_set("maxmemory-policy", policy)
+    sink._outage._next_try = 0.0  # retry now rather than after the back-off
+    sink.write_batch([])
+    assert sink.settle()
+    landed = {
+        sku: orjson.loads(client.hget(keys.positions(sku), "S01"))["on_hand"]  # type: ignore[arg-type]
+        for sku in ("SKU-1", "SKU-2")
+    }
+    assert landed == {"SKU-1": 2, "SKU-2": 1}
+    sink.close()
+    client.delete(keys.positions("SKU-1"), keys.positions("SKU-2"))
 
 
 def test_packed_commands_raise_the_first_error_reply_and_the_connection_stays_usable(
