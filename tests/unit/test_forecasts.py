@@ -7,6 +7,7 @@ import math
 from dataclasses import replace
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -356,3 +357,80 @@ def test_a_sale_that_empties_the_shelf_is_left_out_of_the_score() -> None:
     fade = 0.5 ** (4 / FORECAST_ERROR_HALFLIFE_HOURS)
     assert math.isclose(scored.expected_units, 2.0 * fade)
     assert math.isclose(scored.sold_units, 1.0 * fade) and scored.scored_to_ms == T0 + 6 * HOUR
+
+
+def test_with_a_forecast_at_every_site_the_cross_site_prior_is_left_uncomputed_and_unmissed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The engine skips the SKU's cross-site prior while every site it may judge has a
+    forecast of its own (the prior stands in only for a missing one). A simulated world
+    that publishes forecasts, with those of one site left out for half its SKUs, replayed
+    with the prior skipped where it may be and with it computed for every event: the same
+    outputs, step by step; it was skipped for the other SKUs, and it counts for those
+    SKUs (left out for them too, the outputs differ)."""
+    from adapters.lab.simulator import Scenario, make_network
+    from flows.lab.simulate import run_stockshift
+    from operators import engine
+    from operators.engine import DecisionContext
+    from operators.parse import parse_object
+
+    world = Scenario(name="forecasts", n_sites=4, n_skus=6, days=6, seed=3,
+                     publish_forecasts=True, mean_daily_demand=2.0)  # fmt: skip
+    network = make_network(world)
+    stream: list[tuple[str, dict]] = []
+    run_stockshift(world, network, policy(), record=stream)
+    ctx = DecisionContext.build(network, policy())
+    parsed = [parse_object(kind, body, frozenset(network.sites)) for kind, body in stream]
+    skus, unforecast = sorted({e.sku for e in parsed}), min(network.sites)
+    half = set(skus[: len(skus) // 2])
+    events = [
+        e
+        for e in parsed
+        if not (e.type is EventType.FORECAST and e.sku in half and e.site == unforecast)
+    ]
+
+    def replay() -> tuple[list[object], int]:
+        calls = 0
+        computed = engine.demand_prior
+
+        def counted(*args: object) -> object:
+            nonlocal calls
+            calls += 1
+            return computed(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(engine, "demand_prior", counted)
+        states: dict[str, SkuState] = {}
+        outputs: list[object] = []
+        for e in events:
+            assert isinstance(e, Event)
+            states[e.sku], out = step(states.get(e.sku), e, ctx)
+            outputs.append(out)
+        monkeypatch.setattr(engine, "demand_prior", computed)
+        return outputs, calls
+
+    skipped, calls_skipping = replay()
+    monkeypatch.setattr(engine, "_prior_may_count", lambda state, site_id: True)
+    computed, calls_always = replay()
+    assert skipped == computed
+    assert sum(len(o.proposals) for o in skipped) > 0  # type: ignore[attr-defined]
+    assert 0 < calls_skipping < calls_always * 0.75
+    monkeypatch.setattr(engine, "_prior_may_count", lambda state, site_id: False)
+    assert replay()[0] != computed
+
+
+def test_the_prior_may_count_for_a_site_without_a_forecast_of_a_positive_rate() -> None:
+    """A forecast of zero units stands in for nothing (`agent_for` falls back on the prior),
+    and the event's own site may not be in the state yet."""
+    from operators.engine import _prior_may_count
+
+    def sku(*rates: float | None) -> SkuState:
+        state = SkuState("SKU-1")
+        for n, rate in enumerate(rates):
+            forecast = None if rate is None else SiteForecast(rate, 0.3)
+            state.sites[f"S{n}"] = SiteState(forecast=forecast)
+        return state
+
+    assert not _prior_may_count(sku(0.5, 0.2), "S0")
+    assert _prior_may_count(sku(0.5, 0.2), "S9")
+    assert _prior_may_count(sku(0.5, None), "S0")
+    assert _prior_may_count(sku(0.5, 0.0), "S0")
