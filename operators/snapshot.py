@@ -142,17 +142,6 @@ _SCHEMAS: Final = {fingerprint(s): dict(s) for s in (*PAST_SCHEMAS, current_sche
 _CURRENT: Final = fingerprint(current_schema())
 MAGIC: Final = b"SKS1"  # a pickle starts with b"\x80"
 
-_NAMES: Final = dict(current_schema())
-_SKU_VALUES: Final = attrgetter(*_NAMES["SkuState"])
-_SITE_VALUES: Final = attrgetter(*_NAMES["SiteState"])
-_DEMAND_VALUES: Final = attrgetter(*_NAMES["Demand"])
-_INBOUND_VALUES: Final = attrgetter(*_NAMES["Inbound"])
-_SIGNALS_VALUES: Final = attrgetter(*_NAMES["Signals"])
-_FORECAST_VALUES: Final = attrgetter(*_NAMES["SiteForecast"])
-_RESERVATION_VALUES: Final = attrgetter(*_NAMES["Reservation"])
-_SKU_AT: Final = {name: i for i, name in enumerate(_NAMES["SkuState"])}
-_SITE_AT: Final = {name: i for i, name in enumerate(_NAMES["SiteState"])}
-_DRIFT_AT: Final = _NAMES["Signals"].index("drift")
 _DETECTOR_VALUES: Final = attrgetter(*DETECTOR_STATE)
 
 
@@ -174,37 +163,80 @@ def decode(data: bytes) -> SkuState | None:
     return _Reader(schema).sku(pickle.loads(data[len(MAGIC) + 8 :]))
 
 
+# The records below as tuples in their schema's field order (`current_schema`; a test
+# checks them against it field by field). Written out, not read through `attrgetter` by
+# name: compiled, each field is then read from the record's struct, where `attrgetter` looked
+# every one up by name, most of a snapshot's time (bench SKUs of 8 sites, compiled: 18 of
+# 30 us a SKU building the tuples, 13 pickling them).
+
+
 def _sku(state: SkuState) -> tuple[Any, ...]:
-    values = list(_SKU_VALUES(state))
-    values[_SKU_AT["sites"]] = {name: _site(site) for name, site in state.sites.items()}
-    values[_SKU_AT["reservations"]] = {
-        key: _RESERVATION_VALUES(r) for key, r in state.reservations.items()
-    }
-    if state.shadow is not None:
-        values[_SKU_AT["shadow"]] = _sku(state.shadow)
-    return tuple(values)
+    shadow = state.shadow
+    return (
+        state.sku,
+        {name: _site(site) for name, site in state.sites.items()},
+        {key: _reservation(r) for key, r in state.reservations.items()},
+        state.recent_seen,
+        state.clock_ms,
+        state.received_early,
+        _sku(shadow) if shadow is not None else None,
+    )
 
 
 def _site(site: SiteState) -> tuple[Any, ...]:
-    values = list(_SITE_VALUES(site))
-    values[_SITE_AT["demand"]] = _DEMAND_VALUES(site.demand)
-    if site.inbound is not None:
-        values[_SITE_AT["inbound"]] = {k: _INBOUND_VALUES(v) for k, v in site.inbound.items()}
-    if site.signals is not None:
-        values[_SITE_AT["signals"]] = _signals(site.signals)
-    if site.forecast is not None:
-        values[_SITE_AT["forecast"]] = _FORECAST_VALUES(site.forecast)
-    return tuple(values)
+    inbound, signals, forecast = site.inbound, site.signals, site.forecast
+    return (
+        site.on_hand,
+        site.reserved_in,
+        site.reserved_out,
+        {k: (v.qty, v.eta_ms, v.sent_ms) for k, v in inbound.items()}
+        if inbound is not None
+        else None,
+        _demand(site.demand),
+        site.stocked_out_in_window,
+        site.last_transfer_in_ms,
+        site.last_event_ms,
+        site.last_logged,
+        site.integrity_until_ms,
+        site.integrity_reason,
+        site.disputed_qty,
+        site.disputed_until_ms,
+        site.unexplained_qty,
+        _signals(signals) if signals is not None else None,
+        _forecast(forecast) if forecast is not None else None,
+        site.counted_ms,
+    )
+
+
+def _demand(d: Demand) -> tuple[Any, ...]:
+    return (d.window_start_ms, d.window_qty, d.rate, d.var, d.weight, d.windows_seen)
+
+
+def _forecast(f: SiteForecast) -> tuple[Any, ...]:
+    return (f.per_hour, f.error_cv, f.expected_units, f.sold_units, f.scored_to_ms)
+
+
+def _reservation(r: Reservation) -> tuple[Any, ...]:
+    return (r.from_site, r.to_site, r.qty, r.expires_at_ms, r.lead_hours, r.dispatched, r.approved)
 
 
 def _signals(signals: Signals) -> tuple[Any, ...]:
-    values: tuple[Any, ...] = _SIGNALS_VALUES(signals)
     drift = signals.drift
-    if drift is None:
-        return values
-    written = list(values)
-    written[_DRIFT_AT] = _detector(drift)
-    return tuple(written)
+    return (
+        signals.sale_mean,
+        signals.sale_dev,
+        signals.sales_seen,
+        signals.day_start_ms,
+        signals.day_qty,
+        signals.day_short,
+        _detector(drift) if drift is not None else None,
+        signals.drift_until_ms,
+        signals.quiet_since_ms,
+        signals.silent,
+        signals.rise_found_today,
+        signals.feed_lag_ms,
+        signals.count_shortfall,
+    )
 
 
 def _detector(drift: PoissonCusum) -> tuple[Any, ...]:
