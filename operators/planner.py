@@ -404,6 +404,16 @@ class Agents:
         self.skill: ForecastSkill | None = None
 
 
+def _skill(sku_state: SkuState, policy: Policy, agents: Agents | None) -> ForecastSkill:
+    """The SKU's forecast skill, from `agents` when this decision has it already."""
+    skill = agents.skill if agents is not None else None
+    if skill is None:
+        skill = forecast_skill(sku_state, policy)
+        if agents is not None:
+            agents.skill = skill
+    return skill
+
+
 def agent_at(
     sku_state: SkuState,
     site_id: str,
@@ -418,11 +428,7 @@ def agent_at(
         site = sku_state.site(site_id)
         bias, unstated_sq = 1.0, None
         if site.forecast is not None:
-            skill = agents.skill if agents is not None else None
-            if skill is None:
-                skill = forecast_skill(sku_state, policy)
-                if agents is not None:
-                    agents.skill = skill
+            skill = _skill(sku_state, policy, agents)
             bias = skill.bias
             if site.forecast.error_cv <= 0:
                 unstated_sq = skill.unstated_sq
@@ -877,7 +883,7 @@ def plan_for_receiver(
     """
     if prior is ...:
         prior = demand_prior(sku_state, policy, network) if policy.demand_prior_hours > 0 else None
-    if _needs_nothing(sku_state, receiver_id, network, policy, prior, now_ms):
+    if _needs_nothing(sku_state, receiver_id, network, policy, prior, now_ms, agents):
         return None
     receiver = agent_at(sku_state, receiver_id, network, policy, prior, agents)
     lanes = network.lanes_into(receiver_id)  # fastest first
@@ -927,23 +933,28 @@ def _needs_nothing(
     policy: Policy,
     prior: DemandPrior | None,
     now_ms: int,
+    agents: Agents | None = None,
 ) -> bool:
     """True only when the receiver surely has no need, shown without building its agent:
     most judgements find their receiver stocked (on the bench stream, 86 % of them).
 
-    The agent's rate is a blend of the site's own and the prior's (`agent_for`), so it is at
-    most the larger of the two, and its deviation at most the larger of the site's own and
-    Poisson's at that rate; the reorder point those give at the horizon is above the real
-    one at every checkpoint of `receiver_need`, and the stock without its inbound is below
-    the stock at each (an inbound item holds at least a unit). A site with a forecast is
-    judged in full (its rate also depends on the SKU's forecast bias)."""
+    The agent's rate is a blend of the site's own and its prior's (`agent_for`: its forecast
+    times the SKU's forecast bias, or else the SKU's cross-site prior), so it is at most the
+    larger of the two, and its deviation at most the larger of the site's own and Poisson's
+    at that rate; the reorder point those give at the horizon is above the real one at every
+    checkpoint of `receiver_need`, and the stock without its inbound is below the stock at
+    each (an inbound item holds at least a unit)."""
     site = sku_state.sites.get(receiver_id)
-    if site is None or site.forecast is not None:
+    if site is None:
         return False
     minutes = policy.demand_window_minutes
     mean = mean_per_hour(site.demand, minutes)
     sd = sd_per_hour(site.demand, minutes)
-    if prior is not None and policy.demand_prior_hours > 0:
+    forecast = site.forecast
+    if forecast is not None and forecast.per_hour > 0:
+        mean = max(mean, forecast.per_hour * _skill(sku_state, policy, agents).bias)
+        sd = max(sd, math.sqrt(mean))
+    elif prior is not None and policy.demand_prior_hours > 0:
         mean = max(mean, prior.per_hour * demand_index(network, receiver_id))
         sd = max(sd, math.sqrt(mean))
     lanes = network.lanes_into(receiver_id)

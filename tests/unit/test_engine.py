@@ -15,6 +15,7 @@ from operators.demand import mean_per_hour, observed_hours
 from operators.engine import DecisionContext, decision_time, step
 from operators.parse import parse_object
 from operators.planner import (
+    Agents,
     DemandPrior,
     ReceiverOutlook,
     _needs_nothing,
@@ -29,7 +30,7 @@ from operators.planner import (
     stock_checkpoints,
 )
 from operators.position import TRANSFER_INBOUND_PREFIX
-from state.records import Event, EventType, Outcome, Proposal
+from state.records import Event, EventType, ForecastFigures, Outcome, Proposal
 from state.sku import Inbound, SiteForecast, SiteState, SkuState
 from tests.support.helpers import (
     HOUR,
@@ -649,16 +650,32 @@ def test_a_wider_spread_never_makes_the_prior_count_for_more(
     inbound=st.integers(0, 30),
     hours=st.integers(20, 60),
     spread=st.booleans(),
+    forecasts=st.lists(
+        st.one_of(st.none(), st.tuples(st.floats(0.0, 60.0), st.sampled_from([0.0, 0.3]))),
+        min_size=3,
+        max_size=3,
+    ),
 )
 def test_a_receiver_said_to_need_nothing_has_no_need_by_the_full_judgement(
-    stock: list[int], sales: list[int], inbound: int, hours: int, spread: bool
+    stock: list[int],
+    sales: list[int],
+    inbound: int,
+    hours: int,
+    spread: bool,
+    forecasts: list[tuple[float, float] | None],
 ) -> None:
-    # The shortcut may only ever skip a receiver that the full judgement finds without need.
+    # The shortcut may only ever skip a receiver that the full judgement finds without need;
+    # a site with a forecast (units a day, its stated error or none) included.
     p = policy(demand_prior_by_spread=spread)
     state = SkuState("SKU-1")
     sites = ("A", "B", "C")
     events = [
         event(f"snap-{s}", EventType.SNAPSHOT, 0, s, q) for s, q in zip(sites, stock, strict=True)
+    ]
+    events += [
+        event(f"fc-{s}", EventType.FORECAST, 0.2, s, 0, forecast=ForecastFigures(f[0], f[1]))
+        for s, f in zip(sites, forecasts, strict=True)
+        if f is not None
     ]
     if inbound:
         due = T0 + hours * HOUR
@@ -681,7 +698,7 @@ def test_a_receiver_said_to_need_nothing_has_no_need_by_the_full_judgement(
     skipped = 0
     for site, on_hand in itertools.product(sites, range(0, 200, 3)):
         state.sites[site].on_hand = on_hand  # every stock level against the same history
-        if _needs_nothing(state, site, ctx.network, p, prior, now):
+        if _needs_nothing(state, site, ctx.network, p, prior, now, Agents()):
             skipped += 1
             # The full judgement, as `plan_for_receiver` makes it past the shortcut.
             agent = agent_at(state, site, ctx.network, p, prior, None)
