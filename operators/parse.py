@@ -59,9 +59,15 @@ TYPES_BY_TOPIC: Final[Mapping[str, frozenset[EventType]]] = {
     FORECASTS: frozenset({FORECAST}),
 }
 _DEFAULT_TYPE: Final = {POS: SALE, FORECASTS: FORECAST}
-# A forecast's mean units a day and its relative error stay within these.
+# A forecast's mean units a day and its relative error stay within these. The planner weighs a
+# forecast as 1 / (error^2 x rate) hours of sales: a rate or an error too small to mean
+# anything (a mean of 1e-313 a day) made that weight infinite and the site's rate NaN, and
+# the engine failed on the SKU's next event. A mean is 0 (no prior) or at least a unit in
+# 2,700 years; an error at least 0.1 %.
 MAX_FORECAST_PER_DAY: Final = 1_000_000.0
+MIN_FORECAST_PER_DAY: Final = 1e-6
 MAX_FORECAST_CV: Final = 10.0
+MIN_FORECAST_CV: Final = 0.001
 _TYPE_BY_NAME: Final = {t.value: t for t in EventType}
 
 
@@ -306,11 +312,13 @@ def _number(obj: Mapping[str, Any], name: str, low: float, high: float) -> float
 def _forecast(obj: Mapping[str, Any]) -> ForecastFigures:
     """A forecast's figures: a mean a day, and optionally its relative error and version."""
     mean = _number(obj, "mean_per_day", 0.0, MAX_FORECAST_PER_DAY)
+    if 0 < mean < MIN_FORECAST_PER_DAY:
+        raise Invalid(
+            "out_of_range", f"field `mean_per_day` must be 0 or at least {MIN_FORECAST_PER_DAY:g}"
+        )
     error_cv = None
     if obj.get("error_cv") is not None:
-        error_cv = _number(obj, "error_cv", 0.0, MAX_FORECAST_CV)
-        if error_cv <= 0:
-            raise Invalid("out_of_range", "field `error_cv` must be above 0")
+        error_cv = _number(obj, "error_cv", MIN_FORECAST_CV, MAX_FORECAST_CV)
     version = _string(obj, "forecast_version", MAX_ID_LEN, required=False)
     return ForecastFigures(mean, error_cv, version)
 

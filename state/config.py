@@ -507,9 +507,12 @@ def policy_from_dict(raw: Mapping[str, Any]) -> Policy:
         if raw["integrity_action"] not in ("approve", "suppress"):
             raise ConfigError("policy.integrity_action: expected 'approve' or 'suppress'")
         values["integrity_action"] = raw["integrity_action"]
-    for positive in ("demand_halflife_hours", "proposal_ttl_hours", "forecast_error_cv"):
+    for positive in ("demand_halflife_hours", "proposal_ttl_hours"):
         if values.get(positive, 1.0) <= 0:
             raise ConfigError(f"policy.{positive}: must be > 0")
+    # As a forecast's stated error (operators/parse.py): its weight is 1 / error^2.
+    if values.get("forecast_error_cv", 0.5) < 0.001:
+        raise ConfigError("policy.forecast_error_cv: must be at least 0.001")
     return Policy(**values)
 
 

@@ -65,6 +65,7 @@ def test_bad_network_is_rejected_with_a_clear_message(raw: dict, message: str) -
             {"version": "1", "demand_prior_by_spread": "yes"},
             "demand_prior_by_spread: expected true",
         ),
+        ({"version": "1", "forecast_error_cv": 1e-200}, "forecast_error_cv: must be at least"),
     ],
 )
 def test_bad_policy_is_rejected(raw: dict, message: str) -> None:

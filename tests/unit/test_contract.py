@@ -60,6 +60,10 @@ CASES = [
     ("forecasts", {**BASE}),
     ("forecasts", {**BASE, "mean_per_day": -1}),
     ("forecasts", {**BASE, "mean_per_day": 1, "error_cv": 0}),
+    ("forecasts", {**BASE, "mean_per_day": 1, "error_cv": 0.0005}),
+    ("forecasts", {**BASE, "mean_per_day": 1, "error_cv": 0.001}),
+    ("forecasts", {**BASE, "mean_per_day": 1e-9}),
+    ("forecasts", {**BASE, "mean_per_day": 1e-6}),
     ("forecasts", {**BASE, "mean_per_day": 1, "error_cv": 10.5}),
     ("forecasts", {**BASE, "mean_per_day": 1, "type": "sale"}),
 ]

@@ -651,7 +651,11 @@ def test_a_wider_spread_never_makes_the_prior_count_for_more(
     hours=st.integers(20, 60),
     spread=st.booleans(),
     forecasts=st.lists(
-        st.one_of(st.none(), st.tuples(st.floats(0.0, 60.0), st.sampled_from([0.0, 0.3]))),
+        st.one_of(
+            st.none(),
+            # What the parser admits: 0 or at least a millionth of a unit a day.
+            st.tuples(st.just(0.0) | st.floats(1e-6, 60.0), st.sampled_from([0.0, 0.3])),
+        ),
         min_size=3,
         max_size=3,
     ),

@@ -63,9 +63,15 @@ def test_bad_forecasts_are_dead_letters_with_a_reason() -> None:
     for reason, body in cases.items():
         letter = parsed(body)
         assert isinstance(letter, DeadLetter) and letter.reason == reason, body
-    for cv in (0, -0.1, 11):
+    for cv in (0, -0.1, 11, 1e-200, 0.0009):
         letter = parsed({**BASE, "mean_per_day": 1, "error_cv": cv})
         assert isinstance(letter, DeadLetter) and letter.reason == "out_of_range"
+    # A rate too small to weigh (its weight, 1 / (error^2 x rate) hours, overflowed).
+    for mean in (2.2e-313, 1e-9, 9.9e-7):
+        letter = parsed({**BASE, "mean_per_day": mean})
+        assert isinstance(letter, DeadLetter) and letter.reason == "out_of_range", mean
+    for mean, cv in ((1e-6, 0.001), (0, 0.001)):
+        assert isinstance(parsed({**BASE, "mean_per_day": mean, "error_cv": cv}), Event)
     wrong_topic = parsed({**BASE, "mean_per_day": 1, "type": "sale"})
     assert isinstance(wrong_topic, DeadLetter) and wrong_topic.reason == "unknown_type"
 
