@@ -33,6 +33,7 @@ from operators.planner import (
     plan_for_receiver,
     proposal_id,
     sender_surplus,
+    usable_forecast,
 )
 from operators.position import (
     TRANSFER_INBOUND_PREFIX,
@@ -471,11 +472,7 @@ def _prior_may_count(state: SkuState, site_id: str) -> bool:
     new here (created without a forecast when judged)."""
     if site_id not in state.sites:
         return True
-    for site in state.sites.values():
-        forecast = site.forecast
-        if forecast is None or forecast.per_hour <= 0:
-            return True
-    return False
+    return any(usable_forecast(site) is None for site in state.sites.values())
 
 
 def _may_give(

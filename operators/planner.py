@@ -58,7 +58,7 @@ from state.kinds import (
     WARMING_UP,
 )
 from state.records import Candidate, SiteView, SuppressReason
-from state.sku import Inbound, SiteState, SkuState
+from state.sku import Inbound, SiteForecast, SiteState, SkuState
 from state.units import HOUR_MS
 
 _SQRT2: Final = math.sqrt(2.0)
@@ -314,6 +314,13 @@ def demand_index(network: Network, site_id: str) -> float:
     return found.demand_index if found is not None else 1.0
 
 
+def usable_forecast(site: SiteState) -> SiteForecast | None:
+    """The site's forecast where it stands in for the SKU's cross-site prior: one of a
+    positive rate (a forecast of 0 units leaves the site to the prior)."""
+    forecast = site.forecast
+    return forecast if forecast is not None and forecast.per_hour > 0 else None
+
+
 def agent_for(
     site_id: str,
     site: SiteState,
@@ -342,10 +349,10 @@ def agent_for(
     windows = min(hours, policy.demand_halflife_hours * _EFFECTIVE_PER_HALFLIFE)
     evidence = min(hours, policy.demand_halflife_hours)
     total, weight = evidence * mean, evidence
-    forecast = site.forecast
+    forecast = usable_forecast(site)
     trusted = False
     per_hour: float | None = None
-    if forecast is not None and forecast.per_hour > 0:
+    if forecast is not None:
         dispersion = sd * sd / mean if mean > 0 else 1.0
         if forecast.error_cv > 0:
             stated = forecast.error_cv * forecast.error_cv
@@ -950,8 +957,8 @@ def _needs_nothing(
     minutes = policy.demand_window_minutes
     mean = mean_per_hour(site.demand, minutes)
     sd = sd_per_hour(site.demand, minutes)
-    forecast = site.forecast
-    if forecast is not None and forecast.per_hour > 0:
+    forecast = usable_forecast(site)
+    if forecast is not None:
         mean = max(mean, forecast.per_hour * _skill(sku_state, policy, agents).bias)
         sd = max(sd, math.sqrt(mean))
     elif prior is not None and policy.demand_prior_hours > 0:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import orjson
 import pytest
@@ -14,9 +16,22 @@ from adapters.redis_store import Keys, LiveStateSink, RedisSettings, execute_pac
 from state.records import DecisionRecord, Outcome, SitePosition, StepOutput
 
 
-def _output(on_hand: int) -> tuple[str, StepOutput]:
-    position = SitePosition("SKU-1", "S01", on_hand, 0, 0, 0, on_hand, 0.5, 1_767_571_200_000)
-    return "SKU-1", StepOutput(event_id=f"e{on_hand}", positions=(position,))
+def _output(on_hand: int, sku: str = "SKU-1") -> tuple[str, StepOutput]:
+    position = SitePosition(sku, "S01", on_hand, 0, 0, 0, on_hand, 0.5, 1_767_571_200_000)
+    return sku, StepOutput(event_id=f"{sku}-e{on_hand}", positions=(position,))
+
+
+@contextmanager
+def _redis_full(client: redis.Redis) -> Iterator[None]:
+    """Redis refusing writes, as when full under noeviction; as it was afterwards."""
+    policy = client.config_get("maxmemory-policy")["maxmemory-policy"]
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", str(client.info("memory")["used_memory"]))
+    try:
+        yield
+    finally:
+        client.config_set("maxmemory", "0")
+        client.config_set("maxmemory-policy", policy)
 
 
 def test_positions_land_and_their_key_ttl_is_refreshed_each_quarter_ttl(redis_url: str) -> None:
@@ -61,18 +76,11 @@ def test_while_redis_refuses_writes_waiting_positions_are_capped_and_drops_count
     sink.MAX_PENDING_POSITIONS = 3  # type: ignore[misc]
     dropped = metrics.REDIS_WRITE_FAILURES.labels(operation="positions_dropped")
     before = dropped._value.get()
-    policy = client.config_get("maxmemory-policy")["maxmemory-policy"]
-    client.config_set("maxmemory-policy", "noeviction")
-    client.config_set("maxmemory", str(client.info("memory")["used_memory"]))
-    try:
+    with _redis_full(client):
         for n in range(5):
-            position = SitePosition(f"SKU-{n}", "S01", n, 0, 0, 0, n, 0.5, 1_767_571_200_000)
-            sink.write_batch([(f"SKU-{n}", StepOutput(f"e{n}", positions=(position,)))])
+            sink.write_batch([_output(n, f"SKU-{n}")])
         assert dropped._value.get() - before == 2
         assert client.exists(Keys(settings.prefix).positions("SKU-0")) == 0
-    finally:
-        client.config_set("maxmemory", "0")
-        client.config_set("maxmemory-policy", policy)
     sink._outage._next_try = 0.0  # retry now rather than after the back-off
     sink.write_batch([])
     assert sink.settle()
@@ -95,22 +103,11 @@ def test_a_write_refused_after_it_was_sent_waits_again_behind_newer_positions(
     settings = RedisSettings(url=redis_url, prefix=f"refused{uuid.uuid4().hex[:6]}:")
     keys = Keys(settings.prefix)
     sink = LiveStateSink(settings).build("live", 0, 1)
-
-    def output(sku: str, on_hand: int) -> tuple[str, StepOutput]:
-        position = SitePosition(sku, "S01", on_hand, 0, 0, 0, on_hand, 0.5, 1_767_571_200_000)
-        return sku, StepOutput(f"{sku}-{on_hand}", positions=(position,))
-
-    policy = client.config_get("maxmemory-policy")["maxmemory-policy"]
-    client.config_set("maxmemory-policy", "noeviction")
-    client.config_set("maxmemory", str(client.info("memory")["used_memory"]))
-    try:
-        sink.write_batch([output("SKU-1", 1), output("SKU-2", 1)])
-        sink.write_batch([output("SKU-1", 2)])
+    with _redis_full(client):
+        sink.write_batch([_output(1, "SKU-1"), _output(1, "SKU-2")])
+        sink.write_batch([_output(2, "SKU-1")])
         assert sink._outage.down_since is not None  # found refused by the second write
         assert client.exists(keys.positions("SKU-1"), keys.positions("SKU-2")) == 0
-    finally:
-        client.config_set("maxmemory", "0")
-        client.config_set("maxmemory-policy", policy)
     sink._outage._next_try = 0.0  # retry now rather than after the back-off
     sink.write_batch([])
     assert sink.settle()
