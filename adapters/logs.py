@@ -37,3 +37,19 @@ def configure(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+
+
+class FirstOccurrences:
+    """Says whether a kind of occurrence is new, for logging each kind once: a defect that
+    fails every event of a SKU would otherwise write a traceback per event. Remembers at
+    most `limit` kinds; past that, nothing is new (the metrics still count every one)."""
+
+    def __init__(self, limit: int = 100) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def first(self, kind: str) -> bool:
+        if kind in self._seen or len(self._seen) >= self.limit:
+            return False
+        self._seen.add(kind)
+        return True

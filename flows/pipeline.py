@@ -11,6 +11,7 @@ Step ids are stable names: they key recovery snapshots and metrics.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,6 +27,7 @@ from adapters import clock, kafka, metrics
 from adapters.control import GovernanceBoard, GovernanceSink
 from adapters.kafka_source import MergedKafkaSource
 from adapters.leadtimes import LeadTimeSink
+from adapters.logs import FirstOccurrences
 from adapters.redis_store import LiveStateItem, LiveStateSink, RedisSettings
 from adapters.settings import Settings, control_topic
 from operators import codec, snapshot
@@ -53,6 +55,7 @@ from operators.limits import (
     IdleSweep,
     KeyBudget,
     over_budget_letter,
+    step_failed_letter,
 )
 from operators.parse import parse_message, topic_kinds_for
 from state.config import Network, Policy
@@ -71,6 +74,9 @@ from state.records import (
 from state.sku import SkuState
 
 T = TypeVar("T")
+log = logging.getLogger("stockshift")
+# Each kind of step failure is logged once, with its traceback (a dead letter names each).
+_FAILURES_LOGGED = FirstOccurrences()
 
 
 @dataclass(frozen=True)
@@ -223,11 +229,30 @@ class SkuLogic(StatefulBatchLogic[Event | IdleCheck, StepOutput, bytes]):
             metrics.SKUS_REFUSED.inc()
             letter = over_budget_letter(value, self._budget.capacity)
             return StepOutput(value.event_id, event_ts_ms=value.ts_ms, refused=letter)
-        self._state, output = step(self._state, value, self._ctx)
+        try:
+            self._state, output = step(self._state, value, self._ctx)
+        except Exception as failure:  # any defect (see `_failed`)
+            return self._failed(value, failure)
         if self._sweep is not None:
             self._sweep.touched[value.sku] = clock.now_s()
         self._idle_rounds = 0
         return output
+
+    def _failed(self, value: Event, failure: Exception) -> StepOutput:
+        """An event whose step raised is a dead letter (`step_failed`), not the flow's end:
+        a restart would replay it and stop again, for every SKU. The SKU keeps the state
+        the step left (the event may be partly applied; docs/runbook.md says what to do),
+        and a SKU the step would have created is not held."""
+        if _FAILURES_LOGGED.first(f"{type(failure).__name__}: {failure}"):
+            log.error(
+                "decision step failed; its event is dead-lettered (step_failed)",
+                exc_info=failure,
+                extra={"event_id": value.event_id, "sku": value.sku, "site": value.site},
+            )
+        if self._state is None:
+            self._budget.give_back()
+        letter = step_failed_letter(value, failure)
+        return StepOutput(value.event_id, event_ts_ms=value.ts_ms, refused=letter)
 
     def _leave_if_idle(self) -> None:
         """Idle SKUs leave memory (their last positions stay in Redis): `IdleSweep.check`."""

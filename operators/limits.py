@@ -219,6 +219,21 @@ class IdleSweep:
         return [sku for sku, at in self.touched.copy().items() if at <= cutoff]
 
 
+# The longest error text a failed step's letter carries: the exception's own message can
+# quote state of any size, and the letter's headers must stay small.
+MAX_FAILURE_TEXT: Final = 300
+
+
+def step_failed_letter(event: Event, failure: Exception) -> DeadLetter:
+    """A dead letter for an event whose decision step raised: a defect in stockshift, not in
+    the event, but the flow must go on (at a restart it would meet the same event again and
+    stop again). It names the exception; the flow's log holds the traceback."""
+    text = f"the decision step raised {type(failure).__name__}: {failure}"
+    if len(text) > MAX_FAILURE_TEXT:
+        text = text[: MAX_FAILURE_TEXT - 3] + "..."
+    return refused_letter(event, "step_failed", text, event.received_ms or event.ts_ms)
+
+
 def over_budget_letter(event: Event, capacity: int) -> DeadLetter:
     detail = f"this process holds its maximum of {capacity} SKUs; {event.sku!r} is not admitted"
     return refused_letter(event, "sku_limit", detail, event.received_ms or event.ts_ms)

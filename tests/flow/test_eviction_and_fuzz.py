@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from adapters.lab.memory import ListSink, PullSource
 from adapters.settings import Settings
 from flows.pipeline import Sinks, build
-from state.records import EventType, RawMessage, StepOutput
+from state.records import EventType, ForecastFigures, RawMessage, StepOutput
 from tests.support.helpers import event, policy, raw_of, run_raw, two_store_network, warm_history
 
 
@@ -138,3 +138,30 @@ def test_any_mix_of_valid_and_broken_input_is_accounted_for(items) -> None:
         assert letter.reason and letter.error
     for proposal in out.proposals.items:
         assert proposal.qty >= 1 and proposal.evidence.net_benefit >= 0
+
+
+def test_an_event_whose_step_raises_is_a_dead_letter_and_the_flow_goes_on() -> None:
+    """A policy built past its loader (which refuses a forecast error of 0) makes the step
+    divide by zero when it weighs SKU-1's forecast: a defect, found in the flow as any would
+    be. Each of SKU-1's events from then on is a `step_failed` letter naming the error;
+    SKU-2, the same events but no forecast, is decided as before and proposes."""
+    forecast = ForecastFigures(24.0, None, None)
+    events = [
+        *warm_history(),
+        *warm_history(sku="SKU-2"),
+        event("forecast-B", EventType.FORECAST, 30.1, "B", 0, forecast=forecast),
+        event("sale-1", EventType.SALE, 30.2, "B", 1),
+        event("count-1", EventType.SNAPSHOT, 30.3, "B", 20),
+        event("count-2", EventType.SNAPSHOT, 30.3, "B", 20, sku="SKU-2"),
+    ]
+    stream = [raw_of(e, i) for i, e in enumerate(events)]
+    out = run_raw(stream, two_store_network(), policy(forecast_error_cv=0.0), sinks())
+    letters = {orjson.loads(d.payload)["event_id"]: d for d in out.dead_letters.items}  # type: ignore[union-attr]
+    assert sorted(letters) == ["count-1", "sale-1"]
+    for letter in letters.values():
+        assert letter.reason == "step_failed"
+        assert letter.error.startswith("the decision step raised ZeroDivisionError")
+    outputs = [o for _, o in out.step_outputs.items]  # type: ignore[union-attr]
+    assert len(outputs) == len(stream)  # one each, the letters' events included
+    assert [o.event_id for o in outputs if o.refused is not None] == ["sale-1", "count-1"]
+    assert [p.sku for p in out.proposals.items] == ["SKU-2"]  # type: ignore[union-attr]

@@ -25,11 +25,19 @@ from operators.control import (
     verify,
 )
 from operators.engine import DecisionContext, step
-from operators.limits import HOLD, LEAVE, STAY, IdleSweep, KeyBudget
+from operators.limits import (
+    HOLD,
+    LEAVE,
+    MAX_FAILURE_TEXT,
+    STAY,
+    IdleSweep,
+    KeyBudget,
+    step_failed_letter,
+)
 from operators.parse import parse_message, topic_kinds_for
 from state.config import ConfigError, network_from_dict
 from state.governance import ControlCommand, ControlRejection
-from state.records import DeadLetter, Event, EventType, Finding, RawMessage
+from state.records import DeadLetter, Event, EventType, Finding, RawMessage, SourceRef
 from state.sku import Reservation, SkuState
 from tests.support.helpers import HOUR, T0, event, policy, two_store_network, warm_history
 
@@ -328,3 +336,14 @@ def test_the_quick_duplicate_key_test_agrees_with_a_key_by_key_reading(
     except parse.Invalid as bad:
         refused = bad.reason == "duplicate_key"
     assert refused == repeated
+
+
+def test_a_failed_steps_letter_keeps_the_event_and_names_the_error_briefly() -> None:
+    sale = Event("s-1", EventType.SALE, T0, "SKU-1", "A", 2, source=SourceRef("t.pos", 3, 9))
+    letter = step_failed_letter(sale, ValueError("x" * 5_000))
+    assert (letter.reason, letter.source_topic, letter.offset) == ("step_failed", "t.pos", 9)
+    assert letter.error.startswith("the decision step raised ValueError: xxx")
+    assert len(letter.error) == MAX_FAILURE_TEXT and letter.error.endswith("...")
+    assert orjson.loads(letter.payload)["event_id"] == "s-1"  # what a producer would re-send
+    short = step_failed_letter(sale, ZeroDivisionError("float division by zero"))
+    assert short.error == "the decision step raised ZeroDivisionError: float division by zero"
