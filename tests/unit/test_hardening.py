@@ -10,9 +10,10 @@ from dataclasses import fields, replace
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adapters.configfiles import load_network, load_policy
 from operators import parse, snapshot
 from operators.codec import DLQ_PAYLOAD_MAX_BYTES, dead_letter_headers, dead_letter_message
 from operators.control import (
@@ -347,3 +348,97 @@ def test_a_failed_steps_letter_keeps_the_event_and_names_the_error_briefly() -> 
     assert orjson.loads(letter.payload)["event_id"] == "s-1"  # what a producer would re-send
     short = step_failed_letter(sale, ZeroDivisionError("float division by zero"))
     assert short.error == "the decision step raised ZeroDivisionError: float division by zero"
+
+
+# --- No message the contract accepts makes the decision step raise --------------------
+# A forecast of 2e-313 units a day did (it passed the parser, then stopped the flow at
+# every replay). Messages of every type, with values at the contract's edges, parsed as
+# the flow parses them, then stepped on a SKU with history under each shipped policy.
+_NETWORK = load_network("configs/network.toml")
+_SITES = sorted(_NETWORK.sites)
+_CONTEXTS = {
+    name: DecisionContext.build(_NETWORK, load_policy(f"configs/policies/{name}.toml"))
+    for name in ("default", "service-first", "fast-movers")
+}
+_EDGE_TIMES = [parse.MIN_TS_MS, parse.MAX_TS_MS - 1, T0 - 400 * 24 * HOUR, T0 + 300 * 24 * HOUR]
+_times = st.one_of(
+    st.integers(0, 48 * 60).map(lambda m: T0 + m * 60_000), st.sampled_from(_EDGE_TIMES)
+)
+_quantities = st.one_of(st.integers(1, 5), st.sampled_from([100, 10**6, parse.MAX_QTY]))
+# The edges, and values just past them (2e-313 and 1e-200 stopped the flow before the
+# parser refused them).
+_rates = st.sampled_from(
+    [0, 2e-313, parse.MIN_FORECAST_PER_DAY, 0.001, 0.5, 3, 1e3, parse.MAX_FORECAST_PER_DAY]
+)
+_errors = st.sampled_from([None, 1e-200, parse.MIN_FORECAST_CV, 0.3, parse.MAX_FORECAST_CV])
+_TOPIC_OF = {t.value: kind for kind, types in parse.TYPES_BY_TOPIC.items() for t in types}
+
+
+@st.composite
+def _contract_message(draw: st.DrawFn) -> RawMessage:
+    kind = draw(st.sampled_from(sorted(_TOPIC_OF)))
+    site = draw(st.sampled_from(_SITES))
+    body: dict[str, object] = {
+        "event_id": f"e{draw(st.integers(0, 10**6))}", "type": kind, "ts": draw(_times),
+        "sku": draw(st.sampled_from(["S1", "S2"])), "site": site,
+    }  # fmt: skip
+    if kind == "snapshot":
+        body["on_hand"] = draw(st.one_of(st.integers(0, 50), st.sampled_from([10**6])))
+    elif kind == "adjustment":
+        body["delta"] = draw(st.sampled_from([-1, 1, -5, 5, -(10**6), 10**6, -parse.MAX_QTY]))
+    elif kind == "forecast":
+        body["mean_per_day"] = draw(_rates)
+        body["error_cv"] = draw(_errors)
+    else:
+        body["qty"] = draw(_quantities)
+    if kind.startswith("inbound_"):
+        body["shipment_id"] = f"in-{draw(st.integers(0, 3))}"
+        if kind == "inbound_expected":
+            body["eta"] = draw(_times)
+    if kind.startswith("transfer_"):
+        body["from_site"] = draw(st.sampled_from([s for s in _SITES if s != site]))
+        body["proposal_id"] = f"p-{draw(st.integers(0, 3))}"
+    topic = "stockshift." + _TOPIC_OF[kind]
+    return RawMessage(topic, 0, 0, b"k", orjson.dumps(body), T0 + 400 * 24 * HOUR)
+
+
+def _history_messages() -> list[RawMessage]:
+    """Two days of one sale an hour at four sites, after a count at every site (one short)."""
+    bodies: list[tuple[str, dict[str, object]]] = [
+        ("inventory", {"type": "snapshot", "site": s, "on_hand": 2 if s == _SITES[1] else 40,
+                       "ts": T0 - 49 * HOUR})
+        for s in _SITES
+    ]  # fmt: skip
+    bodies += [
+        ("pos", {"type": "sale", "site": s, "qty": 1, "ts": T0 - (48 - h) * HOUR})
+        for h in range(48)
+        for s in _SITES[:4]
+    ]
+    return [
+        RawMessage(
+            f"stockshift.{topic}",
+            0,
+            i,
+            b"k",
+            orjson.dumps({**body, "event_id": f"h{i}", "sku": "S1"}),
+            0,
+        )
+        for i, (topic, body) in enumerate(bodies)
+    ]
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.sampled_from(sorted(_CONTEXTS)), st.lists(_contract_message(), max_size=40))
+def test_no_message_the_contract_accepts_makes_the_step_raise(
+    policy_name: str, messages: list[RawMessage]
+) -> None:
+    ctx, kinds = _CONTEXTS[policy_name], topic_kinds_for("stockshift.")
+    states: dict[str, object] = {}
+    taken = 0
+    for raw in [*_history_messages(), *messages]:
+        parsed = parse_message(raw, kinds, frozenset(_SITES), _NETWORK.unit_ceilings())
+        if isinstance(parsed, DeadLetter):
+            continue
+        states[parsed.sku], _ = step(states.get(parsed.sku), parsed, ctx)  # type: ignore[arg-type]
+        taken += 1
+    assert taken >= len(_SITES)  # the history at least was taken
