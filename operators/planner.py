@@ -1176,7 +1176,8 @@ def priced_receiver(
     receiver: Agent, policy: Policy, network: Network, prior: DemandPrior | None
 ) -> Agent:
     """The receiver as a transfer to it is priced: its agent, but where its own sales span
-    less than `receiver_full_prior_hours` (and it has no forecast), at no higher a rate than
+    less than `receiver_full_prior_hours` (and no forecast stands in for the prior: none,
+    or one of 0 units, `usable_forecast`), at no higher a rate than
     the SKU's cross-site prior at its full weight gives it. The prior counts for less where
     the SKU's sites differ beyond chance (`_spread`); a new site's one big day is itself
     such a difference, and it is the site a transfer would go to. On the M5 sample (fourth
@@ -1185,7 +1186,9 @@ def priced_receiver(
     need, and the receiver-wide bound screening starts from, keep the agent's own rate,
     never the lower."""
     hours = policy.receiver_full_prior_hours
-    if hours <= 0 or prior is None or prior.spread <= 0 or receiver.state.forecast is not None:
+    if hours <= 0 or prior is None or prior.spread <= 0:
+        return receiver
+    if usable_forecast(receiver.state) is not None:
         return receiver
     if observed_hours(receiver.state.demand, policy.demand_window_minutes) >= hours:
         return receiver

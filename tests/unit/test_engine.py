@@ -583,6 +583,16 @@ def test_a_receiver_observed_briefly_is_priced_at_no_more_than_the_full_prior() 
     longer = _selling_at_rates(80, {"A": 6, "B": 0, "C": 0})
     later = agent_for("A", longer.sites["A"], p, demand_prior(longer, p, CTX.network))
     assert priced_receiver(later, p, CTX.network, demand_prior(longer, p, CTX.network)) is later
+    # A forecast of 0 units leaves the site to the prior (as none would): priced the same.
+    # One of a positive rate stands in for the prior: the site is priced as it is.
+    for per_day, capped in ((0.0, True), (144.0, False)):
+        figures = ForecastFigures(per_day, None, None)
+        told, _ = step(
+            state, event(f"f{per_day}", EventType.FORECAST, 40.1, "A", 0, forecast=figures), CTX
+        )
+        agent = agent_for("A", told.sites["A"], p, prior)
+        found = priced_receiver(agent, p, CTX.network, prior)
+        assert (found.mean == pytest.approx(full.mean)) if capped else found is agent
 
 
 def test_a_proposal_to_a_young_receiver_is_priced_at_the_capped_rate_and_says_so() -> None:
