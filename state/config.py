@@ -384,7 +384,7 @@ def _site_from_dict(entry: Mapping[str, Any], where: str) -> Site:
         replenishment_lead_hours=_number(
             entry.get("replenishment_lead_hours", 72.0), f"{where}.replenishment_lead_hours"
         ),
-        demand_index=_number(entry.get("demand_index", 1.0), f"{where}.demand_index", strict=True),
+        demand_index=_demand_index(entry.get("demand_index", 1.0), f"{where}.demand_index"),
         storage_capacity=(
             _integer(capacity, f"{where}.storage_capacity") if capacity is not None else None
         ),
@@ -392,6 +392,23 @@ def _site_from_dict(entry: Mapping[str, Any], where: str) -> Site:
             _sales_profile(profile, f"{where}.sales_profile") if profile is not None else None
         ),
     )
+
+
+# A site's sales relative to the typical site's. `stockshift warmup` fits at least 0.05 and
+# at most the number of sites; 5e-324 (a positive number) made a site's prior rate
+# infinite and every decision at the SKU raise.
+MIN_DEMAND_INDEX: Final = 0.001
+MAX_DEMAND_INDEX: Final = 1_000_000.0
+
+
+def _demand_index(value: Any, where: str) -> float:
+    index = _number(value, where, strict=True)
+    if not MIN_DEMAND_INDEX <= index <= MAX_DEMAND_INDEX:
+        raise ConfigError(
+            f"{where}: must be within {MIN_DEMAND_INDEX:g}-{MAX_DEMAND_INDEX:,.0f} (a site's sales "
+            f"relative to the typical site's), got {value!r}"
+        )
+    return index
 
 
 def _lanes_from_dict(entry: Mapping[str, Any], where: str, sites: Mapping[str, Site]) -> list[Lane]:

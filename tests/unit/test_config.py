@@ -47,6 +47,14 @@ SITES = [{"id": "A"}, {"id": "B"}]
         ({"sites": SITES, "lanes": [{"from": "A", "to": "B", "lead_hours": -1}]}, "must be >= 0"),
         ({"sites": SITES, "sku_defaults": {"pack_size": 0}}, "pack_size"),
         ({"sites": SITES, "sku_defaults": {"colour": 1}}, "unknown field"),
+        (
+            {"sites": [{"id": "A", "demand_index": 5e-324}, {"id": "B"}]},
+            "demand_index: must be within 0.001",
+        ),
+        (
+            {"sites": [{"id": "A", "demand_index": 2e6}, {"id": "B"}]},
+            "demand_index: must be within",
+        ),
     ],
 )
 def test_bad_network_is_rejected_with_a_clear_message(raw: dict, message: str) -> None:
