@@ -527,9 +527,10 @@ def policy_from_dict(raw: Mapping[str, Any]) -> Policy:
     for positive in ("demand_halflife_hours", "proposal_ttl_hours"):
         if values.get(positive, 1.0) <= 0:
             raise ConfigError(f"policy.{positive}: must be > 0")
-    # As a forecast's stated error (operators/parse.py): its weight is 1 / error^2.
-    if values.get("forecast_error_cv", 0.5) < 0.001:
-        raise ConfigError("policy.forecast_error_cv: must be at least 0.001")
+    # As a forecast's stated error (operators/parse.py): its weight is 1 / error^2, so an
+    # error of 1e300 weighs nothing and the SKU's forecast bias divides by zero.
+    if not 0.001 <= values.get("forecast_error_cv", 0.5) <= 10.0:
+        raise ConfigError("policy.forecast_error_cv: must be within 0.001-10")
     return Policy(**values)
 
 

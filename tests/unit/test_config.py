@@ -73,7 +73,8 @@ def test_bad_network_is_rejected_with_a_clear_message(raw: dict, message: str) -
             {"version": "1", "demand_prior_by_spread": "yes"},
             "demand_prior_by_spread: expected true",
         ),
-        ({"version": "1", "forecast_error_cv": 1e-200}, "forecast_error_cv: must be at least"),
+        ({"version": "1", "forecast_error_cv": 1e-200}, "forecast_error_cv: must be within"),
+        ({"version": "1", "forecast_error_cv": 1e300}, "forecast_error_cv: must be within"),
     ],
 )
 def test_bad_policy_is_rejected(raw: dict, message: str) -> None:

@@ -4,9 +4,13 @@ with a reason and disturbs nothing else (issue #18's table, at the level of pure
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import tomllib
 from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -36,7 +40,7 @@ from operators.limits import (
     step_failed_letter,
 )
 from operators.parse import parse_message, topic_kinds_for
-from state.config import ConfigError, network_from_dict
+from state.config import ConfigError, network_from_dict, policy_from_dict
 from state.governance import ControlCommand, ControlRejection
 from state.records import DeadLetter, Event, EventType, Finding, RawMessage, SourceRef
 from state.sku import Reservation, SkuState
@@ -442,3 +446,110 @@ def test_no_message_the_contract_accepts_makes_the_step_raise(
         states[parsed.sku], _ = step(states.get(parsed.sku), parsed, ctx)  # type: ignore[arg-type]
         taken += 1
     assert taken >= len(_SITES)  # the history at least was taken
+
+
+# --- No configuration validation accepts makes the decision step raise ----------------
+# Each numeric value of the shipped network and default policy set in turn to an edge
+# (the smallest positive float, a huge one, zero where allowed): a demand_index of 5e-324
+# passed validation and made every decision at its SKUs raise.
+_NETWORK_RAW = tomllib.loads(Path("configs/network.toml").read_text())
+_NETWORK_RAW.pop("sku_overrides_file", None)
+_POLICY_RAW = tomllib.loads(Path("configs/policies/default.toml").read_text())
+_CONFIG_EDGES = (0, 5e-324, 1e300, 10**18)
+
+
+# The numbers each kind of table may hold besides those the shipped files set.
+_OPTIONAL_NUMBERS = {
+    "policy": {"lost_sale_penalty", "estimate_risk_z", "integrity_hold_hours", "forecast_error_cv"},
+    "sku_defaults": {"shelf_life_hours"},
+    "limits": {"max_units_per_sku_site", "max_inbound_per_sku_site", "inbound_grace_hours"},
+    "sites": {"demand_index", "storage_capacity"},
+    "lanes": {"trip_cost", "min_trip_value", "capacity_per_day", "cutoff_hour"},
+}
+
+
+def _edge_cases() -> list[tuple[str, tuple[str | int, ...], object]]:
+    """(which file, the path to a number in it, the value to set) for every number."""
+    tables: list[tuple[str, tuple[str | int, ...], dict[str, Any]]] = [
+        ("policy", (), _POLICY_RAW),
+        ("sku_defaults", ("sku_defaults",), _NETWORK_RAW["sku_defaults"]),
+        ("limits", ("limits",), {}),
+    ]
+    tables += [("sites", ("sites", i), site) for i, site in enumerate(_NETWORK_RAW["sites"])]
+    tables += [("lanes", ("lanes", i), lane) for i, lane in enumerate(_NETWORK_RAW["lanes"])]
+    cases: list[tuple[str, tuple[str | int, ...], object]] = []
+    for kind, path, table in tables:
+        numbers = {k for k, v in table.items() if type(v) in (int, float)}
+        for key in sorted(numbers | _OPTIONAL_NUMBERS[kind]):
+            which = "policy" if kind == "policy" else "network"
+            cases += [(which, (*path, key), edge) for edge in _CONFIG_EDGES]
+    return cases
+
+
+def _with(raw: dict[str, object], path: tuple[str | int, ...], value: object) -> dict[str, object]:
+    changed = copy.deepcopy(raw)
+    table: Any = changed
+    for part in path[:-1]:
+        table = table.setdefault(part, {}) if isinstance(part, str) else table[part]
+    table[path[-1]] = value
+    return changed
+
+
+def _config_stream(sites: list[str]) -> list[RawMessage]:
+    """Counts, 60 hours of sales at the stores, then losses at two and a delivery under way
+    (on the shipped network: STORE-B ends short, the DC holds plenty)."""
+    t = T0 + 60 * HOUR
+    bodies = [
+        ("inventory", "snapshot", s, T0, {"on_hand": 1000 if s == "DC-NORTH" else 200})
+        for s in sites
+    ]
+    bodies += [
+        ("pos", "sale", s, T0 + h * HOUR + 1, {"qty": 1 + (h % 3 == 0)})
+        for h in range(60)
+        for s in sites
+        if s != "DC-NORTH"
+    ]
+    bodies += [
+        ("forecasts", "forecast", "STORE-A", t, {"mean_per_day": 20}),
+        ("inventory", "adjustment", "STORE-C", t + 1, {"delta": -130}),
+        ("inventory", "adjustment", "STORE-B", t + 1, {"delta": -135}),
+        ("shipments", "inbound_expected", "STORE-A", t + 2, {"qty": 50, "eta": t + 30 * HOUR}),
+        ("pos", "sale", "STORE-B", t + 7 * HOUR, {"qty": 40}),
+        ("shipments", "inbound_received", "STORE-A", t + 40 * HOUR, {"qty": 50}),
+    ]
+    messages = []
+    for i, (topic, kind, site, ts, fields_) in enumerate(bodies):
+        body = {"event_id": f"c{i}", "type": kind, "sku": "S", "site": site, "ts": ts, **fields_}
+        if kind.startswith("inbound"):
+            body["shipment_id"] = "x"
+        messages.append(RawMessage(f"stockshift.{topic}", 0, i, b"k", orjson.dumps(body), 0))
+    return messages
+
+
+def _proposals_under(network_raw: dict[str, object], policy_raw: dict[str, object]) -> int:
+    network, policy_ = network_from_dict(network_raw), policy_from_dict(policy_raw)
+    ctx, kinds = DecisionContext.build(network, policy_), topic_kinds_for("stockshift.")
+    sites, state, made = frozenset(network.sites), None, 0
+    for raw in _config_stream(sorted(network.sites)):
+        parsed = parse_message(raw, kinds, sites, network.unit_ceilings())
+        if isinstance(parsed, Event):
+            state, out = step(state, parsed, ctx)
+            made += len(out.proposals)
+    return made
+
+
+def test_no_configuration_validation_accepts_makes_the_step_raise() -> None:
+    assert _proposals_under(_NETWORK_RAW, _POLICY_RAW) > 0  # the stream reaches a decision
+    accepted = 0
+    for which, path, value in _edge_cases():
+        network_raw, policy_raw = _NETWORK_RAW, _POLICY_RAW
+        if which == "network":
+            network_raw = _with(_NETWORK_RAW, path, value)
+        else:
+            policy_raw = _with(_POLICY_RAW, path, value)
+        try:
+            _proposals_under(network_raw, policy_raw)
+        except ConfigError:
+            continue  # refused at load, with a message: what validation is for
+        accepted += 1
+    assert accepted > 100  # most edges are valid settings, and were stepped
