@@ -1176,9 +1176,9 @@ def priced_receiver(
     receiver: Agent, policy: Policy, network: Network, prior: DemandPrior | None
 ) -> Agent:
     """The receiver as a transfer to it is priced: its agent, but where its own sales span
-    less than `receiver_full_prior_hours` (and no forecast stands in for the prior: none,
-    or one of 0 units, `usable_forecast`), at no higher a rate than
-    the SKU's cross-site prior at its full weight gives it. The prior counts for less where
+    less than `receiver_full_prior_hours` and no forecast stands in for the prior (it has
+    none, or one of 0 units: `usable_forecast`), at no higher a rate than the SKU's
+    cross-site prior at its full weight gives it. The prior counts for less where
     the SKU's sites differ beyond chance (`_spread`); a new site's one big day is itself
     such a difference, and it is the site a transfer would go to. On the M5 sample (fourth
     100 items, no forecasts, per trip, one-for-one) a receiver at 10.9 a day after a 20-unit

@@ -358,10 +358,11 @@ def test_a_failed_steps_letter_keeps_the_event_and_names_the_error_briefly() -> 
 # A forecast of 2e-313 units a day did (it passed the parser, then stopped the flow at
 # every replay). Messages of every type, with values at the contract's edges, parsed as
 # the flow parses them, then stepped on a SKU with history under each shipped policy.
-_NETWORK = load_network("configs/network.toml")
+_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+_NETWORK = load_network(_CONFIGS / "network.toml")
 _SITES = sorted(_NETWORK.sites)
 _CONTEXTS = {
-    name: DecisionContext.build(_NETWORK, load_policy(f"configs/policies/{name}.toml"))
+    name: DecisionContext.build(_NETWORK, load_policy(_CONFIGS / "policies" / f"{name}.toml"))
     for name in ("default", "service-first", "fast-movers")
 }
 _EDGE_TIMES = [parse.MIN_TS_MS, parse.MAX_TS_MS - 1, T0 - 400 * 24 * HOUR, T0 + 300 * 24 * HOUR]
@@ -406,29 +407,31 @@ def _contract_message(draw: st.DrawFn) -> RawMessage:
     return RawMessage(topic, 0, 0, b"k", orjson.dumps(body), T0 + 400 * 24 * HOUR)
 
 
+Body = tuple[str, str, str, int, dict[str, object]]  # topic, type, site, ts, its fields
+
+
+def _messages(bodies: list[Body], prefix: str) -> list[RawMessage]:
+    """The events as their producers would publish them (SKU "S1"), ids `prefix`0, 1, ..."""
+    messages = []
+    for i, (topic, kind, site, ts, fields_) in enumerate(bodies):
+        body = {"event_id": f"{prefix}{i}", "type": kind, "sku": "S1", "site": site, "ts": ts}
+        body.update(fields_)
+        if kind.startswith("inbound"):
+            body.setdefault("shipment_id", "x")
+        messages.append(RawMessage(f"stockshift.{topic}", 0, i, b"k", orjson.dumps(body), 0))
+    return messages
+
+
 def _history_messages() -> list[RawMessage]:
     """Two days of one sale an hour at four sites, after a count at every site (one short)."""
-    bodies: list[tuple[str, dict[str, object]]] = [
-        ("inventory", {"type": "snapshot", "site": s, "on_hand": 2 if s == _SITES[1] else 40,
-                       "ts": T0 - 49 * HOUR})
+    bodies: list[Body] = [
+        ("inventory", "snapshot", s, T0 - 49 * HOUR, {"on_hand": 2 if s == _SITES[1] else 40})
         for s in _SITES
-    ]  # fmt: skip
+    ]
     bodies += [
-        ("pos", {"type": "sale", "site": s, "qty": 1, "ts": T0 - (48 - h) * HOUR})
-        for h in range(48)
-        for s in _SITES[:4]
+        ("pos", "sale", s, T0 - (48 - h) * HOUR, {"qty": 1}) for h in range(48) for s in _SITES[:4]
     ]
-    return [
-        RawMessage(
-            f"stockshift.{topic}",
-            0,
-            i,
-            b"k",
-            orjson.dumps({**body, "event_id": f"h{i}", "sku": "S1"}),
-            0,
-        )
-        for i, (topic, body) in enumerate(bodies)
-    ]
+    return _messages(bodies, "h")
 
 
 @settings(max_examples=120, deadline=None)
@@ -452,9 +455,9 @@ def test_no_message_the_contract_accepts_makes_the_step_raise(
 # Each numeric value of the shipped network and default policy set in turn to an edge
 # (the smallest positive float, a huge one, zero where allowed): a demand_index of 5e-324
 # passed validation and made every decision at its SKUs raise.
-_NETWORK_RAW = tomllib.loads(Path("configs/network.toml").read_text())
+_NETWORK_RAW = tomllib.loads((_CONFIGS / "network.toml").read_text())
 _NETWORK_RAW.pop("sku_overrides_file", None)
-_POLICY_RAW = tomllib.loads(Path("configs/policies/default.toml").read_text())
+_POLICY_RAW = tomllib.loads((_CONFIGS / "policies" / "default.toml").read_text())
 _CONFIG_EDGES = (0, 5e-324, 1e300, 10**18)
 
 
@@ -499,7 +502,7 @@ def _config_stream(sites: list[str]) -> list[RawMessage]:
     """Counts, 60 hours of sales at the stores, then losses at two and a delivery under way
     (on the shipped network: STORE-B ends short, the DC holds plenty)."""
     t = T0 + 60 * HOUR
-    bodies = [
+    bodies: list[Body] = [
         ("inventory", "snapshot", s, T0, {"on_hand": 1000 if s == "DC-NORTH" else 200})
         for s in sites
     ]
@@ -517,13 +520,7 @@ def _config_stream(sites: list[str]) -> list[RawMessage]:
         ("pos", "sale", "STORE-B", t + 7 * HOUR, {"qty": 40}),
         ("shipments", "inbound_received", "STORE-A", t + 40 * HOUR, {"qty": 50}),
     ]
-    messages = []
-    for i, (topic, kind, site, ts, fields_) in enumerate(bodies):
-        body = {"event_id": f"c{i}", "type": kind, "sku": "S", "site": site, "ts": ts, **fields_}
-        if kind.startswith("inbound"):
-            body["shipment_id"] = "x"
-        messages.append(RawMessage(f"stockshift.{topic}", 0, i, b"k", orjson.dumps(body), 0))
-    return messages
+    return _messages(bodies, "c")
 
 
 def _proposals_under(network_raw: dict[str, object], policy_raw: dict[str, object]) -> int:
