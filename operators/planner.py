@@ -914,12 +914,18 @@ def plan_for_receiver(
         sku_state, receiver, params, network, policy, now_ms, prior, screen, agents, hopeless,
         priced_receiver(receiver, policy, network, prior),
     )  # fmt: skip
-    candidates = [
-        scored
-        for lane in lanes  # fastest first
-        if (sender is None or lane.from_site == sender)
-        and (scored := _candidate(inputs, lane)) is not None
-    ]
+    candidates: list[ScoredSender] = []
+    for lane in lanes:  # fastest first
+        if sender is not None and lane.from_site != sender:
+            continue
+        scored = _candidate(inputs, lane)
+        if scored is None:
+            continue
+        candidates.append(scored)
+        if hopeless and scored.reason is NO_NET_BENEFIT:
+            # No sender can pay, and one got as far as pricing: the plan's reason is settled
+            # (`no_net_benefit`, the first of `_REASON_ORDER`), whatever the other lanes hold.
+            break
     if not candidates:
         reason = NO_SENDER_WITH_SURPLUS
         return Plan(receiver, need, None, None, None, (), reason, False)
@@ -1238,21 +1244,18 @@ def _ruled_out(
 def _no_lane_can_pay(
     receiver: Agent, lanes: list[Lane], params: SkuParams, policy: Policy, now_ms: int
 ) -> bool:
-    """Screening for every lane at once, for a receiver with nothing inbound: what any
-    quantity saves on a lane is at most the receiver's expected shortfall at that lane's
-    horizon, and that is largest at the slowest lane's (more demand, same stock). Below
-    `min_net_benefit` once the cheapest lane's fixed cost is paid, every sender that gets as
-    far as pricing is screened out, and the receiver's outlook is built for none of them.
-    (The normal loss only: the count loss turns normal past `_COUNT_LIMIT` units, and the
-    two need not order across that switch.)"""
+    """Screening for every lane at once: what any quantity saves on a lane is at most the
+    receiver's expected shortfall at one of that lane's checkpoints, and each of those is at
+    most the shortfall at the slowest lane's horizon with the stock the site has before any
+    delivery on the way arrives (the normal loss grows with the demand's mean and spread,
+    and falls with stock; deliveries only add to it). Below `min_net_benefit` once the
+    cheapest lane's fixed cost is paid, every sender that gets as far as pricing is screened
+    out, the receiver's outlook is built for none of them, and the plan needs no sender
+    after the first (`plan_for_receiver`). (The normal loss only: the count loss turns
+    normal past `_COUNT_LIMIT` units, and the two need not order across that switch.)"""
     state = receiver.state
     value = params.unit_margin + policy.lost_sale_penalty
-    if (
-        state.inbound is not None
-        or value < 0
-        or counts_demand(policy)
-        or any(lane.cost_per_unit < 0 for lane in lanes)
-    ):
+    if value < 0 or counts_demand(policy) or any(lane.cost_per_unit < 0 for lane in lanes):
         return False
     stock = state.on_hand + state.reserved_in - state.reserved_out + state.disputed(now_ms)
     hours = max(lane.lead_hours for lane in lanes) + policy.cover_hours

@@ -805,7 +805,9 @@ def test_no_cover_means_nothing_saved_not_a_crash() -> None:
 def test_screening_senders_by_a_bound_changes_no_plan_outcome() -> None:
     """The engine screens senders whose best possible net benefit is below the threshold;
     on a simulated network's own events, every plan has the same sender, quantity and
-    suppress reason as when every sender is priced in full."""
+    suppress reason as when every sender is priced in full. Where no lane can pay
+    (`_no_lane_can_pay`, receivers with deliveries on the way included) screening stops at
+    the first sender it would price: those plans weigh fewer senders."""
     scenario = Scenario(n_sites=6, n_skus=30, days=8, mean_daily_demand=1.0)
     network = make_network(scenario)
     base = policy()
@@ -813,7 +815,7 @@ def test_screening_senders_by_a_bound_changes_no_plan_outcome() -> None:
     run_stockshift(scenario, network, base, record=recorded)
     ctx = DecisionContext.build(network, base)
     states: dict[str, SkuState] = {}
-    compared = screened = 0
+    compared = screened = cut_short = 0
     for kind, body in recorded:
         e = parse_object(kind, body, frozenset(network.sites))
         states[e.sku], _ = step(states.get(e.sku), e, ctx)
@@ -825,6 +827,7 @@ def test_screening_senders_by_a_bound_changes_no_plan_outcome() -> None:
             continue
         compared += 1
         screened += quick.screened
+        cut_short += len(quick.others) < len(full.others)
         assert not full.screened
         assert quick.suppress_reason == full.suppress_reason
         assert (quick.chosen is None) == (full.chosen is None)
@@ -833,7 +836,7 @@ def test_screening_senders_by_a_bound_changes_no_plan_outcome() -> None:
                 full.chosen.from_site,
                 full.chosen.qty,
             )
-    assert compared > 100 and screened > 10
+    assert compared > 100 and screened > 10 and cut_short > 10
 
 
 def test_estimation_risk_prices_a_move_with_the_receivers_rate_lower_and_the_senders_higher() -> (
