@@ -984,6 +984,8 @@ _REASON_ORDER: Final = (
     SHELF_LIFE,
     COOLDOWN,
 )
+# A plan whose senders no lane can pay stops at the first one priced (`plan_for_receiver`).
+assert _REASON_ORDER[0] is NO_NET_BENEFIT
 
 
 def _choose(receiver: Agent, need: Need, candidates: list[ScoredSender]) -> Plan:
