@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import orjson
 
+from state.config import MAX_FORECAST_CV, MIN_FORECAST_CV
 from state.kinds import (
     ADJUSTMENT,
     FORECAST,
@@ -66,8 +67,7 @@ _DEFAULT_TYPE: Final = {POS: SALE, FORECASTS: FORECAST}
 # 2,700 years; an error at least 0.1 %.
 MAX_FORECAST_PER_DAY: Final = 1_000_000.0
 MIN_FORECAST_PER_DAY: Final = 1e-6
-MAX_FORECAST_CV: Final = 10.0
-MIN_FORECAST_CV: Final = 0.001
+# The error's range is the policy's `forecast_error_cv` range too (state/config.py).
 _TYPE_BY_NAME: Final = {t.value: t for t in EventType}
 
 

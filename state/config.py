@@ -394,19 +394,19 @@ def _site_from_dict(entry: Mapping[str, Any], where: str) -> Site:
     )
 
 
-# A site's sales relative to the typical site's. `stockshift warmup` fits at least 0.05 and
-# at most the number of sites; 5e-324 (a positive number) made a site's prior rate
-# infinite and every decision at the SKU raise.
-MIN_DEMAND_INDEX: Final = 0.001
-MAX_DEMAND_INDEX: Final = 1_000_000.0
+# The `demand_index` a network file may give a site (its sales relative to the typical
+# site's; `stockshift warmup` fits 0.05 up to the number of sites): 5e-324, a positive
+# number, made the site's prior rate infinite and every decision at the SKU raise.
+DEMAND_INDEX_ACCEPTED: Final = (0.001, 1_000_000.0)
 
 
 def _demand_index(value: Any, where: str) -> float:
     index = _number(value, where, strict=True)
-    if not MIN_DEMAND_INDEX <= index <= MAX_DEMAND_INDEX:
+    low, high = DEMAND_INDEX_ACCEPTED
+    if not low <= index <= high:
         raise ConfigError(
-            f"{where}: must be within {MIN_DEMAND_INDEX:g}-{MAX_DEMAND_INDEX:,.0f} (a site's sales "
-            f"relative to the typical site's), got {value!r}"
+            f"{where}: must be within {low:g}-{high:,.0f} (a site's sales relative to the "
+            f"typical site's), got {value!r}"
         )
     return index
 
@@ -475,6 +475,10 @@ def limits_from_dict(raw: Mapping[str, Any]) -> Limits:
     return Limits(**values)
 
 
+# A forecast's relative error, stated in its message or assumed by the policy.
+MIN_FORECAST_CV: Final = 0.001
+MAX_FORECAST_CV: Final = 10.0
+
 _POLICY_FLOATS = {
     "service_level_z": 0.0,
     "review_hours": 0.0,
@@ -527,10 +531,12 @@ def policy_from_dict(raw: Mapping[str, Any]) -> Policy:
     for positive in ("demand_halflife_hours", "proposal_ttl_hours"):
         if values.get(positive, 1.0) <= 0:
             raise ConfigError(f"policy.{positive}: must be > 0")
-    # As a forecast's stated error (operators/parse.py): its weight is 1 / error^2, so an
-    # error of 1e300 weighs nothing and the SKU's forecast bias divides by zero.
-    if not 0.001 <= values.get("forecast_error_cv", 0.5) <= 10.0:
-        raise ConfigError("policy.forecast_error_cv: must be within 0.001-10")
+    # As a forecast message's `error_cv` (operators/parse.py): its weight is 1 / error^2, so
+    # an error of 1e300 weighs nothing and the SKU's forecast bias divides by zero.
+    if not MIN_FORECAST_CV <= values.get("forecast_error_cv", 0.5) <= MAX_FORECAST_CV:
+        raise ConfigError(
+            f"policy.forecast_error_cv: must be within {MIN_FORECAST_CV:g}-{MAX_FORECAST_CV:g}"
+        )
     return Policy(**values)
 
 
