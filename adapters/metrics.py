@@ -55,6 +55,11 @@ CONTROL_FOLLOWER_DOWN = Gauge(
     "stockshift_control_follower_down",
     "1 when this process's control-topic follower thread has stopped (see the log)",
 )
+NEGOTIATION_FAILURES = Counter(
+    "stockshift_negotiation_failures_total",
+    "Proposals and occupancy reports whose negotiation raised (dropped; the flow goes on)",
+    ["item"],
+)
 SKUS_REFUSED = Counter(
     "stockshift_skus_refused_total",
     "Events of new SKUs dead-lettered because the process holds its maximum (STOCKSHIFT_MAX_SKUS)",

@@ -290,11 +290,26 @@ class NegotiationLogic(StatefulBatchLogic[ReceivingItem, NegotiationOutcome, Rec
         self._state = resume or ReceivingState()
 
     def on_batch(self, values: list[ReceivingItem]) -> tuple[list[NegotiationOutcome], bool]:
-        self._state, outcomes = negotiate_batch(self._state, values, self._network)
+        self._state, outcomes = negotiate_batch(
+            self._state, values, self._network, _negotiation_failed
+        )
         return outcomes, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> ReceivingState:
         return copy.deepcopy(self._state)
+
+
+def _negotiation_failed(item: ReceivingItem, failure: Exception) -> None:
+    """Counted, and logged with its traceback once per kind of failure; the item's answer
+    is `operators.lanes.failed_outcome` (the same guard as the decision step's)."""
+    kind = "proposal" if isinstance(item, Proposal) else "occupancy"
+    metrics.NEGOTIATION_FAILURES.labels(item=kind).inc()
+    if _FAILURES_LOGGED.first(f"negotiation {type(failure).__name__}: {failure}"):
+        log.error(
+            "negotiation failed; the item is dropped (negotiation_failed)",
+            exc_info=failure,
+            extra={"sku": item.sku, "item": kind, "site": receiving_site(item)},
+        )
 
 
 # Recovery keys a snapshot by the full path of the step that holds it. Negotiation ran as

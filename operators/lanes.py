@@ -35,7 +35,7 @@ a day late.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from state.config import Lane, Network
@@ -255,21 +255,60 @@ def negotiate_all(
 
 
 def negotiate_batch(
-    state: ReceivingState | None, items: Iterable[ReceivingItem], network: Network
+    state: ReceivingState | None,
+    items: Iterable[ReceivingItem],
+    network: Network,
+    on_failure: OnFailure | None = None,
 ) -> tuple[ReceivingState, list[NegotiationOutcome]]:
     """One receiving site's batch, in `in_negotiation_order`: an outcome per item (an
-    occupancy report's is empty)."""
+    occupancy report's is empty).
+
+    With `on_failure` (the flow's), an item whose negotiation raises is told to it and
+    answered by `failed_outcome`, and the batch goes on: a defect here would otherwise stop
+    the flow, and a restart replaying the batch would stop it again. Without it (simulator,
+    tests) the exception propagates, so a defect surfaces where it can be fixed."""
     state = state or ReceivingState()
     outcomes: list[NegotiationOutcome] = []
     for item in in_negotiation_order(items):
-        if state.trips:
-            outcomes.extend(_unfilled_trips(state, _clock(item)))
-        if isinstance(item, Proposal) and _trip_cost(item, network) > 0:
-            outcomes.extend(_through_trip(state, item, network))
-        else:
-            state, outcome = negotiate(state, item, network)
-            outcomes.append(outcome)
+        if on_failure is None:
+            outcomes.extend(_negotiate_next(state, item, network))
+            continue
+        try:
+            outcomes.extend(_negotiate_next(state, item, network))
+        except Exception as failure:  # any defect: see the docstring
+            on_failure(item, failure)
+            outcomes.append(failed_outcome(item, failure))
     return state, outcomes
+
+
+OnFailure = Callable[[ReceivingItem, Exception], None]
+
+# A failure's text in a decision record is cut to this many characters.
+MAX_FAILURE_TEXT = 300
+
+
+def _negotiate_next(
+    state: ReceivingState, item: ReceivingItem, network: Network
+) -> list[NegotiationOutcome]:
+    """One item of a batch, after the trips it leaves behind (`negotiate` changes `state`
+    in place and returns it)."""
+    outcomes = _unfilled_trips(state, _clock(item)) if state.trips else []
+    if isinstance(item, Proposal) and _trip_cost(item, network) > 0:
+        outcomes.extend(_through_trip(state, item, network))
+    else:
+        outcomes.append(negotiate(state, item, network)[1])
+    return outcomes
+
+
+def failed_outcome(item: ReceivingItem, failure: Exception) -> NegotiationOutcome:
+    """A proposal whose negotiation raised is not published (its lane and the receiver's
+    room were not checked) and says why in its decision record (`negotiation_failed`); its
+    units stay reserved at the sender until the reservation expires. An occupancy report
+    has no answer: the site's count for the SKU waits for the SKU's next report."""
+    if not isinstance(item, Proposal):
+        return _NOTHING
+    text = f"negotiation raised {type(failure).__name__}: {failure}"[:MAX_FAILURE_TEXT]
+    return NegotiationOutcome(None, _record(item, SuppressReason.NEGOTIATION_FAILED, text))
 
 
 def _trip_cost(proposal: Proposal, network: Network) -> float:

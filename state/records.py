@@ -268,6 +268,8 @@ class SuppressReason(StrEnum):
     STORAGE_CAPACITY = "storage_capacity"
     # The lane's trip that day did not gather enough value to pay for itself.
     TRIP_NOT_FILLED = "trip_not_filled"
+    # Negotiation raised on the proposal (a defect; the flow goes on without it).
+    NEGOTIATION_FAILED = "negotiation_failed"
 
 
 class ReleaseReason(StrEnum):

@@ -10,10 +10,11 @@ from bytewax.testing import run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from adapters import metrics
 from adapters.lab.memory import ListSink, PullSource
 from adapters.settings import Settings
 from flows.pipeline import Sinks, build
-from state.records import EventType, ForecastFigures, RawMessage, StepOutput
+from state.records import EventType, ForecastFigures, Outcome, RawMessage, StepOutput
 from tests.support.helpers import event, policy, raw_of, run_raw, two_store_network, warm_history
 
 
@@ -165,3 +166,34 @@ def test_an_event_whose_step_raises_is_a_dead_letter_and_the_flow_goes_on() -> N
     assert len(outputs) == len(stream)  # one each, the letters' events included
     assert [o.event_id for o in outputs if o.refused is not None] == ["sale-1", "count-1"]
     assert [p.sku for p in out.proposals.items] == ["SKU-2"]  # type: ignore[union-attr]
+
+
+def test_a_proposal_whose_negotiation_raises_is_dropped_with_the_reason_and_the_flow_goes_on() -> (
+    None
+):
+    """A lane built past its loader (a cut-off hour of a type the loader refuses) makes
+    negotiation raise on every proposal that lane carries: each is answered by a
+    `negotiation_failed` record, counted, and not published; events after it are decided."""
+    network = two_store_network(capacity_per_day=30)
+    lanes = {pair: replace(lane, cutoff_hour=1j) for pair, lane in network.lanes.items()}
+    network = replace(network, lanes=lanes)
+    events = [
+        *warm_history(),
+        *warm_history(sku="SKU-2"),
+        event("count-1", EventType.SNAPSHOT, 30.2, "B", 20),
+        event("count-2", EventType.SNAPSHOT, 30.2, "B", 20, sku="SKU-2"),
+        event("sale-after", EventType.SALE, 30.4, "A", 1),
+    ]
+    stream = [raw_of(e, i) for i, e in enumerate(events)]
+    failures = metrics.NEGOTIATION_FAILURES.labels(item="proposal")
+    before = failures._value.get()
+    out = run_raw(stream, network, policy(), sinks())
+    assert out.proposals.items == []  # type: ignore[union-attr]
+    failed = [d for d in out.decisions.items if d.reason == "negotiation_failed"]  # type: ignore[union-attr]
+    assert sorted(d.sku for d in failed) == ["SKU-1", "SKU-2"]
+    for record in failed:
+        assert record.outcome is Outcome.SUPPRESSED
+        assert "negotiation raised TypeError" in record.detail
+    assert failures._value.get() - before == 2
+    assert len(out.step_outputs.items) == len(stream)  # type: ignore[union-attr]
+    assert out.dead_letters.items == []  # type: ignore[union-attr]

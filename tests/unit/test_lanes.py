@@ -272,3 +272,40 @@ def test_a_minimum_trip_value_keeps_the_trip_until_its_load_is_worth_more() -> N
     assert out[0].proposal is None and "45.00 of the 60.00" in out[0].decision.detail
     state, out = negotiate_batch(state, [worth(a_proposal("SKU-2", 10, hour=9.5), 15.0)], net)
     assert [o.proposal.sku for o in out if o.proposal] == ["SKU-1", "SKU-2"]
+
+
+def _lane_broken(net, pair: tuple[str, str]):
+    """The network with one lane's cut-off of a type its loader refuses (built past the
+    loader), so negotiating on that lane raises, as a defect would."""
+    lanes = dict(net.lanes)
+    lanes[pair] = replace(lanes[pair], cutoff_hour=1j)
+    return replace(net, lanes=lanes)
+
+
+def test_with_a_failure_handler_a_failing_item_is_answered_and_the_batch_goes_on() -> None:
+    net = network(30)
+    first = a_proposal("SKU-1", 20)
+    pair = (first.from_site, first.to_site)
+    second = replace(a_proposal("SKU-2", 20), from_site="A", to_site="C")
+    assert pair != ("A", "C")
+    broken = _lane_broken(net, pair)
+    with pytest.raises(TypeError):  # no handler (simulator, tests): the defect surfaces
+        negotiate_batch(None, [first, second], broken)
+    told: list[tuple[str, str]] = []
+    _, outcomes = negotiate_batch(
+        None,
+        [first, second],
+        broken,
+        lambda item, failure: told.append((item.sku, type(failure).__name__)),
+    )
+    assert told == [("SKU-1", "TypeError")]
+    failed, granted = outcomes
+    assert failed.proposal is None and failed.decision is not None
+    assert (failed.decision.outcome, failed.decision.reason) == (
+        Outcome.SUPPRESSED,
+        "negotiation_failed",
+    )
+    assert failed.decision.detail.startswith(f"proposal {first.proposal_id} (20 units)")
+    assert "negotiation raised TypeError" in failed.decision.detail
+    assert granted.proposal is not None and granted.proposal.sku == "SKU-2"
+    assert granted.proposal.qty == 20
