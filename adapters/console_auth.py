@@ -17,6 +17,7 @@ there); a name the file does not list is a viewer.
 
 from __future__ import annotations
 
+import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from limits import RateLimitItem, parse
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
 
 from state.config import ConfigError, reject_unknown
 from state.console import Role, User
@@ -93,3 +97,58 @@ def from_headers(
         return None
     account = accounts.get(name)
     return account.user if account is not None else User(name, Role.VIEWER, frozenset())
+
+
+# Failed sign-ins allowed in a moving window: per name from one address (guessing one
+# account's password), and per address over all names (trying one password on many).
+FAILURES_PER_NAME_AND_ADDRESS = parse("10 per 15 minutes")
+FAILURES_PER_ADDRESS = parse("100 per 15 minutes")
+# Names and addresses longer than this are cut before they become keys.
+_MAX_KEY_TEXT = 128
+
+
+class SignInThrottle:
+    """Slows password guessing where it is cheapest to stop: before the argon2 check.
+    (The window's reset time is the library's wall-clock reading, so it is compared with
+    `time.time()`, not the flow's clock.)
+
+    Failures are counted in Redis (shared by every console process, kept across restarts)
+    in a moving window, by the `limits` library; while the name from that address, or the
+    address over all names, is past its limit, sign-in is refused with the seconds to wait
+    and no password is checked. A success clears that name's failures from that address.
+    Counting per name and address, not per name alone, keeps a stranger from locking a
+    planner out by failing on purpose; behind one proxy address, the per-address limit is
+    shared by everyone (docs/security.md)."""
+
+    def __init__(self, redis_url: str, key_prefix: str) -> None:
+        storage = storage_from_string(redis_url, key_prefix=key_prefix)
+        self._limiter = MovingWindowRateLimiter(storage)
+
+    def wait_seconds(self, name: str, address: str) -> int:
+        """0 when a sign-in may be tried now; else how long until it may."""
+        waits = [
+            self._wait(item, *keys)
+            for item, keys in self._limits(name, address)
+            if not self._limiter.test(item, *keys)
+        ]
+        return max(waits, default=0)
+
+    def failed(self, name: str, address: str) -> None:
+        for item, keys in self._limits(name, address):
+            self._limiter.hit(item, *keys)
+
+    def succeeded(self, name: str, address: str) -> None:
+        item, keys = self._limits(name, address)[0]
+        self._limiter.clear(item, *keys)
+
+    def _wait(self, item: RateLimitItem, *keys: str) -> int:
+        stats = self._limiter.get_window_stats(item, *keys)
+        return max(int(stats.reset_time - time.time()) + 1, 1)
+
+    @staticmethod
+    def _limits(name: str, address: str) -> list[tuple[RateLimitItem, tuple[str, ...]]]:
+        name, address = name[:_MAX_KEY_TEXT], address[:_MAX_KEY_TEXT]
+        return [
+            (FAILURES_PER_NAME_AND_ADDRESS, ("name", address, name)),
+            (FAILURES_PER_ADDRESS, ("address", address)),
+        ]

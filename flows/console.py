@@ -6,7 +6,9 @@ Security: sessions are signed cookies (Starlette's SessionMiddleware: HttpOnly, 
 strict, Secure unless STOCKSHIFT_CONSOLE_SECURE_COOKIES=false); every form carries a
 per-session CSRF token checked on POST; control commands are signed on the server with
 its key (the browser never sees one); answers and commands go to the audit trail with the
-user; nothing secret is rendered or logged.
+user; nothing secret is rendered or logged. Failed sign-ins are throttled per name and
+address in Redis (`SignInThrottle`), passwords are checked off the event loop two at a
+time, and a request body over 1 MiB is refused (`BodyLimit`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import anyio
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -28,8 +32,9 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from adapters import clock
-from adapters.console_auth import Account, check_password, from_headers
+from adapters.console_auth import Account, SignInThrottle, check_password, from_headers
 from adapters.console_backend import Backend, sorted_waiting
+from adapters.request_limits import BodyLimit
 from operators import approvals
 from operators.codec import rfc3339
 from state.console import Role, User
@@ -59,9 +64,14 @@ class Console:
         backend: Backend,
         accounts: dict[str, Account],
         governance: Callable[[int], Governance],
+        throttle: SignInThrottle | None = None,
     ) -> None:
         self.backend, self.accounts, self.governance = backend, accounts, governance
         self.settings = backend.settings
+        self.throttle = throttle
+        # Password checks at once: each argon2 check holds 64 MiB and tens of ms of a core,
+        # off the event loop (created on first use: it belongs to the server's loop).
+        self._checks: anyio.CapacityLimiter | None = None
 
     # -- who ----------------------------------------------------------------------------
     def user(self, request: Request) -> User | None:
@@ -89,7 +99,14 @@ class Console:
             return None
         return {"ids": form.getlist("ids"), **{k: str(v) for k, v in form.items() if k != "ids"}}
 
-    def render(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
+    def render(
+        self,
+        request: Request,
+        name: str,
+        status: int = 200,
+        retry_after: int | None = None,
+        **context: Any,
+    ) -> Response:
         context.setdefault("message", request.query_params.get("message", ""))
         context.setdefault("error", request.query_params.get("error") == "1")
         return TEMPLATES.TemplateResponse(
@@ -97,6 +114,7 @@ class Console:
             name,
             {"csrf": self.csrf(request), "user": self.user(request), **context},
             status_code=status,
+            headers={"Retry-After": str(retry_after)} if retry_after else None,
         )
 
     def signed_in(self, request: Request) -> User | Response:
@@ -115,7 +133,23 @@ class Console:
         form = await self.form(request)
         if form is None:
             return PlainTextResponse("form expired or forged (CSRF)", status_code=403)
-        user = check_password(self.accounts, form.get("name", ""), form.get("password", ""))
+        name, address = form.get("name", ""), request.client.host if request.client else "-"
+        throttle = self.throttle
+        wait = throttle.wait_seconds(name, address) if throttle is not None else 0
+        if wait:
+            return self.render(
+                request,
+                "login.html",
+                429,
+                title="Sign in",
+                page="login",
+                message=f"Too many failed sign-ins; try again in {wait} s.",
+                error=True,
+                retry_after=wait,
+            )
+        user = await self._check(name, form.get("password", ""))
+        if throttle is not None:
+            (throttle.failed if user is None else throttle.succeeded)(name, address)
         if user is None:
             return self.render(
                 request,
@@ -130,6 +164,14 @@ class Console:
         request.session["user"] = user.name
         request.session["csrf"] = secrets.token_urlsafe(32)  # a new session, a new token
         return RedirectResponse("/", status_code=303)
+
+    async def _check(self, name: str, password: str) -> User | None:
+        """`check_password` in a worker thread, at most two at once."""
+        if self._checks is None:
+            self._checks = anyio.CapacityLimiter(2)
+        return await anyio.to_thread.run_sync(
+            check_password, self.accounts, name, password, limiter=self._checks
+        )
 
     async def logout(self, request: Request) -> Response:
         if await self.form(request) is None:
@@ -338,7 +380,7 @@ def app(console: Console) -> Starlette:
         same_site="strict",
         https_only=s.console_secure_cookies,
     )
-    return Starlette(routes=routes, middleware=[session])
+    return Starlette(routes=routes, middleware=[Middleware(BodyLimit), session])
 
 
 def build(settings: Any) -> tuple[Console, Backend]:
@@ -366,7 +408,8 @@ def build(settings: Any) -> tuple[Console, Backend]:
     )
     backend = Backend(settings, redis.Redis.from_url(settings.redis_url), producer)
     accounts = load_users(settings.console_users)
-    return Console(backend, accounts, control.board.at), backend
+    throttle = SignInThrottle(settings.redis_url, key_prefix=f"{settings.redis_prefix}signin")
+    return Console(backend, accounts, control.board.at, throttle), backend
 
 
 def serve(settings: Any, host: str = "0.0.0.0") -> int:

@@ -237,6 +237,7 @@ def test_a_planner_approves_in_the_browser_and_the_transfer_is_carried_out(
         for name in ("exceptions", "network"):
             pat.goto(f"{url}/{name}")
             pat.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        guess_passwords_and_send_a_huge_form(browser.new_page(), url)
         browser.close()
     answers = read_topic(
         world["brokers"],
@@ -271,6 +272,24 @@ def test_a_planner_approves_in_the_browser_and_the_transfer_is_carried_out(
         keep=lambda r: r.get("proposal_id") == pid and r["outcome"] == "transfer_received",
     )
     assert received
+
+
+def guess_passwords_and_send_a_huge_form(page: Any, url: str) -> None:
+    """Ten wrong passwords for a name from one address, then sign-in is refused without a
+    check (429, Retry-After), the right password included; another name still signs in.
+    A form past 1 MiB is refused (413) before it is read."""
+    page.goto(url + "/login")
+    token = csrf_of(page)
+
+    def sign_in_as(name: str, password: str) -> Any:
+        form = {"csrf": token, "name": name, "password": password}
+        return page.request.post(url + "/login", form=form, max_redirects=0)
+
+    assert [sign_in_as("zoe", f"guess {i}").status for i in range(10)] == [401] * 10
+    refused = sign_in_as("zoe", PASSWORD)
+    assert refused.status == 429 and 0 < int(refused.headers["retry-after"]) <= 900
+    assert sign_in_as("ada", PASSWORD).status == 303
+    assert sign_in_as("x" * (2 << 20), "p").status == 413
 
 
 def test_the_terminal_commands_list_and_answer_once(
