@@ -148,8 +148,10 @@ class Console:
                 retry_after=wait,
             )
         user = await self._check(name, form.get("password", ""))
-        if throttle is not None:
-            (throttle.failed if user is None else throttle.succeeded)(name, address)
+        if throttle is not None and user is None:
+            throttle.failed(name, address)
+        elif throttle is not None:
+            throttle.succeeded(name, address)
         if user is None:
             return self.render(
                 request,

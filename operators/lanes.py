@@ -270,12 +270,11 @@ def negotiate_batch(
     state = state or ReceivingState()
     outcomes: list[NegotiationOutcome] = []
     for item in in_negotiation_order(items):
-        if on_failure is None:
-            outcomes.extend(_negotiate_next(state, item, network))
-            continue
         try:
             outcomes.extend(_negotiate_next(state, item, network))
         except Exception as failure:  # any defect: see the docstring
+            if on_failure is None:
+                raise
             on_failure(item, failure)
             outcomes.append(failed_outcome(item, failure))
     return state, outcomes
