@@ -421,6 +421,24 @@ def serve(settings: Any, host: str = "0.0.0.0") -> int:
     backend.start()
     backend.wait_caught_up(settings.broker_wait_s)
     uvicorn.run(
-        app(console), host=host, port=settings.console_port, log_config=None, server_header=False
+        app(console),
+        host=host,
+        port=settings.console_port,
+        log_config=None,
+        server_header=False,
+        **proxy_options(settings),
     )
     return 0
+
+
+def proxy_options(settings: Any) -> dict[str, Any]:
+    """Whose `X-Forwarded-For` uvicorn believes: the console's trusted proxies only, one
+    setting for both uses. With identity headers (`console_auth = "headers"`) it believes
+    none: the trust check must see the proxy itself, and uvicorn would otherwise put the
+    forwarded client in its place (a sidecar oauth2-proxy on 127.0.0.1 sends the header, so
+    no one could sign in). With passwords it believes them, so the sign-in throttle counts
+    the client behind the proxy, not the proxy."""
+    return {
+        "proxy_headers": settings.console_auth != "headers",
+        "forwarded_allow_ips": list(settings.console_trusted_proxies),
+    }

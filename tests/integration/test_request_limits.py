@@ -1,6 +1,6 @@
 """The console's guards against a stranger on its port, on real parts: a body past the
 limit refused by a real uvicorn before the app reads it; failed sign-ins counted in a real
-Redis."""
+Redis; whose forwarded address a real uvicorn believes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
 
 import httpx
 import pytest
@@ -19,13 +22,34 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from adapters.console_auth import SignInThrottle
+from adapters.console_auth import SignInThrottle, from_headers
 from adapters.lab.devservices import free_port
 from adapters.request_limits import BodyLimit
+from adapters.settings import Settings
+from flows.console import proxy_options
 
 pytestmark = pytest.mark.integration
 
 LIMIT = 4096
+
+
+@contextmanager
+def serving(app: Starlette, **options: Any) -> Iterator[str]:
+    """The app on a real uvicorn on loopback, with the given server options; its URL."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options)
+    served = uvicorn.Server(config)
+    thread = threading.Thread(target=served.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not served.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        served.should_exit = True
+        thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +67,8 @@ def server() -> Iterator[tuple[str, list[int]]]:
         routes=[Route("/form", form, methods=["POST"])],
         middleware=[Middleware(BodyLimit, limit=LIMIT)],
     )
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    served = uvicorn.Server(config)
-    thread = threading.Thread(target=served.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not served.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/form", read
-    served.should_exit = True
-    thread.join(10)
+    with serving(app) as url:
+        yield url + "/form", read
 
 
 def test_a_body_within_the_limit_reaches_the_app(server: tuple[str, list[int]]) -> None:
@@ -135,3 +149,26 @@ def test_keys_are_cut_and_live_under_the_prefix(throttle: SignInThrottle, redis_
     client = redis.Redis.from_url(redis_url)
     keys = [k for k in client.scan_iter(match="test-signin-*") if b"n" * 128 in k]
     assert keys and all(len(k) < 400 and 0 < client.ttl(k) <= 900 for k in keys)
+
+
+def _who_app(settings: Settings) -> Starlette:
+    """Answers with the client uvicorn reports and the user the console's header sign-in
+    would find for this request."""
+
+    async def who(request: Request) -> PlainTextResponse:
+        host = request.client.host if request.client else None
+        user = from_headers({}, request.headers, host, settings.console_trusted_proxies)
+        return PlainTextResponse(f"{host} {user.name if user else '-'}")
+
+    return Starlette(routes=[Route("/", who)])
+
+
+def test_behind_a_trusted_proxy_identity_headers_are_believed_and_the_client_is_counted() -> None:
+    """A sidecar proxy on 127.0.0.1 forwards the user and `X-Forwarded-For`: with identity
+    headers the trust check sees the proxy (the user is believed); with passwords the
+    throttle's address is the client behind it."""
+    headers = {"x-auth-request-user": "pat", "x-forwarded-for": "203.0.113.9"}
+    for auth, expected in (("headers", "127.0.0.1 pat"), ("password", "203.0.113.9 -")):
+        settings = replace(Settings(), console_auth=auth)
+        with serving(_who_app(settings), **proxy_options(settings)) as url:
+            assert httpx.get(url, headers=headers).text == expected
