@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
+from operators.limits import failure_text
 from state.config import Lane, Network
 from state.records import (
     DecisionRecord,
@@ -282,9 +283,6 @@ def negotiate_batch(
 
 OnFailure = Callable[[ReceivingItem, Exception], None]
 
-# A failure's text in a decision record is cut to this many characters.
-MAX_FAILURE_TEXT = 300
-
 
 def _negotiate_next(
     state: ReceivingState, item: ReceivingItem, network: Network
@@ -306,7 +304,7 @@ def failed_outcome(item: ReceivingItem, failure: Exception) -> NegotiationOutcom
     has no answer: the site's count for the SKU waits for the SKU's next report."""
     if not isinstance(item, Proposal):
         return _NOTHING
-    text = f"negotiation raised {type(failure).__name__}: {failure}"[:MAX_FAILURE_TEXT]
+    text = failure_text("negotiation", failure)
     return NegotiationOutcome(None, _record(item, SuppressReason.NEGOTIATION_FAILED, text))
 
 

@@ -228,10 +228,17 @@ def step_failed_letter(event: Event, failure: Exception) -> DeadLetter:
     """A dead letter for an event whose decision step raised: a defect in stockshift, not in
     the event, but the flow must go on (at a restart it would meet the same event again and
     stop again). It names the exception; the flow's log holds the traceback."""
-    text = f"the decision step raised {type(failure).__name__}: {failure}"
+    text = failure_text("the decision step", failure)
+    return refused_letter(event, "step_failed", text, event.received_ms or event.ts_ms)
+
+
+def failure_text(what: str, failure: Exception) -> str:
+    """What raised and the exception, in at most `MAX_FAILURE_TEXT` characters (a dead
+    letter's error, a decision record's detail); the flow's log holds the traceback."""
+    text = f"{what} raised {type(failure).__name__}: {failure}"
     if len(text) > MAX_FAILURE_TEXT:
         text = text[: MAX_FAILURE_TEXT - 3] + "..."
-    return refused_letter(event, "step_failed", text, event.received_ms or event.ts_ms)
+    return text
 
 
 def over_budget_letter(event: Event, capacity: int) -> DeadLetter:
