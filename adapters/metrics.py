@@ -57,7 +57,8 @@ CONTROL_FOLLOWER_DOWN = Gauge(
 )
 NEGOTIATION_FAILURES = Counter(
     "stockshift_negotiation_failures_total",
-    "Proposals and occupancy reports whose negotiation raised (dropped; the flow goes on)",
+    "Negotiation items that raised: proposal and occupancy (dropped), batch_order (the "
+    "batch went in arrival order); the flow goes on",
     ["item"],
 )
 SKUS_REFUSED = Counter(

@@ -299,17 +299,30 @@ class NegotiationLogic(StatefulBatchLogic[ReceivingItem, NegotiationOutcome, Rec
         return copy.deepcopy(self._state)
 
 
-def _negotiation_failed(item: ReceivingItem, failure: Exception) -> None:
+def _negotiation_failed(item: ReceivingItem | None, failure: Exception) -> None:
     """Counted, and logged with its traceback once per kind of failure; the item's answer
-    is `operators.lanes.failed_outcome` (the same guard as the decision step's)."""
-    kind = "proposal" if isinstance(item, Proposal) else "occupancy"
+    is `operators.lanes.failed_outcome` (the same guard as the decision step's). No item:
+    ordering the batch failed, and it was negotiated in arrival order."""
+    kind = _negotiation_item_kind(item)
     metrics.NEGOTIATION_FAILURES.labels(item=kind).inc()
-    if _FAILURES_LOGGED.first(f"negotiation {type(failure).__name__}: {failure}"):
-        log.error(
-            "negotiation failed; the item is dropped (negotiation_failed)",
-            exc_info=failure,
-            extra={"sku": item.sku, "item": kind, "site": receiving_site(item)},
-        )
+    if _FAILURES_LOGGED.first(f"negotiation {kind} {type(failure).__name__}: {failure}"):
+        _log_negotiation_failure(item, kind, failure)
+
+
+def _log_negotiation_failure(item: ReceivingItem | None, kind: str, failure: Exception) -> None:
+    if item is None:
+        message = "ordering a negotiation batch failed; it went in arrival order"
+        log.error(message, exc_info=failure, extra={"item": kind})
+        return
+    message = "negotiation failed; the item is dropped (negotiation_failed)"
+    where = {"sku": item.sku, "item": kind, "site": receiving_site(item)}
+    log.error(message, exc_info=failure, extra=where)
+
+
+def _negotiation_item_kind(item: ReceivingItem | None) -> str:
+    if item is None:
+        return "batch_order"
+    return "proposal" if isinstance(item, Proposal) else "occupancy"
 
 
 # Recovery keys a snapshot by the full path of the step that holds it. Negotiation ran as

@@ -266,34 +266,76 @@ def negotiate_batch(
 
     With `on_failure` (the flow's), an item whose negotiation raises is told to it and
     answered by `failed_outcome`, and the batch goes on: a defect here would otherwise stop
-    the flow, and a restart replaying the batch would stop it again. Without it (simulator,
-    tests) the exception propagates, so a defect surfaces where it can be fixed."""
+    the flow, and a restart replaying the batch would stop it again. The same holds for
+    each proposal a trip releases (the others still go) and for the ordering itself (the
+    batch is then negotiated in arrival order). Without it (simulator, tests) the exception
+    propagates, so a defect surfaces where it can be fixed."""
     state = state or ReceivingState()
     outcomes: list[NegotiationOutcome] = []
-    for item in in_negotiation_order(items):
+    for item in _ordered(list(items), on_failure):
         try:
-            outcomes.extend(_negotiate_next(state, item, network))
+            done, released = _negotiate_next(state, item, network)
         except Exception as failure:  # any defect: see the docstring
-            if on_failure is None:
-                raise
-            on_failure(item, failure)
-            outcomes.append(failed_outcome(item, failure))
+            outcomes.append(_answer_failure(item, failure, on_failure))
+            continue
+        outcomes.extend(done)
+        outcomes.extend(_release(state, released, item, network, on_failure))
     return state, outcomes
 
 
-OnFailure = Callable[[ReceivingItem, Exception], None]
+OnFailure = Callable[[ReceivingItem | None, Exception], None]
+"""Told each failing item, or None when ordering the batch failed."""
+
+
+def _ordered(batch: list[ReceivingItem], on_failure: OnFailure | None) -> list[ReceivingItem]:
+    try:
+        return in_negotiation_order(batch)
+    except Exception as failure:  # any defect: arrival order still answers every item
+        if on_failure is None:
+            raise
+        on_failure(None, failure)
+        return batch
+
+
+def _answer_failure(
+    item: ReceivingItem, failure: Exception, on_failure: OnFailure | None
+) -> NegotiationOutcome:
+    if on_failure is None:
+        raise failure
+    on_failure(item, failure)
+    return failed_outcome(item, failure)
 
 
 def _negotiate_next(
     state: ReceivingState, item: ReceivingItem, network: Network
-) -> list[NegotiationOutcome]:
+) -> tuple[list[NegotiationOutcome], list[Proposal]]:
     """One item of a batch, after the trips it leaves behind (`negotiate` changes `state`
-    in place and returns it)."""
+    in place and returns it), and the proposals a trip it opened releases, which
+    `_release` negotiates one by one."""
     outcomes = _unfilled_trips(state, _clock(item)) if state.trips else []
     if isinstance(item, Proposal) and _trip_cost(item, network) > 0:
-        outcomes.extend(_through_trip(state, item, network))
-    else:
-        outcomes.append(negotiate(state, item, network)[1])
+        waiting, released = _through_trip(state, item, network)
+        return [*outcomes, *waiting], released
+    outcomes.append(negotiate(state, item, network)[1])
+    return outcomes, []
+
+
+def _release(
+    state: ReceivingState,
+    released: list[Proposal],
+    opener: ReceivingItem,
+    network: Network,
+    on_failure: OnFailure | None,
+) -> list[NegotiationOutcome]:
+    """The proposals an opened trip lets go, in arrival order, through the lane's and
+    site's limits; each but the one that opened it answers `later`."""
+    outcomes = []
+    for waited in released:
+        try:
+            outcome = negotiate(state, waited, network)[1]
+        except Exception as failure:  # any defect: see `negotiate_batch`
+            outcome = _answer_failure(waited, failure, on_failure)
+        outcomes.append(replace(outcome, later=waited is not opener))
     return outcomes
 
 
@@ -315,16 +357,16 @@ def _trip_cost(proposal: Proposal, network: Network) -> float:
 
 def _through_trip(
     state: ReceivingState, proposal: Proposal, network: Network
-) -> list[NegotiationOutcome]:
+) -> tuple[list[NegotiationOutcome], list[Proposal]]:
     """A proposal on a lane with a trip cost rides its day's trip once one is open; else it
     waits, adding its net benefit (the planner prices each SKU's own costs, not the trip's)
     to the trip's value, and when that reaches the trip cost the trip opens and everything
-    waiting for it goes on, in arrival order, through the lane's and site's limits."""
+    waiting for it is released, in arrival order (the waiting answer, or the released)."""
     lane = network.lanes[(proposal.from_site, proposal.to_site)]
     day = departure_day(lane, proposal.created_at_ms)
     trip = state.trips.setdefault(lane.lane_id, {}).setdefault(day, Trip())
     if trip.opened:
-        return [negotiate(state, proposal, network)[1]]
+        return [], [proposal]
     trip.waiting.append(proposal)
     trip.value += proposal.evidence.net_benefit
     needed = lane.trip_cost + lane.min_trip_value
@@ -333,14 +375,10 @@ def _through_trip(
             f"waits for lane {lane.lane_id}'s trip, worth {trip.value:.2f} of the "
             f"{needed:.2f} it needs so far"
         )
-        return [NegotiationOutcome(None, _waiting(proposal, detail))]
+        return [NegotiationOutcome(None, _waiting(proposal, detail))], []
     trip.opened = True
     released, trip.waiting = trip.waiting, []
-    outcomes = []
-    for waited in released:
-        outcome = negotiate(state, waited, network)[1]
-        outcomes.append(replace(outcome, later=waited is not proposal))
-    return outcomes
+    return [], released
 
 
 def _unfilled_trips(state: ReceivingState, clock_ms: int) -> list[NegotiationOutcome]:

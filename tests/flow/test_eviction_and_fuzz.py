@@ -6,6 +6,7 @@ import time
 from dataclasses import replace
 
 import orjson
+import pytest
 from bytewax.testing import run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from adapters import metrics
 from adapters.lab.memory import ListSink, PullSource
 from adapters.settings import Settings
+from flows import pipeline
 from flows.pipeline import Sinks, build
 from state.records import EventType, ForecastFigures, Outcome, RawMessage, StepOutput
 from tests.support.helpers import event, policy, raw_of, run_raw, two_store_network, warm_history
@@ -197,3 +199,18 @@ def test_a_proposal_whose_negotiation_raises_is_dropped_with_the_reason_and_the_
     assert failures._value.get() - before == 2
     assert len(out.step_outputs.items) == len(stream)  # type: ignore[union-attr]
     assert out.dead_letters.items == []  # type: ignore[union-attr]
+
+
+def test_a_failed_batch_order_is_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The flow's handler told no item (ordering the batch raised): counted as
+    `batch_order`, logged once with its traceback however often it recurs."""
+    failures = metrics.NEGOTIATION_FAILURES.labels(item="batch_order")
+    before = failures._value.get()
+    failure = TypeError("unsupported operand type(s) for /: 'str' and 'int'")
+    with caplog.at_level("ERROR"):
+        for _ in range(3):
+            pipeline._negotiation_failed(None, failure)
+    assert failures._value.get() - before == 3
+    logged = [r for r in caplog.records if "arrival order" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+    assert logged[0].item == "batch_order"  # type: ignore[attr-defined]

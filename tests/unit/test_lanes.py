@@ -3,6 +3,7 @@ sites' storage capacity."""
 
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import replace
 
@@ -309,3 +310,45 @@ def test_with_a_failure_handler_a_failing_item_is_answered_and_the_batch_goes_on
     assert "negotiation raised TypeError" in failed.decision.detail
     assert granted.proposal is not None and granted.proposal.sku == "SKU-2"
     assert granted.proposal.qty == 20
+
+
+def test_a_proposal_failing_as_its_trip_opens_does_not_cost_the_others_their_answers() -> None:
+    net = two_store_network(trip_cost=40.0, capacity_per_day=100)
+    # SKU-2's pack size of 0 (past the loader) makes booking it on the lane raise.
+    broken_params = replace(net.sku_defaults, pack_size=0)
+    net = replace(net, sku_overrides={**net.sku_overrides, "SKU-2": broken_params})
+    waiting = [worth(a_proposal(f"SKU-{n}", 10, hour=8.0 + n), 15.0) for n in (1, 2)]
+    opener = worth(a_proposal("SKU-3", 10, hour=11.0), 15.0)  # 45 >= 40: the trip opens
+    state, _ = negotiate_batch(None, waiting, net)
+    with pytest.raises(ZeroDivisionError):  # no handler: the defect surfaces
+        negotiate_batch(copy.deepcopy(state), [opener], net)
+    told: list[tuple[str, str]] = []
+    _, outcomes = negotiate_batch(
+        state, [opener], net, lambda item, failure: told.append((item.sku, type(failure).__name__))
+    )
+    assert told == [("SKU-2", "ZeroDivisionError")]
+    assert [(o.proposal.sku if o.proposal else None, o.later) for o in outcomes] == [
+        ("SKU-1", True),
+        (None, True),
+        ("SKU-3", False),
+    ]
+    assert outcomes[1].decision is not None and outcomes[1].decision.reason == "negotiation_failed"
+    assert outcomes[1].decision.proposal_id == waiting[1].proposal_id
+
+
+def test_when_ordering_a_batch_fails_it_is_negotiated_in_arrival_order() -> None:
+    net = network(30)
+    # A benefit of the wrong type (past the engine) makes ranking the batch raise.
+    first = worth(a_proposal("SKU-2", 10), "ten")  # type: ignore[arg-type]
+    second = a_proposal("SKU-1", 10)
+    with pytest.raises(TypeError):
+        negotiate_batch(None, [first, second], net)
+    told: list[tuple[object, str]] = []
+    _, outcomes = negotiate_batch(
+        None,
+        [first, second],
+        net,
+        lambda item, failure: told.append((item, type(failure).__name__)),
+    )
+    assert told == [(None, "TypeError")]
+    assert [o.proposal.sku for o in outcomes if o.proposal] == ["SKU-2", "SKU-1"]
