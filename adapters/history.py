@@ -5,12 +5,13 @@ nothing, silently)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
 
-from operators.history import HistoryRow
+from operators.history import HistoryRow, id_within_limit
 from operators.parse import Invalid, parse_object
 from state.config import ConfigError, Network
 
@@ -22,10 +23,14 @@ def read_sales_file(path: Path, site_map: Mapping[str, str] | None = None) -> pl
     try:
         frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
     except (OSError, pl.exceptions.PolarsError) as exc:
-        raise ConfigError(f"{path}: cannot read the sales file: {exc}") from None
+        raise ConfigError(f"{path}: cannot read the sales file: {first_line(exc)}") from None
     if site_map and "site" in frame.columns:
         frame = frame.with_columns(pl.col("site").cast(pl.String).replace(dict(site_map)))
     return frame
+
+
+def first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def read_site_map(path: Path) -> dict[str, str]:
@@ -57,14 +62,54 @@ def read_history(
     daily = "ts" not in frame.columns
     starts = epoch_ms(frame, path)
     rows = []
-    for start, sku, site, qty in zip(
-        starts, frame["sku"].to_list(), frame["site"].to_list(), frame["qty"].to_list(),
-        strict=True,
+    for number, (start, sku, site, qty) in enumerate(
+        zip(starts, frame["sku"].to_list(), frame["site"].to_list(), frame["qty"].to_list(),
+            strict=True),
+        start=1,
     ):  # fmt: skip
-        if start is None or qty is None or int(qty) < 0:
-            raise ConfigError(f"{path}: a row for {sku}@{site} has no time or a negative qty")
-        rows.append(HistoryRow(str(sku), str(site), int(start), int(qty), daily))
+        units = whole_units(qty)
+        if start is None or units is None or sku is None or site is None:
+            raise ConfigError(
+                f"{path}: row {number} ({sku!s:.40}@{site!s:.40}, qty {qty!r:.40}) needs "
+                "a time, a sku, a site and a whole number of units, 0 or more"
+            )
+        rows.append(HistoryRow(str(sku), str(site), start, units, daily))
     return rows
+
+
+def whole_units(value: object) -> int | None:
+    """A sales quantity as a whole number of units, 0 or more; None for anything else (a
+    fraction, NaN, text, a negative number): a count that is not one is refused, not
+    rounded into one."""
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def check_events(path: Path, topic_kind: str, events: Sequence[Mapping[str, object]],
+                 network: Network) -> None:  # fmt: skip
+    """Each event as the flow's parser will judge it: an error counting and showing the
+    ones it would refuse, before anything is published (they would only reach the
+    dead-letter topic, and the warm-up would teach less than it said)."""
+    sites = frozenset(network.sites)
+    refused = []
+    for event in events:
+        try:
+            parse_object(topic_kind, event, sites)
+        except Invalid as exc:
+            refused.append(f"{event.get('sku')!s:.40}@{event.get('site')!s:.40}: {exc}")
+    if refused:
+        shown = "; ".join(refused[:5]) + (" ..." if len(refused) > 5 else "")
+        raise ConfigError(
+            f"{path}: the flow would refuse {len(refused)} of {len(events)} events: {shown}"
+        )
 
 
 def epoch_ms(frame: pl.DataFrame, path: Path) -> list[int | None]:
@@ -83,7 +128,8 @@ def epoch_ms(frame: pl.DataFrame, path: Path) -> list[int | None]:
         day = frame["date"].cast(pl.String).str.to_date().cast(pl.Datetime("ms", "UTC"))
         return list(day.dt.epoch("ms").to_list())
     except pl.exceptions.PolarsError as exc:
-        raise ConfigError(f"{path}: unreadable dates or times: {exc}") from None
+        # Polars adds lines naming its own expression; the first says what is wrong.
+        raise ConfigError(f"{path}: unreadable dates or times: {first_line(exc)}") from None
 
 
 def read_forecasts(
@@ -111,8 +157,12 @@ def _forecast_event(
     path: Path, row: Mapping[str, object], ts_ms: int | None, sites: frozenset[str]
 ) -> dict[str, object]:
     """The row as a forecast message, checked by the same parser the flow uses."""
+    if row.get("sku") is None or row.get("site") is None:
+        raise ConfigError(f"{path}: a forecast row has no sku or no site: {dict(row)!r:.200}")
     body: dict[str, object] = {
-        "event_id": f"forecast-{row['site']}-{row['sku']}-{row.get('forecast_version') or ts_ms}",
+        "event_id": id_within_limit(
+            f"forecast-{row['site']}-{row['sku']}-{row.get('forecast_version') or ts_ms}"
+        ),
         "ts": ts_ms,
         "sku": str(row["sku"]),
         "site": str(row["site"]),

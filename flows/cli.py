@@ -131,7 +131,7 @@ def _warmup(args: argparse.Namespace) -> int:
     (docs/operations.md)."""
     from adapters.clock import now_ms
     from adapters.configfiles import load_network
-    from adapters.history import read_forecasts, read_history, read_site_map
+    from adapters.history import check_events, read_forecasts, read_history, read_site_map
     from adapters.kafka import produce_all
     from operators.history import history_events
 
@@ -144,6 +144,7 @@ def _warmup(args: argparse.Namespace) -> int:
     if args.history:
         rows = read_history(Path(args.history), network, site_map)
         events = history_events(rows, network)
+        check_events(Path(args.history), "pos", events, network)
         topic = settings.topic("pos")
         if not args.dry_run:
             produce_all(settings.brokers, topic, events, settings.kafka_config)

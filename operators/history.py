@@ -8,9 +8,11 @@ units (largest remainders), so the hourly estimate sees a day's shape, not one s
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from operators.parse import MAX_ID_LEN
 from state.config import Network
 from state.units import DAY_MS, HOUR_MS
 
@@ -61,13 +63,24 @@ def history_events(rows: Iterable[HistoryRow], network: Network) -> list[dict[st
 
 def _event(sku: str, site: str, ts_ms: int, qty: int) -> dict[str, object]:
     return {
-        "event_id": f"history-{site}-{ts_ms}-{sku}",
+        "event_id": id_within_limit(f"history-{site}-{ts_ms}-{sku}"),
         "ts": ts_ms,
         "sku": sku,
         "site": site,
         "type": "sale_history",
         "qty": qty,
     }
+
+
+def id_within_limit(natural: str) -> str:
+    """An event id made of its parts when that fits the contract's limit; else its start
+    and a digest of the whole, so it still fits, stays stable (a second warm-up from the
+    same file is still a duplicate) and differs for different parts. A SKU and a site of
+    the contract's 64 characters each would otherwise make an id the flow refuses."""
+    if len(natural) <= MAX_ID_LEN:
+        return natural
+    digest = hashlib.blake2b(natural.encode(), digest_size=16).hexdigest()
+    return f"{natural[: MAX_ID_LEN - len(digest) - 1]}~{digest}"
 
 
 # A site that sold nothing in the history still gets a small index: the network config

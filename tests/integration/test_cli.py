@@ -45,6 +45,29 @@ def test_bad_config_exits_2_with_the_field_named(tmp_path: Path) -> None:
     assert "policy.cover_hours" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("2026-01-01,SKU-1,STORE-A,nan", "row 1 (SKU-1@STORE-A, qty 'nan') needs"),
+        ("2026-01-01,SKU-1,STORE-A,1.5", "row 1 (SKU-1@STORE-A, qty 1.5) needs"),
+        ("9999-01-01,SKU-1,STORE-A,3", "the flow would refuse 3 of 3 events"),
+        ("2026-13-45,SKU-1,STORE-A,3", "unreadable dates or times: could not find"),
+    ],
+)
+def test_a_bad_history_row_stops_warmup_before_it_publishes(
+    tmp_path: Path, row: str, message: str
+) -> None:
+    """Exit 2 with one line naming the row, not a traceback and not a dead-letter topic
+    full of the history the warm-up said it published."""
+    history = tmp_path / "sales.csv"
+    history.write_text(f"date,sku,site,qty\n{row}\n")
+    network = str(ROOT / "configs/network.toml")
+    result = stockshift("warmup", "--history", str(history), "--network", network, "--dry-run")
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_check_config_accepts_the_shipped_files() -> None:
     result = stockshift(
         "check-config",

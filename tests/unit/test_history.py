@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.history import read_forecasts, read_history
+from adapters.history import check_events, read_forecasts, read_history, whole_units
 from operators.engine import DecisionContext, step
-from operators.history import HistoryRow, history_events, hourly_split
-from operators.parse import parse_object
+from operators.history import HistoryRow, history_events, hourly_split, id_within_limit
+from operators.parse import MAX_ID_LEN, parse_object
 from state.config import ConfigError
 from state.records import Event, EventType, ForecastFigures
 from tests.support.helpers import HOUR, T0, event, policy, two_store_network
@@ -135,3 +135,55 @@ def test_a_bad_forecast_file_is_refused_naming_what_is_wrong(
     path.write_text(rows)
     with pytest.raises(ConfigError, match=message):
         read_forecasts(path, two_store_network(), issued_ms=T0)
+
+
+@pytest.mark.parametrize(
+    ("qty", "message"),
+    [("nan", "qty 'nan'"), ("1.5", "qty 1.5"), ("-3", "qty -3"), ("", "qty None")],
+)
+def test_a_history_row_that_is_not_a_whole_count_is_refused_naming_the_row(
+    tmp_path: Path, qty: str, message: str
+) -> None:
+    path = tmp_path / "sales.csv"
+    path.write_text(f"date,sku,site,qty\n2026-01-01,S,A,2\n2026-01-02,S,A,{qty}\n")
+    with pytest.raises(ConfigError, match=rf"row 2 \(S@A, {message}\) needs"):
+        read_history(path, NETWORK)
+
+
+def test_a_history_row_without_a_sku_is_refused_not_read_as_a_sku_called_none(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sales.csv"
+    path.write_text("date,sku,site,qty\n2026-01-01,,A,2\n")
+    with pytest.raises(ConfigError, match=r"row 1 \(None@A, qty 2\) needs"):
+        read_history(path, NETWORK)
+
+
+@given(st.one_of(st.integers(), st.floats(allow_nan=True), st.text(max_size=8), st.booleans()))
+def test_whole_units_are_whole_and_never_negative(value: object) -> None:
+    units = whole_units(value)
+    assert units is None or (isinstance(units, int) and units >= 0)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        assert units == value
+
+
+def test_events_the_flow_would_refuse_are_an_error_before_publishing(tmp_path: Path) -> None:
+    rows = [HistoryRow("S", "A", T0, 2, daily=False),
+            HistoryRow("S", "A", 253_370_764_800_000, 2, daily=False),  # the year 9999
+            HistoryRow("X" * 65, "B", T0, 2, daily=False)]  # fmt: skip
+    events = history_events(rows, NETWORK)
+    with pytest.raises(ConfigError, match=r"would refuse 2 of 3 events: ") as refused:
+        check_events(tmp_path / "sales.csv", "pos", events, NETWORK)
+    assert "field `ts` is outside" in str(refused.value)
+    assert "field `sku` must be 1-64" in str(refused.value)
+    check_events(tmp_path / "sales.csv", "pos", events[:1], NETWORK)  # a good one passes
+
+
+def test_ids_too_long_for_the_contract_are_cut_and_made_unique_by_a_digest() -> None:
+    longest = [HistoryRow("K" * 64, "A", T0 + n * HOUR, 1, daily=False) for n in range(3)]
+    events = history_events(longest, NETWORK)
+    ids = [str(e["event_id"]) for e in events]
+    assert len(set(ids)) == 3 and all(len(i) <= MAX_ID_LEN for i in ids)
+    assert ids == [str(e["event_id"]) for e in history_events(longest, NETWORK)]  # stable
+    check_events(Path("sales.csv"), "pos", events, NETWORK)
+    assert id_within_limit("history-A-1-S") == "history-A-1-S"  # short ones unchanged
