@@ -42,6 +42,8 @@ def read_site_map(path: Path) -> dict[str, str]:
     if not {"store", "site"} <= set(frame.columns):
         raise ConfigError(f"{path}: a site map needs the columns store and site")
     stores = frame["store"].to_list()
+    if frame["store"].null_count() or frame["site"].null_count():
+        raise ConfigError(f"{path}: a site map row has an empty store or site")
     repeated = sorted({s for s in stores if stores.count(s) > 1})
     if repeated:
         raise ConfigError(f"{path}: stores mapped more than once: {', '.join(repeated[:10])}")

@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.history import check_events, read_forecasts, read_history, whole_units
+from adapters.history import (
+    check_events,
+    read_forecasts,
+    read_history,
+    read_site_map,
+    whole_units,
+)
 from operators.engine import DecisionContext, step
 from operators.history import HistoryRow, history_events, hourly_split, id_within_limit
 from operators.parse import MAX_ID_LEN, parse_object
@@ -88,7 +94,6 @@ def test_a_history_naming_sites_the_network_lacks_fails_listing_them(tmp_path: P
 
 
 def test_a_site_map_lets_a_file_with_store_ids_warm_the_network(tmp_path: Path) -> None:
-    from adapters.history import read_site_map
 
     path = tmp_path / "sales.csv"
     path.write_text("date,sku,site,qty\n2026-01-01,SKU-1,CA_1,3\n")
@@ -187,3 +192,10 @@ def test_ids_too_long_for_the_contract_are_cut_and_made_unique_by_a_digest() -> 
     assert ids == [str(e["event_id"]) for e in history_events(longest, NETWORK)]  # stable
     check_events(Path("sales.csv"), "pos", events, NETWORK)
     assert id_within_limit("history-A-1-S") == "history-A-1-S"  # short ones unchanged
+
+
+def test_a_site_map_with_an_empty_cell_is_refused(tmp_path: Path) -> None:
+    stores = tmp_path / "stores.csv"
+    stores.write_text("store,site\nCA_1,\nCA_2,B\n")
+    with pytest.raises(ConfigError, match="empty store or site"):
+        read_site_map(stores)
