@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.configfiles import load_network, load_policies, load_policy
+from adapters.configfiles import load_network, load_policies, load_policy, read_sku_overrides
 from state.config import ConfigError, network_from_dict, policy_from_dict
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -196,3 +196,22 @@ def test_a_choice_outside_its_options_fails_naming_them(
 
     with pytest.raises(ConfigError, match=f"^{variable}: cannot be read .expected {expected}"):
         from_env({variable: value})
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ("S1,10\n,12\n", "line 3: `sku` must be 1-64 characters"),
+        (f"{'K' * 65},10\n", "line 2: `sku` must be 1-64 characters"),
+        ("S1,10\nS2,11\nS1,12\n", "line 4: SKU 'S1' is listed twice"),
+    ],
+)
+def test_an_override_file_with_a_missing_or_repeated_sku_fails_naming_the_line(
+    tmp_path: Path, rows: str, message: str
+) -> None:
+    path = tmp_path / "sku_overrides.csv"
+    path.write_text("sku,unit_cost\n" + rows)
+    with pytest.raises(ConfigError, match=message):
+        read_sku_overrides(path)
+    path.write_text("sku,unit_cost\nS1,10\nS2,11\n")
+    assert read_sku_overrides(path) == {"S1": {"unit_cost": 10}, "S2": {"unit_cost": 11}}
