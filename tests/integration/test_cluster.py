@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from adapters.lab.devservices import free_port
 from adapters.lab.flowproc import FlowHarness
 from state.records import Event
 from tests.integration.test_recovery import expected, scenario
-from tests.support.helpers import T0
+from tests.support.helpers import T0, unique_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -43,7 +42,7 @@ def test_two_processes_make_the_same_proposals_as_one(
                 STOCKSHIFT_PROCESS_ID=str(pid),
                 STOCKSHIFT_WORKERS="1",
                 STOCKSHIFT_REDIS_URL=redis_url,
-                STOCKSHIFT_REDIS_PREFIX=f"cl:{uuid.uuid4().hex[:6]}:",
+                STOCKSHIFT_REDIS_PREFIX=unique_prefix("cl:", ":"),
             )
         )
     for process in processes:
@@ -74,7 +73,7 @@ def test_a_pause_reaches_every_process_of_a_cluster(
         FlowHarness(
             kafka_brokers, topic_prefix, tmp_path / f"p{pid}",
             STOCKSHIFT_ADDRESSES=addresses, STOCKSHIFT_PROCESS_ID=str(pid),
-            STOCKSHIFT_REDIS_URL=redis_url, STOCKSHIFT_REDIS_PREFIX=f"cp:{uuid.uuid4().hex[:6]}:",
+            STOCKSHIFT_REDIS_URL=redis_url, STOCKSHIFT_REDIS_PREFIX=unique_prefix("cp:", ":"),
             STOCKSHIFT_METRICS_PORT=str(port),
         )
         for pid, port in ((0, free_port()), (1, free_port()))

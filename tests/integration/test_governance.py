@@ -17,7 +17,16 @@ from adapters.lab.flowproc import ROOT, FlowHarness, flow_harness
 from operators.control import envelope
 from state.records import EventType
 from tests.conftest import running
-from tests.support.helpers import E2E_B_STOCK, E2E_HOURS, HOUR, T0, e2e_trigger, event, warm_history
+from tests.support.helpers import (
+    E2E_B_STOCK,
+    E2E_HOURS,
+    HOUR,
+    T0,
+    e2e_trigger,
+    event,
+    unique_prefix,
+    warm_history,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -30,7 +39,7 @@ def history():
 def test_pause_resume_forged_commands_and_redis_trail(
     kafka_brokers: str, redis_url: str, topic_prefix: str, tmp_path: Path
 ) -> None:
-    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+    prefix = unique_prefix("test:", ":")
     with flow_harness(
         kafka_brokers, topic_prefix, tmp_path,
         STOCKSHIFT_REDIS_URL=redis_url, STOCKSHIFT_REDIS_PREFIX=prefix,
@@ -98,7 +107,7 @@ def test_pause_resume_forged_commands_and_redis_trail(
 def test_replay_after_restart_produces_each_proposal_once(
     kafka_brokers: str, redis_url: str, topic_prefix: str, tmp_path: Path
 ) -> None:
-    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+    prefix = unique_prefix("test:", ":")
     harness = FlowHarness(
         kafka_brokers, topic_prefix, tmp_path,
         STOCKSHIFT_REDIS_URL=redis_url, STOCKSHIFT_REDIS_PREFIX=prefix,

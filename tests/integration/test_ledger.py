@@ -3,12 +3,11 @@ was delivered and marking the rest pending with their fields and TTL."""
 
 from __future__ import annotations
 
-import uuid
-
 import redis
 
 from adapters.redis_store import Keys, ProposalLedger, RedisSettings
 from state.records import Evidence, Proposal, ProposalStatus, SiteView
+from tests.support.helpers import unique_prefix
 
 _VIEW = SiteView("S01", 0, 0, 0, 0, 0, 0.5, 0.2, 3.0, 6.0)
 
@@ -24,7 +23,7 @@ def _proposal(proposal_id: str) -> Proposal:
 def test_claim_skips_delivered_marks_the_rest_pending_and_delivery_is_recorded(
     redis_url: str,
 ) -> None:
-    settings = RedisSettings(url=redis_url, prefix=f"ledger{uuid.uuid4().hex[:6]}:")
+    settings = RedisSettings(url=redis_url, prefix=unique_prefix("ledger", ":"))
     keys = Keys(settings.prefix)
     client = redis.Redis.from_url(redis_url)
     ledger = ProposalLedger(redis.Redis.from_url(redis_url), settings)

@@ -4,7 +4,6 @@ and an error reply fails a batch without poisoning the connection."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -14,6 +13,7 @@ import redis
 
 from adapters.redis_store import Keys, LiveStateSink, RedisSettings, execute_packed
 from state.records import DecisionRecord, Outcome, SitePosition, StepOutput
+from tests.support.helpers import unique_prefix
 
 
 def _output(on_hand: int, sku: str = "SKU-1") -> tuple[str, StepOutput]:
@@ -35,9 +35,7 @@ def _redis_full(client: redis.Redis) -> Iterator[None]:
 
 
 def test_positions_land_and_their_key_ttl_is_refreshed_each_quarter_ttl(redis_url: str) -> None:
-    settings = RedisSettings(
-        url=redis_url, prefix=f"live{uuid.uuid4().hex[:6]}:", positions_ttl_s=4
-    )
+    settings = RedisSettings(url=redis_url, prefix=unique_prefix("live", ":"), positions_ttl_s=4)
     key = Keys(settings.prefix).positions("SKU-1")
     client = redis.Redis.from_url(redis_url)
     sink = LiveStateSink(settings).build("live", 0, 1)
@@ -71,7 +69,7 @@ def test_while_redis_refuses_writes_waiting_positions_are_capped_and_drops_count
     from adapters import metrics
 
     client = redis.Redis.from_url(redis_url)
-    settings = RedisSettings(url=redis_url, prefix=f"full{uuid.uuid4().hex[:6]}:")
+    settings = RedisSettings(url=redis_url, prefix=unique_prefix("full", ":"))
     sink = LiveStateSink(settings).build("live", 0, 1)
     sink.MAX_PENDING_POSITIONS = 3  # type: ignore[misc]
     dropped = metrics.REDIS_WRITE_FAILURES.labels(operation="positions_dropped")
@@ -100,7 +98,7 @@ def test_a_write_refused_after_it_was_sent_waits_again_behind_newer_positions(
     (full, under noeviction) is found then: the positions it carried wait again, except
     where a newer one has come since, and land once Redis has room."""
     client = redis.Redis.from_url(redis_url)
-    settings = RedisSettings(url=redis_url, prefix=f"refused{uuid.uuid4().hex[:6]}:")
+    settings = RedisSettings(url=redis_url, prefix=unique_prefix("refused", ":"))
     keys = Keys(settings.prefix)
     sink = LiveStateSink(settings).build("live", 0, 1)
     with _redis_full(client):
@@ -126,7 +124,7 @@ def test_packed_commands_raise_the_first_error_reply_and_the_connection_stays_us
     """An error reply amid a batch (WRONGTYPE here) fails the batch, the commands around it
     still ran, and the next batch on the same pool reads its own replies, not leftovers."""
     client = redis.Redis.from_url(redis_url)
-    base = f"packed{uuid.uuid4().hex[:6]}:"
+    base = unique_prefix("packed", ":")
     try:
         client.set(base + "string", "x")
         with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
@@ -157,7 +155,7 @@ def _decision(proposal_id: str, outcome: Outcome) -> DecisionRecord:
 def test_trail_lands_and_only_a_proposal_the_ledger_holds_gets_its_status(
     redis_url: str,
 ) -> None:
-    settings = RedisSettings(url=redis_url, prefix=f"trail{uuid.uuid4().hex[:6]}:")
+    settings = RedisSettings(url=redis_url, prefix=unique_prefix("trail", ":"))
     keys = Keys(settings.prefix)
     client = redis.Redis.from_url(redis_url)
     client.hset(keys.proposal("known"), mapping={"state": "pending", "status": "proposed"})

@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import time
 import tomllib
-import uuid
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -23,7 +22,7 @@ from adapters.lab.flowproc import NETWORK, ROOT, FlowHarness
 from operators.engine import DecisionContext, step
 from state.config import network_from_dict
 from state.records import EventType
-from tests.support.helpers import E2E_B_STOCK, E2E_HOURS, event, warm_history
+from tests.support.helpers import E2E_B_STOCK, E2E_HOURS, event, unique_prefix, warm_history
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -70,7 +69,7 @@ def test_kill_and_restart_loses_nothing_and_duplicates_nothing(
     chunks = scenario(12)
     want_ids, want_on_hand, _ = expected(chunks)
     assert len(want_ids) >= 12
-    prefix = f"rec:{uuid.uuid4().hex[:8]}:"
+    prefix = unique_prefix("rec:", ":")
     metrics_port = free_port()
     flow = FlowHarness(
         kafka_brokers, topic_prefix, tmp_path,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -27,6 +26,7 @@ from adapters.lab.devservices import free_port
 from adapters.request_limits import BodyLimit
 from adapters.settings import Settings
 from flows.console import proxy_options
+from tests.support.helpers import TEST_RUN, unique_prefix
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,7 @@ def test_a_streamed_body_past_the_limit_is_cut_off(server: tuple[str, list[int]]
 
 @pytest.fixture
 def throttle(redis_url: str) -> Iterator[SignInThrottle]:
-    prefix = f"test-signin-{uuid.uuid4().hex[:8]}:"
+    prefix = unique_prefix("test-signin-", ":")
     yield SignInThrottle(redis_url, key_prefix=prefix)
     client = redis.Redis.from_url(redis_url)
     for key in client.scan_iter(match=prefix + "*"):
@@ -147,7 +147,7 @@ def test_a_hundred_failures_from_an_address_hold_it_for_every_name(
 def test_keys_are_cut_and_live_under_the_prefix(throttle: SignInThrottle, redis_url: str) -> None:
     throttle.failed("n" * 10_000, "a" * 10_000)
     client = redis.Redis.from_url(redis_url)
-    keys = [k for k in client.scan_iter(match="test-signin-*") if b"n" * 128 in k]
+    keys = [k for k in client.scan_iter(match=f"{TEST_RUN}test-signin-*") if b"n" * 128 in k]
     assert keys and all(len(k) < 400 and 0 < client.ttl(k) <= 900 for k in keys)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import orjson
@@ -14,6 +15,15 @@ from state.records import Event, EventType, RawMessage
 
 HOUR = 3_600_000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+# Every Redis key and topic name a test run makes starts with this run's mark, so the run
+# can remove its keys at the end (tests/conftest.py) from a Redis it may share with others.
+TEST_RUN = f"sst-{uuid.uuid4().hex[:6]}-"
+
+
+def unique_prefix(tag: str, end: str = ":") -> str:
+    """A fresh Redis key (or topic) prefix inside this test run's mark."""
+    return f"{TEST_RUN}{tag}{uuid.uuid4().hex[:8]}{end}"
 
 
 def two_store_network(**lane: Any) -> Network:
