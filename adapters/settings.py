@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -257,8 +258,8 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "metrics_port": (1, 65_535, True),
     "shadow_share": (0.0, 1.0, True),
     "control_max_skew_s": (0.0, 86_400.0, False),
-    "snapshot_interval_s": (0.0, None, False),
-    "backup_interval_s": (0.0, None, True),
+    "snapshot_interval_s": (0.0, 86_400.0, False),
+    "backup_interval_s": (0.0, 30 * 86_400.0, True),
     "merge_grace_ms": (0.0, 60_000.0, True),
     "idle_eviction_s": (0.0, None, True),
     "broker_wait_s": (0.0, None, True),
@@ -281,18 +282,24 @@ def check_formats(settings: Settings) -> None:
 
 
 def check_ranges(settings: Settings) -> None:
-    """Every numeric setting within its range (STOCKSHIFT_WORKERS=0 or a metrics port of
-    99999 used to start and fail later, or not at all)."""
+    """Every numeric setting finite and within its range (STOCKSHIFT_WORKERS=0 or a metrics
+    port of 99999 used to start and fail later, or not at all; `nan` passes every
+    comparison, so it is refused first)."""
     for name, (low, high, inclusive) in _RANGES.items():
         value = getattr(settings, name)
         if value is None:
             continue
+        if not math.isfinite(value):
+            raise ConfigError(f"{_variable(name)}: must be a finite number, got {value!r}")
         too_low = low is not None and (value < low if inclusive else value <= low)
         if too_low or (high is not None and value > high):
-            variable = next(v for v, (field_name, _) in _ENV.items() if field_name == name)
             lowest = f"{'>=' if inclusive else '>'} {low}"
             bounds = f"{lowest} and <= {high}" if high is not None else lowest
-            raise ConfigError(f"{variable}: must be {bounds}, got {value!r}")
+            raise ConfigError(f"{_variable(name)}: must be {bounds}, got {value!r}")
+
+
+def _variable(setting: str) -> str:
+    return next(v for v, (field_name, _) in _ENV.items() if field_name == setting)
 
 
 def control_topic(settings: Settings) -> str:

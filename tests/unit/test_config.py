@@ -143,6 +143,8 @@ def test_a_misspelled_policy_key_fails_naming_it() -> None:
         ("STOCKSHIFT_SHADOW_SHARE", "5"),
         ("STOCKSHIFT_CONTROL_MAX_SKEW_S", "0"),
         ("STOCKSHIFT_SNAPSHOT_INTERVAL_S", "-1"),
+        ("STOCKSHIFT_SNAPSHOT_INTERVAL_S", "1e300"),  # past what an epoch interval can hold
+        ("STOCKSHIFT_BACKUP_INTERVAL_S", "1e300"),
         ("STOCKSHIFT_MERGE_GRACE_MS", "-5"),
         ("STOCKSHIFT_MAX_SKUS", "0"),
         ("STOCKSHIFT_IDLE_EVICTION_S", "-1"),
@@ -158,6 +160,19 @@ def test_an_environment_variable_out_of_range_fails_naming_it(variable: str, val
     from adapters.settings import from_env
 
     with pytest.raises(ConfigError, match=rf"^{variable}: must be"):
+        from_env({variable: value})
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize(
+    "variable",
+    ["STOCKSHIFT_SNAPSHOT_INTERVAL_S", "STOCKSHIFT_IDLE_EVICTION_S", "STOCKSHIFT_SHADOW_SHARE"],
+)
+def test_a_setting_that_is_not_a_finite_number_fails_naming_it(variable: str, value: str) -> None:
+    """`nan` passes every range comparison; before, it started the flow."""
+    from adapters.settings import from_env
+
+    with pytest.raises(ConfigError, match=rf"^{variable}: must be a finite number"):
         from_env({variable: value})
 
 
