@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -359,6 +361,28 @@ def _check_topics(settings: Settings) -> int:
     return 1 if found else 0
 
 
+def _within(low: float, high: float, read: Callable[[str], float] = int) -> Callable[[str], float]:
+    """An argparse type: a number of the given kind, finite and within [low, high], so that
+    `--days -1` or `--skus 100000000` is a usage error, not a traceback or an hour of
+    allocating."""
+
+    def check(text: str) -> float:
+        try:
+            value = read(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r:.40}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            span = f"{_number(low)} to {_number(high)}"
+            raise argparse.ArgumentTypeError(f"must be within {span}, got {text:.40}")
+        return value
+
+    return check
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="stockshift", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -603,9 +627,9 @@ def _add_explain(sub: Subcommands) -> None:
 def _add_demo(sub: Subcommands) -> None:
     demo = sub.add_parser("demo", help="run the flow on an embedded simulated network")
     demo.add_argument("--out", default="out/demo", help="output folder")
-    demo.add_argument("--sites", type=int, default=8)
-    demo.add_argument("--skus", type=int, default=50)
-    demo.add_argument("--days", type=int, default=14)
+    demo.add_argument("--sites", type=_within(2, 200), default=8)
+    demo.add_argument("--skus", type=_within(1, 10_000), default=50)
+    demo.add_argument("--days", type=_within(1, 366), default=14)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--quiet", action="store_true", help="no progress lines")
     demo.add_argument(
@@ -613,7 +637,9 @@ def _add_demo(sub: Subcommands) -> None:
         action="store_true",
         help="the whole loop on real parts: broker, Redis, PostgreSQL, run, execute, a WMS",
     )
-    demo.add_argument("--live-skus", type=int, default=12, help="SKUs in the live demo")
+    demo.add_argument(
+        "--live-skus", type=_within(1, 1_000), default=12, help="SKUs in the live demo"
+    )
     demo.set_defaults(handler=_demo)
 
 
@@ -674,10 +700,10 @@ def _add_bench(sub: Subcommands) -> None:
         "bench", help="throughput vs ceilings, latency added to the broker, memory per key"
     )
     bench.add_argument("--brokers", help="use this Kafka (default: start a Tansu broker)")
-    bench.add_argument("--events", type=int, default=200_000)
+    bench.add_argument("--events", type=_within(1_000, 100_000_000), default=200_000)
     bench.add_argument(
         "--skus",
-        type=int,
+        type=_within(1, 1_000_000),
         help="SKUs x 8 sites in the stream (default 2,000; --latency: 1,200, one trigger each)",
     )
     bench.add_argument(
@@ -726,7 +752,7 @@ def _add_reliability(sub: Subcommands) -> None:
         help="fault matrix: kill -9, broker and Redis outages, bad input, control abuse",
     )
     rel.add_argument("--quick", action="store_true", help="small sizes (what CI runs)")
-    rel.add_argument("--runs", type=int, help="kill -9 runs (default 5; quick 2)")
+    rel.add_argument("--runs", type=_within(1, 100), help="kill -9 runs (default 5; quick 2)")
     rel.add_argument(
         "--adversarial",
         action="store_true",
@@ -739,10 +765,12 @@ def _add_soak(sub: Subcommands) -> None:
     soak = sub.add_parser(
         "soak", help="steady rate with churning SKUs: memory, state, latency over time"
     )
-    soak.add_argument("--minutes", type=float, default=10.0)
-    soak.add_argument("--rate", type=float, default=1000.0, help="input events/s")
-    soak.add_argument("--sample-s", type=float, default=30.0)
-    soak.add_argument("--idle-eviction-s", type=float, default=30.0)
+    soak.add_argument("--minutes", type=_within(0.1, 10_080, float), default=10.0)
+    soak.add_argument(
+        "--rate", type=_within(1, 1_000_000, float), default=1000.0, help="input events/s"
+    )
+    soak.add_argument("--sample-s", type=_within(1, 3_600, float), default=30.0)
+    soak.add_argument("--idle-eviction-s", type=_within(0, 86_400, float), default=30.0)
     soak.set_defaults(handler=_soak)
 
 
@@ -756,11 +784,16 @@ def main(argv: list[str] | None = None) -> int:
     from adapters.logs import configure
 
     configure(args.log_level)
+    from confluent_kafka import KafkaException
+
     try:
         return int(args.handler(args))
     except ConfigError as exc:
         print(f"stockshift: configuration error: {exc}", file=sys.stderr)
         return 2
+    except KafkaException as exc:  # e.g. no broker answers: say so, not a traceback
+        print(f"stockshift {args.command}: {_kafka_error(args, exc)}", file=sys.stderr)
+        return 1
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in _LAB_MODULES and not _is_lab(exc.name or ""):
             raise
@@ -770,6 +803,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+
+
+def _kafka_error(args: argparse.Namespace, exc: Exception) -> str:
+    """The client's own words (KafkaError.str()) and the brokers the command asked."""
+    error = exc.args[0] if exc.args else None
+    words = str(error.str()) if hasattr(error, "str") else str(exc)
+    default = os.environ.get("STOCKSHIFT_BROKERS") or ",".join(Settings().brokers)
+    return f"Kafka at {getattr(args, 'brokers', None) or default}: {words}"
 
 
 # What the lab commands need beyond the core: their own subpackages (absent from the

@@ -68,6 +68,27 @@ def test_a_bad_history_row_stops_warmup_before_it_publishes(
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("demo", "--days", "-1"), "argument --days: must be within 1 to 366, got -1"),
+        (("demo", "--skus", "100000000"), "argument --skus: must be within 1 to 10,000"),
+        (("soak", "--rate", "nan"), "argument --rate: must be within 1 to 1,000,000, got nan"),
+    ],
+)
+def test_a_number_out_of_range_is_a_usage_error(args: tuple[str, ...], message: str) -> None:
+    result = stockshift(*args)
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_no_broker_answering_is_one_line_naming_it_not_a_traceback() -> None:
+    result = stockshift("dlq", "list", "--brokers", "127.0.0.1:1")
+    assert result.returncode == 1, result.stderr
+    assert "stockshift dlq: Kafka at 127.0.0.1:1: Failed to get metadata" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_check_config_accepts_the_shipped_files() -> None:
     result = stockshift(
         "check-config",
