@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from adapters import clock, metrics
 from adapters.kafka import read_to_end
+from adapters.settings import FormatHint
 from operators.control import (
     ControlAuth,
     NonceMemory,
@@ -172,7 +173,7 @@ def parse_keys(text: str) -> dict[str, bytes]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         key_id, sep, secret = item.partition("=")
         if not sep or not key_id or len(secret) < 16:
-            raise ValueError("control keys look like id=secret with secrets of 16+ characters")
+            raise FormatHint("control keys look like id=secret with secrets of 16+ characters")
         keys[key_id] = secret.encode()
     return keys
 

@@ -98,6 +98,11 @@ class Settings:
         return [self.topic(kind) for kind in OUTPUT_KINDS]
 
 
+class FormatHint(ValueError):
+    """A setting that cannot be read, said in words about its expected format that never
+    quote the value: shown even for a secret."""
+
+
 def kafka_config_from_env(env: Mapping[str, str]) -> dict[str, str]:
     """STOCKSHIFT_KAFKA_SASL_USERNAME=x becomes librdkafka's sasl.username=x."""
     return {
@@ -229,8 +234,10 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
             try:
                 values[name] = read(env[variable])
             except ValueError as exc:
-                # Never echo a secret's value or the parser's words about it.
-                why = exc.__class__.__name__ if variable in _SECRETS else str(exc)
+                # Never echo a secret's value or the parser's words about it, unless the
+                # words only describe the format (FormatHint).
+                secret = variable in _SECRETS and not isinstance(exc, FormatHint)
+                why = exc.__class__.__name__ if secret else str(exc)
                 raise ConfigError(f"{variable}: cannot be read ({why})") from None
     values["kafka_config"] = kafka_config_from_env(env)
     values.update({k: v for k, v in overrides.items() if v is not None})

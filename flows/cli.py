@@ -807,8 +807,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _kafka_error(args: argparse.Namespace, exc: Exception) -> str:
     """The client's own words (KafkaError.str()) and the brokers the command asked."""
+    from confluent_kafka import KafkaError
+
     error = exc.args[0] if exc.args else None
-    words = str(error.str()) if hasattr(error, "str") else str(exc)
+    words = error.str() if isinstance(error, KafkaError) else str(exc)
     default = os.environ.get("STOCKSHIFT_BROKERS") or ",".join(Settings().brokers)
     return f"Kafka at {getattr(args, 'brokers', None) or default}: {words}"
 

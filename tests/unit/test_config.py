@@ -98,6 +98,7 @@ def test_settings_from_env_read_types_and_reject_bad_values_by_name() -> None:
     with pytest.raises(ConfigError, match="STOCKSHIFT_CONTROL_KEYS") as caught:
         from_env({"STOCKSHIFT_CONTROL_KEYS": "ops=short"})
     assert "short" not in str(caught.value)
+    assert "look like id=secret" in str(caught.value)  # the format, never the value
 
 
 @pytest.mark.parametrize(
