@@ -195,7 +195,7 @@ class Console:
         now = clock.now_ms()
         items = sorted_waiting(self.backend.waiting(now, site, sku), sort, desc)
         pages = max(math.ceil(len(items) / PAGE_SIZE), 1)
-        page_no = min(max(int(q.get("page", "1")) if q.get("page", "1").isdigit() else 1, 1), pages)
+        page_no = min(max(_page_number(q.get("page", "1")), 1), pages)
         shown = items[(page_no - 1) * PAGE_SIZE : page_no * PAGE_SIZE]
         base = {"site": site, "sku": sku, "sort": sort, "desc": "1" if desc else ""}
         return self.render(
@@ -262,9 +262,8 @@ class Console:
         if form is None:
             return PlainTextResponse("form expired or forged (CSRF)", status_code=403)
         approve = form.get("action") == "approve"
-        results = [
-            self.backend.answer(pid, approve, user, form.get("note", "")) for pid in form["ids"]
-        ]
+        note = form.get("note", "")[: approvals.MAX_NOTE_CHARS]
+        results = [self.backend.answer(pid, approve, user, note) for pid in form["ids"]]
         refused = [r for r in results if isinstance(r, approvals.Refusal)]
         if not results:
             return RedirectResponse(
@@ -442,3 +441,12 @@ def proxy_options(settings: Any) -> dict[str, Any]:
         "proxy_headers": settings.console_auth != "headers",
         "forwarded_allow_ips": list(settings.console_trusted_proxies),
     }
+
+
+def _page_number(text: str) -> int:
+    """`?page=` as a number, 1 for anything else: `isdigit` also passes "²", which `int`
+    refuses (a crafted link answered 500)."""
+    try:
+        return int(text[:12])
+    except ValueError:
+        return 1

@@ -30,6 +30,11 @@ IN_WORDS: Mapping[str, str] = {
 }
 
 
+# A planner's note as kept (events, records, the console): long enough for a reason,
+# short enough that a pasted document does not ride along.
+MAX_NOTE_CHARS = 500
+
+
 def in_words(code: str | None) -> str:
     if not code:
         return ""
@@ -121,7 +126,7 @@ def answer_event(
         "qty": item.qty,
         "proposal_id": item.proposal_id,
         "actor": user.name,
-        "note": note[:500],
+        "note": note[:MAX_NOTE_CHARS],
     }
 
 
@@ -138,7 +143,7 @@ def audit_record(
         "site": item.to_site,
         "proposal_id": item.proposal_id,
         "actor": user.name,
-        "note": note[:500],
+        "note": note[:MAX_NOTE_CHARS],
         "detail": f"{outcome.replace('_', ' ')} by {user.name}"
         + (f": {note[:200]}" if note else ""),
     }

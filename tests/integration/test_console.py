@@ -131,7 +131,7 @@ def world(
         "STOCKSHIFT_CONSOLE_KEY_ID": "ops-1",
         "STOCKSHIFT_CONSOLE_PORT": str(console_port),
     }
-    schema = "console_" + topic_prefix.strip(".").lower()
+    schema = "console_" + re.sub(r"[^a-z0-9_]", "_", topic_prefix.lower())
     processes: list[subprocess.Popen[bytes]] = []
     try:
         with reference_wms(postgres_dsn, schema, wms_port, ["A", "B"]):
@@ -234,6 +234,8 @@ def test_a_planner_approves_in_the_browser_and_the_transfer_is_carried_out(
             url + "/answer", form={"csrf": token, "ids": pid, "action": "approve"}
         )
         assert again.status == 409 and "already approved by pat" in again.text()
+        # A crafted page number ("²" passes str.isdigit, not int) is page 1, not a 500.
+        assert pat.request.get(url + "/?page=%C2%B2").status == 200
         for name in ("exceptions", "network"):
             pat.goto(f"{url}/{name}")
             pat.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
