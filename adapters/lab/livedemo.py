@@ -29,7 +29,14 @@ import redis
 
 from adapters.kafka import read_topic
 from adapters.lab import refwms
-from adapters.lab.devservices import free_port, redis_answers, redis_command, wait_for_port
+from adapters.lab.devservices import (
+    drop_schemas,
+    free_port,
+    redis_answers,
+    redis_command,
+    remove_keys,
+    wait_for_port,
+)
 from adapters.lab.devservices import start_broker as start_tansu
 from adapters.lab.flowproc import ROOT, FlowHarness, start_command, stop_process
 
@@ -182,33 +189,54 @@ def run_live_demo(folder: Path, n_skus: int = 12, say: Any = print) -> LiveResul
     with services(folder) as (brokers, redis_url, dsn):
         say(f"services: broker {brokers}, redis {redis_url.split('@')[-1]}, postgresql")
         prefix = f"live{int(time.time())}."
-        wms_port = free_port()
         schema = prefix.rstrip(".").replace("-", "_")
-        wms_argv = refwms.command(wms_port, dsn, schema, SITES, 200)
-        with (
-            _process(wms_argv, wms_port, folder / "wms.log"),
-            httpx.Client(base_url=f"http://127.0.0.1:{wms_port}") as wms,
-        ):
-            flow = FlowHarness(
-                brokers,
-                prefix,
-                folder,
-                NETWORK,
-                STOCKSHIFT_REDIS_URL=redis_url,
-                STOCKSHIFT_REDIS_PREFIX=prefix,
-            )
-            flow.start()
-            env = {
-                **flow.env,
-                "STOCKSHIFT_WMS_URL": f"http://127.0.0.1:{wms_port}",
-                "STOCKSHIFT_EXECUTE_POLL_INTERVAL_S": "0.2",
-            }
-            executor = start_command("execute", env, folder / "execute.log")
-            try:
-                return _drive(flow, wms, skus, redis_url, prefix, brokers, started, say)
-            finally:
-                stop_process(executor)
-                flow.stop()
+        try:
+            return _run(folder, skus, brokers, redis_url, dsn, prefix, schema, started, say)
+        finally:
+            # The Redis and PostgreSQL may be the user's own: leave nothing behind in them
+            # (the run's record is the output folder).
+            remove_keys(redis_url, prefix)
+            drop_schemas(dsn, schema)
+
+
+def _run(
+    folder: Path,
+    skus: list[str],
+    brokers: str,
+    redis_url: str,
+    dsn: str,
+    prefix: str,
+    schema: str,
+    started: float,
+    say: Any,
+) -> LiveResult:
+    """The reference WMS, the flow and the executor on the services; then `_drive`."""
+    wms_port = free_port()
+    wms_argv = refwms.command(wms_port, dsn, schema, SITES, 200)
+    with (
+        _process(wms_argv, wms_port, folder / "wms.log"),
+        httpx.Client(base_url=f"http://127.0.0.1:{wms_port}") as wms,
+    ):
+        flow = FlowHarness(
+            brokers,
+            prefix,
+            folder,
+            NETWORK,
+            STOCKSHIFT_REDIS_URL=redis_url,
+            STOCKSHIFT_REDIS_PREFIX=prefix,
+        )
+        flow.start()
+        env = {
+            **flow.env,
+            "STOCKSHIFT_WMS_URL": f"http://127.0.0.1:{wms_port}",
+            "STOCKSHIFT_EXECUTE_POLL_INTERVAL_S": "0.2",
+        }
+        executor = start_command("execute", env, folder / "execute.log")
+        try:
+            return _drive(flow, wms, skus, redis_url, prefix, brokers, started, say)
+        finally:
+            stop_process(executor)
+            flow.stop()
 
 
 def _drive(

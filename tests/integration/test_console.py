@@ -23,6 +23,7 @@ from adapters.kafka import read_topic
 from adapters.lab.devservices import free_port, wait_for_port
 from adapters.lab.flowproc import ROOT, FlowHarness, start_command, stop_process
 from tests.integration.test_execute import reference_wms
+from tests.support.helpers import unique_schema
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -131,7 +132,7 @@ def world(
         "STOCKSHIFT_CONSOLE_KEY_ID": "ops-1",
         "STOCKSHIFT_CONSOLE_PORT": str(console_port),
     }
-    schema = "console_" + re.sub(r"[^a-z0-9_]", "_", topic_prefix.lower())
+    schema = unique_schema("console")
     processes: list[subprocess.Popen[bytes]] = []
     try:
         with reference_wms(postgres_dsn, schema, wms_port, ["A", "B"]):

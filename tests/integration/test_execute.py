@@ -29,6 +29,7 @@ from adapters.lab import refwms
 from adapters.lab.devservices import free_port, wait_for_port
 from adapters.settings import from_env
 from flows.entry import create_topics
+from tests.support.helpers import unique_schema
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +84,7 @@ def setup(
     )
     create_topics(settings)
     port = free_port()
-    schema = "wms_" + uuid.uuid4().hex[:10]
+    schema = unique_schema("wms")
     env = {
         **os.environ,
         "STOCKSHIFT_BROKERS": kafka_brokers,

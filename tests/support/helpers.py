@@ -26,6 +26,15 @@ def unique_prefix(tag: str, end: str = ":") -> str:
     return f"{TEST_RUN}{tag}{uuid.uuid4().hex[:8]}{end}"
 
 
+# The same mark for PostgreSQL schema names (letters, digits and _ only).
+TEST_RUN_SCHEMA = TEST_RUN.replace("-", "_")
+
+
+def unique_schema(tag: str) -> str:
+    """A fresh PostgreSQL schema name inside this test run's mark."""
+    return f"{TEST_RUN_SCHEMA}{tag}_{uuid.uuid4().hex[:8]}"
+
+
 def two_store_network(**lane: Any) -> Network:
     return network_from_dict(
         {
