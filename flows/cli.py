@@ -383,11 +383,27 @@ def _number(value: float) -> str:
     return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
 
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(text: str) -> str:
+    """A level `logging` knows (argparse checks a default read from the environment with
+    the same function, so STOCKSHIFT_LOG_LEVEL=verbose is a usage error, not a traceback)."""
+    if text.upper() not in _LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r:.40} is not one of {', '.join(_LOG_LEVELS)}")
+    return text.upper()
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="stockshift", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    root.add_argument("--log-level", default=os.environ.get("STOCKSHIFT_LOG_LEVEL", "INFO"))
+    root.add_argument(
+        "--log-level",
+        type=_log_level,
+        default=os.environ.get("STOCKSHIFT_LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL [STOCKSHIFT_LOG_LEVEL]",
+    )
     sub = root.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_execute(sub)

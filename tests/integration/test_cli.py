@@ -74,9 +74,10 @@ def test_a_bad_history_row_stops_warmup_before_it_publishes(
         (("demo", "--days", "-1"), "argument --days: must be within 1 to 366, got -1"),
         (("demo", "--skus", "100000000"), "argument --skus: must be within 1 to 10,000"),
         (("soak", "--rate", "nan"), "argument --rate: must be within 1 to 1,000,000, got nan"),
+        (("--log-level", "FOO", "check-config"), "argument --log-level: 'FOO' is not one of"),
     ],
 )
-def test_a_number_out_of_range_is_a_usage_error(args: tuple[str, ...], message: str) -> None:
+def test_a_bad_flag_value_is_a_usage_error(args: tuple[str, ...], message: str) -> None:
     result = stockshift(*args)
     assert result.returncode == 2 and message in result.stderr
     assert "Traceback" not in result.stderr
