@@ -95,6 +95,17 @@ def whole_units(value: object) -> int | None:
     return value
 
 
+def check_quantities(frame: pl.DataFrame, path: Path) -> None:
+    """Every `qty` a whole number of units, 0 or more (`whole_units`), else an error naming
+    the first row that is not (the simulator's trace replay: a `nan` or `-3` ended it in a
+    ValueError from deep inside)."""
+    for number, qty in enumerate(frame["qty"].to_list(), start=1):
+        if whole_units(qty) is None:
+            raise ConfigError(
+                f"{path}: row {number}: qty {qty!r:.40} is not a whole number of units, 0 or more"
+            )
+
+
 def check_events(path: Path, topic_kind: str, events: Sequence[Mapping[str, object]],
                  network: Network) -> None:  # fmt: skip
     """Each event as the flow's parser will judge it: an error counting and showing the

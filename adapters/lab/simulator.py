@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from adapters.history import epoch_ms, read_sales_file, read_site_map
+from adapters.history import check_quantities, epoch_ms, read_sales_file, read_site_map
 from operators.history import fitted_demand_index
 from operators.lanes import NegotiationOutcome
 from state.config import ConfigError, Network, Policy, network_from_dict
@@ -411,7 +411,10 @@ def _trace_demand(scenario: Scenario, skus: list[str], sites: list[str]) -> np.n
 
 
 def _read_trace(path: Path, site_map: str | None = None) -> Any:
-    return read_sales_file(path, read_site_map(Path(site_map)) if site_map else None)
+    frame = read_sales_file(path, read_site_map(Path(site_map)) if site_map else None)
+    if "qty" in frame.columns:
+        check_quantities(frame, path)
+    return frame
 
 
 def _trace_hours(frame: Any, scenario: Scenario, path: Path) -> list[int | None]:

@@ -307,6 +307,18 @@ def test_a_trace_row_the_world_cannot_place_fails_unless_told_to_drop_it(
     assert "1 of 2 trace rows cannot be placed" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("qty", ["nan", "-3", "1.5", "many"])
+def test_a_trace_quantity_that_is_not_a_whole_count_fails_naming_the_row(
+    tmp_path: Path, qty: str
+) -> None:
+    """Before: a ValueError from deep inside the replay (`nan`, `-3`) or a fraction cut."""
+    trace = tmp_path / "trace.csv"
+    trace.write_text(f"date,sku,site,qty\n2016-04-25,SKU-A,CA_1,3\n2016-04-26,SKU-A,TX_1,{qty}\n")
+    scenario = replace(SMALL, trace=str(trace), days=3)
+    with pytest.raises(ConfigError, match=r"row 2: qty .* is not a whole number of units"):
+        Simulation(scenario, make_network(scenario), emit=False)
+
+
 def test_the_world_enforces_lane_capacity_per_day() -> None:
     from adapters.lab.simulator import TransferOrder
 
