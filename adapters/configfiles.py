@@ -42,12 +42,13 @@ def read_sku_overrides(path: Path) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"{path}: needs a `sku` column")
     overrides: dict[str, dict[str, Any]] = {}
     for line, row in enumerate(frame.iter_rows(named=True), start=2):
-        sku = row.pop("sku")
-        if sku is None or not 1 <= len(str(sku)) <= MAX_SKU_LEN:
+        cell = row.pop("sku")
+        sku = "" if cell is None else str(cell)
+        if not 1 <= len(sku) <= MAX_SKU_LEN:
             raise ConfigError(f"{path}: line {line}: `sku` must be 1-{MAX_SKU_LEN} characters")
-        if str(sku) in overrides:  # which row wins would be a guess
-            raise ConfigError(f"{path}: line {line}: SKU {str(sku)!r} is listed twice")
-        overrides[str(sku)] = {k: v for k, v in row.items() if v is not None}
+        if sku in overrides:  # which row wins would be a guess
+            raise ConfigError(f"{path}: line {line}: SKU {sku!r} is listed twice")
+        overrides[sku] = {k: v for k, v in row.items() if v is not None}
     return overrides
 
 

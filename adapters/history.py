@@ -106,8 +106,9 @@ def check_quantities(frame: pl.DataFrame, path: Path) -> None:
             )
 
 
-def check_events(path: Path, topic_kind: str, events: Sequence[Mapping[str, object]],
-                 network: Network) -> None:  # fmt: skip
+def check_events(
+    path: Path, topic_kind: str, events: Sequence[Mapping[str, object]], network: Network
+) -> None:
     """Each event as the flow's parser will judge it: an error counting and showing the
     ones it would refuse, before anything is published (they would only reach the
     dead-letter topic, and the warm-up would teach less than it said)."""

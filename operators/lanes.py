@@ -360,8 +360,9 @@ def _through_trip(
 ) -> tuple[list[NegotiationOutcome], list[Proposal]]:
     """A proposal on a lane with a trip cost rides its day's trip once one is open; else it
     waits, adding its net benefit (the planner prices each SKU's own costs, not the trip's)
-    to the trip's value, and when that reaches the trip cost the trip opens and everything
-    waiting for it is released, in arrival order (the waiting answer, or the released)."""
+    to the trip's value, and when that reaches the trip cost the trip opens. Returns the
+    proposal's waiting answer, or the proposals the trip now lets go in arrival order (this
+    one included), for `_release` to negotiate."""
     lane = network.lanes[(proposal.from_site, proposal.to_site)]
     day = departure_day(lane, proposal.created_at_ms)
     trip = state.trips.setdefault(lane.lane_id, {}).setdefault(day, Trip())
