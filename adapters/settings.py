@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from state.config import ConfigError
 
@@ -281,6 +282,15 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
 
 
 def check_formats(settings: Settings) -> None:
+    """Settings whose shape, not size, matters: URLs the services call, and what Avro
+    output needs."""
+    for variable, url in (
+        ("STOCKSHIFT_WMS_URL", settings.wms_url),
+        ("STOCKSHIFT_SCHEMA_REGISTRY_URL", settings.schema_registry_url),
+    ):
+        if url is not None and not _http_url(url):
+            # Not echoed: a URL may carry credentials.
+            raise ConfigError(f"{variable}: must be an http:// or https:// URL with a host")
     if settings.output_format == "avro" and not settings.schema_registry_url:
         raise ConfigError(
             "STOCKSHIFT_OUTPUT_FORMAT=avro needs STOCKSHIFT_SCHEMA_REGISTRY_URL (the registry "
@@ -307,6 +317,14 @@ def check_ranges(settings: Settings) -> None:
 
 def _variable(setting: str) -> str:
     return next(v for v, (field_name, _) in _ENV.items() if field_name == setting)
+
+
+def _http_url(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not a number, or out of range
+        return False
 
 
 def control_topic(settings: Settings) -> str:

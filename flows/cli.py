@@ -48,6 +48,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         redis_url=getattr(args, "redis_url", None),
         recovery_dir=Path(args.recovery_dir) if getattr(args, "recovery_dir", None) else None,
         snapshot_interval_s=getattr(args, "snapshot_interval", None),
+        wms_url=getattr(args, "wms_url", None),
     )
 
 
@@ -466,14 +467,9 @@ def _add_execute(sub: Subcommands) -> None:
 
 
 def _execute(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from flows.execute import serve
 
-    settings = _settings(args)
-    if args.wms_url:
-        settings = replace(settings, wms_url=args.wms_url)
-    return serve(settings)
+    return serve(_settings(args))
 
 
 def _add_console(sub: Subcommands) -> None:

@@ -177,6 +177,22 @@ def test_a_setting_that_is_not_a_finite_number_fails_naming_it(variable: str, va
         from_env({variable: value})
 
 
+@pytest.mark.parametrize(
+    "url", ["ftp://user:s3cret@wms", "wms.internal:8080", "http://:8080", "http://wms:99999"]
+)
+@pytest.mark.parametrize("variable", ["STOCKSHIFT_WMS_URL", "STOCKSHIFT_SCHEMA_REGISTRY_URL"])
+def test_a_service_url_that_is_not_http_fails_at_start_without_echoing_it(
+    variable: str, url: str
+) -> None:
+    """Before, `stockshift execute` started with any text and failed every order later."""
+    from adapters.settings import from_env
+
+    with pytest.raises(ConfigError, match=rf"^{variable}: must be an http") as caught:
+        from_env({variable: url})
+    assert url not in str(caught.value) and "s3cret" not in str(caught.value)  # credentials
+    assert from_env({variable: "https://user:pw@wms.internal:8443/api"})
+
+
 def test_a_misspelled_environment_variable_fails_with_what_it_meant() -> None:
     from adapters.settings import from_env
 
