@@ -288,9 +288,14 @@ def check_formats(settings: Settings) -> None:
         ("STOCKSHIFT_WMS_URL", settings.wms_url),
         ("STOCKSHIFT_SCHEMA_REGISTRY_URL", settings.schema_registry_url),
     ):
-        if url is not None and not _http_url(url):
+        if url is not None and not _url_of(url, ("http", "https")):
             # Not echoed: a URL may carry credentials.
             raise ConfigError(f"{variable}: must be an http:// or https:// URL with a host")
+    if settings.redis_url is not None and not _url_of(settings.redis_url, _REDIS_SCHEMES):
+        raise ConfigError(
+            "STOCKSHIFT_REDIS_URL: must be a redis://, rediss:// or unix:// URL with a host "
+            "or socket path"
+        )
     if settings.output_format == "avro" and not settings.schema_registry_url:
         raise ConfigError(
             "STOCKSHIFT_OUTPUT_FORMAT=avro needs STOCKSHIFT_SCHEMA_REGISTRY_URL (the registry "
@@ -319,10 +324,16 @@ def _variable(setting: str) -> str:
     return next(v for v, (field_name, _) in _ENV.items() if field_name == setting)
 
 
-def _http_url(text: str) -> bool:
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _url_of(text: str, schemes: tuple[str, ...]) -> bool:
+    """A URL of one of `schemes` with a host (or, for unix://, a socket path) and, if it
+    names a port, a valid one."""
     try:
         parts = urlsplit(text)
-        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        where = parts.path if parts.scheme == "unix" else parts.hostname
+        return parts.scheme in schemes and bool(where) and parts.port != 0
     except ValueError:  # a port that is not a number, or out of range
         return False
 

@@ -193,6 +193,17 @@ def test_a_service_url_that_is_not_http_fails_at_start_without_echoing_it(
     assert from_env({variable: "https://user:pw@wms.internal:8443/api"})
 
 
+@pytest.mark.parametrize("url", ["localhost:6379", "http://redis:6379", "redis://", "unix://"])
+def test_a_redis_url_that_is_not_one_fails_at_start_without_echoing_it(url: str) -> None:
+    """Before, `stockshift run` started and failed at its first write to Redis."""
+    from adapters.settings import from_env
+
+    with pytest.raises(ConfigError, match=r"^STOCKSHIFT_REDIS_URL: must be a redis://"):
+        from_env({"STOCKSHIFT_REDIS_URL": url})
+    for good in ("redis://:pw@127.0.0.1:6379/0", "rediss://r.internal", "unix:///run/r.sock"):
+        assert from_env({"STOCKSHIFT_REDIS_URL": good}).redis_url == good
+
+
 def test_a_misspelled_environment_variable_fails_with_what_it_meant() -> None:
     from adapters.settings import from_env
 
