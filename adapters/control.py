@@ -28,6 +28,7 @@ from operators.control import (
     NonceMemory,
     Timeline,
     arrival_ms,
+    check_command,
     envelope,
     verify,
 )
@@ -212,13 +213,15 @@ def send_command(
     add_config: Mapping[str, str] | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
-    """Sign and produce one command; returns the body sent (with its nonce)."""
+    """Check, sign and produce one command; returns the body sent (with its nonce). A
+    command the flow would reject for its fields raises `Invalid` before anything is sent."""
     body: dict[str, Any] = {
         "command": command,
         "nonce": uuid.uuid4().hex,
         "ts": clock.now_ms(),
         **{k: v for k, v in fields.items() if v is not None},
     }
+    check_command(body, body["ts"])
     producer = Producer({"bootstrap.servers": ",".join(brokers), **(add_config or {})})
     errors: list[str] = []
     producer.produce(

@@ -82,6 +82,7 @@ def _run(args: argparse.Namespace) -> int:
 def _control(args: argparse.Namespace) -> int:
     from adapters.control import send_command
     from adapters.settings import control_topic
+    from operators.parse import Invalid
 
     settings = _settings(args)
     key_id = args.key_id or os.environ.get("STOCKSHIFT_CONTROL_KEY_ID", "")
@@ -101,11 +102,15 @@ def _control(args: argparse.Namespace) -> int:
     if args.effective_at is not None:
         text = args.effective_at
         fields["effective_at"] = int(text) if text.isdigit() else text
-    body = send_command(
-        settings.brokers, control_topic(settings), key_id, secret, args.command,
-        settings.kafka_config, **fields,
-    )  # fmt: skip
-    print(f"sent {args.command} (nonce {body['nonce']}) to {control_topic(settings)}")
+    try:
+        body = send_command(
+            settings.brokers, control_topic(settings), key_id, secret, args.action,
+            settings.kafka_config, **fields,
+        )  # fmt: skip
+    except Invalid as exc:  # what the flow would reject it for; nothing was sent
+        print(f"stockshift control: {exc} (not sent)", file=sys.stderr)
+        return 2
+    print(f"sent {args.action} (nonce {body['nonce']}) to {control_topic(settings)}")
     return 0
 
 
@@ -579,11 +584,14 @@ def _add_check_config(sub: Subcommands) -> None:
 def _add_control(sub: Subcommands) -> None:
     ctl = sub.add_parser("control", help="sign and send a control command")
     ctl.add_argument(
-        "command",
+        "action",
+        metavar="command",
         choices=[
             "pause", "resume", "activate_policy", "freeze_site", "unfreeze_site",
             "freeze_sku", "unfreeze_sku", "set_approval_threshold",
         ],
+        help="pause, resume, activate_policy, freeze_site, unfreeze_site, freeze_sku, "
+        "unfreeze_sku or set_approval_threshold",
     )  # fmt: skip
     ctl.add_argument("target", nargs="?", help="policy version, site or SKU")
     ctl.add_argument("--value", type=float, help="approval threshold")
@@ -805,6 +813,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KafkaException as exc:  # e.g. no broker answers: say so, not a traceback
         print(f"stockshift {args.command}: {_kafka_error(args, exc)}", file=sys.stderr)
+        return 1
+    except ConnectionError as exc:  # a send the broker never acknowledged, a refused socket
+        print(f"stockshift {args.command}: {exc}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in _LAB_MODULES and not _is_lab(exc.name or ""):

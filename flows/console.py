@@ -37,6 +37,7 @@ from adapters.console_backend import Backend, sorted_waiting
 from adapters.request_limits import BodyLimit
 from operators import approvals
 from operators.codec import rfc3339
+from operators.parse import Invalid
 from state.console import Role, User
 from state.governance import Governance
 
@@ -347,7 +348,7 @@ class Console:
             )
         try:
             self.backend.control(user, command, target)
-        except (PermissionError, ConnectionError) as exc:
+        except (PermissionError, ConnectionError, Invalid) as exc:  # Invalid: nothing sent
             return RedirectResponse(
                 "/network?" + urlencode({"message": str(exc), "error": "1"}), 303
             )

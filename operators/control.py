@@ -213,10 +213,7 @@ def _command(
     nonces: NonceMemory,
     auth: ControlAuth,
 ) -> ControlCommand:
-    try:
-        action = Action(str(body.get("command")))
-    except ValueError:
-        raise Invalid("unknown_command", f"unknown command {body.get('command')!r:.40}") from None
+    action = _action(body)
     nonce = body.get("nonce")
     if not isinstance(nonce, str) or not 8 <= len(nonce) <= 128:
         raise Invalid("malformed", "nonce must be a string of 8-128 characters")
@@ -225,22 +222,10 @@ def _command(
         raise Invalid(
             "stale", f"signed at {ts_ms}, more than {auth.max_skew_ms} ms from its arrival"
         )
-    effective = body.get("effective_at")
-    effective_ms = ts_ms if effective is None else parse_timestamp(effective, "effective_at")
-    target = body.get("target")
-    if action in _NEEDS_TARGET and (not isinstance(target, str) or not 1 <= len(target) <= 64):
-        raise Invalid("malformed", f"{action.value} needs a `target`")
+    effective_ms = _checked_fields(body, action, ts_ms)
+    target, value = body.get("target"), body.get("value")
     if action is Action.ACTIVATE_POLICY and target not in auth.known_versions:
         raise Invalid("unknown_policy_version", f"policy version {target!r} is not loaded")
-    value = body.get("value")
-    if action is Action.SET_APPROVAL_THRESHOLD:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value < 0
-        ):
-            raise Invalid("malformed", "set_approval_threshold needs a non-negative `value`")
     if not nonces.check_and_remember(nonce, ts_ms, auth.max_skew_ms):
         raise Invalid("replayed", f"nonce {nonce!r} was already used")
     reason, actor = body.get("reason", ""), body.get("actor", "")
@@ -257,6 +242,39 @@ def _command(
         reason=str(reason)[:500],
         actor=str(actor)[:100],
     )
+
+
+def check_command(body: Mapping[str, Any], ts_ms: int) -> None:
+    """A command as the flow will judge its action, target, value and `effective_at`
+    (raises `Invalid`): the sender checks before signing, so a typo is an error at the
+    terminal rather than a rejection in the flow's log. Whether a policy version is loaded
+    only the flow knows."""
+    _checked_fields(body, _action(body), ts_ms)
+
+
+def _action(body: Mapping[str, Any]) -> Action:
+    try:
+        return Action(str(body.get("command")))
+    except ValueError:
+        raise Invalid("unknown_command", f"unknown command {body.get('command')!r:.40}") from None
+
+
+def _checked_fields(body: Mapping[str, Any], action: Action, ts_ms: int) -> int:
+    """When the command takes effect, after checking its target and value."""
+    effective = body.get("effective_at")
+    effective_ms = ts_ms if effective is None else parse_timestamp(effective, "effective_at")
+    target = body.get("target")
+    if action in _NEEDS_TARGET and (not isinstance(target, str) or not 1 <= len(target) <= 64):
+        raise Invalid("malformed", f"{action.value} needs a `target`")
+    value = body.get("value")
+    if action is Action.SET_APPROVAL_THRESHOLD and (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise Invalid("malformed", "set_approval_threshold needs a non-negative `value`")
+    return effective_ms
 
 
 def apply_command(governance: Governance, command: ControlCommand) -> Governance:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
 
-def stockshift(*args: str) -> subprocess.CompletedProcess[str]:
+def stockshift(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args],
         cwd=ROOT,
@@ -21,6 +22,7 @@ def stockshift(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=300,
         check=False,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -87,6 +89,26 @@ def test_no_broker_answering_is_one_line_naming_it_not_a_traceback() -> None:
     result = stockshift("dlq", "list", "--brokers", "127.0.0.1:1")
     assert result.returncode == 1, result.stderr
     assert "stockshift dlq: Kafka at 127.0.0.1:1: Failed to get metadata" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("set_approval_threshold", "--value", "nan"), "needs a non-negative `value`"),
+        (("freeze_sku",), "freeze_sku needs a `target`"),
+        (("pause", "--effective-at", "soon"), "`effective_at` is not an RFC 3339 timestamp"),
+    ],
+)
+def test_a_control_command_the_flow_would_reject_is_not_sent(
+    args: tuple[str, ...], message: str
+) -> None:
+    """Refused at the terminal, before signing: no broker is needed to find the typo (none
+    answers at 127.0.0.1:1, and a command that passed would wait for it and fail)."""
+    keys = {"STOCKSHIFT_CONTROL_KEYS": "ops=" + "ab" * 16, "STOCKSHIFT_CONTROL_KEY_ID": "ops"}
+    result = stockshift("control", *args, "--brokers", "127.0.0.1:1", env=keys)
+    assert result.returncode == 2, result.stderr
+    assert f"{message}" in result.stderr and "(not sent)" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from operators.control import ControlAuth, NonceMemory, Timeline, envelope, sign, verify
+from operators.control import (
+    ControlAuth,
+    NonceMemory,
+    Timeline,
+    check_command,
+    envelope,
+    sign,
+    verify,
+)
 from operators.engine import DecisionContext, in_shadow_share, step
+from operators.parse import Invalid
 from state.governance import Action, ControlCommand, ControlRejection
 from state.records import EventType, Outcome, ProposalStatus
 from tests.support.helpers import (
@@ -70,6 +81,45 @@ def test_forged_malformed_and_stale_commands_are_rejected(value: bytes | None, r
     result = check(value)
     assert isinstance(result, ControlRejection)
     assert result.reason == reason
+
+
+_FIELD = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=70),
+)
+
+
+@given(
+    st.sampled_from(["pause", "freeze_site", "freeze_sku", "set_approval_threshold", "x"]),
+    _FIELD,
+    _FIELD,
+    _FIELD,
+)
+def test_the_senders_check_refuses_exactly_what_the_flow_would_for_these_fields(
+    command: str, target: object, value: object, effective_at: object
+) -> None:
+    """`check_command` (run before signing) and the flow's verdict on the signed command
+    agree, so a sender never sends what the flow rejects for its fields, nor refuses what
+    it would take. (Policy versions are the flow's alone; they are not drawn here.)"""
+    fields = {"target": target, "value": value, "effective_at": effective_at}
+    sent = body(command, **{k: v for k, v in fields.items() if v is not None})
+    try:
+        check_command(sent, NOW)
+        refused_here = None
+    except Invalid as exc:
+        refused_here = exc.reason
+    try:
+        on_the_wire = orjson.loads(orjson.dumps(sent))
+    except TypeError:  # an integer JSON cannot carry: never sent either way
+        return
+    if on_the_wire != sent:  # nan and inf travel as null; the sender refuses them first
+        return
+    verdict = check(envelope(sent, "ops-1", KEYS["ops-1"]))
+    refused_there = verdict.reason if isinstance(verdict, ControlRejection) else None
+    assert refused_here == refused_there
 
 
 def test_tampered_body_fails_the_signature() -> None:
