@@ -829,13 +829,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _kafka_error(args: argparse.Namespace, exc: Exception) -> str:
-    """The client's own words (KafkaError.str()) and the brokers the command asked."""
+    """The client's own words (KafkaError.str()) and the brokers the command asked, as its
+    settings resolved them (flag, environment, default)."""
     from confluent_kafka import KafkaError
 
     error = exc.args[0] if exc.args else None
     words = error.str() if isinstance(error, KafkaError) else str(exc)
-    default = os.environ.get("STOCKSHIFT_BROKERS") or ",".join(Settings().brokers)
-    return f"Kafka at {getattr(args, 'brokers', None) or default}: {words}"
+    return f"Kafka at {','.join(_settings(args).brokers)}: {words}"
 
 
 # What the lab commands need beyond the core: their own subpackages (absent from the
