@@ -17,10 +17,12 @@ there); a name the file does not list is a viewer.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from argon2 import PasswordHasher
@@ -90,13 +92,39 @@ def from_headers(
     trusted: tuple[str, ...],
 ) -> User | None:
     """The proxy's user, only when the request comes from a trusted proxy address."""
-    if client_host is None or client_host not in trusted:
+    if client_host is None or not is_trusted(client_host, trusted):
         return None
     name = headers.get(USER_HEADER, "").strip()
     if not name or len(name) > 128:
         return None
     account = accounts.get(name)
     return account.user if account is not None else User(name, Role.VIEWER, frozenset())
+
+
+def is_trusted(host: str, trusted: tuple[str, ...]) -> bool:
+    """`host` is one of the trusted proxies: an address listed, or within a network listed
+    (10.0.0.0/8), as uvicorn reads the same setting for `X-Forwarded-For`. A literal that
+    is no address (a test client's name) matches only itself."""
+    if host in trusted:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in _networks(trusted))
+
+
+@lru_cache(maxsize=8)
+def _networks(
+    trusted: tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for entry in trusted:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            continue
+    return tuple(networks)
 
 
 # Failed sign-ins allowed in a moving window: per name from one address (guessing one

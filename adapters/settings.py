@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,8 +137,8 @@ def _flag(text: str) -> bool:
     return text.lower() in ("true", "1", "yes")
 
 
-def _brokers(text: str) -> tuple[str, ...]:
-    return tuple(b for b in text.split(",") if b)
+def comma_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
 def _retention(text: str) -> dict[str, int]:
@@ -159,7 +161,7 @@ def _control_keys(text: str) -> dict[str, bytes]:
 
 # STOCKSHIFT_<NAME> -> (Settings field, how to read the text)
 _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
-    "STOCKSHIFT_BROKERS": ("brokers", _brokers),
+    "STOCKSHIFT_BROKERS": ("brokers", comma_list),
     "STOCKSHIFT_TOPIC_PREFIX": ("topic_prefix", str),
     "STOCKSHIFT_NETWORK": ("network_path", Path),
     "STOCKSHIFT_POLICY": ("policy_path", Path),
@@ -196,7 +198,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "STOCKSHIFT_CONSOLE_USERS": ("console_users", _path_or_none),
     "STOCKSHIFT_CONSOLE_SECRET": ("console_secret", lambda text: text or None),
     "STOCKSHIFT_CONSOLE_SECURE_COOKIES": ("console_secure_cookies", _flag),
-    "STOCKSHIFT_CONSOLE_TRUSTED_PROXIES": ("console_trusted_proxies", _brokers),
+    "STOCKSHIFT_CONSOLE_TRUSTED_PROXIES": ("console_trusted_proxies", comma_list),
     "STOCKSHIFT_CONSOLE_KEY_ID": ("console_key_id", lambda text: text or None),
     "STOCKSHIFT_SCHEMA_REGISTRY_URL": ("schema_registry_url", lambda text: text or None),
     "STOCKSHIFT_OUTPUT_FORMAT": ("output_format", _output_format),
@@ -296,6 +298,13 @@ def check_formats(settings: Settings) -> None:
             "STOCKSHIFT_REDIS_URL: must be a redis://, rediss:// or unix:// URL with a host "
             "or socket path"
         )
+    _check_brokers(settings.brokers)
+    _check_proxies(settings.console_trusted_proxies)
+    if settings.console_auth == "headers" and not settings.console_trusted_proxies:
+        raise ConfigError(
+            "STOCKSHIFT_CONSOLE_AUTH=headers needs STOCKSHIFT_CONSOLE_TRUSTED_PROXIES (the "
+            "proxy's address): with none, no one can sign in"
+        )
     if settings.output_format == "avro" and not settings.schema_registry_url:
         raise ConfigError(
             "STOCKSHIFT_OUTPUT_FORMAT=avro needs STOCKSHIFT_SCHEMA_REGISTRY_URL (the registry "
@@ -325,6 +334,34 @@ def _variable(setting: str) -> str:
 
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
+_BROKER = re.compile(r"^(?:[A-Za-z_]+://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::(\d{1,5}))?$")
+
+
+def _check_brokers(brokers: tuple[str, ...]) -> None:
+    """At least one `host[:port]` (librdkafka's `bootstrap.servers`; a `SASL_SSL://` prefix
+    and `[v6]` addresses allowed): a typo otherwise surfaces only as connection retries
+    until `STOCKSHIFT_BROKER_WAIT_S` runs out."""
+    if not brokers:
+        raise ConfigError("STOCKSHIFT_BROKERS: names no broker (expected host:port,...)")
+    for broker in brokers:
+        match = _BROKER.match(broker)
+        port = match.group(1) if match else None
+        if match is None or (port is not None and not 0 < int(port) < 65536):
+            raise ConfigError(f"STOCKSHIFT_BROKERS: {broker!r} is not host:port (port 1-65535)")
+
+
+def _check_proxies(proxies: tuple[str, ...]) -> None:
+    """Addresses or networks only: the console's header sign-in and uvicorn's
+    `X-Forwarded-For` both match by address, so a host name would silently trust no one,
+    and `*` would let anyone on the network claim any user or dodge the sign-in throttle."""
+    for entry in proxies:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"STOCKSHIFT_CONSOLE_TRUSTED_PROXIES: {entry!r} is not an IP address or "
+                "network (127.0.0.1, 10.0.0.0/8); names and '*' are not accepted"
+            ) from None
 
 
 def _url_of(text: str, schemes: tuple[str, ...]) -> bool:

@@ -36,10 +36,10 @@ Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    from adapters.settings import from_env
+    from adapters.settings import comma_list, from_env
 
     return from_env(
-        brokers=tuple(args.brokers.split(",")) if getattr(args, "brokers", None) else None,
+        brokers=comma_list(args.brokers) if getattr(args, "brokers", None) else None,
         topic_prefix=getattr(args, "topic_prefix", None),
         network_path=Path(args.network) if getattr(args, "network", None) else None,
         policy_path=Path(args.policy) if getattr(args, "policy", None) else None,

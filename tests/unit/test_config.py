@@ -204,6 +204,40 @@ def test_a_redis_url_that_is_not_one_fails_at_start_without_echoing_it(url: str)
         assert from_env({"STOCKSHIFT_REDIS_URL": good}).redis_url == good
 
 
+@pytest.mark.parametrize("brokers", ["", " , ", "kafka:99999", "kafka:0", "kafka 1:9092", "a:1:2"])
+def test_brokers_that_are_not_host_port_fail_at_start_naming_the_entry(brokers: str) -> None:
+    """Before, an empty list or a mistyped port surfaced only as connection retries until
+    STOCKSHIFT_BROKER_WAIT_S ran out (five minutes by default)."""
+    from adapters.settings import from_env
+
+    with pytest.raises(ConfigError, match=r"^STOCKSHIFT_BROKERS: "):
+        from_env({"STOCKSHIFT_BROKERS": brokers})
+    good = "kafka-1:9092, SASL_SSL://kafka-2.example.com:9093,[::1]:9092,localhost"
+    assert from_env({"STOCKSHIFT_BROKERS": good}).brokers == (
+        "kafka-1:9092",
+        "SASL_SSL://kafka-2.example.com:9093",
+        "[::1]:9092",
+        "localhost",
+    )
+
+
+@pytest.mark.parametrize("proxies", ["*", "oauth2-proxy.local", "10.0.0.0/33"])
+def test_trusted_proxies_are_addresses_or_networks(proxies: str) -> None:
+    """Both the header sign-in and uvicorn match by address: a name trusted no one, and
+    `*` would let anyone claim any user."""
+    from adapters.console_auth import is_trusted
+    from adapters.settings import from_env
+
+    with pytest.raises(ConfigError, match=r"^STOCKSHIFT_CONSOLE_TRUSTED_PROXIES: "):
+        from_env({"STOCKSHIFT_CONSOLE_TRUSTED_PROXIES": proxies})
+    trusted = from_env({"STOCKSHIFT_CONSOLE_TRUSTED_PROXIES": "10.0.0.0/8, ::1"})
+    proxies_ok = trusted.console_trusted_proxies
+    assert is_trusted("10.20.30.40", proxies_ok) and is_trusted("0::1", proxies_ok)
+    assert not is_trusted("11.0.0.1", proxies_ok) and not is_trusted("proxy", proxies_ok)
+    with pytest.raises(ConfigError, match=r"^STOCKSHIFT_CONSOLE_AUTH=headers needs"):
+        from_env({"STOCKSHIFT_CONSOLE_TRUSTED_PROXIES": "", "STOCKSHIFT_CONSOLE_AUTH": "headers"})
+
+
 def test_a_misspelled_environment_variable_fails_with_what_it_meant() -> None:
     from adapters.settings import from_env
 
