@@ -15,10 +15,12 @@ asks a person when patience runs out.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 from tenacity import (
@@ -74,6 +76,14 @@ class TransferOrders(Protocol):
 _STATUSES = frozenset(
     {"created", "picked", "shipped", "received", "refused", "cancelled", "receipt_failed"}
 )
+
+
+# What a WMS answer may hold: an order reply is a few hundred bytes, so a larger body is a
+# fault (or an attack) that would otherwise be read into memory whole; an id goes into
+# URLs and every execution record; a reason is shown to planners.
+MAX_REPLY_BYTES = 1 << 20
+MAX_ORDER_ID_CHARS = 128
+MAX_REASON_CHARS = 500
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -156,7 +166,7 @@ class RestTransferOrders:
         self._send = retry(
             retry=retry_if_exception(_retryable),
             stop=stop_after_attempt(attempts),
-            wait=wait_exponential_jitter(initial=0.05, max=1.0),
+            wait=wait_exponential_jitter(multiplier=0.05, max=1.0),
             reraise=True,
         )(self._send_once)
 
@@ -176,10 +186,10 @@ class RestTransferOrders:
         return self._call("POST", "/transfer-orders", body, {"Idempotency-Key": idempotency_key})
 
     def status(self, order_id: str) -> OrderReply:
-        return self._call("GET", f"/transfer-orders/{order_id}")
+        return self._call("GET", f"/transfer-orders/{quote(order_id, safe='')}")
 
     def cancel(self, order_id: str) -> OrderReply:
-        return self._call("POST", f"/transfer-orders/{order_id}/cancel")
+        return self._call("POST", f"/transfer-orders/{quote(order_id, safe='')}/cancel")
 
     def close(self) -> None:
         with self._clients_lock:
@@ -222,22 +232,36 @@ class RestTransferOrders:
         body: dict[str, Any] | None,
         headers: dict[str, str] | None,
     ) -> OrderReply:
+        # `timeout_s` bounds each wait for a byte; a WMS that drips its answer a byte at a
+        # time is cut off at twice that in all.
+        deadline = time.monotonic() + 2 * self._client_args["timeout"]
         try:
-            response = self._client().request(method, path, json=body, headers=headers)
+            with self._client().stream(method, path, json=body, headers=headers) as response:
+                content = _read_capped(method, path, response, deadline)
         except httpx.TimeoutException:
             raise WmsError(f"{method} {path}: timed out", True) from None
         except httpx.TransportError as exc:
             raise WmsError(f"{method} {path}: {type(exc).__name__}", True) from None
-        return read_reply(method, path, response)
+        return read_reply(method, path, response.status_code, content)
 
 
-def read_reply(method: str, path: str, response: httpx.Response) -> OrderReply:
-    """An HTTP response as an OrderReply, or why it is not one."""
-    code = response.status_code
+def _read_capped(method: str, path: str, response: httpx.Response, deadline: float) -> bytes:
+    content = bytearray()
+    for chunk in response.iter_bytes():
+        content += chunk
+        if len(content) > MAX_REPLY_BYTES:
+            raise WmsError(f"{method} {path}: the answer is over {MAX_REPLY_BYTES} bytes", False)
+        if time.monotonic() > deadline:
+            raise WmsError(f"{method} {path}: timed out reading the answer", True)
+    return bytes(content)
+
+
+def read_reply(method: str, path: str, code: int, content: bytes) -> OrderReply:
+    """An HTTP answer as an OrderReply, or why it is not one."""
     if code == 429 or code >= 500:
         raise WmsError(f"{method} {path}: HTTP {code}", True)
     try:
-        body = response.json()
+        body = json.loads(content)
     except ValueError:
         raise WmsError(
             f"{method} {path}: HTTP {code} with a body that is not JSON", False
@@ -248,7 +272,17 @@ def read_reply(method: str, path: str, response: httpx.Response) -> OrderReply:
     if not isinstance(body, dict):
         raise WmsError(f"{method} {path}: the answer is not an object", False)
     order_id, status = body.get("id"), body.get("status")
-    if not isinstance(order_id, str) or not order_id or status not in _STATUSES:
+    if not _valid_id(order_id) or status not in _STATUSES:
         raise WmsError(f"{method} {path}: the answer has no valid id and status", False)
     reason = body.get("reason")
-    return OrderReply(order_id, str(status), reason if isinstance(reason, str) else "")
+    reason = reason[:MAX_REASON_CHARS] if isinstance(reason, str) else ""
+    return OrderReply(str(order_id), str(status), reason)
+
+
+def _valid_id(order_id: object) -> bool:
+    """A WMS order id: 1-128 printable characters (it is quoted into URLs either way)."""
+    return (
+        isinstance(order_id, str)
+        and 0 < len(order_id) <= MAX_ORDER_ID_CHARS
+        and order_id.isprintable()
+    )
