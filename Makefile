@@ -66,11 +66,12 @@ compiled: $(VENV)/.dev
 pure:
 	rm -rf build *__mypyc*.so operators/*.so state/*.so
 
-## lint: ruff (lint + format check) and mypy (strict on operators/ and state/)
+## lint: ruff (lint + format check) and mypy (strict on operators/ and state/; records
+## checked as frozen: tests/support/typecheck.py)
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy
+	$(BIN)/python -m tests.support.typecheck
 
 format: $(VENV)/.dev
 	$(BIN)/ruff format .

@@ -1,44 +1,38 @@
 """Typed records that travel between steps of the flow.
 
-Events, proposals and decision records are frozen so that a step can never change what an
-earlier step saw; they use slots because millions of them pass through the hot path.
+Events, proposals and decision records are never changed once built, so that a step can
+never change what an earlier step saw (checked where the engine runs: tests/unit/
+test_records.py replays a network and compares every record before and after). They use
+slots because millions of them pass through the hot path.
 
-Frozen to the type checker, not at run time (`record`): mypy (strict on operators/ and
-state/) refuses any assignment to a record's field, while the class Python builds is a
-plain slotted dataclass, hashable from its fields like a frozen one. A frozen dataclass sets
-each field through `object.__setattr__`: building an Event took 2.1 us that way against 0.54
-plain, and the flow builds several records per event (issue #23).
+They are plain slotted dataclasses, not frozen ones: a frozen dataclass sets each field
+through `object.__setattr__` (building an Event took 2.1 us that way against 0.54 plain),
+and only a class decorated with `dataclasses.dataclass` itself compiles to a native class
+under mypyc, whose fields compiled code reads directly (issue #23: 7 % of the compiled
+engine's time, when this module was left interpreted behind a decorator of our own).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any, TypeVar, dataclass_transform
-
-_R = TypeVar("_R")
+from typing import Any
 
 
-@dataclass_transform(frozen_default=True, field_specifiers=(field,))
-def record(cls: type[_R]) -> type[_R]:
-    """A slotted dataclass the type checker treats as frozen (see the module's docstring).
+class _Record:
+    """Pickles as the frozen dataclasses of earlier releases did (the list of its field
+    values), so records in recovery snapshots written before load, snapshots written now
+    load in a release from before (negotiation's state holds proposals waiting for a
+    trip), and the pure and the compiled core read each other's."""
 
-    It pickles as the frozen dataclass did (the list of its field values), so records in
-    recovery snapshots written before load, and snapshots written now load in a release
-    from before (negotiation's state holds proposals waiting for a trip)."""
-    made: type[_R] = dataclass(slots=True, unsafe_hash=True)(cls)
-    made.__getstate__ = _field_values  # type: ignore[method-assign]
-    made.__setstate__ = _set_field_values  # type: ignore[attr-defined]
-    return made
+    __slots__ = ()
 
+    def __getstate__(self) -> list[Any]:
+        return [getattr(self, f.name) for f in fields(self)]  # type: ignore[arg-type]
 
-def _field_values(self: object) -> list[Any]:
-    return [getattr(self, f.name) for f in fields(self)]  # type: ignore[arg-type]
-
-
-def _set_field_values(self: object, state: list[Any]) -> None:
-    for f, value in zip(fields(self), state, strict=True):  # type: ignore[arg-type]
-        object.__setattr__(self, f.name, value)
+    def __setstate__(self, state: list[Any]) -> None:
+        for f, value in zip(fields(self), state, strict=True):  # type: ignore[arg-type]
+            object.__setattr__(self, f.name, value)
 
 
 class EventType(StrEnum):
@@ -63,8 +57,8 @@ class EventType(StrEnum):
     FORECAST = "forecast"
 
 
-@record
-class SourceRef:
+@dataclass(slots=True, unsafe_hash=True)
+class SourceRef(_Record):
     """Where a record came from, so an auditor can fetch the original message."""
 
     topic: str
@@ -72,8 +66,8 @@ class SourceRef:
     offset: int
 
 
-@record
-class ForecastFigures:
+@dataclass(slots=True, unsafe_hash=True)
+class ForecastFigures(_Record):
     """What a `forecast` event says: mean units a day, its relative error (coefficient of
     variation of the true rate around the mean), and the forecast's version."""
 
@@ -82,8 +76,8 @@ class ForecastFigures:
     version: str | None = None
 
 
-@record
-class Event:
+@dataclass(slots=True, unsafe_hash=True)
+class Event(_Record):
     """A validated input event.
 
     `qty` carries the event's one quantity: units sold, returned or shipped; the counted
@@ -113,8 +107,8 @@ class Event:
     forecast: ForecastFigures | None = None
 
 
-@record
-class RawMessage:
+@dataclass(slots=True, unsafe_hash=True)
+class RawMessage(_Record):
     """An input message as consumed, before parsing; adapters build it from the client's."""
 
     topic: str
@@ -141,8 +135,8 @@ class RawMessage:
     stream_time_ms: int | None = None
 
 
-@record
-class DeadLetter:
+@dataclass(slots=True, unsafe_hash=True)
+class DeadLetter(_Record):
     """An input that failed to parse or validate, kept whole so nothing is lost."""
 
     source_topic: str
@@ -162,8 +156,8 @@ class ProposalStatus(StrEnum):
     NEEDS_APPROVAL = "needs_approval"
 
 
-@record
-class SiteView:
+@dataclass(slots=True, unsafe_hash=True)
+class SiteView(_Record):
     """A site's numbers at decision time: the inputs a planner would check."""
 
     site: str
@@ -183,8 +177,8 @@ class SiteView:
     supplier_delay_hours: float = 0.0
 
 
-@record
-class Candidate:
+@dataclass(slots=True, unsafe_hash=True)
+class Candidate(_Record):
     """One sender considered for a receiver, with the numbers that ranked it."""
 
     from_site: str
@@ -197,8 +191,8 @@ class Candidate:
     rejected_because: str | None = None
 
 
-@record
-class Evidence:
+@dataclass(slots=True, unsafe_hash=True)
+class Evidence(_Record):
     receiver: SiteView
     sender: SiteView
     lead_hours: float
@@ -213,8 +207,8 @@ class Evidence:
     value: float = 0.0  # qty x unit cost: the working capital it moves
 
 
-@record
-class Proposal:
+@dataclass(slots=True, unsafe_hash=True)
+class Proposal(_Record):
     proposal_id: str
     sku: str
     from_site: str
@@ -279,8 +273,8 @@ class ReleaseReason(StrEnum):
     EXPIRED = "expired"
 
 
-@record
-class DecisionRecord:
+@dataclass(slots=True, unsafe_hash=True)
+class DecisionRecord(_Record):
     """One audit line per decision, including the ones that did not become proposals."""
 
     sku: str
@@ -301,8 +295,8 @@ class DecisionRecord:
     traceparent: str | None = None
 
 
-@record
-class Finding:
+@dataclass(slots=True, unsafe_hash=True)
+class Finding(_Record):
     """A signal-health finding: what looked wrong, where, how strongly, by which detector."""
 
     kind: str
@@ -315,8 +309,8 @@ class Finding:
     event_ids: tuple[str, ...]
 
 
-@record
-class SitePosition:
+@dataclass(slots=True, unsafe_hash=True)
+class SitePosition(_Record):
     """A site's live numbers after an event, for the live-state store."""
 
     sku: str
@@ -330,8 +324,8 @@ class SitePosition:
     last_event_ms: int
 
 
-@record
-class SiteOccupancy:
+@dataclass(slots=True, unsafe_hash=True)
+class SiteOccupancy(_Record):
     """Units of one SKU a site holds or has coming (on hand, inbound, reserved in), sent to
     negotiation for sites with a storage capacity whenever an event touches them."""
 
@@ -343,8 +337,8 @@ class SiteOccupancy:
     clock_ms: int = 0
 
 
-@record
-class LeadTime:
+@dataclass(slots=True, unsafe_hash=True)
+class LeadTime(_Record):
     """What one transfer took on its lane, from its dispatch to its receipt."""
 
     from_site: str
@@ -352,8 +346,8 @@ class LeadTime:
     hours: float
 
 
-@record
-class SupplierDelay:
+@dataclass(slots=True, unsafe_hash=True)
+class SupplierDelay(_Record):
     """How late a supplier delivery arrived against the ETA it was announced with (hours;
     negative when early)."""
 
@@ -361,8 +355,8 @@ class SupplierDelay:
     hours: float
 
 
-@record
-class StepOutput:
+@dataclass(slots=True, unsafe_hash=True)
+class StepOutput(_Record):
     """Everything one input event caused; exactly one per event that reached the state."""
 
     event_id: str
