@@ -1,15 +1,17 @@
 """Typed records that travel between steps of the flow.
 
 Events, proposals and decision records are never changed once built, so that a step can
-never change what an earlier step saw (checked where the engine runs: tests/unit/
-test_records.py replays a network and compares every record before and after). They use
-slots because millions of them pass through the hot path.
+never change what an earlier step saw: mypy checks the code against a copy of this module
+where they are frozen (tests/support/typecheck.py, run by `make lint` and the suite), so an
+assignment to a field is a type error. They use slots because millions of them pass
+through the hot path.
 
 They are plain slotted dataclasses, not frozen ones: a frozen dataclass sets each field
 through `object.__setattr__` (building an Event took 2.1 us that way against 0.54 plain),
 and only a class decorated with `dataclasses.dataclass` itself compiles to a native class
-under mypyc, whose fields compiled code reads directly (issue #23: 7 % of the compiled
-engine's time, when this module was left interpreted behind a decorator of our own).
+under mypyc, whose fields compiled code reads directly (issue #23: about 6 % of the
+compiled engine's time, while this module was left interpreted behind a decorator of our
+own).
 """
 
 from __future__ import annotations
