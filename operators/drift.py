@@ -37,6 +37,13 @@ class CusumParams:
     min_reference_days: int = 10
     confirm: float = 5.0
 
+    def __reduce__(self) -> tuple[type[CusumParams], tuple[float, float, float, int, float]]:
+        """Pickled as its settings, rebuilt through `__init__`: a compiled frozen dataclass
+        does not unpickle the default way (docs/development.md)."""
+        return CusumParams, (
+            self.threshold, self.up, self.down, self.min_reference_days, self.confirm
+        )  # fmt: skip
+
 
 DEFAULT_PARAMS: Final = CusumParams()
 # The detector's state, as it pickles itself and as recovery snapshots write it.

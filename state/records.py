@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 
 class _Record:
@@ -35,6 +35,20 @@ class _Record:
     def __setstate__(self, state: list[Any]) -> None:
         for f, value in zip(fields(self), state, strict=True):  # type: ignore[arg-type]
             object.__setattr__(self, f.name, value)
+
+
+class _OwnInit(_Record):
+    """A record that writes out its `__init__`, because it is built at most events: a
+    dataclass's generated `__init__` is interpreted even in the compiled core.
+
+    Compiled, mypyc's default `__new__` calls a class's own `__init__` (so that every field
+    is set), which breaks unpickling: pickle calls `__new__` alone, then `__setstate__`.
+    This `__new__` only makes the object; Python calls `__init__` after it as usual."""
+
+    __slots__ = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        return super().__new__(cls)
 
 
 class EventType(StrEnum):
@@ -59,13 +73,19 @@ class EventType(StrEnum):
     FORECAST = "forecast"
 
 
-@dataclass(slots=True, unsafe_hash=True)
-class SourceRef(_Record):
+@dataclass(slots=True, unsafe_hash=True, init=False)
+class SourceRef(_OwnInit):
     """Where a record came from, so an auditor can fetch the original message."""
 
     topic: str
     partition: int
     offset: int
+
+    # Written out: built for every input message (see SitePosition).
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -78,8 +98,8 @@ class ForecastFigures(_Record):
     version: str | None = None
 
 
-@dataclass(slots=True, unsafe_hash=True)
-class Event(_Record):
+@dataclass(slots=True, unsafe_hash=True, init=False)
+class Event(_OwnInit):
     """A validated input event.
 
     `qty` carries the event's one quantity: units sold, returned or shipped; the counted
@@ -107,6 +127,41 @@ class Event(_Record):
     traceparent: str | None = None
     # A `forecast` event's figures (its qty is 0).
     forecast: ForecastFigures | None = None
+
+    # Written out: built for every input message (see SitePosition).
+    def __init__(
+        self,
+        event_id: str,
+        type: EventType,
+        ts_ms: int,
+        sku: str,
+        site: str,
+        qty: int,
+        eta_ms: int | None = None,
+        shipment_id: str | None = None,
+        from_site: str | None = None,
+        proposal_id: str | None = None,
+        source: SourceRef | None = None,
+        ingested_ms: int | None = None,
+        received_ms: int | None = None,
+        traceparent: str | None = None,
+        forecast: ForecastFigures | None = None,
+    ) -> None:
+        self.event_id = event_id
+        self.type = type
+        self.ts_ms = ts_ms
+        self.sku = sku
+        self.site = site
+        self.qty = qty
+        self.eta_ms = eta_ms
+        self.shipment_id = shipment_id
+        self.from_site = from_site
+        self.proposal_id = proposal_id
+        self.source = source
+        self.ingested_ms = ingested_ms
+        self.received_ms = received_ms
+        self.traceparent = traceparent
+        self.forecast = forecast
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -179,8 +234,8 @@ class SiteView(_Record):
     supplier_delay_hours: float = 0.0
 
 
-@dataclass(slots=True, unsafe_hash=True)
-class Candidate(_Record):
+@dataclass(slots=True, unsafe_hash=True, init=False)
+class Candidate(_OwnInit):
     """One sender considered for a receiver, with the numbers that ranked it."""
 
     from_site: str
@@ -191,6 +246,27 @@ class Candidate(_Record):
     expected_units_lost_at_sender: float
     net_benefit: float
     rejected_because: str | None = None
+
+    # Written out: built for every sender a plan weighs (see SitePosition).
+    def __init__(
+        self,
+        from_site: str,
+        qty: int,
+        lead_hours: float,
+        transfer_cost: float,
+        expected_units_saved: float,
+        expected_units_lost_at_sender: float,
+        net_benefit: float,
+        rejected_because: str | None = None,
+    ) -> None:
+        self.from_site = from_site
+        self.qty = qty
+        self.lead_hours = lead_hours
+        self.transfer_cost = transfer_cost
+        self.expected_units_saved = expected_units_saved
+        self.expected_units_lost_at_sender = expected_units_lost_at_sender
+        self.net_benefit = net_benefit
+        self.rejected_because = rejected_because
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -311,8 +387,8 @@ class Finding(_Record):
     event_ids: tuple[str, ...]
 
 
-@dataclass(slots=True, unsafe_hash=True)
-class SitePosition(_Record):
+@dataclass(slots=True, unsafe_hash=True, init=False)
+class SitePosition(_OwnInit):
     """A site's live numbers after an event, for the live-state store."""
 
     sku: str
@@ -324,6 +400,30 @@ class SitePosition(_Record):
     position: int
     demand_per_hour: float
     last_event_ms: int
+
+    # Written out (here and in StepOutput, built for every event): a dataclass's generated
+    # `__init__` is interpreted even in the compiled core, this one is compiled.
+    def __init__(
+        self,
+        sku: str,
+        site: str,
+        on_hand: int,
+        inbound: int,
+        reserved_in: int,
+        reserved_out: int,
+        position: int,
+        demand_per_hour: float,
+        last_event_ms: int,
+    ) -> None:
+        self.sku = sku
+        self.site = site
+        self.on_hand = on_hand
+        self.inbound = inbound
+        self.reserved_in = reserved_in
+        self.reserved_out = reserved_out
+        self.position = position
+        self.demand_per_hour = demand_per_hour
+        self.last_event_ms = last_event_ms
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -357,8 +457,8 @@ class SupplierDelay(_Record):
     hours: float
 
 
-@dataclass(slots=True, unsafe_hash=True)
-class StepOutput(_Record):
+@dataclass(slots=True, unsafe_hash=True, init=False)
+class StepOutput(_OwnInit):
     """Everything one input event caused; exactly one per event that reached the state."""
 
     event_id: str
@@ -378,3 +478,33 @@ class StepOutput(_Record):
     # The event was refused (a limit or an implausible quantity): it changed nothing and
     # goes to the dead-letter topic as this record.
     refused: DeadLetter | None = None
+
+    def __init__(
+        self,
+        event_id: str,
+        duplicate: bool = False,
+        late: bool = False,
+        event_ts_ms: int = 0,
+        new_key: bool = False,
+        proposals: tuple[Proposal, ...] = (),
+        decisions: tuple[DecisionRecord, ...] = (),
+        positions: tuple[SitePosition, ...] = (),
+        findings: tuple[Finding, ...] = (),
+        occupancy: tuple[SiteOccupancy, ...] = (),
+        lead_times: tuple[LeadTime, ...] = (),
+        supplier_delays: tuple[SupplierDelay, ...] = (),
+        refused: DeadLetter | None = None,
+    ) -> None:
+        self.event_id = event_id
+        self.duplicate = duplicate
+        self.late = late
+        self.event_ts_ms = event_ts_ms
+        self.new_key = new_key
+        self.proposals = proposals
+        self.decisions = decisions
+        self.positions = positions
+        self.findings = findings
+        self.occupancy = occupancy
+        self.lead_times = lead_times
+        self.supplier_delays = supplier_delays
+        self.refused = refused

@@ -94,3 +94,39 @@ def test_compiled_rounding_is_round_bit_for_bit(compiled_root: Path) -> None:
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+_PICKLE_CHILD = """
+import pickle, sys
+from adapters.lab.compiled import core_is_compiled
+from state.records import Candidate, Event, EventType, SitePosition, SourceRef, StepOutput
+from state.sku import Inbound
+event = Event("e", EventType.SALE, 1, "S", "A", 2, source=SourceRef("pos", 0, 7))
+position = SitePosition("S", "A", 3, 1, 0, 0, 4, 0.25, 1)
+built = [
+    event, position, Candidate("B", 2, 6.0, 4.5, 1.5, 0.2, 3.1), Inbound(5, 9, -1),
+    StepOutput("e", event_ts_ms=1, positions=(position,)),
+]
+assert core_is_compiled() == (sys.argv[1] == "compiled"), core_is_compiled()
+if len(sys.argv) > 2:
+    assert [repr(r) for r in pickle.loads(bytes.fromhex(sys.argv[2]))] == [repr(r) for r in built]
+print(pickle.dumps(built).hex())
+"""
+
+
+def test_records_with_their_own_init_pickle_alike_in_both_cores(compiled_root: Path) -> None:
+    """Compiled, a class with its own `__init__` is built by `__new__` calling it, unless
+    marked serializable: unpickling (and `state.sku.restored`) would then fail."""
+
+    def child(root: Path, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", _PICKLE_CHILD, *args], env=env_for(root), cwd=root,
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout.strip()
+
+    compiled, pure = child(compiled_root, "compiled"), child(CHECKOUT, "pure")
+    assert compiled == pure
+    assert child(compiled_root, "compiled", pure) == compiled
+    assert child(CHECKOUT, "pure", compiled) == pure

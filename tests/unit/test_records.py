@@ -4,14 +4,18 @@ classes when compiled: these tests hold both halves of that bargain."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 import pickle
 from pathlib import Path
 
+import pytest
 from mypy import api as mypy_api
 
+from state import records, sku
 from state.records import Event, EventType
-from tests.support.typecheck import frozen_copy
+from tests.support.typecheck import frozen_copy, house_errors
 
 
 def test_assigning_to_a_records_field_is_a_type_error(tmp_path: Path) -> None:
@@ -50,3 +54,52 @@ def test_records_pickled_by_the_frozen_release_load_and_pickle_the_same_way() ->
     event = Event("e", EventType.SALE, 1, "S", "A", 2)
     assert pickle.loads(_FROZEN_EVENT_PICKLE) == event
     assert pickle.dumps(event) == _FROZEN_EVENT_PICKLE  # a rollback reads today's snapshots
+
+
+def _hand_built() -> list[type]:
+    """Dataclasses of state/ with an `__init__` of their own (compiled, unlike the one a
+    dataclass generates)."""
+    return [
+        cls
+        for module in (records, sku)
+        for cls in vars(module).values()
+        if dataclasses.is_dataclass(cls)
+        and isinstance(cls, type)
+        and cls.__module__ == module.__name__
+        and not cls.__dataclass_params__.init  # type: ignore[attr-defined]
+    ]
+
+
+def test_the_records_built_at_most_events_have_a_compiled_init() -> None:
+    names = {cls.__name__ for cls in _hand_built()}
+    assert names >= {"Event", "SourceRef", "StepOutput", "SitePosition", "Candidate", "Inbound"}
+
+
+@pytest.mark.parametrize("cls", _hand_built(), ids=lambda cls: cls.__name__)
+def test_a_hand_written_init_takes_every_field_in_order_with_its_default(cls: type) -> None:
+    """A field added to the class but not to its `__init__` would be left unset."""
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    expected = [
+        (f.name, inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default)
+        for f in dataclasses.fields(cls)
+    ]
+    assert [(p.name, p.default) for p in parameters] == expected
+    built = cls(*[f"v{i}" for i in range(len(expected))])
+    assert [getattr(built, name) for name, _ in expected] == [f"v{i}" for i in range(len(expected))]
+
+
+def test_the_typecheck_leaves_out_only_a_records_own_init_assignments() -> None:
+    source = (
+        "class A:\n"  # 1
+        "    def __init__(self, x: int) -> None:\n"  # 2
+        "        self.x = x\n"  # 3
+        "    def bump(self) -> None:\n"  # 4
+        "        self.x = 2\n"  # 5
+    )
+    output = (
+        'state/records.py:3: error: Property "x" defined in "A" is read-only  [misc]\n'
+        'state/records.py:5: error: Property "x" defined in "A" is read-only  [misc]\n'
+        'operators/engine.py:3: error: Property "x" defined in "A" is read-only  [misc]\n'
+        "Found 3 errors in 2 files (checked 95 source files)\n"
+    )
+    assert house_errors(output, source) == output.splitlines()[1:3]
