@@ -46,6 +46,7 @@ class CusumParams:
 
 
 DEFAULT_PARAMS: Final = CusumParams()
+_DEFAULT_SETTINGS: Final = tuple(getattr(DEFAULT_PARAMS, f.name) for f in fields(CusumParams))
 # The detector's state, as it pickles itself and as recovery snapshots write it.
 DETECTOR_STATE: Final = (
     "reference_qty",
@@ -79,8 +80,9 @@ class PoissonCusum:
         min_reference_days: int = 10,
         confirm: float = 5.0,
     ) -> None:
-        params = CusumParams(threshold, up, down, min_reference_days, confirm)
-        self.params = DEFAULT_PARAMS if params == DEFAULT_PARAMS else params
+        settings = (threshold, up, down, min_reference_days, confirm)
+        # Most detectors take the defaults: the shared object, without building a new one.
+        self.params = DEFAULT_PARAMS if settings == _DEFAULT_SETTINGS else CusumParams(*settings)
         self.reference_qty = 0.0
         self.reference_days = 0
         self.pending_qty = 0.0
