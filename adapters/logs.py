@@ -7,6 +7,8 @@ import sys
 
 import orjson
 
+from operators.codec import record_fields
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 _SECRET_HINTS = ("password", "secret", "sasl", "token", "key")
 
@@ -27,7 +29,18 @@ class JsonFormatter(logging.Formatter):
             body[name] = value
         if record.exc_info:
             body["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(body, default=str).decode()
+        return orjson.dumps(
+            body, default=_anything, option=orjson.OPT_PASSTHROUGH_DATACLASS
+        ).decode()
+
+
+def _anything(value: object) -> object:
+    """A record by its fields (orjson's own reading of a compiled record can crash, see
+    operators/codec.py), anything else as its text."""
+    try:
+        return record_fields(value)
+    except TypeError:
+        return str(value)
 
 
 def configure(level: str) -> None:

@@ -93,6 +93,29 @@ def dead_letter_headers(headers: Iterable[tuple[str, bytes | None]]) -> dict[str
     }
 
 
+# Records reach orjson through `record_fields`, not orjson's own dataclass support: compiled
+# (mypyc native classes: no `__dict__` or `__slots__`, floats kept unboxed), a record with a
+# float field crashed the process inside orjson (a segfault in the flow's decision sink).
+_RECORDS_BY_FIELD: Final = orjson.OPT_PASSTHROUGH_DATACLASS
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def record_fields(value: Any) -> dict[str, Any]:
+    """orjson's `default` for a record: its fields by name, in order (nested records come
+    back here)."""
+    names = _FIELD_NAMES.get(type(value))
+    if names is None:
+        if not dataclasses.is_dataclass(value) or isinstance(value, type):
+            raise TypeError(f"not JSON: {type(value).__name__}")
+        names = _FIELD_NAMES[type(value)] = tuple(f.name for f in dataclasses.fields(value))
+    return {name: getattr(value, name) for name in names}
+
+
+def dumps(value: Any) -> bytes:
+    """JSON of plain values and records (see `record_fields`)."""
+    return orjson.dumps(value, default=record_fields, option=_RECORDS_BY_FIELD)
+
+
 def proposal_dict(proposal: Proposal) -> dict[str, Any]:
     body = _plain(dataclasses.replace(proposal, record=None))
     body.pop("record")
@@ -109,7 +132,7 @@ def _plain(record: Proposal | DecisionRecord) -> dict[str, Any]:
     """A record as JSON-ready values, nested records included: orjson reads dataclasses in
     C, where `dataclasses.asdict` deep-copies every value in Python (190 us for a decision
     record with its alternatives, more than deciding it took)."""
-    body: dict[str, Any] = orjson.loads(orjson.dumps(record))
+    body: dict[str, Any] = orjson.loads(dumps(record))
     return body
 
 
@@ -127,7 +150,7 @@ def decision_json(decision: DecisionRecord) -> bytes:
     if decision.traceparent is None:
         del body["traceparent"]
     body["ts"] = rfc3339(decision.ts_ms)
-    return orjson.dumps(body)
+    return dumps(body)
 
 
 def encode_proposal(proposal: Proposal) -> KafkaMessage:

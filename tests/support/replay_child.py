@@ -19,6 +19,7 @@ from pathlib import Path
 from adapters.lab.compiled import core_is_compiled
 from adapters.lab.simulator import make_network
 from flows.lab.bench import BENCH_POLICY, bench_scenario, bench_stream
+from operators.codec import decision_json, encode_finding, encode_proposal
 from operators.engine import DecisionContext, step
 from operators.parse import parse_object
 from operators.snapshot import decode, encode
@@ -45,6 +46,9 @@ def main(argv: list[str]) -> None:
     kinds = ("proposals", "decisions", "positions", "findings")
     digests = {kind: hashlib.blake2b(digest_size=8) for kind in kinds}
     counts = dict.fromkeys(digests, 0)
+    # What the sinks publish, as the codec writes it (orjson once crashed on compiled
+    # records: the records' reprs matched, their JSON was never made).
+    published = hashlib.blake2b(digest_size=8)
     for index in range(start, end):
         event = events[index]
         states[event.sku], output = step(states.get(event.sku), event, ctx)
@@ -54,12 +58,21 @@ def main(argv: list[str]) -> None:
             for record in getattr(output, kind):
                 digest.update(repr(record).encode())
                 counts[kind] += 1
+        for proposal in output.proposals:
+            published.update(encode_proposal(proposal).value or b"")
+        for decision in output.decisions:
+            published.update(decision_json(decision))
+        for finding in output.findings:
+            published.update(encode_finding(finding)[1])
     if mode == "--dump" and path is not None:
         path.write_bytes(pickle.dumps({sku: encode(state) for sku, state in states.items()}))
     print(json.dumps({
         "compiled": core_is_compiled(),
         "counts": counts,
-        "digests": {kind: digest.hexdigest() for kind, digest in digests.items()},
+        "digests": {
+            **{kind: digest.hexdigest() for kind, digest in digests.items()},
+            "published": published.hexdigest(),
+        },
     }))  # fmt: skip
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 from mypy import api as mypy_api
 
+from adapters.logs import JsonFormatter
 from state import records, sku
 from state.records import Event, EventType
 from tests.support.typecheck import frozen_copy, house_errors
@@ -103,3 +106,15 @@ def test_the_typecheck_leaves_out_only_a_records_own_init_assignments() -> None:
         "Found 3 errors in 2 files (checked 95 source files)\n"
     )
     assert house_errors(output, source) == output.splitlines()[1:3]
+
+
+def test_a_log_line_writes_a_record_by_its_fields_and_anything_else_as_text() -> None:
+    """Records reach orjson through `codec.record_fields` (its own dataclass reading crashed
+    on compiled records)."""
+    formatter = JsonFormatter()
+    line = logging.LogRecord("stockshift", logging.INFO, "", 0, "seen", None, None)
+    line.event = Event("e", EventType.SALE, 1, "S", "A", 2)
+    line.where = Path("/x")
+    body = json.loads(formatter.format(line))
+    assert body["event"]["event_id"] == "e" and body["event"]["qty"] == 2
+    assert body["where"] == "/x"
