@@ -49,6 +49,7 @@ def main(argv: list[str]) -> None:
     # What the sinks publish, as the codec writes it (orjson once crashed on compiled
     # records: the records' reprs matched, their JSON was never made).
     published = hashlib.blake2b(digest_size=8)
+    pickled = hashlib.blake2b(digest_size=8)
     for index in range(start, end):
         event = events[index]
         states[event.sku], output = step(states.get(event.sku), event, ctx)
@@ -62,6 +63,13 @@ def main(argv: list[str]) -> None:
             published.update(encode_proposal(proposal).value or b"")
         for decision in output.decisions:
             published.update(decision_json(decision))
+        for record in (*output.proposals, *output.decisions):
+            # As negotiation's state and recovery snapshots keep them: the same bytes from
+            # either core, and back whole.
+            data = pickle.dumps(record)
+            if repr(pickle.loads(data)) != repr(record):
+                raise SystemExit(f"a {type(record).__name__} does not unpickle whole")
+            pickled.update(data)
         for finding in output.findings:
             published.update(encode_finding(finding)[1])
     if mode == "--dump" and path is not None:
@@ -72,6 +80,7 @@ def main(argv: list[str]) -> None:
         "digests": {
             **{kind: digest.hexdigest() for kind, digest in digests.items()},
             "published": published.hexdigest(),
+            "pickled": pickled.hexdigest(),
         },
     }))  # fmt: skip
 
