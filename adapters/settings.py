@@ -299,6 +299,7 @@ def check_formats(settings: Settings) -> None:
             "or socket path"
         )
     _check_brokers(settings.brokers)
+    _check_topic_names(settings)
     _check_proxies(settings.console_trusted_proxies)
     if settings.console_auth == "headers" and not settings.console_trusted_proxies:
         raise ConfigError(
@@ -348,6 +349,29 @@ def _check_brokers(brokers: tuple[str, ...]) -> None:
         port = match.group(1) if match else None
         if match is None or (port is not None and not 0 < int(port) < 65536):
             raise ConfigError(f"STOCKSHIFT_BROKERS: {broker!r} is not host:port (port 1-65535)")
+
+
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def _check_topic_names(settings: Settings) -> None:
+    """Every topic stockshift reads or writes has a name Kafka accepts (letters, digits,
+    `.`, `_`, `-`; at most 249): a prefix with a space or `/` used to pass here and fail
+    at topic creation, or, where topics are not created, at the first produce."""
+    from adapters.topics import ROLES
+
+    for kind in sorted(ROLES):
+        name = settings.topic(kind)
+        if not _TOPIC.match(name) or name in (".", ".."):
+            source = (
+                "STOCKSHIFT_TOPIC_NAMES"
+                if kind in settings.topic_names
+                else "STOCKSHIFT_TOPIC_PREFIX"
+            )
+            raise ConfigError(
+                f"{source}: the {kind} topic would be {name[:60]!r}, not a Kafka topic name "
+                "(letters, digits, '.', '_', '-'; at most 249)"
+            )
 
 
 def _check_proxies(proxies: tuple[str, ...]) -> None:

@@ -238,6 +238,26 @@ def test_trusted_proxies_are_addresses_or_networks(proxies: str) -> None:
         from_env({"STOCKSHIFT_CONSOLE_TRUSTED_PROXIES": "", "STOCKSHIFT_CONSOLE_AUTH": "headers"})
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("STOCKSHIFT_TOPIC_PREFIX", "stock shift."),
+        ("STOCKSHIFT_TOPIC_PREFIX", "team/stockshift."),
+        ("STOCKSHIFT_TOPIC_PREFIX", "x" * 250),
+        ("STOCKSHIFT_TOPIC_NAMES", "pos=sales feed"),
+        ("STOCKSHIFT_TOPIC_NAMES", "dlq=.."),
+    ],
+)
+def test_a_topic_name_kafka_would_refuse_fails_at_start(variable: str, value: str) -> None:
+    """Before, it failed at topic creation or, with topics not created, the first produce."""
+    from adapters.settings import from_env
+
+    with pytest.raises(ConfigError, match=rf"^{variable}: the \w+ topic would be"):
+        from_env({variable: value})
+    ok = from_env({"STOCKSHIFT_TOPIC_PREFIX": "", "STOCKSHIFT_TOPIC_NAMES": "pos=POS_sales-v2.eu"})
+    assert ok.topic("pos") == "POS_sales-v2.eu" and ok.topic("dlq") == "dlq"
+
+
 def test_a_misspelled_environment_variable_fails_with_what_it_meant() -> None:
     from adapters.settings import from_env
 
