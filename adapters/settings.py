@@ -355,9 +355,10 @@ _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
 def _check_topic_names(settings: Settings) -> None:
-    """Every topic stockshift reads or writes has a name Kafka accepts (letters, digits,
-    `.`, `_`, `-`; at most 249): a prefix with a space or `/` used to pass here and fail
-    at topic creation, or, where topics are not created, at the first produce."""
+    """Every topic stockshift reads or writes has a name Apache Kafka accepts (letters,
+    digits, `.`, `_`, `-`; at most 249): a prefix with a space or `/` used to pass here,
+    for the broker to refuse (some Kafka-protocol brokers, Tansu among them, take any name,
+    so a deployment could work on one broker and not on the next)."""
     from adapters.topics import ROLES
 
     for kind in sorted(ROLES):

@@ -249,7 +249,7 @@ def test_trusted_proxies_are_addresses_or_networks(proxies: str) -> None:
     ],
 )
 def test_a_topic_name_kafka_would_refuse_fails_at_start(variable: str, value: str) -> None:
-    """Before, it failed at topic creation or, with topics not created, the first produce."""
+    """Before, it passed the check for Apache Kafka to refuse (Tansu takes any name)."""
     from adapters.settings import from_env
 
     with pytest.raises(ConfigError, match=rf"^{variable}: the \w+ topic would be"):
