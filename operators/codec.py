@@ -93,10 +93,10 @@ def dead_letter_headers(headers: Iterable[tuple[str, bytes | None]]) -> dict[str
     }
 
 
-# Records reach orjson through `record_fields`, not orjson's own dataclass support: compiled
-# (mypyc native classes: no `__dict__` or `__slots__`, floats kept unboxed), a record with a
-# float field crashed the process inside orjson (a segfault in the flow's decision sink).
-_RECORDS_BY_FIELD: Final = orjson.OPT_PASSTHROUGH_DATACLASS
+# Records reach orjson through `record_fields` (orjson's OPT_PASSTHROUGH_DATACLASS), not its
+# own dataclass support: compiled (mypyc native classes: no `__dict__` or `__slots__`, floats
+# kept unboxed), a record with a float field crashed the process inside orjson (a segfault
+# in the flow's decision sink).
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
@@ -113,7 +113,7 @@ def record_fields(value: Any) -> dict[str, Any]:
 
 def dumps(value: Any) -> bytes:
     """JSON of plain values and records (see `record_fields`)."""
-    return orjson.dumps(value, default=record_fields, option=_RECORDS_BY_FIELD)
+    return orjson.dumps(value, default=record_fields, option=orjson.OPT_PASSTHROUGH_DATACLASS)
 
 
 def proposal_dict(proposal: Proposal) -> dict[str, Any]:
@@ -129,9 +129,9 @@ def proposal_dict(proposal: Proposal) -> dict[str, Any]:
 
 
 def _plain(record: Proposal | DecisionRecord) -> dict[str, Any]:
-    """A record as JSON-ready values, nested records included: orjson reads dataclasses in
-    C, where `dataclasses.asdict` deep-copies every value in Python (190 us for a decision
-    record with its alternatives, more than deciding it took)."""
+    """A record as JSON-ready values, nested records included: orjson asks `record_fields`
+    for each record's fields, where `dataclasses.asdict` deep-copies every value in Python
+    (190 us for a decision record with its alternatives, more than deciding it took)."""
     body: dict[str, Any] = orjson.loads(dumps(record))
     return body
 
@@ -143,9 +143,9 @@ _DECISION_FIELDS = tuple(f.name for f in dataclasses.fields(DecisionRecord) if f
 def decision_json(decision: DecisionRecord) -> bytes:
     """A decision record's JSON: its fields in order, nested records (the receiver, each
     alternative, the evidence) as objects, the time as `ts`, last. One pass: orjson writes
-    the nested records itself, where the record went through a dump, a load and a dump
-    before (bench stream: 18.5 against 13.3 us for a 1,357-byte record; the same bytes for
-    all 13,697)."""
+    the nested records as `record_fields` gives them, where the record once went through a
+    dump, a load and a dump (bench stream, before records were compiled: 18.5 against 13.3
+    us for a 1,357-byte record; the same bytes for all 13,697)."""
     body = {name: getattr(decision, name) for name in _DECISION_FIELDS}
     if decision.traceparent is None:
         del body["traceparent"]

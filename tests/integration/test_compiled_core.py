@@ -101,11 +101,12 @@ import pickle, sys
 from adapters.lab.compiled import core_is_compiled
 from state.records import Candidate, Event, EventType, SitePosition, SourceRef, StepOutput
 from state.sku import Inbound
+from operators.drift import CusumParams
 event = Event("e", EventType.SALE, 1, "S", "A", 2, source=SourceRef("pos", 0, 7))
 position = SitePosition("S", "A", 3, 1, 0, 0, 4, 0.25, 1)
 built = [
     event, position, Candidate("B", 2, 6.0, 4.5, 1.5, 0.2, 3.1), Inbound(5, 9, -1),
-    StepOutput("e", event_ts_ms=1, positions=(position,)),
+    StepOutput("e", event_ts_ms=1, positions=(position,)), CusumParams(9.0, confirm=4.0),
 ]
 assert core_is_compiled() == (sys.argv[1] == "compiled"), core_is_compiled()
 if len(sys.argv) > 2:
@@ -115,8 +116,10 @@ print(pickle.dumps(built).hex())
 
 
 def test_records_with_their_own_init_pickle_alike_in_both_cores(compiled_root: Path) -> None:
-    """Compiled, a class with its own `__init__` is built by `__new__` calling it, unless
-    marked serializable: unpickling (and `state.sku.restored`) would then fail."""
+    """Compiled, mypyc's default `__new__` of a class with its own `__init__` calls it, and
+    unpickling (and `state.sku.restored`) calls `__new__` alone: those classes have a
+    `__new__` of their own (`_OwnInit`). A compiled frozen dataclass (the drift detector's
+    settings) unpickles through its `__reduce__`."""
 
     def child(root: Path, *args: str) -> str:
         done = subprocess.run(
